@@ -53,7 +53,11 @@ cmd_info.configure = _info_args
 def cmd_demo(args, progress):
     from .demo import run_demo
 
-    return run_demo(args.out, seed=args.seed, size=args.size, progress=progress)
+    result = run_demo(args.out, seed=args.seed, size=args.size, progress=progress)
+    print(format_table(result.summary, title=f"Study {result.study_id}"))
+    print(format_table(result.lesions, title="Ground-truth lesions") if result.lesions else "No lesions.")
+    print(result.describe())
+    return 0
 
 
 def _demo_args(p):
@@ -63,6 +67,339 @@ def _demo_args(p):
 
 
 cmd_demo.configure = _demo_args
+
+
+# ---------------------------------------------------------------- segmentation: plan, train-seg, segment
+def _seg_cases(args, progress):
+    from .segmentation.data import cases_from_folder, phantom_case
+
+    if args.phantoms:
+        cases = []
+        for i in range(args.phantoms):
+            cases.append(phantom_case(args.seed + i, args.channels, args.phantom_size))
+            progress(0.1 * (i + 1) / args.phantoms, f"phantom {i + 1}/{args.phantoms}")
+        return cases
+    if args.dataset is None:
+        from .errors import InputError
+
+        raise InputError("Give a DATASET folder (one study folder per case, with a 'labels' mask) or --phantoms N.")
+    return cases_from_folder(args.dataset, args.channels, args.reference)
+
+
+def _seg_plans(args, cases):
+    from .segmentation.planner import fingerprint, load_plans, make_plans
+
+    if getattr(args, "plans", None):
+        return load_plans(args.plans)
+    return make_plans(fingerprint(cases, seed=args.seed), memory_mb=args.memory_mb, spacing=args.spacing,
+                      base_filters=args.base_filters, max_filters=args.max_filters, batch_size=args.batch_size)
+
+
+@verb("plan", "nnU-Net-style plans (spacing, patch size under a memory budget, normalisation, topology) for a dataset")
+def cmd_plan(args, progress):
+    from .segmentation.planner import save_plans
+
+    plans = _seg_plans(args, _seg_cases(args, progress))
+    save_plans(plans, args.out)
+    print(f"plans: spacing {plans['spacing']} mm, patch {plans['patch_size']}, filters {plans['filters']}, "
+          f"~{plans['memory_mb_estimate']} MB -> {args.out}")
+    progress(1.0, "plans written")
+    return 0
+
+
+def _dataset_args(p):
+    p.add_argument("dataset", type=Path, nargs="?", help="folder of study folders, each with a 'labels' mask")
+    p.add_argument("--phantoms", type=int, default=0, help="use N phantom patients instead of DATASET")
+    p.add_argument("--phantom-size", choices=["small", "full"], default="small")
+    p.add_argument("--channels", nargs="+", default=["AP", "PVP"], help="phases used as channels, in order")
+    p.add_argument("--reference", default=None, help="series whose grid the labels live on (default PVP)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--memory-mb", type=float, default=2000.0, help="training memory budget for the patch size")
+    p.add_argument("--spacing", type=float, nargs=3, default=None, help="override the plan spacing (x y z, mm)")
+    p.add_argument("--base-filters", type=int, default=32)
+    p.add_argument("--max-filters", type=int, default=320)
+    p.add_argument("--batch-size", type=int, default=2)
+
+
+def _plan_args(p):
+    _dataset_args(p)
+    p.add_argument("--out", type=Path, required=True, help="plans.json to write")
+
+
+cmd_plan.configure = _plan_args
+
+
+@verb("train-seg", "train a segmentation model bundle (DynUNet) on a dataset or on phantoms")
+def cmd_train_seg(args, progress):
+    import torch
+
+    from .progress import scaled
+    from .segmentation.bundle import dataset_description, save_bundle
+    from .segmentation.trainer import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cases = _seg_cases(args, scaled(progress, 0.0, 1.0))
+    plans = _seg_plans(args, cases)
+    result = train(cases, plans, steps=args.steps, seed=args.seed, fold=args.fold, n_folds=args.folds, lr=args.lr,
+                   device=args.device, checkpoint_dir=args.checkpoint, elastic=args.elastic,
+                   progress=scaled(progress, 0.1, 1.0))
+    card = {"name": args.out.name, "training_data": f"{len(result.train_ids)} cases "
+            + (f"(phantoms, seeds {args.seed}..{args.seed + args.phantoms - 1}, size {args.phantom_size})"
+               if args.phantoms else f"from {args.dataset}"),
+            "validation": result.val_ids, "metrics": result.metrics, "steps": args.steps,
+            "train_seconds": round(result.seconds, 1), "versions": _versions()}
+    save_bundle(args.out, plans, dataset_description(plans, len(result.train_ids), args.reference or "PVP"),
+                result.network, card)
+    print(f"bundle -> {args.out}; validation Dice {result.metrics.get('dice', 'n/a')}")
+    return 0
+
+
+def _train_seg_args(p):
+    _dataset_args(p)
+    p.add_argument("--out", type=Path, required=True, help="model bundle folder to write")
+    p.add_argument("--plans", type=Path, default=None, help="plans.json from `hccfusion plan` (default: plan now)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--fold", type=int, default=None, help="k-fold fold to hold out for validation (default: none)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--elastic", action="store_true", help="add elastic deformation to the augmentation")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (resumes when it holds one)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+
+
+cmd_train_seg.configure = _train_seg_args
+
+
+@verb("segment", "segment liver and tumours of a (registered) study -> OUT/segmentation/")
+def cmd_segment(args, progress):
+    from .io import load_study
+    from .segmentation.predictor import save_segmentation
+
+    study = load_study(args.study)
+    if args.nnunet:
+        from .segmentation.nnunet import segment_study_nnunet
+
+        seg = segment_study_nnunet(study, args.nnunet, folds=args.folds, tta=not args.no_tta,
+                                   channel_map=dict(args.channel or []), reference=args.reference, progress=progress)
+        info = {"engine": "nnunet", "model": str(args.nnunet)}
+    else:
+        from .segmentation.bundle import load_bundle
+        from .segmentation.predictor import segment_study
+
+        bundle = load_bundle(args.model)
+        seg = segment_study(study, bundle, reference=args.reference, tta=not args.no_tta, overlap=args.overlap,
+                            max_memory_mb=args.max_memory_mb, progress=progress)
+        info = {"engine": "bundle", "model": str(bundle.path), "channels": bundle.channels}
+    out = save_segmentation(seg, args.out / "segmentation", info)
+    print(f"{len(seg.lesions)} lesion(s); segmentation -> {out / 'segmentation.nii.gz'}")
+    return 0
+
+
+def _segment_args(p):
+    p.add_argument("study", type=Path, help="study folder (e.g. OUT/registration from `hccfusion register`)")
+    engine = p.add_mutually_exclusive_group()
+    engine.add_argument("--model", type=Path, default=None, help="model bundle folder (default: shipped sample)")
+    engine.add_argument("--nnunet", type=Path, default=None, help="nnU-Net v2 trained model folder")
+    p.add_argument("--folds", nargs="+", default=None, help="nnU-Net folds to ensemble (default: all present)")
+    p.add_argument("--channel", nargs=2, action="append", metavar=("CHANNEL", "SERIES"),
+                   help="nnU-Net: map a model channel (index or name) to a study series (repeatable)")
+    p.add_argument("--reference", default=None, help="series whose grid the output uses (default: model's, PVP)")
+    p.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation (faster)")
+    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (0-0.9)")
+    p.add_argument("--max-memory-mb", type=float, default=None, help="refuse inputs estimated above this")
+    p.add_argument("--out", type=Path, required=True)
+
+
+cmd_segment.configure = _segment_args
+
+
+def _versions() -> dict:
+    import monai
+    import torch
+
+    return {"hccfusion": __version__, "torch": torch.__version__, "monai": monai.__version__}
+
+
+# ---------------------------------------------------------------- interoperability: pacs query|pull|push
+@verb("pacs", "DICOMweb PACS: query studies/series/instances, pull a study into OUT/pacs/, push DICOM files")
+def cmd_pacs(args, progress):
+    from .pacs import Pacs
+
+    pacs = Pacs(args.pacs_url, username=args.pacs_user, token=args.pacs_token, timeout=args.timeout,
+                retries=args.retries)
+    if args.action == "query":
+        table = pacs.query(args.level, study_uid=args.study, filters=dict(args.filter or []), limit=args.limit)
+        print(format_table(table.astype(object).where(table.notna(), "").to_dict("records"),
+                           title=f"{len(table)} {args.level} on {pacs.url}"))
+    elif args.action == "pull":
+        folder = args.out / "pacs" / args.study_uid
+        files = pacs.pull(args.study_uid, folder, series_uid=args.series, progress=progress)
+        print(f"retrieved {len(files)} instances into {folder}")
+    else:
+        result = pacs.push(args.paths, progress=progress)
+        print(f"stored {len(result.stored)} instances, {len(result.skipped)} already present on {pacs.url}")
+    return 0
+
+
+def _pacs_args(p):
+    from .pacs import ENV_PASSWORD, ENV_TOKEN, ENV_URL, ENV_USER
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--pacs-url", help=f"DICOMweb root, e.g. http://host:8042/dicom-web (default: ${ENV_URL})")
+    common.add_argument("--pacs-user", help=f"basic-auth user (default: ${ENV_USER}; password from ${ENV_PASSWORD})")
+    common.add_argument("--pacs-token", help=f"bearer token (default: ${ENV_TOKEN})")
+    common.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    common.add_argument("--retries", type=int, default=3, help="retries with backoff after a failure (default 3)")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    query = actions.add_parser("query", parents=[common], help="QIDO-RS search (no patient names are shown)")
+    query.add_argument("--level", choices=["studies", "series", "instances"], default="studies")
+    query.add_argument("--study", help="StudyInstanceUID (for --level series/instances)")
+    query.add_argument("--filter", nargs=2, action="append", metavar=("KEYWORD", "VALUE"),
+                       help="QIDO match, e.g. --filter ModalitiesInStudy CT (repeatable)")
+    query.add_argument("--limit", type=int)
+    pull = actions.add_parser("pull", parents=[common], help="WADO-RS retrieve a study into OUT/pacs/<StudyUID>/")
+    pull.add_argument("study_uid", help="StudyInstanceUID")
+    pull.add_argument("--series", help="only this SeriesInstanceUID")
+    pull.add_argument("--out", type=Path, required=True)
+    push = actions.add_parser("push", parents=[common],
+                              help="STOW-RS store DICOM files/folders; instances already in the PACS are skipped")
+    push.add_argument("paths", nargs="+", type=Path)
+
+
+cmd_pacs.configure = _pacs_args
+
+
+# ---------------------------------------------------------------- radiomics: extract, cohort-extract, stability
+def _radiomics_options(args) -> dict:
+    """Keyword arguments of radiomics.extract_study from the shared extract/cohort-extract options."""
+    from .errors import InputError
+
+    presets = {}
+    for spec in args.preset or []:
+        key, sep, value = spec.partition("=")
+        presets[key if sep else "*"] = value if sep else spec
+    try:
+        rings = [tuple(float(x) for x in r.split("-")) for r in args.rings.split(",") if r.strip()]
+    except ValueError:
+        raise InputError(f"--rings '{args.rings}': give mm ranges like 0-5,5-10.") from None
+    if any(len(r) != 2 for r in rings):
+        raise InputError(f"--rings '{args.rings}': give mm ranges like 0-5,5-10.")
+    return {"regions": [r.strip() for r in args.regions.split(",") if r.strip()], "rings_mm": rings,
+            "margin_mm": args.margin_mm, "clip": args.clip, "presets": presets or None,
+            "image_types": [t.strip() for t in args.image_types.split(",")] if args.image_types else None,
+            "workers": args.workers, "cache_dir": args.cache, "resample_masks": args.resample_masks}
+
+
+def _radiomics_args(p):
+    p.add_argument("--regions", default="tumour,index,lesions,rings,background_liver",
+                   help="region groups: tumour,index,lesions,rings,background_liver,liver,spleen")
+    p.add_argument("--rings", default="0-5,5-10", help="peritumoral rings in mm (default 0-5,5-10)")
+    p.add_argument("--margin-mm", type=float, default=10.0,
+                   help="background liver excludes tumours dilated by this (default 10)")
+    p.add_argument("--clip", choices=["liver", "body", "none"], default="liver", help="clip rings to (default liver)")
+    p.add_argument("--preset", action="append", metavar="[KEY=]PRESET",
+                   help="preset name (ct, mr, pet, ct_v1, …) or YAML/JSON file; KEY = series name, phase or "
+                        "modality (CT, MR, PT) to target some series (repeatable; default: per modality)")
+    p.add_argument("--image-types", help="comma list of Original,LoG,Wavelet (default: the preset's)")
+    p.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
+    p.add_argument("--cache", type=Path, help="cache folder for per-(series, region) results (content-hashed)")
+    p.add_argument("--resample-masks", action="store_true",
+                   help="resample a segmentation on another grid to each series (nearest neighbour) instead of "
+                        "reporting a GeometryError; better: extract the registered study")
+
+
+@verb("extract", "radiomics + kinetic features per series × region -> OUT/radiomics/")
+def cmd_extract(args, progress):
+    from .io import load_study, read_image
+    from .radiomics import LONG_COLUMNS, extract_study, phase_deltas, write_outputs
+
+    study = load_study(args.study)
+    segmentation = read_image(args.segmentation) if args.segmentation else None
+    result = extract_study(study, segmentation, progress=progress, **_radiomics_options(args))
+    wide = result.wide
+    if args.phase_deltas:
+        import pandas as pd
+
+        wide = pd.concat([wide, phase_deltas(wide)], axis=1)
+    folder = args.out / "radiomics"
+    write_outputs(folder, result.long[LONG_COLUMNS], wide, result.kinetics, result.diagnostics)
+    counts = result.long.groupby("series")["region"].nunique()
+    print(format_table([{"series": s, "regions": int(counts.get(s, 0)),
+                         "values": int((result.long["series"] == s).sum()),
+                         "with_reason": int(((result.long["series"] == s) & (result.long["reason"] != "")).sum()),
+                         "seconds": result.diagnostics["series"][s].get("seconds", "")} for s in study.series],
+                       title=f"Radiomics of {study.study_id} -> {folder}"))
+    return 0
+
+
+def _extract_args(p):
+    p.add_argument("study", type=Path, help="study folder (study.json, NIfTI/NRRD or DICOM), best the registered "
+                                            "one (OUT/registration)")
+    p.add_argument("--segmentation", type=Path,
+                   help="label map (LABELS values) on the series grid; default: each series' masks['labels']")
+    _radiomics_args(p)
+    p.add_argument("--phase-deltas", action="store_true", help="add <A>-<B>__… phase-difference columns to the wide")
+    p.add_argument("--out", type=Path, required=True, help="output folder (writes OUT/radiomics/)")
+
+
+cmd_extract.configure = _extract_args
+
+
+@verb("cohort-extract", "radiomics of every study in a cohort CSV (study_id,path[,segmentation]) with resume")
+def cmd_cohort_extract(args, progress):
+    from .radiomics import cohort_extract
+
+    status = cohort_extract(args.cohort, args.out, progress=progress, **_radiomics_options(args))
+    print(format_table(status.to_dict("records"), title=f"Cohort -> {args.out / 'radiomics'}"))
+    return 0 if (status["status"] != "failed").all() else 1
+
+
+def _cohort_args(p):
+    p.add_argument("cohort", type=Path, help="CSV with study_id,path[,segmentation][,patient_id,timepoint]")
+    _radiomics_args(p)
+    p.add_argument("--out", type=Path, required=True, help="output folder (OUT/studies/<id>/radiomics, OUT/radiomics)")
+
+
+cmd_cohort_extract.configure = _cohort_args
+
+
+@verb("stability", "ICC(3,1) of features under mask/noise/rotation/translation perturbations -> OUT/stability/")
+def cmd_stability(args, progress):
+    from .io import atomic_write, load_study, read_image
+    from .radiomics import stability_screen, stability_subjects
+
+    studies = [load_study(s) for s in args.studies]
+    segmentation = read_image(args.segmentation) if args.segmentation else None
+    subjects = stability_subjects(studies, args.series, [r.strip() for r in args.regions.split(",")], segmentation)
+    preset = args.preset or {"CT": "ct", "MR": "mr", "PT": "pet"}[studies[0][args.series].modality.value]
+    icc = stability_screen(subjects, preset, perturbations=[p.strip() for p in args.perturbations.split(",")],
+                           repeats=args.repeats, seed=args.seed, threshold=args.threshold,
+                           image_types=[t.strip() for t in args.image_types.split(",")], progress=progress)
+    path = args.out / "stability" / "icc.csv"
+    with atomic_write(path) as tmp:
+        icc.to_csv(tmp, index=False)
+    print(f"{int(icc['keep'].sum())} of {len(icc)} features with ICC(3,1) >= {args.threshold} "
+          f"({len(subjects)} subjects) -> {path}")
+    return 0
+
+
+def _stability_args(p):
+    p.add_argument("studies", type=Path, nargs="+", help="study folders (subjects = their regions)")
+    p.add_argument("--segmentation", type=Path, help="label map on the series grid (default: masks['labels'])")
+    p.add_argument("--series", default="PVP", help="series name or phase to screen (default PVP)")
+    p.add_argument("--regions", default="lesions", help="regions/groups giving the subjects (default lesions)")
+    p.add_argument("--preset", help="preset name or file (default: by modality)")
+    p.add_argument("--perturbations", default="erode,dilate,noise,rotate,translate")
+    p.add_argument("--repeats", type=int, default=1, help="seeded repeats per perturbation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=0.75, help="keep features with ICC >= this (default 0.75)")
+    p.add_argument("--image-types", default="Original", help="image types (default Original)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (writes OUT/stability/icc.csv)")
+
+
+cmd_stability.configure = _stability_args
 
 
 # ---------------------------------------------------------------- helpers

@@ -100,6 +100,8 @@ class Clinical:
     etiology: str | None = None  # one of ETIOLOGIES
     center: str | None = None
     performance_status: int | None = None  # ECOG 0-4
+    vascular_invasion: bool | None = None  # macrovascular (portal) invasion on imaging (BCLC)
+    extrahepatic_spread: bool | None = None  # nodal or distant metastases (BCLC)
     age: float | None = None
     sex: str | None = None
 

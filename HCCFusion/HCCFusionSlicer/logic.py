@@ -1,0 +1,476 @@
+"""HCCFusion logic: scene nodes → study folder → `hccfusion` verb (background process) → nodes in the scene.
+
+No Qt here: the logic runs inside Slicer and headless on the slicer-core wheel (Testing/test_slicer_logic.py).
+The process runner is injected: `SubprocessRunner` runs verbs synchronously, `QtProcessRunner` in the
+background of the GUI. Each stage has a `...Job` method (export what the verb needs, return the command)
+and a `load...` method (read the verb's outputs into nodes placed under the study in subject hierarchy).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import SimpleITK as sitk
+
+from HCCFusionLib import scene as mrml
+from HCCFusionLib.errors import InputError
+
+from .process import CliJob, CliResult, SubprocessRunner
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "not known"  # the panel's value for a clinical variable that is not known
+CT_WINDOW_LEVEL = (350.0, 50.0)  # abdominal soft-tissue window
+
+
+@dataclass
+class StageResult:
+    """Nodes a stage added, by role (e.g. "transforms", "tables"), and the folder its outputs came from."""
+
+    folder: Path
+    nodes: dict = field(default_factory=dict)
+    summary: str = ""
+    studyId: str = ""
+
+    def all(self) -> list:
+        found = []
+        for value in self.nodes.values():
+            found += list(value.values()) if isinstance(value, dict) else (value if isinstance(value, list) else [value])
+        return [n for n in found if n is not None]
+
+
+class HCCFusionLogic:
+    """Runs HCCFusion stages on scene nodes; `runner` runs the `hccfusion` verbs."""
+
+    def __init__(self, runner=None, scene=None):
+        self.runner = runner or SubprocessRunner()
+        self.scene = scene if scene is not None else mrml.new_scene()
+
+    # ------------------------------------------------------------ running verbs
+    @staticmethod
+    def hasVerb(verb: str) -> bool:
+        """Whether this HCCFusionLib version has the `hccfusion VERB` command."""
+        from HCCFusionLib import cli
+
+        return verb in cli.VERBS
+
+    def run(self, job: CliJob, load: Callable[[], StageResult], progress=None,
+            finished: "Callable[[StageResult | None, Exception | None], None] | None" = None,
+            waitForCompletion: bool = False) -> "StageResult | None":
+        """Run `job`, then `load()` its outputs into the scene.
+
+        With `waitForCompletion` (or a runner without `start`) this blocks and returns the result; otherwise the
+        runner starts the job in the background and `finished(result, error)` is called when it ends.
+        """
+        if waitForCompletion or not hasattr(self.runner, "start"):
+            self.runner.run(job, progress)
+            result = load()
+            if finished:
+                finished(result, None)
+            return result
+
+        def done(cliResult: "CliResult | None", error: "Exception | None"):
+            if error is None:
+                try:
+                    result = load()
+                except Exception as exc:  # reported to the user by `finished`
+                    finished(None, exc)
+                    return
+                finished(result, None)
+            else:
+                finished(None, error)
+
+        self.runner.start(job, progress, done)
+        return None
+
+    # ------------------------------------------------------------ inputs
+    @staticmethod
+    def outputFolder(workFolder: "str | Path | None", studyId: str) -> Path:
+        """Where a study's files and stage outputs go: WORK/<study id> (a temporary folder when WORK is empty)."""
+        studyId = studyId.strip()
+        if not studyId or any(c in studyId for c in "/\\:"):
+            raise InputError(f"Study ID '{studyId}' cannot name a folder: use letters, digits, '-' or '_'.")
+        work = Path(workFolder) if workFolder and str(workFolder) not in ("", ".") else None
+        if work is None:
+            work = Path(tempfile.gettempdir()) / "HCCFusion"
+        return work / studyId
+
+    def exportStudy(self, inputs: list, folder: "str | Path", studyId: str, clinical: "dict | None" = None,
+                    masks: "dict | None" = None) -> Path:
+        """Write the input volumes as a study folder (NIfTI + study.json, contract 2) and return its path.
+
+        `inputs`: (volume node, phase code) pairs; each becomes a series named by its phase. `masks`: phase →
+        segmentation node, exported as that series' "labels" mask on its grid. A volume under a transform is
+        exported in its own (untransformed) geometry: registration recovers the alignment.
+        """
+        from HCCFusionLib.io import save_study
+        from HCCFusionLib.study import Clinical, Series, Study
+
+        if not inputs:
+            raise InputError("No input volume selected: pick at least one volume and its phase in Inputs.")
+        phases = [phase for _, phase in inputs]
+        duplicates = sorted({p for p in phases if phases.count(p) > 1})
+        if duplicates:
+            raise InputError(f"Phase(s) {', '.join(duplicates)} assigned to more than one input: give each "
+                             "volume its own phase/sequence.")
+        study = Study(studyId, clinical=Clinical.from_dict(clinical or {}))
+        for node, phase in inputs:
+            image = mrml.volume_to_image(node, ignore_transform=True)
+            series = study.add(Series(phase, phase, image, meta={"source": "Slicer node"}))
+            maskNode = (masks or {}).get(phase)
+            if maskNode is not None:
+                series.add_mask("labels", mrml.segmentation_to_labels(maskNode, image))
+        return save_study(study, Path(folder), overwrite=True)
+
+    def infoJob(self, studyFolder: "str | Path") -> CliJob:
+        return CliJob("info", [studyFolder])
+
+    def info(self, studyFolder: "str | Path") -> str:
+        """`hccfusion info` of a study folder: its series, detected phases and geometry, as text."""
+        result = self.runner.run(self.infoJob(studyFolder))
+        return "\n".join(line for line in result.output if not line.startswith(("INFO ", "DEBUG ", "WARNING ")))
+
+    def loadPhantom(self, seed: int = 1, size: str = "small") -> StageResult:
+        """A synthetic multi-phase CT patient (HCCFusionLib.phantom) as volumes + ground-truth segmentation."""
+        from HCCFusionLib.phantom import make_patient
+
+        patient = make_patient(seed, size)
+        study = patient.study
+        volumes = {s.name: mrml.image_to_volume(self.scene, s.image, f"{study.study_id}_{s.name}",
+                                                window_level=CT_WINDOW_LEVEL if s.modality.value == "CT" else None)
+                   for s in study}
+        truth = mrml.labels_to_segmentation(self.scene, patient.labels, f"{study.study_id}_ground_truth",
+                                            reference_volume=volumes[patient.reference])
+        result = StageResult(Path(), {"volumes": volumes, "segmentation": truth}, studyId=study.study_id)
+        mrml.place_in_study(self.scene, result.all(), study.study_id)
+        result.summary = f"Phantom {study.study_id}: {', '.join(volumes)} (reference {patient.reference})"
+        return result
+
+    # ------------------------------------------------------------ registration
+    def registrationJob(self, studyFolder, outFolder, reference: str, mode: str, liverMask: bool = False) -> CliJob:
+        args = [studyFolder, "--reference", reference, "--mode", mode, "--out", outFolder]
+        return CliJob("register", args + (["--mask", "liver"] if liverMask else []))
+
+    def loadRegistration(self, outFolder, inputNodes: dict, studyId: str) -> StageResult:
+        """Transforms (moving volumes placed under them), resampled and fused volumes, QC table."""
+        folder = Path(outFolder) / "registration"
+        _require(folder / "study.json", "registration")
+        result = StageResult(folder, {"transforms": {}, "resampled": {}})
+        for path in sorted(folder.glob("*_transform.h5")):
+            name = path.name[: -len("_transform.h5")]
+            transform = sitk.ReadTransform(str(path))
+            result.nodes["transforms"][name] = mrml.transform_to_node(
+                self.scene, transform, f"{studyId}_{name}_to_reference", moving=inputNodes.get(name))
+        manifest = json.loads((folder / "study.json").read_text(encoding="utf-8"))
+        for entry in manifest.get("series", []):
+            image = sitk.ReadImage(str(folder / entry["file"]))
+            result.nodes["resampled"][entry["name"]] = mrml.image_to_volume(
+                self.scene, image, f"{studyId}_{entry['name']}_registered",
+                window_level=CT_WINDOW_LEVEL if entry.get("modality", "CT") == "CT" else None)
+        if (folder / "fused.nii.gz").exists():
+            result.nodes["fused"] = mrml.image_to_volume(
+                self.scene, sitk.ReadImage(str(folder / "fused.nii.gz")), f"{studyId}_fused",
+                channels=_channel_names(folder / "channels.json"))
+        if (folder / "qc.csv").exists():
+            result.nodes["qc"] = self._table(folder / "qc.csv", f"{studyId}_registration_QC")
+        mrml.place_in_study(self.scene, result.all(), studyId)
+        result.summary = (f"{len(result.nodes['transforms'])} transform(s), "
+                          f"{len(result.nodes['resampled'])} series on the reference grid")
+        return result
+
+    # ------------------------------------------------------------ segmentation
+    def segmentationJob(self, studyFolder, outFolder, modelFolder=None, nnunetFolder=None, tta: bool = False,
+                        reference: "str | None" = None) -> CliJob:
+        """`hccfusion segment`: the shipped sample model unless a model bundle or nnU-Net v2 folder is given."""
+        args = [studyFolder, "--out", outFolder]
+        if nnunetFolder:
+            args += ["--nnunet", nnunetFolder]
+        elif modelFolder:
+            args += ["--model", modelFolder]
+        if reference:
+            args += ["--reference", reference]
+        return CliJob("segment", args + ([] if tta else ["--no-tta"]))
+
+    def loadSegmentation(self, outFolder, referenceNode, studyId: str, outputNode=None) -> StageResult:
+        """Segmentation node (names, colours, SNOMED terminology) on the reference geometry + lesion table."""
+        folder = Path(outFolder) / "segmentation"
+        labels = _require(folder / "segmentation.nii.gz", "segment")
+        created = mrml.labels_to_segmentation(self.scene, sitk.ReadImage(str(labels)), f"{studyId}_segmentation",
+                                              reference_volume=referenceNode)
+        node = created
+        if outputNode is not None:
+            outputNode.GetSegmentation().DeepCopy(created.GetSegmentation())
+            outputNode.SetReferenceImageGeometryParameterFromVolumeNode(referenceNode)
+            outputNode.CreateDefaultDisplayNodes()
+            self.scene.RemoveNode(created)
+            node = outputNode
+        result = StageResult(folder, {"segmentation": node})
+        if (folder / "lesions.csv").exists():
+            result.nodes["lesions"] = self._table(folder / "lesions.csv", f"{studyId}_lesions")
+        mrml.place_in_study(self.scene, result.all(), studyId)
+        count = node.GetSegmentation().GetNumberOfSegments()
+        result.summary = f"{count} segment(s)" + (
+            f", {result.nodes['lesions'].GetNumberOfRows()} lesion(s)" if "lesions" in result.nodes else "")
+        return result
+
+    def exportSegmentation(self, segmentationNode, referenceNode, path: "str | Path") -> Path:
+        """Write a segmentation as a label map (study.LABELS values) on the reference volume's grid."""
+        from HCCFusionLib.io import save_image
+
+        reference = mrml.volume_to_image(referenceNode, ignore_transform=True)
+        return save_image(mrml.segmentation_to_labels(segmentationNode, reference), path)
+
+    # ------------------------------------------------------------ radiomics
+    def radiomicsJob(self, studyFolder, segmentationFile, outFolder, preset: str = "auto", regions: str = "") -> CliJob:
+        args = [studyFolder, "--segmentation", segmentationFile, "--out", outFolder]
+        if preset and preset != "auto":
+            args += ["--preset", preset]
+        names = [r.strip() for r in regions.replace(";", ",").split(",") if r.strip()]
+        return CliJob("extract", args + (["--regions", *names] if names else []))
+
+    def loadFeatures(self, outFolder, studyId: str, tableNode=None) -> StageResult:
+        """Feature tables: long (one row per series × region × feature, filterable), kinetic, definitions."""
+        folder = Path(outFolder) / "radiomics"
+        long = _require(folder / "features_long.csv", "extract")
+        result = StageResult(folder, {"features": self._table(long, f"{studyId}_features", tableNode)})
+        for key, file in (("kinetics", "kinetics.csv"), ("definitions", "definitions.csv")):
+            if (folder / file).exists():
+                result.nodes[key] = self._table(folder / file, f"{studyId}_{key}")
+        mrml.place_in_study(self.scene, result.all(), studyId)
+        result.summary = f"{result.nodes['features'].GetNumberOfRows()} feature values"
+        return result
+
+    # ------------------------------------------------------------ prediction & report
+    def predictionJob(self, featuresFile, bundleFolder, outFolder, clinicalFile=None) -> CliJob:
+        args = [featuresFile, "--model", bundleFolder, "--out", outFolder]
+        return CliJob("predict", args + (["--clinical", clinicalFile] if clinicalFile else []))
+
+    def loadPrediction(self, outFolder, studyId: str) -> StageResult:
+        """Prediction text, evidence table and the per-feature contributions as a bar chart."""
+        folder = Path(outFolder) / "prediction"
+        predictionNode = self._table(_require(folder / "prediction.csv", "predict"), f"{studyId}_prediction")
+        result = StageResult(folder, {"prediction": predictionNode})
+        if (folder / "evidence.csv").exists():
+            result.nodes["evidence"] = self._table(folder / "evidence.csv", f"{studyId}_evidence")
+        if (folder / "contributions.csv").exists():
+            contributions = self._table(folder / "contributions.csv", f"{studyId}_contributions")
+            result.nodes["contributions"] = contributions
+            result.nodes["chart"] = self.contributionChart(contributions, f"{studyId}_contributions_chart")
+        mrml.place_in_study(self.scene, result.all(), studyId)
+        result.summary = predictionText(mrml.table_to_dataframe(predictionNode))
+        return result
+
+    def contributionChart(self, tableNode, name: str):
+        """Bar chart (plot chart node) of a contributions table: its first text column against its first number."""
+        from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+        frame = mrml.table_to_dataframe(tableNode)
+        values = [c for c in frame.columns if is_numeric_dtype(frame[c]) and not is_bool_dtype(frame[c])]
+        labels = [c for c in frame.columns if not is_numeric_dtype(frame[c])]
+        if not values:
+            raise InputError(f"Contributions table '{tableNode.GetName()}' has no numeric column to plot.")
+        series = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name}_series")
+        series.SetAndObserveTableNodeID(tableNode.GetID())
+        series.SetPlotType(series.PlotTypeBar)
+        series.SetYColumnName(values[0])
+        if labels:
+            series.SetLabelColumnName(labels[0])
+        chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+        chart.SetTitle("Contributions to the prediction")
+        chart.SetYAxisTitle(values[0])
+        return chart
+
+    # ------------------------------------------------------------ LI-RADS and DICOM (short: run in-process)
+    def assessLirads(self, studyFolder, segmentationNode, outFolder, studyId: str) -> StageResult:
+        """LI-RADS v2018 per observation on a registered study (phases on one grid) and its segmentation."""
+        from HCCFusionLib import lirads
+        from HCCFusionLib.io import load_study
+
+        study = load_study(studyFolder)
+        labels = mrml.segmentation_to_labels(segmentationNode, next(iter(study)).image)
+        self.lirads = lirads.assess_study(study, labels)
+        self.liradsFolder = Path(outFolder) / "lirads"
+        self.lirads.save(self.liradsFolder)
+        table = mrml.dataframe_to_table(self.scene, _liradsFrame(self.lirads), f"{studyId}_LI-RADS")
+        evidence = mrml.dataframe_to_table(self.scene, self.lirads.evidence(), f"{studyId}_LI-RADS_evidence")
+        result = StageResult(self.liradsFolder, {"lirads": table, "evidence": evidence}, studyId=studyId)
+        mrml.place_in_study(self.scene, result.all(), studyId)
+        result.summary = _liradsSummary(self.lirads)
+        return result
+
+    def applyLiradsOverrides(self, tableNode, reader: str) -> list:
+        """Record the reader's edits of the LI-RADS table (features, diameter, category) as overrides.
+
+        Every changed cell becomes a recorded override (who, when, old → new); the categories are recomputed
+        unless overridden themselves, the table node is refreshed and the CSVs rewritten.
+        """
+        from HCCFusionLib.lirads import FEATURES
+
+        if getattr(self, "lirads", None) is None:
+            raise InputError("No LI-RADS assessment to override: run 'Assess LI-RADS' first.")
+        edited = mrml.table_to_dataframe(tableNode).set_index("lesion")
+        before = _liradsFrame(self.lirads).set_index("lesion")
+        made = []
+        for lesion in before.index:
+            for column in (*FEATURES, "diameter_mm", "category"):
+                old, new = before.at[lesion, column], edited.at[lesion, column]
+                if column in FEATURES:
+                    old, new = _yesNo(old), _yesNo(new, f"lesion {lesion} {column}")
+                    changed = new is not None and new != old
+                elif column == "diameter_mm":
+                    changed = abs(float(new) - float(old)) > 0.05
+                else:
+                    changed = str(new).strip() != str(old)
+                    new = str(new).strip()
+                if changed:
+                    made.append(self.lirads.override(int(lesion), column, new, reader))
+        refreshed = mrml.dataframe_to_table(self.scene, _liradsFrame(self.lirads), "refreshed")
+        tableNode.GetTable().DeepCopy(refreshed.GetTable())
+        tableNode.Modified()
+        self.scene.RemoveNode(refreshed)
+        self.lirads.save(self.liradsFolder)
+        return made
+
+    def exportDicom(self, studyFolder, segmentationNode, referencePhase: str, outFolder, studyId: str,
+                    predictions: "dict | None" = None) -> dict:
+        """DICOM SEG of the segmentation and a TID 1500 SR of its lesions (with LI-RADS when assessed),
+        both referencing the reference series (written as DICOM first when it came from NIfTI)."""
+        from HCCFusionLib import dicom
+        from HCCFusionLib.io import load_study
+
+        folder = Path(outFolder) / "dicom"
+        series = load_study(studyFolder)[referencePhase]
+        source = dicom.source_series_files(series, folder / f"source_{referencePhase}", study_id=studyId)
+        labels = mrml.segmentation_to_labels(segmentationNode, series.image)
+        seg = dicom.write_seg(labels, source, folder / "seg.dcm")
+        if getattr(self, "lirads", None) is not None:
+            lesions = _liradsFrame(self.lirads).rename(columns={"category": "lirads"})
+        else:
+            lesions = tumourLesions(labels)
+        sr = dicom.write_sr(lesions, seg, source, folder / "sr.dcm", predictions=predictions)
+        return {"seg": seg, "sr": sr, "source": source}
+
+    def pacsPushJob(self, files: list, pacsUrl: str) -> CliJob:
+        """`hccfusion pacs push`: STOW-RS store of DICOM files (instances already in the PACS are skipped)."""
+        if not pacsUrl.strip():
+            raise InputError("No PACS URL: enter the DICOMweb root of your PACS, e.g. http://host:8042/dicom-web.")
+        return CliJob("pacs", ["push", *files, "--pacs-url", pacsUrl.strip()])
+
+    def bclcStage(self, clinical: dict, lesionTableNode=None) -> str:
+        """BCLC (2022) stage from the clinical fields, with tumour number/size from the lesion table if given."""
+        from HCCFusionLib.clinical import stage_clinical
+
+        values = dict(clinical)
+        if lesionTableNode is not None:
+            lesions = mrml.table_to_dataframe(lesionTableNode)
+            size = next((c for c in lesions.columns if "diameter" in c.lower()), None)
+            values.setdefault("tumour_number", len(lesions))
+            if size is not None and len(lesions):
+                values.setdefault("tumour_size_mm", float(lesions[size].max()))
+        staging = stage_clinical(values)
+        return f"{staging['bclc']}; {staging['child_pugh']}; {staging['albi']}"
+
+    # ------------------------------------------------------------ helpers
+    def _table(self, csvPath: Path, name: str, node=None):
+        """Table node from a CSV file (types kept); fills `node` when given."""
+        import pandas as pd
+
+        frame = pd.read_csv(csvPath)
+        created = mrml.dataframe_to_table(self.scene, frame, name)
+        if node is None:
+            return created
+        node.GetTable().DeepCopy(created.GetTable())
+        for column in frame.columns:
+            node.SetColumnProperty(str(column), mrml.DTYPE_PROPERTY, created.GetColumnProperty(str(column), mrml.DTYPE_PROPERTY))
+        node.Modified()
+        self.scene.RemoveNode(created)
+        return node
+
+
+def clinicalFromPanel(values: dict) -> dict:
+    """Panel values → Clinical fields: negative numbers and "not known" left out, yes/no and ECOG PS converted."""
+    result = {}
+    for key, value in values.items():
+        if value is None or value == UNKNOWN or (isinstance(value, float) and value < 0):
+            continue
+        if key == "performance_status":
+            value = int(value)
+        elif value in ("yes", "no"):
+            value = value == "yes"
+        result[key] = value
+    return result
+
+
+def predictionText(prediction) -> str:
+    """One line per prediction row: endpoint, probability or risk, and its interval when given."""
+    lines = []
+    for _, row in prediction.iterrows():
+        values = {str(k).lower(): v for k, v in row.items()}
+        label = values.get("endpoint", "prediction")
+        key = next((k for k in ("probability", "risk", "prediction", "score") if k in values), None)
+        if key is None:
+            lines.append(", ".join(f"{k}={v}" for k, v in row.items()))
+            continue
+        low = next((values[k] for k in ("ci_low", "lower", "ci_lower") if k in values), None)
+        high = next((values[k] for k in ("ci_high", "upper", "ci_upper") if k in values), None)
+        interval = f" (95% CI {low:.2f}–{high:.2f})" if low is not None and high is not None else ""
+        lines.append(f"{label}: {key} {float(values[key]):.2f}{interval}")
+    return "\n".join(lines)
+
+
+def tumourLesions(labels: sitk.Image):
+    """Lesions (connected tumour components of ≥ 3 voxels): volume (mm³) and Feret diameter (mm)."""
+    import pandas as pd
+
+    from HCCFusionLib.study import LABELS
+
+    components = sitk.RelabelComponent(sitk.ConnectedComponent(labels == LABELS["tumour"], True), 3)
+    shapes = sitk.LabelShapeStatisticsImageFilter()
+    shapes.ComputeFeretDiameterOn()
+    shapes.Execute(components)
+    rows = [{"lesion": int(i), "volume_mm3": shapes.GetPhysicalSize(i), "diameter_mm": shapes.GetFeretDiameter(i)}
+            for i in shapes.GetLabels()]
+    return pd.DataFrame(rows, columns=["lesion", "volume_mm3", "diameter_mm"])
+
+
+def _liradsFrame(assessment):
+    """The assessment's table with the lesion as a column (what the panel shows and the reader edits)."""
+    frame = assessment.table()
+    return frame.reset_index() if len(frame) else frame
+
+
+def _liradsSummary(assessment) -> str:
+    cats = ", ".join(f"{o.lesion}: {o.category}" for o in assessment.observations)
+    return f"{len(assessment.observations)} observation(s)" + (f" ({cats})" if cats else "")
+
+
+def _yesNo(value, what: str = ""):
+    """True/False/None from a table cell (bool, 0/1 or yes/no/true/false text; empty = not measured)."""
+    if value is None or (isinstance(value, float) and value != value) or str(value).strip() == "":
+        return None
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "1.0"):
+        return True
+    if text in ("false", "no", "0", "0.0"):
+        return False
+    raise InputError(f"LI-RADS table: '{value}' for {what} is not yes/no (use true or false).")
+
+
+def _channel_names(path: Path) -> "list[str] | None":
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict):
+        data = data.get("channels", data.get("names"))
+    return [c if isinstance(c, str) else c.get("name", str(c)) for c in data] if data else None
+
+
+def _require(path: Path, verb: str) -> Path:
+    if not path.exists():
+        raise InputError(f"'hccfusion {verb}' did not write '{path}': check its output folder and log.")
+    return path

@@ -1,0 +1,97 @@
+"""Self-test of the HCCFusion panel inside Slicer (run by HCCFusionTest in HCCFusion.py, and by ctest).
+
+Loads the phantom sample through the panel, runs every stage this HCCFusionLib version has with
+waitForCompletion=True, checks the nodes each adds to the scene, then starts registration in the background
+and cancels it, checking that the child process tree is gone and the panel is usable again.
+"""
+import time
+
+import qt
+import slicer
+
+from HCCFusionLib import scene as mrml
+
+
+def run(test):
+    slicer.mrmlScene.Clear()
+    slicer.util.selectModule("HCCFusion")
+    panel = slicer.util.getModuleWidget("HCCFusion").panel
+    logic = panel.logic
+    p = panel._parameterNode
+    test.delayDisplay("Phantom sample")
+    sample = panel.loadPhantom(seed=2)
+    test.assertGreaterEqual(len(p.inputs()), 4)
+    test.assertEqual({phase for _, phase in p.inputs()}, set(sample.nodes["volumes"]))
+    test.assertTrue(panel.ui.checkInputsButton.enabled)
+    text = logic.info(panel.exportStudy())
+    for phase in sample.nodes["volumes"]:
+        test.assertIn(phase, text)
+
+    if logic.hasVerb("register"):
+        test.delayDisplay("Registration (rigid, waitForCompletion)")
+        p.registrationMode = "rigid"
+        job, load = panel.startRegistration()
+        result = logic.run(job, load, waitForCompletion=True)
+        moving = [ph for ph in sample.nodes["volumes"] if ph != p.referencePhase]
+        test.assertEqual(sorted(result.nodes["transforms"]), sorted(moving))
+        for phase in moving:
+            node = sample.nodes["volumes"][phase]
+            test.assertIs(node.GetParentTransformNode(), result.nodes["transforms"][phase])
+        if "fused" in result.nodes:
+            test.assertEqual(len(mrml.channel_names(result.nodes["fused"])),
+                             result.nodes["fused"].GetImageData().GetNumberOfScalarComponents())
+        test.delayDisplay("Registration in the background, then Cancel")
+        p.registrationMode = "deformable"
+        cancelRunningStage(test, panel, "registration")
+
+    test.delayDisplay("Segmentation from an existing segmentation")
+    p.segmentationEngine = "Existing segmentation"
+    p.existingSegmentation = sample.nodes["segmentation"]
+    panel.onApply("segmentation", panel.startSegmentation)
+    segmentation = p.outputSegmentation
+    test.assertIsNotNone(segmentation)
+    names = {segmentation.GetSegmentation().GetNthSegment(i).GetName()
+             for i in range(segmentation.GetSegmentation().GetNumberOfSegments())}
+    test.assertTrue({"liver", "tumour"} <= names)
+    if logic.hasVerb("segment") and panel._bundledModel() is not None:
+        test.delayDisplay("Segmentation with the bundled model")
+        p.segmentationEngine = "Bundled sample model"
+        p.outputSegmentation = None
+        job, load = panel.startSegmentation()
+        result = logic.run(job, load, waitForCompletion=True)
+        test.assertGreater(result.nodes["segmentation"].GetSegmentation().GetNumberOfSegments(), 1)
+
+    if logic.hasVerb("extract"):
+        test.delayDisplay("Radiomics")
+        p.radiomicsSegmentation = segmentation
+        job, load = panel.startRadiomics()
+        result = logic.run(job, load, waitForCompletion=True)
+        panel.show_radiomics(result)
+        test.assertGreater(result.nodes["features"].GetNumberOfRows(), 0)
+        panel.ui.featureFilterLineEdit.text = "tumour"
+        test.assertLessEqual(panel.ui.featureTableView.sortFilterProxyModel().rowCount(),
+                             result.nodes["features"].GetNumberOfRows())
+    test.delayDisplay("HCCFusion self-test passed")
+
+
+def cancelRunningStage(test, panel, name):
+    """Start `name` in the background, cancel it at its first progress line, check the process tree is gone."""
+    stage = panel.stages[name]
+    start = getattr(panel, f"start{name.capitalize()}")
+    panel.onApply(name, start)
+    test.assertIs(panel._running, stage)
+    test.assertEqual(stage.button.text, "Cancel")
+    proc = panel.runner._proc
+    deadline = time.time() + 120
+    while panel._running and stage.progressBar.value == 0 and time.time() < deadline:
+        slicer.app.processEvents(qt.QEventLoop.AllEvents, 50)
+    if not panel._running:
+        test.delayDisplay(f"{name} finished before it could be cancelled")
+        return
+    panel.onApply(name, start)  # the button is Cancel now
+    while panel._running and time.time() < deadline:
+        slicer.app.processEvents(qt.QEventLoop.AllEvents, 50)
+    test.assertIsNone(panel._running)
+    test.assertIsNotNone(proc.poll())
+    test.assertEqual(stage.statusLabel.text, "Cancelled.")
+    test.assertEqual(stage.button.text, stage.applyText)

@@ -1,0 +1,100 @@
+"""Feature-level fusion: preprocess each block, concatenate, fit one classifier."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ..errors import InputError
+from .blocks import BATCH_COLUMN, block_transformer
+from .data import check_prediction, check_training, resolve_blocks
+
+CLASSIFIERS = ("logistic", "svm", "rf", "gb")
+
+
+def make_classifier(name: str, *, C: float = 1.0, random_state: int = 0):
+    """'logistic' (L2-penalised), 'svm' (RBF, probabilities by sigmoid calibration), 'rf', 'gb'."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
+
+    if name == "logistic":
+        return LogisticRegression(C=C, max_iter=5000)
+    if name == "svm":
+        return CalibratedClassifierCV(SVC(C=C, kernel="rbf", gamma="scale", random_state=random_state),
+                                      method="sigmoid", cv=5, ensemble=False)
+    if name == "rf":
+        return RandomForestClassifier(n_estimators=300, min_samples_leaf=3, max_features="sqrt",
+                                      random_state=random_state, n_jobs=1)
+    if name == "gb":
+        return GradientBoostingClassifier(n_estimators=150, learning_rate=0.05, max_depth=2, subsample=0.8,
+                                          random_state=random_state)
+    raise InputError(f"Unknown classifier '{name}': use one of {', '.join(CLASSIFIERS)}.")
+
+
+class FeatureFusion(ClassifierMixin, BaseEstimator):
+    """Per-block preprocessing (see `blocks.block_pipeline`) -> concatenation -> classifier.
+
+    X: DataFrame of feature columns `<BLOCK>__...`, clinical columns (block 'clinical') and, with
+    `harmonize=True`, the `batch_column` (center). `blocks=None` infers blocks from the column names.
+    Every row needs every block at prediction time (use `DecisionFusion` when blocks may be missing).
+    """
+
+    def __init__(self, blocks=None, classifier="logistic", C=0.1, selection="lasso", k=10, C_select=0.5,
+                 corr_threshold=0.95, pca=None, harmonize=False, batch_column=BATCH_COLUMN, random_state=0):
+        self.blocks = blocks
+        self.classifier = classifier
+        self.C = C
+        self.selection = selection
+        self.k = k
+        self.C_select = C_select
+        self.corr_threshold = corr_threshold
+        self.pca = pca
+        self.harmonize = harmonize
+        self.batch_column = batch_column
+        self.random_state = random_state
+
+    def _pipeline(self):
+        from sklearn.pipeline import Pipeline
+
+        return Pipeline([
+            ("blocks", block_transformer(self.blocks_, harmonize=self.harmonize, batch_column=self.batch_column,
+                                         selection=self.selection, k=self.k, C_select=self.C_select,
+                                         corr_threshold=self.corr_threshold, pca=self.pca,
+                                         random_state=self.random_state)),
+            ("model", make_classifier(self.classifier, C=self.C, random_state=self.random_state)),
+        ])
+
+    def fit(self, X, y):
+        self.blocks_ = resolve_blocks(X, self.blocks, self.batch_column)
+        check_training(X, y, self.blocks_, kind="classification", harmonize=self.harmonize,
+                       batch_column=self.batch_column)
+        self.pipeline_ = self._pipeline().fit(X, np.asarray(y))
+        self.classes_ = self.pipeline_.classes_
+        self.feature_names_in_ = np.array(X.columns, dtype=object)
+        return self
+
+    def _checked(self, X):
+        check_is_fitted(self, "pipeline_")
+        check_prediction(X, self.blocks_, harmonize=self.harmonize, batch_column=self.batch_column,
+                         allow_missing_blocks=False)
+        return X
+
+    def predict_proba(self, X):
+        return self.pipeline_.predict_proba(self._checked(X))
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def decision_function(self, X):
+        """Log-odds of the positive class (binary) from the predicted probability."""
+        p = np.clip(self.predict_proba(X)[:, -1], 1e-12, 1 - 1e-12)
+        return np.log(p / (1 - p))
+
+    def transform(self, X):
+        """The concatenated, preprocessed block features the classifier sees."""
+        return self.pipeline_.named_steps["blocks"].transform(self._checked(X))
+
+    def get_feature_names_out(self, input_features=None):
+        return self.pipeline_.named_steps["blocks"].get_feature_names_out()

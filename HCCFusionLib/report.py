@@ -1,0 +1,359 @@
+"""HTML (and optional PDF) report of one study, rendered from a Jinja2 template.
+
+Every section is optional and takes plain data (DataFrames, dicts, SimpleITK images), so the report does
+not depend on other modules' internals: key images per phase with contours and the lesion marked,
+LI-RADS table with evidence and overrides, registration QC, radiomics summary, prediction with
+contributions and a plot, model card, software version and input hashes. The header shows the study ID
+only, unless the caller opts in to patient details.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import io as _bytes_io
+import logging
+import math
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+from .study import LABELS, check_same_grid
+
+log = logging.getLogger(__name__)
+
+TEMPLATE = "report.html.j2"
+CT_WINDOW = (400.0, 40.0)  # width, level (HU)
+_CONTOURS = {"liver": "#f2a65a", "tumour": "#ffe600", "spleen": "#b784d9", "portal_vein": "#38b6ff"}
+
+
+@dataclass
+class ReportData:
+    """What to report; leave out what you do not have (its section is not rendered)."""
+
+    study_id: str
+    images: dict = field(default_factory=dict)  # phase -> sitk.Image, all on the labels' grid
+    labels: sitk.Image | None = None  # study.LABELS label map on that grid
+    lesions: sitk.Image | None = None  # instance map 1..n (default: tumour components)
+    modality: str = "CT"
+    lirads: object = None  # DataFrame, one row per observation (lirads.LiradsAssessment.table())
+    lirads_evidence: object = None  # DataFrame (LiradsAssessment.evidence())
+    lirads_overrides: object = None  # DataFrame (LiradsAssessment.overrides_table())
+    registration_qc: object = None  # DataFrame (registration qc.csv)
+    radiomics: object = None  # DataFrame (a selection of features)
+    prediction: object = None  # DataFrame or dict (endpoint -> value / row)
+    contributions: object = None  # DataFrame with a feature/name column and a numeric contribution column
+    model_card: dict | None = None
+    inputs: dict = field(default_factory=dict)  # name -> file or folder whose SHA-256 is listed
+    patient: dict | None = None  # shown only with include_patient=True
+    max_rows: int = 40  # longer tables are cut, with a note
+
+
+def write_report(data: ReportData, folder: "str | Path", *, embed_images: bool = False,
+                 include_patient: bool = False, pdf: bool = False) -> Path:
+    """Render `folder/report.html` (+ `images/*.png`, or images embedded as data URIs) atomically.
+
+    An existing report folder is replaced only after the new one is complete. With `pdf`, also
+    `report.pdf` via WeasyPrint (the optional `report` extra). Returns the HTML path.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
+    os.chmod(staging, 0o755)  # a normal folder once renamed, not mkdtemp's private 0700
+    try:
+        html = render_html(data, staging, embed_images=embed_images, include_patient=include_patient)
+        (staging / "report.html").write_text(html, encoding="utf-8")
+        if pdf:
+            weasyprint = _require_weasyprint()
+            weasyprint.HTML(filename=str(staging / "report.html")).write_pdf(str(staging / "report.pdf"))
+        _replace_folder(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("Report for study %s written to %s", data.study_id, folder / "report.html")
+    return folder / "report.html"
+
+
+def render_html(data: ReportData, folder: Path, *, embed_images: bool = False, include_patient: bool = False) -> str:
+    """The report's HTML; image files (unless embedded) are written under `folder/images`."""
+    import jinja2
+
+    from . import __version__
+
+    images = _ImageSink(folder / "images", embed_images)
+    context = {
+        "study_id": data.study_id,
+        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "version": __version__,
+        "python": platform.python_version(),
+        "patient": data.patient if include_patient and data.patient else None,
+        "key_images": _key_images(data, images),
+        "key_images_note": "Axial slice through the centre of the largest observation (or the liver); "
+                           "contours: " + ", ".join(f"{k} ({c})" for k, c in _CONTOURS.items()) + ".",
+        "lirads": _table(_compact_features(data.lirads), data.max_rows, index=True),
+        "lirads_evidence": _table(data.lirads_evidence, data.max_rows),
+        "lirads_overrides": _table(data.lirads_overrides, data.max_rows),
+        "registration": _table(data.registration_qc, data.max_rows),
+        "radiomics": _table(data.radiomics, data.max_rows, index=True),
+        "prediction": _table(_frame(data.prediction), data.max_rows, index=True),
+        "contributions": _table(_top_contributions(data.contributions, 15), 15),
+        "contribution_plot": _contribution_plot(data.contributions, images),
+        "model_card": {str(k): _fmt(v) for k, v in (data.model_card or {}).items()},
+        "input_hashes": {name: sha256_of(path) for name, path in data.inputs.items()},
+    }
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.get_template(TEMPLATE).render(**context)
+
+
+# ---------------------------------------------------------------- tables
+@dataclass
+class _Cell:
+    text: str
+    css: str = ""
+
+
+@dataclass
+class _Table:
+    columns: list
+    rows: list
+    note: str = ""
+
+
+def _frame(value):
+    import pandas as pd
+
+    if value is None or isinstance(value, pd.DataFrame):
+        return value
+    if isinstance(value, dict):
+        if all(isinstance(v, dict) for v in value.values()):
+            return pd.DataFrame.from_dict(value, orient="index")
+        return pd.DataFrame({"value": value})
+    raise InputError(f"Report data of type {type(value).__name__} cannot be shown as a table: give a DataFrame or dict.")
+
+
+def _table(frame, max_rows: int, index: bool = False) -> _Table | None:
+    frame = _frame(frame)
+    if frame is None or frame.empty:
+        return None
+    if index:
+        frame = frame.reset_index()
+    shown = frame.head(max_rows)
+    rows = [[_cell(column, value) for column, value in zip(shown.columns, row)]
+            for row in shown.itertuples(index=False, name=None)]
+    note = f"{len(shown)} of {len(frame)} rows shown." if len(frame) > len(shown) else ""
+    return _Table([str(c) for c in shown.columns], rows, note)
+
+
+def _compact_features(frame):
+    """Merge each feature's present/value/threshold/confidence columns into one "yes · 45.8 > 10 (conf 1.00)" cell."""
+    frame = _frame(frame)
+    if frame is None:
+        return None
+    out = frame.copy()
+    for name in [c for c in frame.columns if f"{c}_value" in frame.columns]:
+        parts = [frame[f"{name}{suffix}"] if f"{name}{suffix}" in frame.columns else None
+                 for suffix in ("_value", "_threshold", "_confidence")]
+        cells = []
+        for i in range(len(frame)):
+            value, threshold, confidence = (None if p is None else p.iloc[i] for p in parts)
+            detail = " ".join(x for x in (_fmt(value) if value is not None else "",
+                                          f"vs {_fmt(threshold)}" if threshold is not None else "",
+                                          f"(conf {confidence:.2f})" if _is_number(confidence) else "") if x)
+            cells.append((frame[name].iloc[i], detail))
+        out[name] = cells
+        out = out.drop(columns=[f"{name}{suffix}" for suffix in ("_value", "_threshold", "_confidence")
+                                if f"{name}{suffix}" in out.columns])
+    return out
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not math.isnan(float(value))
+
+
+def _cell(column, value) -> _Cell:
+    if isinstance(value, tuple):  # (present, detail) from _compact_features
+        present, detail = value
+        if present is None or (isinstance(present, float) and math.isnan(present)):
+            return _Cell(f"not assessed · {detail}" if detail else "not assessed")
+        return _Cell(("yes" if present else "no") + (f" · {detail}" if detail else ""), "yes" if present else "no")
+    if isinstance(value, (bool, np.bool_)):
+        return _Cell("yes" if value else "no", "yes" if value else "no")
+    if str(column) == "category":
+        return _Cell(_fmt(value), "cat")
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return _Cell(_fmt(value), "num")
+    return _Cell(_fmt(value))
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
+    return str(value)
+
+
+def _top_contributions(frame, n: int):
+    """The `n` contributions largest in magnitude: (name, contribution) from the first text and numeric columns."""
+    frame = _frame(frame)
+    if frame is None or frame.empty:
+        return None
+    frame = frame.reset_index() if frame.index.name else frame
+    numeric = [c for c in frame.columns if frame[c].dtype.kind in "fi"]
+    text = [c for c in frame.columns if frame[c].dtype.kind not in "fib"]
+    if not numeric or not text:
+        raise InputError("Contributions need a name column and a numeric contribution column.")
+    value = "contribution" if "contribution" in numeric else numeric[0]
+    order = frame[value].abs().sort_values(ascending=False).index[:n]
+    return frame.loc[order, [text[0], value]].rename(columns={text[0]: "feature", value: "contribution"})
+
+
+# ---------------------------------------------------------------- images
+class _ImageSink:
+    """Saves matplotlib figures as PNG files under a folder, or returns them as data URIs."""
+
+    def __init__(self, folder: Path, embed: bool):
+        self.folder, self.embed = folder, embed
+
+    def add(self, figure, name: str) -> str:
+        import matplotlib.pyplot as plt
+
+        buffer = _bytes_io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100, facecolor=figure.get_facecolor())
+        plt.close(figure)
+        png = buffer.getvalue()
+        if self.embed:
+            return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"{name}.png").write_bytes(png)
+        return f"{self.folder.name}/{name}.png"
+
+
+def _key_images(data: ReportData, sink: _ImageSink) -> list[dict]:
+    if not data.images:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reference = data.labels if data.labels is not None else next(iter(data.images.values()))
+    for phase, image in data.images.items():
+        check_same_grid(reference, image, f"{phase} image of the report (give registered phases)")
+    labels = sitk.GetArrayFromImage(data.labels) if data.labels is not None else None
+    lesions = _lesion_instances(data)
+    slice_index, lesion, centre = _key_slice(labels, lesions, reference.GetSize()[2])
+    spacing = reference.GetSpacing()
+    out = []
+    for phase, image in data.images.items():
+        array = sitk.GetArrayViewFromImage(image)[slice_index].astype(float)
+        if data.modality == "CT":
+            low, high = CT_WINDOW[1] - CT_WINDOW[0] / 2, CT_WINDOW[1] + CT_WINDOW[0] / 2
+        else:
+            low, high = np.percentile(array, [1, 99])
+        figure, axes = plt.subplots(figsize=(3.2, 3.2 * array.shape[0] * spacing[1] / (array.shape[1] * spacing[0])))
+        figure.patch.set_facecolor("black")
+        extent = (0, array.shape[1] * spacing[0], array.shape[0] * spacing[1], 0)
+        axes.imshow(array, cmap="gray", vmin=low, vmax=high, extent=extent, interpolation="nearest")
+        if labels is not None:
+            for name, colour in _CONTOURS.items():
+                mask = labels[slice_index] == LABELS[name]
+                if mask.any():
+                    axes.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=0.8, extent=extent,
+                                 origin="upper")
+        if lesion:
+            x, y = (centre[2] + 0.5) * spacing[0], (centre[1] + 0.5) * spacing[1]
+            axes.annotate(f"{lesion}", xy=(x, y), xytext=(x + 30, y - 30), color="#00ff6a", fontsize=10,
+                          arrowprops={"arrowstyle": "->", "color": "#00ff6a", "lw": 1.5})
+        axes.set_axis_off()
+        figure.subplots_adjust(0, 0, 1, 1)
+        caption = f"{phase} · slice {slice_index + 1}/{reference.GetSize()[2]}" + (
+            f" · observation {lesion}" if lesion else "")
+        out.append({"src": sink.add(figure, f"key_{phase}"), "caption": caption})
+    return out
+
+
+def _lesion_instances(data: ReportData):
+    if data.lesions is not None:
+        check_same_grid(data.labels if data.labels is not None else next(iter(data.images.values())), data.lesions,
+                        "lesion instance map of the report")
+        return sitk.GetArrayFromImage(data.lesions)
+    if data.labels is None:
+        return None
+    components = sitk.RelabelComponent(sitk.ConnectedComponent(data.labels == LABELS["tumour"], True))
+    return sitk.GetArrayFromImage(components)
+
+
+def _key_slice(labels, lesions, depth: int) -> tuple[int, int, tuple]:
+    """Axial slice through the largest observation's centre (else the liver's largest slice, else the middle)."""
+    if lesions is not None and lesions.any():
+        counts = np.bincount(lesions.ravel())
+        counts[0] = 0
+        lesion = int(np.argmax(counts))
+        centre = np.argwhere(lesions == lesion).mean(axis=0)
+        return int(round(centre[0])), lesion, tuple(centre)
+    if labels is not None and (labels == LABELS["liver"]).any():
+        return int(np.argmax((labels == LABELS["liver"]).sum(axis=(1, 2)))), 0, ()
+    return depth // 2, 0, ()
+
+
+def _contribution_plot(contributions, sink: _ImageSink) -> str | None:
+    top = _top_contributions(contributions, 10)
+    if top is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    top = top.iloc[::-1]
+    figure, axes = plt.subplots(figsize=(6, 0.35 * len(top) + 1))
+    colours = ["#c0392b" if v > 0 else "#2471a3" for v in top["contribution"]]
+    axes.barh([str(n) for n in top["feature"]], top["contribution"], color=colours)
+    axes.axvline(0, color="black", lw=0.8)
+    axes.set_xlabel("contribution to the prediction (red: towards, blue: against)")
+    axes.tick_params(axis="y", labelsize=8)
+    figure.tight_layout()
+    return sink.add(figure, "contributions")
+
+
+# ---------------------------------------------------------------- provenance and files
+def sha256_of(path: "str | Path") -> str:
+    """SHA-256 of a file, or of a folder (over its files' relative paths and contents, in sorted order)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"Report input '{path}' does not exist: check the path.")
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _replace_folder(new: Path, folder: Path) -> None:
+    """Put the finished `new` folder at `folder`, replacing an older one only after the swap."""
+    if not folder.exists():
+        os.replace(new, folder)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+    os.replace(folder, old / "previous")
+    os.replace(new, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _require_weasyprint():
+    from .errors import require
+
+    return require("weasyprint", "report")

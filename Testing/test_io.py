@@ -1,0 +1,420 @@
+"""io: loading real DICOM/NIfTI studies, phase detection, manifests, DICOM writing, bad inputs, `info` verb."""
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.dataset import Dataset
+
+from HCCFusionLib import cli
+from HCCFusionLib.errors import GeometryError, HCCFusionError, InputError
+from HCCFusionLib.dicom import write_dicom_series
+from HCCFusionLib.io import detect_phase, load_study, save_image, save_study
+from HCCFusionLib.study import Clinical, Modality, Phase, Series, Study
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def volume(size=(12, 10, 4), spacing=(0.8, 0.9, 2.5), origin=(-5.0, 7.25, -100.5), seed=0, oblique=False):
+    rng = np.random.default_rng(seed)
+    image = sitk.GetImageFromArray(rng.integers(-1000, 1500, size=size[::-1]).astype(np.int16))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    if oblique:
+        image.SetDirection(sitk.VersorTransform((0.3, -0.2, 0.9), 0.35).GetMatrix())
+    return image
+
+
+# ---------------------------------------------------------------- real data
+def test_ct_dicom_slab_is_contrast_ct_with_its_geometry(shared_data):
+    study = load_study(shared_data / "real/ct_dicom_slab")
+    assert len(study) == 1
+    (series,) = study
+    assert series.modality is Modality.CT
+    assert series.phase in (Phase.AP, Phase.PVP, Phase.DP)  # contrast given: not NC
+    assert "ContrastBolusAgent 'APPLIED'" in series.meta["phase_reason"]
+    assert series.phase is Phase.PVP and series.meta["phase_confidence"] >= 0.5  # 96 s after bolus start
+    assert series.image.GetSize() == (512, 512, 20)
+    np.testing.assert_allclose(series.image.GetSpacing(), (0.9765625, 0.9765625, 2.0), atol=1e-4)
+    assert len(series.meta["files"]) == 20 and series.meta["source"].endswith("ct_dicom_slab")
+    assert {"series_uid", "study_uid", "phase_confidence", "phase_reason"} <= set(series.meta)
+    assert study.study_id == "ct_dicom_slab"  # folder name, never patient identifiers
+    hu = sitk.GetArrayViewFromImage(series.image)
+    assert hu.min() <= -900 and hu.max() >= 500  # rescaled to HU (air and bone/contrast present)
+
+
+def test_real_contrast_liver_ct(shared_data):
+    study = load_study(shared_data / "real/liver_ct_contrast")  # holds a LICENSE file too: ignored
+    (series,) = study
+    assert series.modality is Modality.CT and series.phase is Phase.PVP
+    assert "ContrastBolusAgent" in series.meta["phase_reason"]
+    assert series.image.GetSize() == (512, 512, 41)
+    np.testing.assert_allclose(series.image.GetSpacing(), (0.796875, 0.796875, 5.0), atol=1e-4)
+
+
+def test_real_mr_t2_and_adc_detected_and_anisotropic(shared_data):
+    study = load_study(shared_data / "real/liver_mr_t2_adc/SCAN_001")
+    assert sorted(s.phase.value for s in study) == ["ADC", "T2"]
+    t2, adc = study["T2"], study["ADC"]
+    assert t2.modality is Modality.MR and adc.modality is Modality.MR
+    assert "T2" in t2.meta["phase_reason"] and "ADC" in adc.meta["phase_reason"]
+    assert t2.meta["study_uid"] == adc.meta["study_uid"] and t2.meta["series_uid"] != adc.meta["series_uid"]
+    for series, in_plane, slices in ((t2, 0.6836, 8.0), (adc, 1.5625, 7.0)):
+        sx, sy, sz = series.image.GetSpacing()
+        assert sx == pytest.approx(in_plane, abs=1e-3) and sz == pytest.approx(slices, abs=1e-3)
+        assert sz / sx > 4  # strongly anisotropic
+    assert t2.image.GetSize()[2] == 33 and adc.image.GetSize()[2] == 36
+
+
+def test_real_mr_nifti(shared_data):
+    study = load_study(shared_data / "real/mr_abdomen", phase_overrides={"mr_abdomen": "T2"})
+    (series,) = study
+    assert series.image.GetSize() == (117, 91, 20) and series.modality is Modality.MR
+    assert series.phase is Phase.T2 and series.meta["phase_reason"] == "override"
+    default = load_study(shared_data / "real/mr_abdomen/mr_abdomen.nii.gz")["mr_abdomen"]
+    assert default.modality is Modality.MR and default.meta["phase_confidence"] < 0.5  # a guess, said so
+
+
+def test_real_three_slice_ct_with_nrrd_masks_and_seg(shared_data):
+    ct = load_study(shared_data / "real/liver_ct_dicom_seg/ct-3slice")
+    (series,) = ct
+    assert series.image.GetSize() == (512, 512, 3) and series.phase is Phase.NC  # no contrast tags
+    folder = load_study(shared_data / "real/liver_ct_dicom_seg")
+    (series,) = folder
+    assert {"liver_seg", "spine_seg", "heart_seg"} <= set(series.masks)  # NRRD label maps attached by grid
+    assert sitk.GetArrayViewFromImage(series.masks["liver_seg"]).sum() > 1000
+    assert any("SEG" in item for item in folder.meta["skipped"])  # the DICOM SEG is not an image series
+
+
+# ---------------------------------------------------------------- phase detection
+def header(**tags) -> Dataset:
+    ds = Dataset()
+    ds.Modality = tags.pop("Modality", "CT")
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    return ds
+
+
+@pytest.mark.parametrize("description, phase", [
+    ("Abdomen nativ 5.0 B30f", Phase.NC), ("ABD C-", Phase.NC), ("Leber plain", Phase.NC), ("PRE", Phase.NC),
+    ("W/O CONTRAST", Phase.NC), ("Late arterial phase", Phase.AP), ("HAP 1.25", Phase.AP), ("ART 3mm", Phase.AP),
+    ("Arteriell", Phase.AP), ("PV 5mm", Phase.PVP), ("Portalvenous", Phase.PVP), ("Venös 3.0", Phase.PVP),
+    ("Delay 3 min", Phase.DP), ("Equilibrium", Phase.DP), ("5 MIN", Phase.DP), ("Spät", Phase.DP),
+    ("LATE", Phase.DP),
+])
+def test_ct_phase_keywords(description, phase):
+    detected, confidence, reason = detect_phase([header(SeriesDescription=description)])
+    assert detected is phase and confidence >= 0.9 and "keyword" in reason
+
+
+@pytest.mark.parametrize("seconds, phase", [(30, Phase.AP), (45, Phase.AP), (75, Phase.PVP), (100, Phase.PVP),
+                                            (180, Phase.DP), (300, Phase.DP)])
+def test_ct_phase_from_bolus_timing(seconds, phase):
+    ds = header(SeriesDescription="Abdomen 3.0 B31f", ContrastBolusAgent="Ultravist 370",
+                ContrastBolusStartTime="120000.0", AcquisitionTime=f"12{seconds // 60:02d}{seconds % 60:02d}.5")
+    detected, confidence, reason = detect_phase([ds])
+    assert detected is phase and 0.5 <= confidence < 0.9 and f"{seconds + 0.5:.0f} s after bolus" in reason
+
+
+def test_ct_contrast_without_timing_or_keyword_is_a_low_confidence_pvp():
+    for ds in (header(SeriesDescription="Abd C+"), header(SeriesDescription="Body", ContrastBolusAgent="OMNI")):
+        phase, confidence, reason = detect_phase([ds])
+        assert phase is Phase.PVP and confidence < 0.5 and "assumed" in reason
+    phase, confidence, _ = detect_phase([header(SeriesDescription="Body", ContrastBolusAgent="NONE")])
+    assert phase is Phase.NC and confidence < 0.5
+
+
+def test_mr_sequences_and_pet():
+    def mr(**tags):
+        return header(Modality="MR", **tags)
+
+    assert detect_phase([mr(SeriesDescription="Apparent Diffusion Coefficient (mm2/s)")])[0] is Phase.ADC
+    assert detect_phase([mr(SeriesDescription="ep2d_diff", ImageType=["DERIVED", "PRIMARY", "ADC"])])[0] is Phase.ADC
+    assert detect_phase([mr(SeriesDescription="ax", DiffusionBValue=800)])[0] is Phase.DWI
+    ge = mr(SeriesDescription="ax")
+    ge.add_new((0x0043, 0x1039), "IS", ["1000000800", "0", "0", "0"])  # GE private b-value (+1e9 flag)
+    assert detect_phase([ge]) == (Phase.DWI, 0.95, "diffusion b-value(s) [800]")
+    siemens = mr(SeriesDescription="ax")
+    siemens.add_new((0x0019, 0x100C), "UN", b"50 ")  # Siemens private b-value as raw bytes
+    assert detect_phase([siemens])[0] is Phase.DWI
+    assert detect_phase([mr(SeriesDescription="t1_vibe_HBP 20 min")])[0] is Phase.HBP
+    assert detect_phase([mr(SeriesDescription="hepatobiliary phase")])[0] is Phase.HBP
+    assert detect_phase([mr(SeriesDescription="T1 arterial dyn")])[0] is Phase.DCE
+    assert detect_phase([mr(SeriesDescription="AX T2 HASTE")])[0] is Phase.T2
+    assert detect_phase([mr(SeriesDescription="LAVA FLEX")])[0] is Phase.T1
+    assert detect_phase([mr(SeriesDescription="ax 1", EchoTime=85, RepetitionTime=4000)])[:2] == (Phase.T2, 0.7)
+    assert detect_phase([mr(SeriesDescription="ax 2", EchoTime=2.2, RepetitionTime=4.5)])[:2] == (Phase.T1, 0.7)
+    assert detect_phase([mr(SeriesDescription="AX T2", ProtocolName="LIVER DYN")])[0] is Phase.T2  # description first
+    assert detect_phase([header(Modality="PT", SeriesDescription="WB")])[0] is Phase.PET
+
+
+def test_untimed_contrast_series_are_ordered_by_acquisition_time(tmp_path):
+    for i, when in enumerate(("120200", "120035", "120500")):  # written out of order on purpose
+        files = write_dicom_series(volume(seed=i), tmp_path / f"s{i}", phase="PVP", study_id="ORDER",
+                                   study_uid="1.2.826.0.1.3680043.8.498.1", series_number=i + 1)
+        for f in files:
+            ds = pydicom.dcmread(f)
+            ds.SeriesDescription, ds.ContrastBolusAgent, ds.AcquisitionTime = "Abdomen 5.0", "IOMERON", when
+            del ds.ContrastBolusStartTime
+            ds.save_as(f)
+    study = load_study(tmp_path)
+    order = {s.meta["series_number"]: s.phase for s in study}
+    assert order == {2: Phase.AP, 1: Phase.PVP, 3: Phase.DP}
+    assert all("acquisition time" in s.meta["phase_reason"] and s.meta["phase_confidence"] == 0.5 for s in study)
+
+
+# ---------------------------------------------------------------- write_dicom_series
+@pytest.mark.parametrize("oblique", [False, True])
+def test_write_dicom_series_round_trip(tmp_path, oblique):
+    image = volume(oblique=oblique)
+    study_uid = "1.2.826.0.1.3680043.8.498.77"
+    for number, phase in enumerate(("NC", "AP", "PVP", "DP"), start=1):
+        files = write_dicom_series(image, tmp_path / phase, phase=phase, study_id="RT", study_uid=study_uid,
+                                   series_number=number)
+        assert len(files) == 4 and all(f.is_file() for f in files)
+        ds = pydicom.dcmread(files[0])
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2" and ds.PatientID == "ANON"
+        assert ds.StudyInstanceUID == study_uid and ds.Modality == "CT"
+    study = load_study(tmp_path)
+    assert list(study.series) == ["NC", "AP", "PVP", "DP"]
+    for series in study:
+        assert series.meta["phase_confidence"] >= 0.9
+        assert series.image.GetSize() == image.GetSize()
+        np.testing.assert_allclose(series.image.GetSpacing(), image.GetSpacing(), atol=1e-4)
+        np.testing.assert_allclose(series.image.GetOrigin(), image.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(series.image.GetDirection(), image.GetDirection(), atol=1e-4)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(series.image), sitk.GetArrayFromImage(image))
+    assert len({s.meta["series_uid"] for s in study}) == 4 and {s.meta["study_uid"] for s in study} == {study_uid}
+
+
+def test_write_dicom_series_left_handed_and_mr(tmp_path):
+    image = volume(size=(8, 8, 5))
+    image.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, -1))  # slices run feet-wards: stored reversed
+    write_dicom_series(image, tmp_path / "ct", phase="PVP", study_id="LH")
+    back = load_study(tmp_path / "ct")["PVP"].image
+    for index in ((0, 0, 0), (7, 3, 4), (2, 6, 1)):
+        physical = image.TransformIndexToPhysicalPoint(index)
+        assert back[back.TransformPhysicalPointToIndex(physical)] == image[index]
+    mr = sitk.GetImageFromArray(np.random.default_rng(3).random((4, 9, 7)).astype(np.float32) * 2.5e-3)
+    for phase in ("T1", "T2", "DWI", "ADC", "HBP"):
+        write_dicom_series(mr, tmp_path / "mr" / phase, phase=phase, study_id="MR", modality="MR")
+    study = load_study(tmp_path / "mr")
+    assert sorted(study.series) == ["ADC", "DWI", "HBP", "T1", "T2"]
+    for series in study:
+        assert series.modality is Modality.MR
+        np.testing.assert_allclose(sitk.GetArrayFromImage(series.image), sitk.GetArrayFromImage(mr), atol=1e-7)
+
+
+def test_write_dicom_series_refuses_bad_targets_without_writing(tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "other.txt").write_text("x")
+    with pytest.raises(InputError, match="not empty"):
+        write_dicom_series(volume(), tmp_path / "busy", phase="AP", study_id="X")
+    big = sitk.Cast(volume(), sitk.sitkFloat32) * 100.0
+    with pytest.raises(InputError, match="16-bit"):
+        write_dicom_series(big, tmp_path / "big", phase="AP", study_id="X")
+    assert listing(tmp_path) == ["busy", "busy/other.txt"]
+
+
+# ---------------------------------------------------------------- manifest
+def small_study() -> Study:
+    pvp = volume(seed=1)
+    labels = sitk.Cast(pvp > 200, sitk.sitkUInt8)
+    labels.CopyInformation(pvp)
+    study = Study("S-001", clinical=Clinical(afp=12.5, etiology="HBV", tumour_number=2))
+    study.add(Series("PVP", "PVP", pvp, masks={"labels": labels}, meta={"phase_reason": "phantom", "series_uid": "1.2"}))
+    study.add(Series("T2", "T2", volume(spacing=(1.5, 1.5, 6.0), seed=2)))
+    return study
+
+
+def test_manifest_round_trip(tmp_path):
+    study = small_study()
+    out = save_study(study, tmp_path / "study")
+    manifest = json.loads((out / "study.json").read_text())
+    assert manifest["study_id"] == "S-001" and manifest["clinical"]["etiology"] == "HBV"
+    assert manifest["series"][0]["masks"] == {"labels": "PVP_labels.nii.gz"}
+    loaded = load_study(out)
+    assert loaded.study_id == "S-001" and loaded.clinical == study.clinical
+    assert list(loaded.series) == ["PVP", "T2"] and loaded["T2"].modality is Modality.MR
+    for name, series in study.series.items():
+        back = loaded[name]
+        assert back.phase is series.phase and back.meta["phase_reason"] == series.meta.get("phase_reason", "manifest")
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(back.image), sitk.GetArrayFromImage(series.image))
+        np.testing.assert_allclose(back.image.GetDirection(), series.image.GetDirection(), atol=1e-6)
+        np.testing.assert_allclose(back.image.GetOrigin(), series.image.GetOrigin(), atol=1e-6)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(loaded["PVP"].masks["labels"]),
+                                  sitk.GetArrayFromImage(study["PVP"].masks["labels"]))
+    assert [p.name for p in tmp_path.iterdir()] == ["study"]  # no temporary folders left
+    with pytest.raises(InputError, match="already holds a study"):
+        save_study(study, out)
+    save_study(loaded, out, overwrite=True)
+    assert load_study(out / "study.json").study_id == "S-001"
+
+
+def test_yaml_manifest_and_overrides(tmp_path):
+    save_image(volume(), tmp_path / "a.nii.gz")
+    save_image(volume(seed=4), tmp_path / "b.nrrd")
+    (tmp_path / "study.yaml").write_text(
+        "study_id: Y1\nseries:\n  - {name: art, phase: arterial, file: a.nii.gz}\n  - {file: b.nrrd}\n"
+        "clinical: {bilirubin: 1.1, ascites: none}\n")
+    study = load_study(tmp_path, phase_overrides={"b": "DP"})
+    assert study["art"].phase is Phase.AP and study["b"].phase is Phase.DP and study.clinical.bilirubin == 1.1
+    with pytest.raises(InputError, match="matches no series.*art"):
+        load_study(tmp_path, phase_overrides={"nonexistent": "AP"})
+
+
+def test_nifti_folder_without_manifest(tmp_path):
+    image = volume()
+    save_image(image, tmp_path / "case7_arterial.nii.gz")
+    save_image(volume(seed=9), tmp_path / "case7_PVP.nii.gz")
+    save_image(sitk.Cast(image > 0, sitk.sitkUInt8), tmp_path / "case7_arterial_labels.nii.gz")
+    shifted = volume(size=(5, 5, 5))
+    save_image(shifted, tmp_path / "case7_T2w.nrrd")
+    study = load_study(tmp_path, study_id="C7")
+    assert {s.name: s.phase for s in study} == {"case7_arterial": Phase.AP, "case7_PVP": Phase.PVP,
+                                                "case7_T2w": Phase.T2}
+    assert set(study["case7_arterial"].masks) == {"labels"}
+
+
+def test_save_study_failure_leaves_nothing(tmp_path, monkeypatch):
+    calls = []
+    real_write = sitk.WriteImage
+
+    def failing_write(image, path, *args):  # the disk fills up on the third file
+        calls.append(path)
+        if len(calls) == 3:
+            raise RuntimeError("No space left on device")
+        return real_write(image, path, *args)
+
+    monkeypatch.setattr(sitk, "WriteImage", failing_write)
+    with pytest.raises(RuntimeError):
+        save_study(small_study(), tmp_path / "out")
+    assert listing(tmp_path) == []
+
+
+# ---------------------------------------------------------------- bad inputs
+def copy_slab(shared_data, target: Path) -> list[Path]:
+    shutil.copytree(shared_data / "real/ct_dicom_slab", target)
+    return sorted(target.iterdir(), key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).SliceLocation))
+
+
+def assert_fails(folder: Path, error, *needles, **kwargs):
+    before = listing(folder.parent)
+    with pytest.raises(error) as info:
+        load_study(folder, **kwargs)
+    for needle in needles:
+        assert needle in str(info.value)
+    assert listing(folder.parent) == before  # nothing written
+    return str(info.value)
+
+
+def test_empty_folder_and_non_image_files(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_fails(tmp_path / "empty", InputError, "is empty")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "report.txt").write_text("liver looks fine\n")
+    assert_fails(tmp_path / "notes", InputError, "report.txt", "not an image")
+    assert_fails(tmp_path / "notes" / "report.txt", InputError, "report.txt")
+    assert_fails(tmp_path / "missing", InputError, "does not exist")
+
+
+def test_truncated_nifti(shared_data, tmp_path):
+    data = (shared_data / "real/mr_abdomen/mr_abdomen.nii.gz").read_bytes()
+    (tmp_path / "gz").mkdir()
+    (tmp_path / "gz" / "T2.nii.gz").write_bytes(data[: len(data) // 2])
+    message = assert_fails(tmp_path / "gz", InputError, "T2.nii.gz", "truncated")
+    assert "re-export" in message
+    raw = gzip.decompress(data)
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "T2.nii").write_bytes(raw[: len(raw) // 3])
+    assert_fails(tmp_path / "raw", InputError, "T2.nii")
+
+
+def test_truncated_dicom_pixels(shared_data, tmp_path):
+    files = copy_slab(shared_data, tmp_path / "dicom")
+    data = files[5].read_bytes()
+    files[5].write_bytes(data[: len(data) - 20000])
+    assert_fails(tmp_path / "dicom", HCCFusionError, files[5].parent.name)
+
+
+def test_dicom_series_with_conflicting_geometry(shared_data, tmp_path):
+    files = copy_slab(shared_data, tmp_path / "spacing")
+    ds = pydicom.dcmread(files[7])
+    ds.PixelSpacing = [0.8, 0.8]
+    ds.save_as(files[7])
+    assert_fails(tmp_path / "spacing", GeometryError, "pixel spacing", files[7].name, "separate them")
+
+    files = copy_slab(shared_data, tmp_path / "orientation")
+    ds = pydicom.dcmread(files[3])
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0.9848078, -0.1736482]
+    ds.save_as(files[3])
+    assert_fails(tmp_path / "orientation", GeometryError, "orientation", files[3].name)
+
+    files = copy_slab(shared_data, tmp_path / "gap")
+    files[10].unlink()
+    assert_fails(tmp_path / "gap", GeometryError, "non-uniform slice spacing", files[9].name, "missing")
+
+
+def test_mask_on_a_different_grid(tmp_path):
+    image = volume()
+    save_image(image, tmp_path / "PVP.nii.gz")
+    bad = volume(spacing=(1.0, 1.0, 2.5))
+    save_image(sitk.Cast(bad > 0, sitk.sitkUInt8), tmp_path / "PVP_labels.nii.gz")
+    (tmp_path / "study.json").write_text(json.dumps(
+        {"study_id": "M", "series": [{"name": "PVP", "phase": "PVP", "file": "PVP.nii.gz",
+                                      "masks": {"labels": "PVP_labels.nii.gz"}}]}))
+    message = assert_fails(tmp_path, GeometryError, "PVP_labels.nii.gz", "resample the mask")
+    assert "spacing" in message
+    (tmp_path / "study.json").unlink()
+    assert_fails(tmp_path, GeometryError, "PVP_labels.nii.gz")  # manifest-free folder: same check
+
+
+def test_two_dimensional_inputs(shared_data, tmp_path):
+    save_image(sitk.Image(32, 32, sitk.sitkInt16), tmp_path / "flat" / "PVP.nii.gz")
+    assert_fails(tmp_path / "flat", GeometryError, "PVP.nii.gz", "3D")
+    (tmp_path / "one").mkdir()
+    shutil.copy(next((shared_data / "real/ct_dicom_slab").iterdir()), tmp_path / "one")
+    assert_fails(tmp_path / "one", GeometryError, "single 2D slice", "export all slices")
+
+
+def test_bad_manifests(tmp_path):
+    (tmp_path / "study.json").write_text("{not json")
+    assert_fails(tmp_path, InputError, "study.json", "JSON")
+    (tmp_path / "study.json").write_text(json.dumps({"study_id": "x", "series": []}))
+    assert_fails(tmp_path, InputError, "non-empty \"series\"")
+    save_image(volume(), tmp_path / "a.nii.gz")
+    (tmp_path / "study.json").write_text(json.dumps({"series": [{"file": "a.nii.gz"}], "clinical": {"afpp": 3}}))
+    assert_fails(tmp_path, InputError, "afpp")
+    (tmp_path / "study.json").write_text(json.dumps({"series": [{"file": "gone.nii.gz", "phase": "AP"}]}))
+    assert_fails(tmp_path, InputError, "gone.nii.gz", "does not exist")
+
+
+# ---------------------------------------------------------------- CLI
+def test_info_verb(shared_data, tmp_path, capsys):
+    assert cli.main(["--progress", "none", "info", str(shared_data / "real/ct_dicom_slab")]) == 0
+    out = capsys.readouterr().out
+    assert "Study ct_dicom_slab" in out and "PVP" in out and "512x512x20" in out and "ContrastBolusAgent" in out
+    assert cli.main(["--progress", "none", "info", str(shared_data / "real/liver_mr_t2_adc"),
+                     "--phase", "T2", "HBP"]) == 0
+    out = capsys.readouterr().out
+    assert "HBP" in out and "override" in out
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["--progress", "none", "info", str(tmp_path / "empty")]) == 2
+    assert "is empty" in capsys.readouterr().err
+
+
+def test_real_multimodal_nifti_folder_pairs_masks_with_images(shared_data):
+    study = load_study(shared_data / "real/sts/STS_001")
+    assert {s.name: s.phase for s in study} == {"CT_image": Phase.PVP, "MR_T1_image": Phase.T1,
+                                                "PET_image": Phase.PET}
+    assert study["CT_image"].meta["phase_confidence"] < 0.5  # guessed from HU values, and said so
+    for series in study:
+        assert set(series.masks) == {"mask"} and sitk.GetArrayViewFromImage(series.masks["mask"]).sum() > 0

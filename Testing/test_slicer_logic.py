@@ -1,0 +1,255 @@
+"""The Slicer module's logic on real MRML (slicer-core wheel) driving the real `hccfusion` verbs.
+
+The logic is the part of HCCFusion/HCCFusionSlicer without Qt: scene nodes → study folder → verb in a child
+process (SubprocessRunner, the synchronous runner also used by `waitForCompletion=True`) → nodes back in the
+scene. The widget and the Qt runner are covered by the self-test inside Slicer (HCCFusion/Testing/Python).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+mrml = pytest.importorskip("HCCFusionLib.scene", reason="slicer-core (MRML) is not installed")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "HCCFusion"))
+from HCCFusionSlicer import process  # noqa: E402
+from HCCFusionSlicer.logic import UNKNOWN, HCCFusionLogic, clinicalFromPanel, predictionText  # noqa: E402
+
+from HCCFusionLib import io  # noqa: E402
+from HCCFusionLib.errors import InputError  # noqa: E402
+from HCCFusionLib.study import LABELS  # noqa: E402
+
+
+@pytest.fixture
+def logic(tmp_path):
+    return HCCFusionLogic(process.SubprocessRunner(), mrml.new_scene(cache_dir=tmp_path / "cache"))
+
+
+def phase_image(value: float, seed: int, oblique: bool = True) -> sitk.Image:
+    """Small CT-like volume with an oblique direction and anisotropic spacing."""
+    rng = np.random.default_rng(seed)
+    array = (value + rng.normal(0, 12, (9, 21, 24))).astype(np.int16)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.5, 1.2, 4.0))
+    image.SetOrigin((-30.0, 12.5, 100.0))
+    if oblique:
+        image.SetDirection(sitk.VersorTransform((0.2, -0.4, 0.9), 0.3).GetMatrix())
+    return image
+
+
+def test_export_study_writes_contract_manifest_with_exact_geometry(logic, tmp_path):
+    images = {"AP": phase_image(80, 1), "PVP": phase_image(120, 2)}
+    nodes = {p: mrml.image_to_volume(logic.scene, img, f"vol_{p}") for p, img in images.items()}
+    folder = logic.exportStudy([(nodes["AP"], "AP"), (nodes["PVP"], "PVP")], tmp_path / "S1" / "study", "S1",
+                               clinical={"afp": 250.0, "etiology": "HBV"})
+    manifest = json.loads((folder / "study.json").read_text())
+    assert manifest["study_id"] == "S1"
+    assert [(s["name"], s["phase"]) for s in manifest["series"]] == [("AP", "AP"), ("PVP", "PVP")]
+    assert manifest["clinical"] == {"afp": 250.0, "etiology": "HBV"}
+    study = io.load_study(folder)
+    for phase, image in images.items():
+        back = study[phase].image
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(image))
+        np.testing.assert_allclose(back.GetDirection(), image.GetDirection(), atol=1e-6)
+        np.testing.assert_allclose(back.GetOrigin(), image.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(back.GetSpacing(), image.GetSpacing(), atol=1e-6)
+
+
+def test_export_study_with_mask_from_segmentation_node(logic, tmp_path):
+    image = phase_image(120, 3)
+    labels = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    labels.CopyInformation(image)
+    labels[4:15, 5:16, 2:7] = LABELS["liver"]
+    labels[8:11, 8:11, 3:5] = LABELS["tumour"]
+    volume = mrml.image_to_volume(logic.scene, image, "PVP")
+    segmentation = mrml.labels_to_segmentation(logic.scene, labels, "seg", reference_volume=volume)
+    folder = logic.exportStudy([(volume, "PVP")], tmp_path / "study", "S2", masks={"PVP": segmentation})
+    mask = io.load_study(folder)["PVP"].masks["labels"]
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(mask), sitk.GetArrayFromImage(labels))
+
+
+def test_export_study_bad_inputs_write_nothing(logic, tmp_path):
+    node = mrml.image_to_volume(logic.scene, phase_image(80, 4), "a")
+    other = mrml.image_to_volume(logic.scene, phase_image(80, 5), "b")
+    with pytest.raises(InputError, match="AP assigned to more than one input"):
+        logic.exportStudy([(node, "AP"), (other, "AP")], tmp_path / "dup", "S")
+    with pytest.raises(InputError, match="No input volume"):
+        logic.exportStudy([], tmp_path / "none", "S")
+    assert not (tmp_path / "dup").exists() and not (tmp_path / "none").exists()
+    with pytest.raises(InputError, match="cannot name a folder"):
+        logic.outputFolder(tmp_path, "../escape")
+
+
+def test_info_verb_runs_in_child_process_on_exported_study(logic, tmp_path):
+    nodes = [(mrml.image_to_volume(logic.scene, phase_image(v, s), f"v{s}"), p)
+             for v, s, p in ((40, 1, "NC"), (90, 2, "AP"), (120, 3, "PVP"))]
+    folder = logic.exportStudy(nodes, logic.outputFolder(tmp_path, "S3") / "study", "S3")
+    text = logic.info(folder)
+    assert "Study S3" in text
+    for phase in ("NC", "AP", "PVP"):
+        assert phase in text
+
+
+def test_failed_verb_raises_its_own_error_message(logic, tmp_path):
+    missing = tmp_path / "no_such_study"
+    with pytest.raises(process.CliError) as err:
+        logic.runner.run(process.CliJob("info", [missing]))
+    assert str(missing) in str(err.value)
+    assert "Traceback" not in str(err.value)
+
+
+def test_progress_lines_are_parsed():
+    assert process.parseProgress("PROGRESS 0.250 registering AP") == (0.25, "registering AP")
+    assert process.parseProgress("PROGRESS 1.7 done") == (1.0, "done")
+    assert process.parseProgress("PROGRESS x y") is None
+    assert process.parseProgress("INFO something") is None
+    command = process.CliJob("register", ["s", "--mode", "rigid"]).command("py")
+    assert command == ["py", "-m", "HCCFusionLib.cli", "--progress", "lines", "register", "s", "--mode", "rigid"]
+
+
+def test_kill_process_tree_ends_grandchildren():
+    psutil = pytest.importorskip("psutil")
+    script = ("import subprocess, sys, time; "
+              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    deadline = time.time() + 20
+    while not psutil.Process(proc.pid).children() and time.time() < deadline:
+        time.sleep(0.05)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children, "the test process did not start its child"
+    process.killProcessTree(proc)
+    assert proc.poll() is not None
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive
+
+
+def test_phantom_sample_and_segmentation_round_trip(logic, tmp_path):
+    sample = logic.loadPhantom(seed=3, size="small")
+    volumes = sample.nodes["volumes"]
+    assert set(volumes) >= {"NC", "AP", "PVP", "DP"}
+    truth = sample.nodes["segmentation"]
+    names = {truth.GetSegmentation().GetNthSegment(i).GetName()
+             for i in range(truth.GetSegmentation().GetNumberOfSegments())}
+    assert {"liver", "tumour"} <= names
+    sh = logic.scene.GetSubjectHierarchyNode()
+    study_item = sh.GetItemParent(sh.GetItemByDataNode(volumes["PVP"]))
+    assert sh.GetItemLevel(study_item) == "Study"
+    # existing-segmentation path: export on the reference grid, load back as the "segment" output layout
+    out = tmp_path / "out"
+    labels_file = logic.exportSegmentation(truth, volumes["PVP"], out / "segmentation" / "segmentation.nii.gz")
+    exported = sitk.ReadImage(str(labels_file))
+    reference = mrml.volume_to_image(volumes["PVP"])
+    assert exported.GetSize() == reference.GetSize()
+    loaded = logic.loadSegmentation(out, volumes["PVP"], "P3").nodes["segmentation"]
+    again = mrml.segmentation_to_labels(loaded, reference)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(exported))
+    assert sh.GetItemParent(sh.GetItemByDataNode(loaded)) == sh.GetItemChildWithName(
+        sh.GetItemChildWithName(sh.GetSceneItemID(), "Anonymous"), "P3")
+
+
+def test_contribution_chart_and_prediction_text(logic, tmp_path):
+    folder = tmp_path / "prediction"
+    folder.mkdir()
+    pd.DataFrame({"endpoint": ["mvi"], "probability": [0.734], "ci_low": [0.61], "ci_high": [0.84]}).to_csv(
+        folder / "prediction.csv", index=False)
+    pd.DataFrame({"feature": ["AP__tumour__original_firstorder_Mean", "afp"], "contribution": [0.8, -0.3]}).to_csv(
+        folder / "contributions.csv", index=False)
+    result = logic.loadPrediction(tmp_path, "P1")
+    assert result.summary == "mvi: probability 0.73 (95% CI 0.61–0.84)"
+    chart = result.nodes["chart"]
+    series = chart.GetNthPlotSeriesNode(0)
+    assert series.GetPlotType() == series.PlotTypeBar
+    assert series.GetYColumnName() == "contribution" and series.GetLabelColumnName() == "feature"
+    assert series.GetTableNode() is result.nodes["contributions"]
+    assert predictionText(pd.DataFrame({"risk": [1.5]})) == "prediction: risk 1.50"
+
+
+def test_bclc_stage_uses_lesion_table(logic):
+    lesions = mrml.dataframe_to_table(logic.scene, pd.DataFrame({"lesion": [1], "max_diameter_mm": [18.0]}), "les")
+    clinical = {"bilirubin": 1.0, "albumin": 4.0, "inr": 1.0, "ascites": "none", "encephalopathy": "none",
+                "performance_status": 0, "vascular_invasion": False, "extrahepatic_spread": False}
+    assert logic.bclcStage(clinical, lesions).startswith("BCLC 0")
+    assert "cannot stage" in logic.bclcStage({"bilirubin": 1.0})
+
+
+def test_panel_clinical_values_become_study_clinical_fields(logic, tmp_path):
+    panel = {"afp": 420.0, "bilirubin": -1.0, "albumin": 3.4, "inr": -1.0, "ascites": "mild",
+             "encephalopathy": UNKNOWN, "etiology": "HCV", "performance_status": "1", "vascular_invasion": "no",
+             "extrahepatic_spread": UNKNOWN}
+    clinical = clinicalFromPanel(panel)
+    assert clinical == {"afp": 420.0, "albumin": 3.4, "ascites": "mild", "etiology": "HCV",
+                        "performance_status": 1, "vascular_invasion": False}
+    node = mrml.image_to_volume(logic.scene, phase_image(120, 6), "PVP")
+    folder = logic.exportStudy([(node, "PVP")], tmp_path / "study", "S6", clinical=clinical)
+    assert io.load_study(folder).clinical.to_dict() | clinical == io.load_study(folder).clinical.to_dict()
+
+
+@pytest.fixture
+def aligned_phantom(logic, tmp_path):
+    """A small phantom whose phases share one grid (as after registration), saved as a study folder."""
+    from HCCFusionLib import phantom
+
+    patient = phantom.make_patient(2, "small", misalignment="none")
+    folder = io.save_study(patient.study, tmp_path / "registration")
+    reference = mrml.image_to_volume(logic.scene, patient.study["PVP"].image, "PVP")
+    truth = mrml.labels_to_segmentation(logic.scene, patient.labels, "truth", reference_volume=reference)
+    return patient, folder, truth
+
+
+def test_lirads_assessment_and_reader_overrides_are_recorded(logic, tmp_path, aligned_phantom):
+    patient, folder, truth = aligned_phantom
+    result = logic.assessLirads(folder, truth, tmp_path / "out", "P2")
+    table = result.nodes["lirads"]
+    frame = mrml.table_to_dataframe(table)
+    assert len(frame) >= 1 and {"lesion", "aphe", "washout", "capsule", "diameter_mm", "category"} <= set(frame.columns)
+    assert (tmp_path / "out" / "lirads" / "lirads.csv").exists()
+    assert result.summary.startswith(f"{len(frame)} observation(s)")
+    # the reader flips the first observation's washout and sets another's category, in the table node
+    lesion = int(frame["lesion"].iloc[0])
+    row = frame.index[0]
+    frame.loc[row, "washout"] = not bool(frame.loc[row, "washout"])
+    edited = mrml.dataframe_to_table(logic.scene, frame.assign(category=frame["category"].where(
+        frame.index != row, "LR-M")), "edited")
+    made = logic.applyLiradsOverrides(edited, reader="Dr Test")
+    assert {(o.lesion, o.what) for o in made} == {(lesion, "washout"), (lesion, "category")}
+    assert all(o.reader == "Dr Test" for o in made)
+    after = mrml.table_to_dataframe(edited)
+    assert after.loc[after["lesion"] == lesion, "category"].item() == "LR-M"
+    overrides = pd.read_csv(tmp_path / "out" / "lirads" / "lirads_overrides.csv")
+    assert len(overrides) == 2 and set(overrides["what"]) == {"washout", "category"}
+    assert logic.applyLiradsOverrides(edited, reader="Dr Test") == []  # nothing changed since
+
+
+def test_lirads_table_rejects_non_boolean_edit(logic, tmp_path, aligned_phantom):
+    _, folder, truth = aligned_phantom
+    frame = mrml.table_to_dataframe(logic.assessLirads(folder, truth, tmp_path / "out", "P2").nodes["lirads"])
+    edited = mrml.dataframe_to_table(logic.scene, frame.astype({"aphe": object}).assign(aphe="maybe"), "bad")
+    with pytest.raises(InputError, match="not yes/no"):
+        logic.applyLiradsOverrides(edited, reader="Dr Test")
+
+
+def test_export_dicom_seg_and_sr_reload(logic, tmp_path, aligned_phantom):
+    pytest.importorskip("highdicom")
+    from HCCFusionLib import dicom
+    from HCCFusionSlicer.logic import tumourLesions
+
+    patient, folder, truth = aligned_phantom
+    written = logic.exportDicom(folder, truth, "PVP", tmp_path / "out", "P2")
+    labels, _ = dicom.read_seg(written["seg"], reference=patient.study["PVP"].image)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(labels) > 0, sitk.GetArrayFromImage(patient.labels) > 0)
+    measured = dicom.read_sr(written["sr"])
+    expected = tumourLesions(patient.labels)
+    assert len(measured) == len(expected) == len(patient.lesions)
+    np.testing.assert_allclose(sorted(measured["diameter_mm"]), sorted(expected["diameter_mm"]), atol=0.1)
+    # after a LI-RADS assessment the SR carries each observation's category and features
+    assessment = logic.assessLirads(folder, truth, tmp_path / "out", "P2")
+    measured = dicom.read_sr(logic.exportDicom(folder, truth, "PVP", tmp_path / "out2", "P2")["sr"])
+    categories = mrml.table_to_dataframe(assessment.nodes["lirads"])["category"].tolist()
+    assert sorted(measured["lirads"]) == sorted(categories)
