@@ -402,6 +402,44 @@ def _stability_args(p):
 cmd_stability.configure = _stability_args
 
 
+# ---------------------------------------------------------------- clinical decision support: lirads
+@verb("lirads", "LI-RADS v2018 features and category per observation of a registered study -> OUT/lirads/")
+def cmd_lirads(args, progress):
+    from .io import load_study, read_image
+    from .lirads import assess_study, read_prior
+
+    study = load_study(args.study)
+    if args.segmentation:
+        labels = read_image(args.segmentation)
+    else:
+        reference = study[args.reference]
+        if "labels" not in reference.masks:
+            raise HCCFusionError(f"Series '{reference.name}' of '{args.study}' has no 'labels' mask: "
+                                 "pass --segmentation (e.g. OUT/segmentation/segmentation.nii.gz).")
+        labels = reference.masks["labels"]
+    prior = read_prior(args.prior) if args.prior else None
+    result = assess_study(study, labels, prior=prior, interval_months=args.interval_months)
+    written = result.save(args.out / "lirads")
+    columns = ["lesion", "diameter_mm", "aphe", "washout", "capsule", "threshold_growth", "category"]
+    rows = result.table().reset_index()[columns].to_dict("records") if result.observations else []
+    print(format_table(rows, title=f"LI-RADS v2018, study {study.study_id}") if rows else "No observations.")
+    print(f"-> {written['lirads.csv']}")
+    return 0
+
+
+def _lirads_args(p):
+    p.add_argument("study", type=Path, help="registered study folder (e.g. OUT/registration)")
+    p.add_argument("--segmentation", type=Path, default=None,
+                   help="label map on the study grid (default: the reference series' 'labels' mask)")
+    p.add_argument("--reference", default="PVP", help="series whose 'labels' mask is used without --segmentation")
+    p.add_argument("--prior", type=Path, default=None, help="lirads.csv of an earlier study (threshold growth)")
+    p.add_argument("--interval-months", type=float, default=None, help="months between the prior and this study")
+    p.add_argument("--out", type=Path, required=True)
+
+
+cmd_lirads.configure = _lirads_args
+
+
 # ---------------------------------------------------------------- helpers
 def format_table(rows: list[dict], title: str = "") -> str:
     """Plain-text table of dict rows (same keys), for terminal summaries."""

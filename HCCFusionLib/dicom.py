@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +26,7 @@ import SimpleITK as sitk
 from . import __version__
 from .errors import GeometryError, InputError, require
 from .io import atomic_folder, atomic_write
-from .study import LABELS, Phase, Series
+from .study import LABELS, Phase, Series, Study, check_same_grid, same_grid
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,16 @@ def _local(value: str, meaning: str):
 # ---------------------------------------------------------------- source series
 def source_series_files(series: Series, folder: "str | Path", *, study_id: str, study_uid: str | None = None,
                         patient_id: str = "ANON", series_number: int = 1) -> list[Path]:
-    """The DICOM files of `series` in slice order: the ones it was loaded from, or new ones written into `folder`.
+    """The DICOM files of `series` in slice order: the ones it was loaded from (if they still exist and match
+    its grid, e.g. the reference series of a registered study), or new ones written into `folder`.
 
     After writing, `series.meta` records the new files and UIDs, so SEG and SR reference that DICOM series.
     """
     files = [Path(f) for f in series.meta.get("files") or []]
-    if files and all(f.is_file() for f in files):
+    if files and all(f.is_file() for f in files) and same_grid(_source_image(_read_headers(files)), series.image):
         return files
     files = write_dicom_series(series.image, folder, phase=series.phase, study_id=study_id, study_uid=study_uid,
-                               patient_id=patient_id, modality=series.modality.value if series.modality.value in
-                               ("CT", "MR") else "CT", series_number=series_number)
+                               patient_id=patient_id, modality=series.modality.value, series_number=series_number)
     import pydicom
 
     first = pydicom.dcmread(files[0], stop_before_pixels=True)
@@ -130,8 +131,6 @@ def write_seg(labels: sitk.Image, source_files: Sequence["str | Path"], path: "s
     codes = _codes()
     datasets = _read_headers(source_files)
     grid = _source_image(datasets)
-    from .study import check_same_grid
-
     check_same_grid(grid, labels, f"label map for the SEG of series '{datasets[0].get('SeriesDescription', '')}'")
     array = sitk.GetArrayFromImage(labels).astype(np.int64)
     unknown = sorted(set(np.unique(array).tolist()) - set(LABELS.values()))
@@ -237,12 +236,13 @@ def _lesion_rows(lesions: pd.DataFrame) -> list[dict]:
     rows = []
     for record in table.to_dict("records"):
         volume = record.get("volume_mm3")
-        if (volume is None or _missing(volume)) and not _missing(record.get("volume_ml")):
+        if _missing(volume) and not _missing(record.get("volume_ml")):
             volume = float(record["volume_ml"]) * 1000.0
-        lirads = record.get("lirads")
+        diameter = record.get("diameter_mm", record.get("max_diameter_mm"))  # lirads / segmentation tables
+        lirads = record.get("lirads", record.get("category"))
         if not _missing(lirads) and str(lirads) not in LIRADS_CATEGORIES:
             raise InputError(f"Lesion {record['lesion']}: LI-RADS category '{lirads}' is not one of {LIRADS_CATEGORIES}.")
-        rows.append({"lesion": record["lesion"], "volume_mm3": volume, "diameter_mm": record.get("diameter_mm"),
+        rows.append({"lesion": record["lesion"], "volume_mm3": volume, "diameter_mm": diameter,
                      "lirads": lirads, **{k: record.get(k) for k in FEATURES},
                      **{k: v for k, v in record.items() if str(k).startswith("p_")}})
     return rows
@@ -257,8 +257,9 @@ def write_sr(lesions: pd.DataFrame, seg_path: "str | Path", source_files: Sequen
              title: str = "HCCFusion liver lesion report") -> Path:
     """Write a TID 1500 Measurement Report (Comprehensive 3D SR) referencing the SEG at `seg_path`.
 
-    `lesions` has one row per lesion: `lesion` (id; default 1..n), `volume_mm3` (or `volume_ml`),
-    `diameter_mm`, `lirads` ("LR-3", …), booleans `aphe`, `washout`, `capsule`, `threshold_growth`
+    `lesions` has one row per lesion (the `lirads.Observations.table()` and segmentation `lesions.csv` layouts
+    fit): `lesion` (id, column or index; default 1..n), `volume_mm3` (or `volume_ml`), `diameter_mm` (or
+    `max_diameter_mm`), `lirads` (or `category`: "LR-3", …), booleans `aphe`, `washout`, `capsule`, `threshold_growth`
     and probabilities in `p_<endpoint>` columns (each optional; missing values are left out). Each lesion
     references its "Lesion <id>" segment, or else the SEG's tumour segment. `predictions` (endpoint ->
     probability) become one study-level measurement group. Returns `path`, written atomically.
@@ -346,6 +347,31 @@ def _probabilities(hd, codes, values: dict) -> list:
     return out
 
 
+def export_dicom(series: Series, labels: sitk.Image, lesions: pd.DataFrame, folder: "str | Path", *, study_id: str,
+                 lesion_labels: sitk.Image | None = None, predictions: dict[str, float] | None = None,
+                 study_uid: str | None = None) -> dict:
+    """SEG + SR of one series' segmentation and lesion table into a new `folder`, all or nothing.
+
+    When `series` has no DICOM files (it came from NIfTI) the series itself is written first into
+    `folder`/source, so the SEG can reference it. Returns {"seg": Path, "sr": Path, "source": [Path]};
+    push all three to a PACS (`Pacs.push` skips what the PACS already holds).
+    """
+    folder = Path(folder)
+    before = dict(series.meta)
+    try:
+        with atomic_folder(folder) as tmp:
+            files = source_series_files(series, tmp / "source", study_id=study_id, study_uid=study_uid)
+            seg = write_seg(labels, files, tmp / "seg.dcm", lesion_labels=lesion_labels)
+            write_sr(lesions, seg, files, tmp / "sr.dcm", predictions=predictions)
+    except BaseException:
+        series.meta.clear()
+        series.meta.update(before)
+        raise
+    files = [folder / "source" / f.name if tmp in f.parents else f for f in files]
+    series.meta["files"] = [str(f) for f in files]
+    return {"seg": folder / "seg.dcm", "sr": folder / "sr.dcm", "source": files}
+
+
 def read_sr(path: "str | Path") -> pd.DataFrame:
     """Read a TID 1500 SR written by `write_sr` (or any TID 1500 with volumetric groups) into a table.
 
@@ -393,6 +419,40 @@ def read_sr(path: "str | Path") -> pd.DataFrame:
     if "segment_number" in table:
         table["segment_number"] = table["segment_number"].astype("Int64")
     return table
+
+
+# ---------------------------------------------------------------- image series
+def write_study_dicom(study: Study, folder: "str | Path", *, patient_id: str = "ANON", study_uid: str | None = None,
+                      segmentations: bool = False) -> dict[str, list[Path]]:
+    """Write every series of `study` as a DICOM series under `folder`/<series>/, all in one new DICOM study.
+
+    All series share one StudyInstanceUID and FrameOfReferenceUID (one patient, one scanner frame); each keeps
+    its own geometry. With `segmentations`, each series' "labels" mask is added as a DICOM SEG
+    (`folder`/<series>_seg/seg.dcm). `folder` appears only when everything is written.
+    Returns {series name: files} (SEG files under "<series>_seg").
+    """
+    from pydicom.uid import generate_uid
+
+    unsupported = [s.name for s in study if s.modality.value not in ("CT", "MR")]
+    if unsupported:
+        raise InputError(f"Series {unsupported} of study '{study.study_id}' are not CT or MR: DICOM export writes "
+                         "CT and MR image series only; leave them out of the study to export.")
+    study_uid, frame_uid = study_uid or generate_uid(), generate_uid()
+    written: dict[str, list[Path]] = {}
+    with atomic_folder(folder) as tmp:
+        for number, series in enumerate(study, start=1):
+            name = re.sub(r"[^A-Za-z0-9._-]+", "_", series.name)
+            files = write_dicom_series(series.image, tmp / name, phase=series.phase, study_id=study.study_id,
+                                       study_uid=study_uid, frame_of_reference_uid=frame_uid, patient_id=patient_id,
+                                       modality=series.modality.value, series_number=number,
+                                       description=series.meta.get("series_description") or None)
+            written[series.name] = [Path(folder) / name / f.name for f in files]
+            if segmentations and "labels" in series.masks:
+                (tmp / f"{name}_seg").mkdir()
+                write_seg(series.masks["labels"], files, tmp / f"{name}_seg" / "seg.dcm", series_number=100 + number)
+                written[f"{series.name}_seg"] = [Path(folder) / f"{name}_seg" / "seg.dcm"]
+    log.info("Wrote %d series as DICOM", len(study))
+    return written
 
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -444,7 +504,7 @@ def write_dicom_series(image: sitk.Image, folder: "str | Path", *, phase, study_
     else:
         lo, hi = float(voxels.min()), float(voxels.max())
         integral = np.allclose(voxels, np.rint(voxels)) and lo >= -32768 and hi <= 32767
-        slope = 1.0 if integral else max((hi - lo) / 65000.0, 1e-12)
+        slope = 1.0 if integral or hi == lo else (hi - lo) / 65000.0
         intercept = 0.0 if integral else lo
         stored = np.rint((voxels - intercept) / slope) - (0 if integral else 32768)
         intercept = intercept if integral else intercept + 32768 * slope
@@ -483,7 +543,7 @@ def write_dicom_series(image: sitk.Image, folder: "str | Path", *, phase, study_
             ds.SeriesNumber, ds.InstanceNumber, ds.AcquisitionNumber = int(series_number), k + 1, 1
             ds.SeriesDescription = (description or _PHASE_DESCRIPTION.get(phase, phase.value))[:64]
             ds.ImageType = ["DERIVED", "PRIMARY", "ADC"] if phase is Phase.ADC else ["ORIGINAL", "PRIMARY", "AXIAL"]
-            ds.PatientPosition = "HFS"
+            ds.PatientPosition, ds.BodyPartExamined = "HFS", "ABDOMEN"  # unpaired: no Laterality
             if phase in _PHASE_DELAY:
                 ds.ContrastBolusAgent = "Gd-EOB-DTPA" if modality == "MR" else "Iodinated contrast"
                 ds.ContrastBolusRoute = "IV"

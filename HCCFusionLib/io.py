@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import importlib.util
 import json
 import logging
 import os
@@ -24,7 +25,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import GeometryError, InputError
-from .phases import acquisition_seconds, b_value, detect_phase, guess_from_intensity, order_contrast_series, phase_from_name
+from .phases import (UNTIMED_CONTRAST, acquisition_seconds, b_value, detect_phase, guess_from_intensity,
+                     order_contrast_series, phase_from_name)
 from .study import Clinical, Modality, Phase, Series, Study, check_same_grid, same_grid
 
 __all__ = ["atomic_write", "atomic_folder", "save_image", "read_image", "load_study", "save_study", "detect_phase"]
@@ -37,6 +39,7 @@ MASK_WORDS = {"mask", "masks", "seg", "segmentation", "label", "labels", "labelm
 #: DICOM objects that are not image series of the study (read by dicom.py, skipped here).
 NON_IMAGE_MODALITIES = {"SEG", "SR", "KO", "PR", "RTSTRUCT", "RTPLAN", "RTDOSE", "REG", "DOC", "OT", "SC"}
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
 
 
 # ---------------------------------------------------------------- atomic files
@@ -60,6 +63,15 @@ def atomic_write(path: "str | Path"):
         raise
 
 
+def _staging_folder(folder: Path) -> Path:
+    """A temporary sibling of `folder`, with the permissions a plain mkdir would give (not mkdtemp's 0700)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_folder(folder: "str | Path"):
     """Yield a temporary sibling folder; rename it onto `folder` (which must not hold files) on success.
@@ -70,7 +82,7 @@ def atomic_folder(folder: "str | Path"):
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise InputError(f"Output folder '{folder}' already exists and is not empty: choose a new folder or remove it.")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
+    tmp = _staging_folder(folder)
     try:
         yield tmp
         if folder.exists():
@@ -168,12 +180,19 @@ def _stem(path: Path) -> str:
     return name
 
 
+def _override_keys(series: Series) -> set[str]:
+    """Names a phase override may use for a series: its name, UIDs, description, file name."""
+    keys = {series.name, series.meta.get("series_uid"), series.meta.get("series_label"),
+            series.meta.get("series_description")}
+    if file := series.meta.get("file"):
+        keys |= {file, Path(file).name, _stem(Path(file))}
+    return {str(k) for k in keys if k}
+
+
 def _apply_overrides(study: Study, overrides: dict) -> None:
     for key, value in overrides.items():
         phase = Phase.parse(value)
-        matches = [s for s in study if key in (s.name, s.meta.get("series_uid"), s.meta.get("file"),
-                                                  s.meta.get("series_label"), s.meta.get("series_description"),
-                                                  Path(s.meta.get("file") or "").name, _stem(Path(s.meta.get("file") or "x")))]
+        matches = [s for s in study if str(key) in _override_keys(s)]
         if not matches:
             raise InputError(
                 f"Phase override for '{key}' matches no series of study '{study.study_id}': "
@@ -241,6 +260,9 @@ def _load_manifest(manifest: Path, study_id: str | None) -> Study:
 
 
 def _read_volume(file: Path) -> sitk.Image:
+    if file.is_dir():
+        raise InputError(f"'{file}' is a folder: a manifest entry names one NIfTI/NRRD file (load a DICOM folder "
+                         "directly with load_study, or save it as NIfTI with save_study first).")
     image = read_image(file)
     if image.GetDimension() != 3 or image.GetSize()[2] < 2:
         raise GeometryError(
@@ -324,10 +346,7 @@ def _add_image_files(study: Study, files: list[Path]) -> None:
 
 
 def _unique(study: Study, name: str) -> str:
-    candidate, n = name, 2
-    while candidate in study.series:
-        candidate, n = f"{name}_{n}", n + 1
-    return candidate
+    return _unique_key(study.series, name)
 
 
 # ---------------------------------------------------------------- DICOM folders
@@ -350,6 +369,9 @@ def _scan_dicom(files: list[Path]):
                 continue
         except Exception as exc:
             raise InputError(f"DICOM file '{path}' cannot be read ({exc}): it is truncated or damaged; re-export it.") from None
+        if ds.get("file_meta", {}).get("MediaStorageSOPClassUID") == MEDIA_DIRECTORY:  # DICOMDIR: an index, no image
+            rejected.append(path)
+            continue
         headers.append((path, ds))
     return headers, rejected
 
@@ -366,7 +388,7 @@ def _add_dicom_series(study: Study, headers) -> None:
     groups: dict[str, list] = {}
     for path, ds in headers:
         groups.setdefault(_series_key(path, ds), []).append((path, ds))
-    skipped, untimed = [], []
+    skipped, untimed, segs = [], [], []
 
     def order(members):
         number = members[0][1].get("SeriesNumber")
@@ -377,6 +399,9 @@ def _add_dicom_series(study: Study, headers) -> None:
         modality = str(ds.get("Modality") or "").upper()
         image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
         label = _series_label(ds)
+        if modality == "SEG":
+            segs += members
+            continue
         if modality in NON_IMAGE_MODALITIES or ds.get("SOPClassUID") == SECONDARY_CAPTURE or "LOCALIZER" in image_type:
             skipped.append(f"{label} ({modality or 'no modality'}{', localizer' if 'LOCALIZER' in image_type else ''})")
             continue
@@ -402,13 +427,41 @@ def _add_dicom_series(study: Study, headers) -> None:
                 "acquisition_seconds": acquisition_seconds(datasets),
             }
             series = study.add(Series(name, phase, image, modality=_modality(modality), meta=meta))
-            if phase is Phase.PVP and reason.endswith("assumed portal venous"):
+            if reason.endswith(UNTIMED_CONTRAST):
                 untimed.append(series)
     order_contrast_series(untimed)
     _name_by_phase(study)
+    for path, ds in segs:
+        _attach_dicom_seg(study, path, ds, skipped)
     if skipped:
         study.meta["skipped"] = skipped
         log.info("Skipped %d DICOM series/objects that are not 3D image volumes", len(skipped))
+
+
+def _attach_dicom_seg(study: Study, path: Path, ds, skipped: list[str]) -> None:
+    """Attach a DICOM SEG to the loaded series it references, as its "labels" mask (LABELS values)."""
+    referenced = {str(item.SeriesInstanceUID) for item in ds.get("ReferencedSeriesSequence") or []}
+    target = next((s for s in study if s.meta.get("series_uid") in referenced), None)
+    label = f"{_series_label(ds)} (SEG)"
+    if target is None:
+        skipped.append(f"{label}: the series it segments is not in the folder")
+        return
+    if importlib.util.find_spec("highdicom") is None:
+        skipped.append(f"{label}: install hccfusion[dicom] to read DICOM SEG")
+        return
+    from .dicom import read_seg
+
+    labels, _ = read_seg(path, reference=target.image)
+    key = _unique_key(target.masks, "labels")
+    target.masks[key] = labels
+    target.meta.setdefault("mask_files", {})[key] = str(path)
+
+
+def _unique_key(taken, name: str) -> str:
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name}_{n}", n + 1
+    return candidate
 
 
 def _name_by_phase(study: Study) -> None:
@@ -542,7 +595,7 @@ def save_study(study: Study, folder: "str | Path", overwrite: bool = False) -> P
     if folder.exists() and not folder.is_dir():
         raise InputError(f"'{folder}' is a file: give a folder to save the study into.")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
+    staging = _staging_folder(folder)
     try:
         _write_study_files(study, staging)
         if not folder.exists():
@@ -559,7 +612,7 @@ def save_study(study: Study, folder: "str | Path", overwrite: bool = False) -> P
     return folder
 
 
-def _write_study_files(study: Study, folder: Path) -> dict:
+def _write_study_files(study: Study, folder: Path) -> None:
     used: set[str] = set()
 
     def file_name(stem: str) -> str:
@@ -585,14 +638,16 @@ def _write_study_files(study: Study, folder: Path) -> dict:
     if study.meta:
         manifest["meta"] = _json_meta(study.meta)
     (folder / "study.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return manifest
 
 
 def _json_meta(meta: dict) -> dict:
-    """The JSON-safe provenance of a series (file lists and non-serialisable values dropped)."""
+    """The JSON-safe provenance of a series (its own file names and non-serialisable values dropped).
+
+    The source DICOM "files" are kept: `dicom.source_series_files` reuses them when they still match.
+    """
     out = {}
     for key, value in meta.items():
-        if key in ("files", "file", "mask_files", "named_by_phase"):
+        if key in ("file", "mask_files", "named_by_phase"):
             continue
         try:
             json.dumps(value)
@@ -600,6 +655,3 @@ def _json_meta(meta: dict) -> dict:
             continue
         out[key] = value
     return out
-
-
-# ---------------------------------------------------------------- DICOM out

@@ -70,7 +70,7 @@ def category(aphe: bool, diameter_mm: float, washout: bool, capsule: bool, thres
 # ---------------------------------------------------------------- measurement records
 @dataclass
 class Thresholds:
-    """Decision thresholds: HU for CT, percent of the liver signal for MRI."""
+    """Decision thresholds: HU for CT, percent of the liver signal for MRI (same numbers)."""
 
     aphe: float = 10.0  # core brighter than liver by more than this in AP
     washout: float = 5.0  # core darker than liver by more than this in PVP/DP
@@ -214,6 +214,7 @@ class LiradsAssessment:
         for obs in self.observations:
             row = {"lesion": obs.lesion, "diameter_mm": round(obs.diameter_mm, 1),
                    "volume_ml": round(obs.volume_ml, 3)}
+            row.update({f"centre_{a}_mm": round(float(c), 2) for a, c in zip("xyz", obs.centre_mm)})
             for name, feat in obs.features.items():
                 row[name] = feat.present
                 row[f"{name}_value"] = None if feat.value is None else round(feat.value, 2)
@@ -268,9 +269,11 @@ def assess(images: dict, labels: sitk.Image, *, modality: str = "CT", lesions: "
     images: phase code ("AP", "PVP", "DP") -> image, all on `labels`' grid (registered).
     labels: study label map (study.LABELS: liver 1, tumour 2, ...). lesions: optional instance map
     (1..n); default: connected components of the tumour label (smaller than `min_voxels` are dropped).
-    prior: earlier observations [{"centre_mm": (x, y, z), "diameter_mm": d}], `interval_months` before.
+    prior: the same patient's earlier observations, `interval_months` before, in this study's frame: a
+    LiradsAssessment or [{"centre_mm": (x, y, z), "diameter_mm": d}]; matched by nearest centre.
     """
     thresholds = thresholds or Thresholds()
+    prior = _prior_observations(prior)
     if modality not in ("CT", "MR"):
         raise InputError(f"Modality '{modality}' is not supported for LI-RADS: use 'CT' or 'MR'.")
     images = {Phase.parse(k).value: v for k, v in images.items() if v is not None}
@@ -293,7 +296,7 @@ def assess(images: dict, labels: sitk.Image, *, modality: str = "CT", lesions: "
         hi = np.minimum(np.array([z + sz, y + sy, x + sx]) + margin[::-1], lesion_array.shape).astype(int)
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         obs = _measure(int(index), box, lesion_array[box] == index, label_array, images, labels, modality, thresholds)
-        obs.centre_mm = tuple(shapes.GetCentroid(index))
+        obs.centre_mm = tuple(shapes.GetCentroid(index))  # physical (LPS) centroid
         obs.features["threshold_growth"] = _growth(obs, prior, interval_months)
         obs.findings = (findings or {}).get(int(index), Findings())
         obs.update_category()
@@ -335,11 +338,14 @@ def _measure(index, box, m, label_array, images, reference, modality, t: Thresho
         liver_note = "whole liver (little liver around the observation)"
     unit = "HU" if modality == "CT" else "% of liver"
 
-    def difference(a: np.ndarray, b: np.ndarray, liver: np.ndarray) -> tuple[float, float]:
+    inflation = {p: _design_effect(a, ring) for p, a in arrays.items()}  # correlated (blurred) noise
+
+    def difference(a: np.ndarray, b: np.ndarray, liver: np.ndarray, phase: str) -> tuple[float, float]:
         """mean(a) - mean(b) and its standard error; MRI: in percent of the liver mean."""
         if min(a.size, b.size) < 2:
             return float(a.mean() - b.mean()), float("inf")
-        diff, se = a.mean() - b.mean(), math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+        diff = a.mean() - b.mean()
+        se = math.sqrt(inflation[phase] * (a.var(ddof=1) / a.size + b.var(ddof=1) / b.size))
         if modality == "MR":
             scale = 100.0 / max(abs(liver.mean()), 1e-6)
             diff, se = diff * scale, se * scale
@@ -351,7 +357,7 @@ def _measure(index, box, m, label_array, images, reference, modality, t: Thresho
     features = {}
     if "AP" in arrays:
         a, liver = arrays["AP"][core], liver_values["AP"]
-        diff, se = difference(a, liver, liver)
+        diff, se = difference(a, liver, liver, "AP")
         features["aphe"] = _decide("aphe", diff, t.aphe, se, unit, "AP",
                                    f"{describe(core_note, a)} vs {describe(liver_note, liver)}")
     else:
@@ -359,7 +365,7 @@ def _measure(index, box, m, label_array, images, reference, modality, t: Thresho
     washout, capsule = [], []
     for phase in (p for p in ("PVP", "DP") if p in arrays):
         a, liver = arrays[phase][core], liver_values[phase]
-        diff, se = difference(liver, a, liver)
+        diff, se = difference(liver, a, liver, phase)
         washout.append(_decide("washout", diff, t.washout, se, unit, phase,
                                f"{describe(liver_note, liver)} minus {describe(core_note, a)}"))
         # the capsule lies on the boundary: inside the label (rim) or just outside (shell), whichever is brighter
@@ -368,7 +374,7 @@ def _measure(index, box, m, label_array, images, reference, modality, t: Thresho
         if sides:
             side_name, side = max(sides, key=lambda item: item[1].mean())
             other_name, other = ("core", a) if a.mean() >= liver.mean() else ("liver", liver)
-            diff, se = difference(side, other, liver)
+            diff, se = difference(side, other, liver, phase)
             capsule.append(_decide("capsule", diff, t.capsule, se, unit, phase,
                                    f"{describe(side_name, side)} minus brighter of core/liver: "
                                    f"{describe(other_name, other)}"))
@@ -387,6 +393,32 @@ def _decide(name, value, threshold, se, unit, phase, evidence) -> Feature:
     confidence = 0.5 * (1 + math.erf(abs(z) / math.sqrt(2)))
     return Feature(name, bool(value > threshold), float(value), float(threshold), unit, float(confidence), phase,
                    evidence)
+
+
+def read_prior(path: "str | Path") -> list[dict]:
+    """Prior observations from an earlier run's lirads.csv (centre_x/y/z_mm and diameter_mm columns)."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"Cannot read prior table '{path}' ({exc}): give an earlier run's lirads.csv.") from None
+    needed = ["centre_x_mm", "centre_y_mm", "centre_z_mm", "diameter_mm"]
+    if not set(needed) <= set(frame.columns):
+        raise InputError(f"Prior table '{path}' lacks columns {sorted(set(needed) - set(frame.columns))}: "
+                         "give the lirads.csv of an earlier `hccfusion lirads` run.")
+    return [{"centre_mm": (r.centre_x_mm, r.centre_y_mm, r.centre_z_mm), "diameter_mm": r.diameter_mm}
+            for r in frame.itertuples()]
+
+
+def _prior_observations(prior) -> list[dict]:
+    if isinstance(prior, LiradsAssessment):
+        prior = [{"centre_mm": o.centre_mm, "diameter_mm": o.diameter_mm} for o in prior.observations]
+    prior = list(prior or [])
+    for k, p in enumerate(prior):
+        if len(p.get("centre_mm", ())) != 3 or not float(p.get("diameter_mm", 0)) > 0:
+            raise InputError(f"Prior observation {k + 1} needs 'centre_mm' (x, y, z) and a positive 'diameter_mm'.")
+    return prior
 
 
 def _growth(obs: Observation, prior, interval_months) -> Feature:
@@ -408,6 +440,25 @@ def _growth(obs: Observation, prior, interval_months) -> Feature:
                    f"{before:.1f} -> {obs.diameter_mm:.1f} mm in "
                    f"{'unknown time' if not np.isfinite(months) else f'{months:g} months'} "
                    f"(threshold: >= 50% in <= {THRESHOLD_GROWTH_MONTHS:g} months)")
+
+
+def _design_effect(values: np.ndarray, region: np.ndarray) -> float:
+    """Variance inflation of a mean from spatially correlated noise: prod over axes of (1 + r) / (1 - r), with r
+    the lag-1 correlation of neighbouring voxels inside `region` (AR(1) approximation), at least 1."""
+    effect = 1.0
+    for axis in range(values.ndim):
+        lead = [slice(None)] * values.ndim
+        lag = [slice(None)] * values.ndim
+        lead[axis], lag[axis] = slice(1, None), slice(None, -1)
+        both = region[tuple(lead)] & region[tuple(lag)]
+        if both.sum() < 20:
+            continue
+        x, y = values[tuple(lag)][both], values[tuple(lead)][both]
+        if x.std() == 0 or y.std() == 0:
+            continue
+        r = float(np.clip(np.corrcoef(x, y)[0, 1], 0.0, 0.95))
+        effect *= (1 + r) / (1 - r)
+    return effect
 
 
 # ---------------------------------------------------------------- geometry helpers

@@ -14,12 +14,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from .errors import InputError, PacsError, require
-from .io import atomic_folder
 from .progress import ProgressFn, silent
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,10 @@ class Pacs:
 
     # ------------------------------------------------------------ QIDO
     def query(self, level: str = "studies", *, study_uid: str | None = None, series_uid: str | None = None,
-              filters: dict | None = None, limit: int | None = None) -> pd.DataFrame:
+              filters: dict | None = None, limit: int | None = None) -> "pd.DataFrame":
         """QIDO-RS search at `level` ("studies", "series", "instances"); one row per match, UIDs as columns."""
+        import pandas as pd
+
         if level not in QUERY_FIELDS:
             raise InputError(f"Query level '{level}' unknown: use one of {list(QUERY_FIELDS)}.")
         kwargs = {"fields": QUERY_FIELDS[level], "search_filters": dict(filters or {}), "limit": limit,
@@ -129,6 +131,8 @@ class Pacs:
 
         The folder appears only when every instance arrived (temporary sibling + rename).
         """
+        from .io import atomic_folder
+
         progress = progress or silent
         series = [series_uid] if series_uid else list(self.query("series", study_uid=study_uid)["SeriesInstanceUID"])
         if not series:
@@ -220,16 +224,23 @@ def _flatten(item: dict, keys: Sequence[str]) -> dict:
 
 
 def _dicom_files(paths) -> list[Path]:
+    """Files given explicitly, plus the DICOM files found (recursively) in given folders."""
+    from pydicom.misc import is_dicom
+
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    files = []
+    files, ignored = [], 0
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            files += [f for f in found if is_dicom(f)]
+            ignored += len(found) - sum(is_dicom(f) for f in found)
         elif p.is_file():
             files.append(p)
         else:
             raise InputError(f"'{p}' does not exist: give DICOM files or folders to push.")
+    if ignored:
+        log.warning("Push ignores %d non-DICOM file(s) in the given folder(s)", ignored)
     if not files:
-        raise InputError(f"Nothing to push: {', '.join(map(str, paths))} holds no files.")
+        raise InputError(f"Nothing to push: {', '.join(map(str, paths))} holds no DICOM files.")
     return files

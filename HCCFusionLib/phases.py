@@ -39,7 +39,10 @@ _MR_RULES = [  # checked in this order
     (Phase.T1, {"VIBE", "LAVA", "THRIVE", "DIXON", "FLASH", "SPGR", "GRE", "FL3D", "OPP", "INPHASE", "T1"},
      ("T1",), (r"\bIN\s*PHASE", r"OPPOSED")),
 ]
+_HEPATOBILIARY_AGENTS = ("EOB", "PRIMOVIST", "EOVIST", "GADOXET")
 _NO_AGENT = {"", "NONE", "NO", "N/A", "NA", "0", "NIL", "WITHOUT"}
+#: End of the reason given to contrast CT series without keyword or timing (refined by acquisition order).
+UNTIMED_CONTRAST = "no phase keyword or timing: assumed portal venous"
 #: Seconds after bolus start: late arterial ~35-45 s, portal venous ~60-90 s, delayed 3-5 min.
 _TIMING = ((50.0, Phase.AP), (150.0, Phase.PVP), (float("inf"), Phase.DP))
 
@@ -158,20 +161,37 @@ def _detect_mr(datasets, texts: list[str]) -> tuple[Phase, float, str]:
     if any(b > 0 for b in b_values):
         return Phase.DWI, 0.95, f"diffusion b-value(s) {sorted(int(b) for b in b_values)}"
     contrast = _has_contrast_agent(ds) or _contrast_named(texts)
-    if found:
-        phase, word = found
-        if phase is Phase.T1 and contrast:
-            return Phase.DCE, 0.6, f"T1 keyword '{word}' with contrast given, timing unknown"
-        return phase, 0.9, f"description keyword '{word}'"
+    if found and not (found[0] is Phase.T1 and contrast):
+        return found[0], 0.9, f"description keyword '{found[1]}'"
+    if contrast:
+        return _post_contrast_mr(datasets, found)
     te, tr = (float(ds.get(k)) if ds.get(k) not in (None, "") else None for k in ("EchoTime", "RepetitionTime"))
+    raw = ds.get("ScanningSequence") or []
+    sequence = "\\".join([raw] if isinstance(raw, str) else [str(v) for v in raw])  # e.g. "SE", "GR\\IR"
     if te is not None and tr is not None:
         if te >= 60 and tr >= 1500:
-            return Phase.T2, 0.7, f"long TE/TR ({te:g}/{tr:g} ms): T2-weighted"
+            return Phase.T2, 0.7, f"long TE/TR ({te:g}/{tr:g} ms{', ' + sequence if sequence else ''}): T2-weighted"
         if te < 30 and tr < 1000:
-            if contrast:
-                return Phase.DCE, 0.5, f"short TE/TR ({te:g}/{tr:g} ms) with contrast: post-contrast T1"
-            return Phase.T1, 0.7, f"short TE/TR ({te:g}/{tr:g} ms): T1-weighted"
+            return Phase.T1, 0.7, f"short TE/TR ({te:g}/{tr:g} ms{', ' + sequence if sequence else ''}): T1-weighted"
+    if "GR" in sequence.split("\\") and (tr is None or tr < 1000):
+        return Phase.T1, 0.5, f"gradient-echo ScanningSequence {sequence}: assumed T1-weighted"
     return Phase.T1, 0.3, "MR without sequence keyword or usable TE/TR: assumed T1 (override if wrong)"
+
+
+def _post_contrast_mr(datasets, found) -> tuple[Phase, float, str]:
+    """Post-contrast MR: hepatobiliary when ≥15 min after a gadoxetate bolus, otherwise dynamic (DCE)."""
+    ds = datasets[0]
+    agent = str(ds.get("ContrastBolusAgent") or "").upper()
+    start, acquired = _seconds(ds.get("ContrastBolusStartTime")), acquisition_seconds(datasets)
+    keyword = f"T1 keyword '{found[1]}' with contrast" if found else "contrast given"
+    if start is not None and acquired is not None and acquired >= start:
+        delay = acquired - start
+        if delay >= 900:
+            hepatobiliary = any(name in agent for name in _HEPATOBILIARY_AGENTS)
+            return (Phase.HBP, 0.7 if hepatobiliary else 0.5,
+                    f"{keyword}; acquired {delay / 60:.0f} min after the {'gadoxetate ' if hepatobiliary else ''}bolus")
+        return Phase.DCE, 0.7, f"{keyword}; acquired {delay:.0f} s after bolus start (dynamic phase)"
+    return Phase.DCE, 0.5 if found else 0.4, f"{keyword}, timing unknown: dynamic post-contrast assumed"
 
 
 def _detect_ct(datasets, texts: list[str]) -> tuple[Phase, float, str]:
@@ -193,7 +213,7 @@ def _detect_ct(datasets, texts: list[str]) -> tuple[Phase, float, str]:
             delay = acquired - start
             phase = next(p for limit, p in _TIMING if delay < limit)
             return phase, 0.7, f"contrast given ({why}); acquired {delay:.0f} s after bolus start"
-        return Phase.PVP, 0.4, f"contrast given ({why}), no phase keyword or timing: assumed portal venous"
+        return Phase.PVP, 0.4, f"contrast given ({why}), {UNTIMED_CONTRAST}"
     return Phase.NC, 0.4, "no contrast tags and no phase keyword: assumed non-contrast"
 
 

@@ -61,7 +61,8 @@ LONG_COLUMNS = ["study", "series", "phase", "modality", "region", "image_type", 
 def _pyradiomics():
     radiomics = require("radiomics", "radiomics")
     radiomics.setVerbosity(60)  # pyradiomics' own stderr handler stays quiet …
-    logging.getLogger("radiomics").setLevel(logging.ERROR)  # … and its chatter stays out of the caller's log
+    for name in ("radiomics", "pykwalify"):  # … and their chatter stays out of the caller's log
+        logging.getLogger(name).setLevel(logging.ERROR)
     from radiomics import featureextractor, getFeatureClasses, imageoperations
 
     return radiomics, featureextractor, imageoperations, getFeatureClasses()
@@ -336,7 +337,7 @@ def _shape_key(shape_mask: sitk.Image, bb) -> str:
 
 def _compute_shape(extractor, shape_mask: sitk.Image, bb, settings: dict) -> dict:
     # shape features use only the mask and the spacing: the mask stands in for the image (same grid)
-    return dict(extractor.computeShape(shape_mask, shape_mask, bb, **settings))
+    return {k: float(v) for k, v in extractor.computeShape(shape_mask, shape_mask, bb, **settings).items()}
 
 
 def _class_features(classes_impl, image, mask, image_type: str, classes, enabled: dict, kwargs: dict) -> dict:
@@ -935,6 +936,10 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
             diag["series"][series.name]["preprocessed_sha256"] = res.get("preprocessed_sha256")
             diag["series"][series.name]["preprocessed_grid"] = res.get("grid")
     long = pd.DataFrame(long_rows, columns=LONG_COLUMNS + ["wide_phase"])
+    order = {f"{s}\0{r}": i for i, (s, r) in enumerate(
+        (s, r) for s, info in diag["series"].items() for r in list(info["regions"]) + ["all"])}
+    rank = (long["series"] + "\0" + long["region"]).map(order).fillna(-1).to_numpy()
+    long = long.iloc[np.argsort(rank, kind="stable")].reset_index(drop=True)
     phases = {s.name: (wide_phase[s.name], s.modality.value) for s in study if s.name in kinetic_stats}
     kin = pd.DataFrame(kinetic_features(kinetic_stats, phases), columns=["phase", "region", "feature", "value",
                                                                         "reason"])

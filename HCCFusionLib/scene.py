@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -339,23 +340,25 @@ def segment_label_values(segmentation, labels: "dict[str, int] | None" = None) -
     return result
 
 
-def segmentation_to_labels(segmentation, reference: "sitk.Image", labels: "dict[str, int] | None" = None
-                           ) -> sitk.Image:
-    """Label map (UInt8, or UInt16 for values > 255) of a segmentation node on `reference`'s grid.
+def segmentation_to_labels(segmentation, reference, labels: "dict[str, int] | None" = None) -> sitk.Image:
+    """Label map (UInt8, or UInt16 for values > 255) of a segmentation node on a reference grid.
 
-    Label values per segment as in `segment_label_values`; where segments overlap, later ones win.
+    `reference`: a SimpleITK image or a volume node (its own geometry). Label values per segment as in
+    `segment_label_values`; where segments overlap, later ones win.
     """
+    if not isinstance(reference, sitk.Image):
+        reference = volume_to_image(reference, ignore_transform=True)
     scene = segmentation.GetScene()
     values = segment_label_values(segmentation, labels)
     if any(v <= 0 for v in values.values()):
         raise InputError(f"Segment label values must be positive: {values}.")
     grid = sitk.Image(reference.GetSize(), sitk.sitkUInt8)
     grid.CopyInformation(reference)
-    ref = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "hccfusion_reference")
-    _set_image_data(ref, grid)
     out = np.zeros(reference.GetSize()[::-1], dtype=np.uint16 if max(values.values(), default=0) > 255 else np.uint8)
+    ref = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "hccfusion_reference")
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "hccfusion_export")
     try:
+        _set_image_data(ref, grid)
         for segment_id, value in values.items():
             ids = vtk.vtkStringArray()
             ids.InsertNextValue(segment_id)
@@ -473,6 +476,35 @@ def _restore_dtype(values, dtype: str, column: str, table: str):
     except (TypeError, ValueError):
         log.warning("Column '%s' of table '%s' kept as %s (cannot restore %s)", column, table, values.dtype, dtype)
         return values
+
+
+_PLOT_TYPES = {"bar": "PlotTypeBar", "line": "PlotTypeLine", "scatter": "PlotTypeScatter"}
+
+
+def table_plot(scene, table, y_columns: "list[str]", name: str, *, x_column: "str | None" = None,
+               label_column: "str | None" = None, kind: str = "bar", x_title: str = "", y_title: str = ""):
+    """Plot chart node showing columns of a table node (one plot series per y column); returns the chart."""
+    if kind not in _PLOT_TYPES:
+        raise InputError(f"Plot kind '{kind}' is not supported: use one of {', '.join(_PLOT_TYPES)}.")
+    present = {table.GetColumnName(i) for i in range(table.GetNumberOfColumns())}
+    missing = [c for c in [*y_columns, x_column, label_column] if c and c not in present]
+    if missing:
+        raise InputError(f"Table '{table.GetName()}' has no column(s) {missing}: it has {sorted(present)}.")
+    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
+    chart.SetTitle(name)
+    chart.SetXAxisTitle(x_title or x_column or "")
+    chart.SetYAxisTitle(y_title or (y_columns[0] if len(y_columns) == 1 else ""))
+    for column in y_columns:
+        series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name}: {column}")
+        series.SetAndObserveTableNodeID(table.GetID())
+        series.SetPlotType(getattr(slicer.vtkMRMLPlotSeriesNode, _PLOT_TYPES[kind]))
+        series.SetYColumnName(column)
+        if x_column:
+            series.SetXColumnName(x_column)
+        if label_column:
+            series.SetLabelColumnName(label_column)
+        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    return chart
 
 
 # ---------------------------------------------------------------- transforms
@@ -646,9 +678,16 @@ def load_scene_mrb(path: "str | Path", scene=None):
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Scene file '{path}' does not exist: check the path.")
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"Cannot read scene '{path}': it is not a Slicer .mrb bundle (zip) or it is truncated.")
     scene = scene if scene is not None else new_scene()
     messages = slicer.vtkMRMLMessageCollection()
-    if not scene.ReadFromMRB(str(path.resolve()), False, messages):
+    cwd = os.getcwd()
+    try:
+        ok = scene.ReadFromMRB(str(path.resolve()), False, messages)
+    finally:
+        os.chdir(cwd)  # Slicer's unzip can leave the process in its (deleted) extraction folder on failure
+    if not ok:
         raise InputError(f"Cannot read scene '{path}' ({messages.GetAllMessagesAsString().strip()[:300]}): "
                          "the file is not a Slicer .mrb bundle or is truncated.")
     return scene

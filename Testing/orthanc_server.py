@@ -7,6 +7,7 @@ Used by test_pacs.py (and any test that needs a PACS):
 """
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import socket
@@ -27,7 +28,7 @@ def _free_port() -> int:
 
 
 class OrthancServer:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, users: dict[str, str] | None = None):
         binary = shutil.which("Orthanc")
         if binary is None:
             pytest.skip("Orthanc is not installed: run Testing/system_deps.sh as root "
@@ -42,11 +43,13 @@ class OrthancServer:
         self.config.write_text(json.dumps({
             "Name": "hccfusion-test", "StorageDirectory": str(self.folder / "storage"),
             "IndexDirectory": str(self.folder / "storage"), "HttpPort": self.http_port, "DicomPort": self.dicom_port,
-            "DicomAet": "HCCTEST", "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+            "DicomAet": "HCCTEST", "RemoteAccessAllowed": False, "AuthenticationEnabled": bool(users),
+            "RegisteredUsers": users or {},
             "HttpServerEnabled": True, "DicomServerEnabled": True, "Plugins": [plugin],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, "StorageCompression": False,
             "ConcurrentJobs": 1, "HttpThreadsCount": 4, "SaveJobs": False,
         }, indent=1))
+        self.users = users or {}
         self.process: subprocess.Popen | None = None
         self.log = self.folder / "orthanc.log"
 
@@ -84,5 +87,9 @@ class OrthancServer:
         self.process = None
 
     def get(self, route: str):
-        with urllib.request.urlopen(self.url + route, timeout=5) as response:
+        request = urllib.request.Request(self.url + route)
+        if self.users:
+            user, password = next(iter(self.users.items()))
+            request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+        with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())

@@ -1,4 +1,4 @@
-"""dicom: DICOM SEG and TID 1500 SR written with highdicom, validated, and read back by the project's readers."""
+"""dicom: DICOM image series, SEG and TID 1500 SR written, validated (highdicom, dciodvfy) and read back."""
 from __future__ import annotations
 
 import shutil
@@ -10,13 +10,80 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from HCCFusionLib.dicom import read_seg, read_sr, source_series_files, write_seg, write_sr
+from HCCFusionLib.dicom import (export_dicom, read_seg, read_sr, source_series_files, write_dicom_series, write_seg,
+                                 write_sr, write_study_dicom)
 from HCCFusionLib.errors import GeometryError, InputError
-from HCCFusionLib.io import load_study
-from HCCFusionLib.study import LABELS, Series
+from HCCFusionLib.io import load_study, save_study
+from HCCFusionLib.study import LABELS, Modality, Series
 
 pytest.importorskip("highdicom", reason="highdicom is the [dicom] extra")
 pytestmark = pytest.mark.filterwarnings("ignore:The string .* is unlikely to represent the intended person name")
+
+
+def listing(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def volume(size=(12, 10, 4), spacing=(0.8, 0.9, 2.5), origin=(-5.0, 7.25, -100.5), seed=0, oblique=False):
+    rng = np.random.default_rng(seed)
+    image = sitk.GetImageFromArray(rng.integers(-1000, 1500, size=size[::-1]).astype(np.int16))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    if oblique:
+        image.SetDirection(sitk.VersorTransform((0.3, -0.2, 0.9), 0.35).GetMatrix())
+    return image
+
+
+@pytest.mark.parametrize("oblique", [False, True])
+def test_write_dicom_series_round_trip(tmp_path, oblique):
+    image = volume(oblique=oblique)
+    study_uid = "1.2.826.0.1.3680043.8.498.77"
+    for number, phase in enumerate(("NC", "AP", "PVP", "DP"), start=1):
+        files = write_dicom_series(image, tmp_path / phase, phase=phase, study_id="RT", study_uid=study_uid,
+                                   series_number=number)
+        assert len(files) == 4 and all(f.is_file() for f in files)
+        ds = pydicom.dcmread(files[0])
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2" and ds.PatientID == "ANON"
+        assert ds.StudyInstanceUID == study_uid and ds.Modality == "CT"
+    study = load_study(tmp_path)
+    assert list(study.series) == ["NC", "AP", "PVP", "DP"]
+    for series in study:
+        assert series.meta["phase_confidence"] >= 0.9
+        assert series.image.GetSize() == image.GetSize()
+        np.testing.assert_allclose(series.image.GetSpacing(), image.GetSpacing(), atol=1e-4)
+        np.testing.assert_allclose(series.image.GetOrigin(), image.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(series.image.GetDirection(), image.GetDirection(), atol=1e-4)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(series.image), sitk.GetArrayFromImage(image))
+    assert len({s.meta["series_uid"] for s in study}) == 4 and {s.meta["study_uid"] for s in study} == {study_uid}
+
+
+def test_write_dicom_series_left_handed_and_mr(tmp_path):
+    image = volume(size=(8, 8, 5))
+    image.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, -1))  # slices run feet-wards: stored reversed
+    write_dicom_series(image, tmp_path / "ct", phase="PVP", study_id="LH")
+    back = load_study(tmp_path / "ct")["PVP"].image
+    for index in ((0, 0, 0), (7, 3, 4), (2, 6, 1)):
+        physical = image.TransformIndexToPhysicalPoint(index)
+        assert back[back.TransformPhysicalPointToIndex(physical)] == image[index]
+    mr = sitk.GetImageFromArray(np.random.default_rng(3).random((4, 9, 7)).astype(np.float32) * 2.5e-3)
+    for phase in ("T1", "T2", "DWI", "ADC", "HBP"):
+        write_dicom_series(mr, tmp_path / "mr" / phase, phase=phase, study_id="MR", modality="MR")
+    study = load_study(tmp_path / "mr")
+    assert sorted(study.series) == ["ADC", "DWI", "HBP", "T1", "T2"]
+    for series in study:
+        assert series.modality is Modality.MR
+        np.testing.assert_allclose(sitk.GetArrayFromImage(series.image), sitk.GetArrayFromImage(mr), atol=1e-7)
+
+
+def test_write_dicom_series_refuses_bad_targets_without_writing(tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "other.txt").write_text("x")
+    with pytest.raises(InputError, match="not empty"):
+        write_dicom_series(volume(), tmp_path / "busy", phase="AP", study_id="X")
+    big = sitk.Cast(volume(), sitk.sitkFloat32) * 100.0
+    with pytest.raises(InputError, match="16-bit"):
+        write_dicom_series(big, tmp_path / "big", phase="AP", study_id="X")
+    assert listing(tmp_path) == ["busy", "busy/other.txt"]
 
 
 def dciodvfy_errors(path) -> list[str]:
@@ -89,6 +156,14 @@ def test_seg_and_sr_pass_dciodvfy(real_ct, tmp_path):
                   seg, series.meta["files"], tmp_path / "sr.dcm", predictions={"mvi": 0.4})
     assert dciodvfy_errors(seg) == []
     assert dciodvfy_errors(sr) == []
+    series, labels, lesions = synthetic_series()  # our own CT and MR series, and a SEG of them
+    ct = write_dicom_series(series.image, tmp_path / "ct", phase="PVP", study_id="V")
+    mr = write_dicom_series(sitk.Cast(series.image, sitk.sitkFloat32) * 1e-3, tmp_path / "mr", phase="ADC",
+                            study_id="V", modality="MR")
+    own_seg = write_seg(as_image(labels, series.image), ct, tmp_path / "own_seg.dcm",
+                        lesion_labels=as_image(lesions, series.image))
+    for path in (ct[0], mr[0], own_seg):
+        assert dciodvfy_errors(path) == [], path
 
 
 def synthetic_series() -> tuple[Series, np.ndarray, np.ndarray]:
@@ -164,6 +239,28 @@ def test_sr_round_trip_references_the_seg(tmp_path):
     assert seg.SOPInstanceUID in referenced
 
 
+def test_export_dicom_all_or_nothing_and_reloadable(tmp_path):
+    series, labels, lesions = synthetic_series()
+    # the layout of lirads.Observations.table(): lesion index, "category", volume_ml
+    table = pd.DataFrame({"lesion": [1, 2], "diameter_mm": [8.0, 12.5], "volume_ml": [0.2, 0.6],
+                          "aphe": [True, True], "washout": [False, True], "capsule": [False, None],
+                          "category": ["LR-4", "LR-5"]}).set_index("lesion")
+    with pytest.raises(InputError, match="LR-9"):
+        export_dicom(series, as_image(labels, series.image), table.assign(category=["LR-4", "LR-9"]),
+                     tmp_path / "failed", study_id="SYN")
+    assert listing(tmp_path) == [] and "files" not in series.meta  # nothing half-written, series untouched
+    out = export_dicom(series, as_image(labels, series.image), table, tmp_path / "dicom", study_id="SYN",
+                       lesion_labels=as_image(lesions, series.image), predictions={"mvi": 0.55})
+    assert out["seg"].is_file() and out["sr"].is_file() and len(out["source"]) == 8
+    assert series.meta["files"] == [str(f) for f in out["source"]] and all(f.is_file() for f in out["source"])
+    back = read_sr(out["sr"])
+    assert list(back["lirads"].iloc[:2]) == ["LR-4", "LR-5"] and list(back["diameter_mm"].iloc[:2]) == [8.0, 12.5]
+    study = load_study(tmp_path / "dicom")  # the exported series and its SEG load as one study
+    (reloaded,) = study
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(reloaded.masks["labels"]), labels)
+    np.testing.assert_allclose(reloaded.image.GetDirection(), series.image.GetDirection(), atol=1e-6)
+
+
 def test_sr_with_a_single_tumour_segment(tmp_path):
     series, labels, _ = synthetic_series()
     files = source_series_files(series, tmp_path / "ct", study_id="SYN")
@@ -198,3 +295,41 @@ def test_bad_inputs_write_nothing(tmp_path):
     with pytest.raises(InputError, match="TID 1500"):
         read_sr(seg_path)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    make_patient = pytest.importorskip("HCCFusionLib.phantom").make_patient
+    return make_patient(11, "small", mri=True)
+
+
+def test_phantom_study_as_dicom_round_trip(phantom, tmp_path):
+    written = write_study_dicom(phantom.study, tmp_path / "dicom", segmentations=True)
+    assert sorted(written) == sorted([*phantom.study.series, *(f"{n}_seg" for n in phantom.study.series)])
+    study = load_study(tmp_path / "dicom")
+    assert {s.name: s.phase for s in study} == {s.name: s.phase for s in phantom.study}  # phases detected back
+    assert len({s.meta["study_uid"] for s in study}) == 1 and len({s.meta["series_uid"] for s in study}) == 8
+    for original in phantom.study:
+        back = study[original.name]
+        assert back.modality is original.modality and back.meta["phase_confidence"] >= 0.9
+        for get in (sitk.Image.GetSize, sitk.Image.GetSpacing, sitk.Image.GetOrigin, sitk.Image.GetDirection):
+            np.testing.assert_allclose(get(back.image), get(original.image), atol=1e-4)
+        values, truth = sitk.GetArrayFromImage(back.image), sitk.GetArrayFromImage(original.image)
+        tolerance = 0 if original.modality is Modality.CT else float(np.ptp(truth)) / 65000
+        np.testing.assert_allclose(values, truth, atol=tolerance + 1e-6)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(back.masks["labels"]),
+                                      sitk.GetArrayFromImage(original.masks["labels"]))
+    with pytest.raises(InputError, match="not empty"):
+        write_study_dicom(phantom.study, tmp_path / "dicom")
+
+
+def test_saved_study_keeps_its_dicom_source_while_the_grid_matches(tmp_path):
+    series, _, _ = synthetic_series()
+    files = write_dicom_series(series.image, tmp_path / "ct", phase="PVP", study_id="S")
+    save_study(load_study(tmp_path / "ct"), tmp_path / "nifti")
+    reloaded = load_study(tmp_path / "nifti")["PVP"]
+    assert source_series_files(reloaded, tmp_path / "unused", study_id="S") == files  # SEG will reference these
+    assert not (tmp_path / "unused").exists()
+    reloaded.image.SetOrigin((0.0, 0.0, 0.0))  # e.g. a resampled series that inherited the metadata
+    new = source_series_files(reloaded, tmp_path / "new", study_id="S")
+    assert new[0].parent == tmp_path / "new" and reloaded.meta["files"] == [str(f) for f in new]

@@ -10,12 +10,11 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import Dataset
 
 from HCCFusionLib import cli
 from HCCFusionLib.errors import GeometryError, HCCFusionError, InputError
 from HCCFusionLib.dicom import write_dicom_series
-from HCCFusionLib.io import detect_phase, load_study, save_image, save_study
+from HCCFusionLib.io import load_study, save_image, save_study
 from HCCFusionLib.study import Clinical, Modality, Phase, Series, Study
 
 
@@ -23,13 +22,11 @@ def listing(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
-def volume(size=(12, 10, 4), spacing=(0.8, 0.9, 2.5), origin=(-5.0, 7.25, -100.5), seed=0, oblique=False):
+def volume(size=(12, 10, 4), spacing=(0.8, 0.9, 2.5), origin=(-5.0, 7.25, -100.5), seed=0):
     rng = np.random.default_rng(seed)
     image = sitk.GetImageFromArray(rng.integers(-1000, 1500, size=size[::-1]).astype(np.int16))
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
-    if oblique:
-        image.SetDirection(sitk.VersorTransform((0.3, -0.2, 0.9), 0.35).GetMatrix())
     return image
 
 
@@ -90,72 +87,14 @@ def test_real_three_slice_ct_with_nrrd_masks_and_seg(shared_data):
     folder = load_study(shared_data / "real/liver_ct_dicom_seg")
     (series,) = folder
     assert {"liver_seg", "spine_seg", "heart_seg"} <= set(series.masks)  # NRRD label maps attached by grid
-    assert sitk.GetArrayViewFromImage(series.masks["liver_seg"]).sum() > 1000
-    assert any("SEG" in item for item in folder.meta["skipped"])  # the DICOM SEG is not an image series
+    liver = sitk.GetArrayFromImage(series.masks["liver_seg"]) > 0
+    assert liver.sum() > 1000
+    seg = sitk.GetArrayFromImage(series.masks["labels"])  # the DICOM SEG, attached to the series it references
+    assert series.meta["mask_files"]["labels"].endswith("liver.dcm") and set(np.unique(seg)) == {0, 1}
+    assert (seg == 1).sum() == liver.sum() and ((seg == 1) == liver).all()
 
 
-# ---------------------------------------------------------------- phase detection
-def header(**tags) -> Dataset:
-    ds = Dataset()
-    ds.Modality = tags.pop("Modality", "CT")
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    return ds
-
-
-@pytest.mark.parametrize("description, phase", [
-    ("Abdomen nativ 5.0 B30f", Phase.NC), ("ABD C-", Phase.NC), ("Leber plain", Phase.NC), ("PRE", Phase.NC),
-    ("W/O CONTRAST", Phase.NC), ("Late arterial phase", Phase.AP), ("HAP 1.25", Phase.AP), ("ART 3mm", Phase.AP),
-    ("Arteriell", Phase.AP), ("PV 5mm", Phase.PVP), ("Portalvenous", Phase.PVP), ("Venös 3.0", Phase.PVP),
-    ("Delay 3 min", Phase.DP), ("Equilibrium", Phase.DP), ("5 MIN", Phase.DP), ("Spät", Phase.DP),
-    ("LATE", Phase.DP),
-])
-def test_ct_phase_keywords(description, phase):
-    detected, confidence, reason = detect_phase([header(SeriesDescription=description)])
-    assert detected is phase and confidence >= 0.9 and "keyword" in reason
-
-
-@pytest.mark.parametrize("seconds, phase", [(30, Phase.AP), (45, Phase.AP), (75, Phase.PVP), (100, Phase.PVP),
-                                            (180, Phase.DP), (300, Phase.DP)])
-def test_ct_phase_from_bolus_timing(seconds, phase):
-    ds = header(SeriesDescription="Abdomen 3.0 B31f", ContrastBolusAgent="Ultravist 370",
-                ContrastBolusStartTime="120000.0", AcquisitionTime=f"12{seconds // 60:02d}{seconds % 60:02d}.5")
-    detected, confidence, reason = detect_phase([ds])
-    assert detected is phase and 0.5 <= confidence < 0.9 and f"{seconds + 0.5:.0f} s after bolus" in reason
-
-
-def test_ct_contrast_without_timing_or_keyword_is_a_low_confidence_pvp():
-    for ds in (header(SeriesDescription="Abd C+"), header(SeriesDescription="Body", ContrastBolusAgent="OMNI")):
-        phase, confidence, reason = detect_phase([ds])
-        assert phase is Phase.PVP and confidence < 0.5 and "assumed" in reason
-    phase, confidence, _ = detect_phase([header(SeriesDescription="Body", ContrastBolusAgent="NONE")])
-    assert phase is Phase.NC and confidence < 0.5
-
-
-def test_mr_sequences_and_pet():
-    def mr(**tags):
-        return header(Modality="MR", **tags)
-
-    assert detect_phase([mr(SeriesDescription="Apparent Diffusion Coefficient (mm2/s)")])[0] is Phase.ADC
-    assert detect_phase([mr(SeriesDescription="ep2d_diff", ImageType=["DERIVED", "PRIMARY", "ADC"])])[0] is Phase.ADC
-    assert detect_phase([mr(SeriesDescription="ax", DiffusionBValue=800)])[0] is Phase.DWI
-    ge = mr(SeriesDescription="ax")
-    ge.add_new((0x0043, 0x1039), "IS", ["1000000800", "0", "0", "0"])  # GE private b-value (+1e9 flag)
-    assert detect_phase([ge]) == (Phase.DWI, 0.95, "diffusion b-value(s) [800]")
-    siemens = mr(SeriesDescription="ax")
-    siemens.add_new((0x0019, 0x100C), "UN", b"50 ")  # Siemens private b-value as raw bytes
-    assert detect_phase([siemens])[0] is Phase.DWI
-    assert detect_phase([mr(SeriesDescription="t1_vibe_HBP 20 min")])[0] is Phase.HBP
-    assert detect_phase([mr(SeriesDescription="hepatobiliary phase")])[0] is Phase.HBP
-    assert detect_phase([mr(SeriesDescription="T1 arterial dyn")])[0] is Phase.DCE
-    assert detect_phase([mr(SeriesDescription="AX T2 HASTE")])[0] is Phase.T2
-    assert detect_phase([mr(SeriesDescription="LAVA FLEX")])[0] is Phase.T1
-    assert detect_phase([mr(SeriesDescription="ax 1", EchoTime=85, RepetitionTime=4000)])[:2] == (Phase.T2, 0.7)
-    assert detect_phase([mr(SeriesDescription="ax 2", EchoTime=2.2, RepetitionTime=4.5)])[:2] == (Phase.T1, 0.7)
-    assert detect_phase([mr(SeriesDescription="AX T2", ProtocolName="LIVER DYN")])[0] is Phase.T2  # description first
-    assert detect_phase([header(Modality="PT", SeriesDescription="WB")])[0] is Phase.PET
-
-
+# ---------------------------------------------------------------- phase by acquisition order
 def test_untimed_contrast_series_are_ordered_by_acquisition_time(tmp_path):
     for i, when in enumerate(("120200", "120035", "120500")):  # written out of order on purpose
         files = write_dicom_series(volume(seed=i), tmp_path / f"s{i}", phase="PVP", study_id="ORDER",
@@ -169,59 +108,6 @@ def test_untimed_contrast_series_are_ordered_by_acquisition_time(tmp_path):
     order = {s.meta["series_number"]: s.phase for s in study}
     assert order == {2: Phase.AP, 1: Phase.PVP, 3: Phase.DP}
     assert all("acquisition time" in s.meta["phase_reason"] and s.meta["phase_confidence"] == 0.5 for s in study)
-
-
-# ---------------------------------------------------------------- write_dicom_series
-@pytest.mark.parametrize("oblique", [False, True])
-def test_write_dicom_series_round_trip(tmp_path, oblique):
-    image = volume(oblique=oblique)
-    study_uid = "1.2.826.0.1.3680043.8.498.77"
-    for number, phase in enumerate(("NC", "AP", "PVP", "DP"), start=1):
-        files = write_dicom_series(image, tmp_path / phase, phase=phase, study_id="RT", study_uid=study_uid,
-                                   series_number=number)
-        assert len(files) == 4 and all(f.is_file() for f in files)
-        ds = pydicom.dcmread(files[0])
-        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2" and ds.PatientID == "ANON"
-        assert ds.StudyInstanceUID == study_uid and ds.Modality == "CT"
-    study = load_study(tmp_path)
-    assert list(study.series) == ["NC", "AP", "PVP", "DP"]
-    for series in study:
-        assert series.meta["phase_confidence"] >= 0.9
-        assert series.image.GetSize() == image.GetSize()
-        np.testing.assert_allclose(series.image.GetSpacing(), image.GetSpacing(), atol=1e-4)
-        np.testing.assert_allclose(series.image.GetOrigin(), image.GetOrigin(), atol=1e-4)
-        np.testing.assert_allclose(series.image.GetDirection(), image.GetDirection(), atol=1e-4)
-        np.testing.assert_array_equal(sitk.GetArrayFromImage(series.image), sitk.GetArrayFromImage(image))
-    assert len({s.meta["series_uid"] for s in study}) == 4 and {s.meta["study_uid"] for s in study} == {study_uid}
-
-
-def test_write_dicom_series_left_handed_and_mr(tmp_path):
-    image = volume(size=(8, 8, 5))
-    image.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, -1))  # slices run feet-wards: stored reversed
-    write_dicom_series(image, tmp_path / "ct", phase="PVP", study_id="LH")
-    back = load_study(tmp_path / "ct")["PVP"].image
-    for index in ((0, 0, 0), (7, 3, 4), (2, 6, 1)):
-        physical = image.TransformIndexToPhysicalPoint(index)
-        assert back[back.TransformPhysicalPointToIndex(physical)] == image[index]
-    mr = sitk.GetImageFromArray(np.random.default_rng(3).random((4, 9, 7)).astype(np.float32) * 2.5e-3)
-    for phase in ("T1", "T2", "DWI", "ADC", "HBP"):
-        write_dicom_series(mr, tmp_path / "mr" / phase, phase=phase, study_id="MR", modality="MR")
-    study = load_study(tmp_path / "mr")
-    assert sorted(study.series) == ["ADC", "DWI", "HBP", "T1", "T2"]
-    for series in study:
-        assert series.modality is Modality.MR
-        np.testing.assert_allclose(sitk.GetArrayFromImage(series.image), sitk.GetArrayFromImage(mr), atol=1e-7)
-
-
-def test_write_dicom_series_refuses_bad_targets_without_writing(tmp_path):
-    (tmp_path / "busy").mkdir()
-    (tmp_path / "busy" / "other.txt").write_text("x")
-    with pytest.raises(InputError, match="not empty"):
-        write_dicom_series(volume(), tmp_path / "busy", phase="AP", study_id="X")
-    big = sitk.Cast(volume(), sitk.sitkFloat32) * 100.0
-    with pytest.raises(InputError, match="16-bit"):
-        write_dicom_series(big, tmp_path / "big", phase="AP", study_id="X")
-    assert listing(tmp_path) == ["busy", "busy/other.txt"]
 
 
 # ---------------------------------------------------------------- manifest
@@ -418,3 +304,14 @@ def test_real_multimodal_nifti_folder_pairs_masks_with_images(shared_data):
     assert study["CT_image"].meta["phase_confidence"] < 0.5  # guessed from HU values, and said so
     for series in study:
         assert set(series.masks) == {"mask"} and sitk.GetArrayViewFromImage(series.masks["mask"]).sum() > 0
+
+
+def test_dicomdir_media_folder(shared_data, tmp_path):
+    from pydicom.fileset import FileSet
+
+    media = FileSet()
+    for f in sorted((shared_data / "real/liver_ct_dicom_seg/ct-3slice").iterdir()):
+        media.add(f)
+    media.write(tmp_path / "cd")  # DICOMDIR index + files without extension in a nested folder
+    (series,) = load_study(tmp_path / "cd")
+    assert series.image.GetSize() == (512, 512, 3) and len(series.meta["files"]) == 3

@@ -164,6 +164,11 @@ def test_threshold_growth_from_prior(small):
     assert grown.features["threshold_growth"].value == pytest.approx(0.6, abs=1e-6)
     slow = lirads.assess_study(small.study, small.labels, prior=prior, interval_months=9)[1]
     assert not slow.features["threshold_growth"].present
+    same = lirads.assess_study(small.study, small.labels)  # a prior assessment: no growth against itself
+    assert lirads.assess_study(small.study, small.labels, prior=same, interval_months=3)[1].features[
+        "threshold_growth"].value == pytest.approx(0.0)
+    with pytest.raises(InputError, match="positive 'diameter_mm'"):
+        lirads.assess_study(small.study, small.labels, prior=[{"centre_mm": (0, 0, 0), "diameter_mm": 0}])
     far = [{"centre_mm": np.array(obs.centre_mm) + 80, "diameter_mm": 5}]
     assert not lirads.assess_study(small.study, small.labels, prior=far, interval_months=3)[1].features[
         "threshold_growth"].present
@@ -181,3 +186,21 @@ def test_mr_units_are_percent_of_liver(small):
     result = lirads.assess(images, small.labels, modality="MR")
     feature = result[1].features["aphe"]
     assert feature.unit == "% of liver" and feature.present
+
+
+def test_lirads_cli(small, tmp_path, capsys):
+    from HCCFusionLib.cli import main
+    from HCCFusionLib.io import save_study
+
+    study = save_study(small.study, tmp_path / "study")
+    assert main(["--progress", "none", "lirads", str(study), "--out", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "lirads" / "lirads.csv", index_col="lesion")
+    assert list(table["category"]) == ["LR-5"] and "LR-5" in capsys.readouterr().out
+    prior = tmp_path / "out" / "lirads" / "lirads.csv"
+    assert main(["--progress", "none", "lirads", str(study), "--prior", str(prior), "--interval-months", "3",
+                 "--out", str(tmp_path / "again")]) == 0
+    again = pd.read_csv(tmp_path / "again" / "lirads" / "lirads.csv", index_col="lesion")
+    assert again["threshold_growth_value"].iloc[0] == pytest.approx(0.0, abs=1e-6)
+    assert main(["--progress", "none", "lirads", str(study), "--reference", "NC", "--segmentation",
+                 str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "bad")]) == 2
+    assert "missing.nii.gz" in capsys.readouterr().err

@@ -151,6 +151,17 @@ def test_unreachable_server_fails_fast_and_clearly():
     assert time.monotonic() - start < 10
 
 
+def test_a_server_that_never_answers_times_out():
+    with socket.socket() as hung:  # accepts connections (kernel backlog) but never replies
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        pacs = Pacs(f"http://127.0.0.1:{hung.getsockname()[1]}/dicom-web", timeout=0.5, retries=1, backoff_s=0.05)
+        start = time.monotonic()
+        with pytest.raises(PacsError, match="Timeout after 2 attempts, timeout 0.5 s"):
+            pacs.query("studies")
+        assert time.monotonic() - start < 5
+
+
 def test_configuration(monkeypatch, orthanc, tmp_path):
     monkeypatch.delenv(ENV_URL, raising=False)
     with pytest.raises(InputError, match=ENV_URL):
@@ -164,6 +175,21 @@ def test_configuration(monkeypatch, orthanc, tmp_path):
     assert not (tmp_path / "none").exists()
     with pytest.raises(InputError, match="UID 'not a uid!'"):
         Pacs().query("instances", study_uid="not a uid!")
+
+
+def test_basic_auth(tmp_path, monkeypatch):
+    server = OrthancServer(tmp_path / "orthanc", users={"hcc": "s3cret"}).start()
+    try:
+        with pytest.raises(PacsError, match="HTTP 401.*--pacs-user"):
+            Pacs(server.dicomweb_url, retries=0).query("studies")
+        monkeypatch.setenv("HCCFUSION_PACS_PASSWORD", "s3cret")  # the password never goes on a command line
+        _, _, _, files = write_study(tmp_path / "local", seed=5, phases=("PVP",))
+        (tmp_path / "local" / "notes.txt").write_text("not DICOM: ignored when pushing a folder")
+        pacs = Pacs(server.dicomweb_url, username="hcc", retries=0)
+        assert len(pacs.push(tmp_path / "local").stored) == 8
+        assert len(pacs.query("studies")) == 1
+    finally:
+        server.stop()
 
 
 def test_cli_pacs_verbs(orthanc, tmp_path, capsys):

@@ -134,3 +134,11 @@ def test_report_renders_in_headless_chromium(full_data, tmp_path):
     assert pixels.std() > 0.05  # not blank
     dark = (pixels.mean(axis=-1) < 0.2).mean()
     assert 0.05 < dark < 0.6  # the black key-image panels are on screen, the page is mostly light
+
+
+def test_pdf_when_weasyprint_is_installed(full_data, tmp_path):
+    pytest.importorskip("weasyprint", reason="the optional [report] extra (WeasyPrint) is not installed")
+    html = report.write_report(full_data, tmp_path / "report", pdf=True)
+    pdf = (html.parent / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-")
+    assert pdf.count(b"/Subtype /Image") + pdf.count(b"/Subtype/Image") >= len(full_data.images) + 1

@@ -126,6 +126,8 @@ def test_segmentation_round_trip_identical_voxels(scene):
     back = scene_mod.segmentation_to_labels(node, reference)
     assert_same_geometry(reference, back)
     np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(labels))
+    from_node = scene_mod.segmentation_to_labels(node, scene_mod.image_to_volume(scene, reference, "reference"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(from_node), sitk.GetArrayViewFromImage(labels))
     # other label values on request
     remapped = scene_mod.segmentation_to_labels(node, reference, labels={"tumour": 7})
     assert (sitk.GetArrayViewFromImage(remapped) == 7).sum() == (sitk.GetArrayViewFromImage(labels) == 2).sum()
@@ -221,8 +223,15 @@ def displacement_transform():
     return sitk.DisplacementFieldTransform(image)
 
 
+def rigid_then_bspline():
+    """Like the phantom's breathing motion: a B-spline applied first, then a rigid transform."""
+    rigid = sitk.Euler3DTransform((0, 0, 0), 0.02, -0.03, 0.05, (2.0, -4.0, 6.0))
+    return sitk.CompositeTransform([rigid, bspline_transform()])
+
+
 @pytest.mark.parametrize("make, cls, tol", [
     (affine_transform, "vtkMRMLLinearTransformNode", 1e-6),
+    (rigid_then_bspline, "vtkMRMLTransformNode", 1e-4),
     (bspline_transform, "vtkMRMLBSplineTransformNode", 1e-4),
     (displacement_transform, "vtkMRMLGridTransformNode", 1e-3),
 ])
@@ -286,9 +295,13 @@ def test_mrb_save_and_reload_all_nodes(scene, tmp_path):
     segmentation = scene_mod.labels_to_segmentation(scene, labels, "GroundTruth", reference_volume=volume)
     frame = pd.DataFrame({"lesion": [1, 2], "diameter_mm": [12.5, 21.0], "lirads": ["LR-4", "LR-5"]})
     table = scene_mod.dataframe_to_table(scene, frame, "Lesions")
+    chart = scene_mod.table_plot(scene, table, ["diameter_mm"], "Lesion size", label_column="lirads")
+    with pytest.raises(InputError, match="no column"):
+        scene_mod.table_plot(scene, table, ["missing"], "bad")
     linear = scene_mod.transform_to_node(scene, affine_transform(), "AP_to_PVP")
     bspline = scene_mod.transform_to_node(scene, bspline_transform(), "DP_to_PVP")
-    study_item = scene_mod.place_in_study(scene, [volume, vector, segmentation, table, linear, bspline], "STUDY-1")
+    study_item = scene_mod.place_in_study(scene, [volume, vector, segmentation, table, chart, linear, bspline],
+                                          "STUDY-1")
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     assert sh.GetItemParent(sh.GetItemByDataNode(volume)) == study_item
     path = scene_mod.save_scene_mrb(scene, tmp_path / "out" / "scene.mrb")
@@ -311,6 +324,8 @@ def test_mrb_save_and_reload_all_nodes(scene, tmp_path):
                                   sitk.GetArrayViewFromImage(labels))
     assert segment_summary(seg) == segment_summary(segmentation)
     pd.testing.assert_frame_equal(scene_mod.table_to_dataframe(node("Lesions")), frame)
+    series = node("Lesion size").GetNthPlotSeriesNode(0)
+    assert series.GetTableNode().GetName() == "Lesions" and series.GetYColumnName() == "diameter_mm"
     check_point_mapping(node("AP_to_PVP"), affine_transform(), 1e-5)
     assert node("DP_to_PVP").IsA("vtkMRMLBSplineTransformNode")
     check_point_mapping(node("DP_to_PVP"), bspline_transform(), 1e-4)
@@ -325,6 +340,16 @@ def test_load_scene_mrb_bad_file(tmp_path, scene):
         scene_mod.load_scene_mrb(bad, scene)
     with pytest.raises(InputError, match="does not exist"):
         scene_mod.load_scene_mrb(tmp_path / "missing.mrb", scene)
+    import os
+    import zipfile
+
+    no_scene = tmp_path / "no_scene.mrb"
+    with zipfile.ZipFile(no_scene, "w") as archive:
+        archive.writestr("readme.txt", "no MRML scene in here")
+    cwd = os.getcwd()
+    with pytest.raises(InputError, match="no_scene.mrb"):
+        scene_mod.load_scene_mrb(no_scene, scene)
+    assert os.getcwd() == cwd  # Slicer's failed unzip does not strand the process in a deleted folder
 
 
 def test_save_scene_mrb_failure_leaves_nothing(tmp_path, scene):

@@ -253,3 +253,91 @@ def test_export_dicom_seg_and_sr_reload(logic, tmp_path, aligned_phantom):
     measured = dicom.read_sr(logic.exportDicom(folder, truth, "PVP", tmp_path / "out2", "P2")["sr"])
     categories = mrml.table_to_dataframe(assessment.nodes["lirads"])["category"].tolist()
     assert sorted(measured["lirads"]) == sorted(categories)
+
+
+def test_radiomics_verb_on_selected_series_fills_feature_tables(logic, tmp_path, aligned_phantom):
+    patient, folder, truth = aligned_phantom
+    out = tmp_path / "out"
+    study = logic.subsetStudy(folder, ["AP", "PVP"], out / "radiomics_input" / "study")
+    assert [s["name"] for s in json.loads((study / "study.json").read_text())["series"]] == ["AP", "PVP"]
+    with pytest.raises(InputError, match="has no series HBP"):
+        logic.subsetStudy(folder, ["HBP"], tmp_path / "nope")
+    segmentation = logic.exportSegmentation(truth, logic.scene.GetFirstNodeByName("PVP"),
+                                            out / "radiomics_input" / "segmentation.nii.gz")
+    job = logic.radiomicsJob(study, segmentation, out, preset="ct", regions="tumour", imageTypes="Original")
+    assert job.args[-6:] == ["--preset", "ct", "--regions", "tumour", "--image-types", "Original"]
+    fractions = []
+    result = logic.run(job, lambda: logic.loadFeatures(out, "P2"), progress=lambda f, m: fractions.append(f),
+                       waitForCompletion=True)
+    assert fractions and fractions[-1] == 1.0 and fractions == sorted(fractions)
+    features = mrml.table_to_dataframe(result.nodes["features"])
+    written = pd.read_csv(out / "radiomics" / "features_long.csv")
+    assert len(features) == len(written) > 50
+    assert set(features["series"]) == {"AP", "PVP"} and set(features["region"]) == {"tumour"}
+    assert "kinetics" in result.nodes and "definitions" in result.nodes
+
+
+def test_report_from_stage_outputs(logic, tmp_path, aligned_phantom):
+    patient, folder, truth = aligned_phantom
+    out = tmp_path / "out"
+    logic.assessLirads(folder, truth, out, "P2")
+    (out / "prediction").mkdir(parents=True)
+    pd.DataFrame({"endpoint": ["mvi"], "probability": [0.7]}).to_csv(out / "prediction" / "prediction.csv", index=False)
+    path = logic.saveReport(folder, truth, out, "P2", tmp_path / "reports")
+    html = path.read_text()
+    assert path == tmp_path / "reports" / "report" / "report.html"
+    assert "P2" in html and "LR-5" in html and "mvi" in html
+    images = list((path.parent / "images").glob("*.png"))
+    assert images and all(f'images/{image.name}' in html for image in images)  # key images with contours
+
+
+@pytest.mark.skipif(not HCCFusionLogic.hasVerb("register"), reason="this HCCFusionLib has no `hccfusion register` yet")
+def test_register_verb_places_moving_volume_under_a_transform_that_aligns_it(logic, tmp_path):
+    from HCCFusionLib import phantom
+
+    patient = phantom.make_patient(5, "small", phases=("AP", "PVP"), misalignment="rigid")
+    nodes = {s.name: mrml.image_to_volume(logic.scene, s.image, s.name) for s in patient.study}
+    out = logic.outputFolder(tmp_path, "P5")
+    study = logic.exportStudy([(nodes["AP"], "AP"), (nodes["PVP"], "PVP")], out / "study", "P5")
+    job = logic.registrationJob(study, out, "PVP", "rigid")
+    result = logic.run(job, lambda: logic.loadRegistration(out, {"AP": nodes["AP"]}, "P5"), waitForCompletion=True)
+    transform = result.nodes["transforms"]["AP"]
+    assert nodes["AP"].GetParentTransformNode() is transform
+    assert nodes["PVP"].GetParentTransformNode() is None
+    # the transform node maps reference points onto the moving series' anatomy (landmark TRE)
+    mapped = np.array([mrml.node_to_transform(transform).TransformPoint(tuple(p)) for p in patient.landmarks["PVP"]])
+    tre = np.linalg.norm(mapped - patient.landmarks["AP"], axis=1)
+    assert np.median(tre) < 2.0
+    resampled = mrml.volume_to_image(result.nodes["resampled"]["AP"])
+    assert resampled.GetSize() == patient.study["PVP"].image.GetSize()
+    if "fused" in result.nodes:
+        assert mrml.channel_names(result.nodes["fused"]) and result.nodes["fused"].IsA("vtkMRMLVectorVolumeNode")
+    assert result.nodes["qc"].GetNumberOfRows() >= 1
+    sh = logic.scene.GetSubjectHierarchyNode()
+    assert sh.GetItemParent(sh.GetItemByDataNode(transform)) == sh.GetItemChildWithName(
+        sh.GetItemChildWithName(sh.GetSceneItemID(), "Anonymous"), "P5")
+
+
+def _shipped_model() -> bool:
+    from HCCFusionLib.segmentation.bundle import default_bundle_path
+
+    return (default_bundle_path() / "plans.json").is_file()
+
+
+@pytest.mark.skipif(not _shipped_model(), reason="the sample segmentation model is not shipped in this checkout yet")
+def test_segment_verb_with_shipped_model_gives_segmentation_node_and_lesion_table(logic, tmp_path, aligned_phantom):
+    patient, folder, _ = aligned_phantom
+    reference = logic.scene.GetFirstNodeByName("PVP")
+    out = tmp_path / "out"
+    job = logic.segmentationJob(folder, out, reference="PVP")
+    assert job.args[-3:] == ["--reference", "PVP", "--no-tta"]
+    result = logic.run(job, lambda: logic.loadSegmentation(out, reference, "P2"), waitForCompletion=True)
+    segmentation = result.nodes["segmentation"]
+    labels = mrml.segmentation_to_labels(segmentation, patient.study["PVP"].image)
+    got, truth = sitk.GetArrayFromImage(labels), sitk.GetArrayFromImage(patient.labels)
+    liver = lambda a: np.isin(a, [LABELS["liver"], LABELS["tumour"]])  # noqa: E731
+    dice = 2 * (liver(got) & liver(truth)).sum() / (liver(got).sum() + liver(truth).sum())
+    assert dice > 0.8
+    assert result.nodes["lesions"].GetNumberOfRows() >= 1
+    segment = segmentation.GetSegmentation().GetSegment(segmentation.GetSegmentation().GetSegmentIdBySegmentName("liver"))
+    assert "10200004" in segment.GetTerminology()  # SNOMED-CT liver

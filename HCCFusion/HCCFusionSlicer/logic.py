@@ -18,6 +18,7 @@ import SimpleITK as sitk
 
 from HCCFusionLib import scene as mrml
 from HCCFusionLib.errors import InputError
+from HCCFusionLib.study import same_grid
 
 from .process import CliJob, CliResult, SubprocessRunner
 
@@ -225,12 +226,33 @@ class HCCFusionLogic:
         return save_image(mrml.segmentation_to_labels(segmentationNode, reference), path)
 
     # ------------------------------------------------------------ radiomics
-    def radiomicsJob(self, studyFolder, segmentationFile, outFolder, preset: str = "auto", regions: str = "") -> CliJob:
+    def radiomicsJob(self, studyFolder, segmentationFile, outFolder, preset: str = "auto", regions: str = "",
+                     imageTypes: str = "") -> CliJob:
+        """`hccfusion extract`: `preset` a preset name (ct, mr, pet, …; "auto": per modality), `regions` a comma
+        list of region groups (empty: the verb's default), `imageTypes` e.g. "Original,LoG" (empty: the preset's)."""
         args = [studyFolder, "--segmentation", segmentationFile, "--out", outFolder]
         if preset and preset != "auto":
             args += ["--preset", preset]
         names = [r.strip() for r in regions.replace(";", ",").split(",") if r.strip()]
-        return CliJob("extract", args + (["--regions", *names] if names else []))
+        if names:
+            args += ["--regions", ",".join(names)]
+        if imageTypes:
+            args += ["--image-types", imageTypes]
+        return CliJob("extract", args)
+
+    @staticmethod
+    def subsetStudy(studyFolder, series: list, folder) -> Path:
+        """A copy of a study folder with only the named series (e.g. the phases picked for radiomics)."""
+        from HCCFusionLib.io import load_study, save_study
+
+        study = load_study(studyFolder)
+        unknown = sorted(set(series) - set(study.series))
+        if unknown:
+            raise InputError(f"Study '{study.study_id}' has no series {', '.join(unknown)}: "
+                             f"it has {', '.join(study.series)}.")
+        for name in [n for n in study.series if n not in series]:
+            del study.series[name]
+        return save_study(study, Path(folder), overwrite=True)
 
     def loadFeatures(self, outFolder, studyId: str, tableNode=None) -> StageResult:
         """Feature tables: long (one row per series × region × feature, filterable), kinetic, definitions."""
@@ -360,6 +382,35 @@ class HCCFusionLogic:
         if not pacsUrl.strip():
             raise InputError("No PACS URL: enter the DICOMweb root of your PACS, e.g. http://host:8042/dicom-web.")
         return CliJob("pacs", ["push", *files, "--pacs-url", pacsUrl.strip()])
+
+    def saveReport(self, studyFolder, segmentationNode, outFolder, studyId: str, reportFolder,
+                   bundleFolder=None) -> Path:
+        """HTML report of the study from what the stages wrote under `outFolder` (and the LI-RADS assessment)."""
+        import pandas as pd
+
+        from HCCFusionLib.io import load_study
+        from HCCFusionLib.report import ReportData, write_report
+
+        study = load_study(studyFolder)
+        grid = next(iter(study)).image
+        labels = mrml.segmentation_to_labels(segmentationNode, grid) if segmentationNode is not None else None
+        out = Path(outFolder)
+
+        def csv(relative):
+            return pd.read_csv(out / relative) if (out / relative).is_file() else None
+
+        data = ReportData(study_id=studyId, modality=next(iter(study)).modality.value,
+                          images={s.name: s.image for s in study if same_grid(s.image, grid)}, labels=labels,
+                          registration_qc=csv("registration/qc.csv"), radiomics=csv("radiomics/kinetics.csv"),
+                          prediction=csv("prediction/prediction.csv"),
+                          contributions=csv("prediction/contributions.csv"), inputs={"study": Path(studyFolder)})
+        if getattr(self, "lirads", None) is not None:
+            data.lirads, data.lirads_evidence = self.lirads.table(), self.lirads.evidence()
+            data.lirads_overrides = self.lirads.overrides_table()
+        card = Path(bundleFolder) / "model_card.json" if bundleFolder else None
+        if card is not None and card.is_file():
+            data.model_card = json.loads(card.read_text(encoding="utf-8"))
+        return write_report(data, Path(reportFolder) / "report")
 
     def bclcStage(self, clinical: dict, lesionTableNode=None) -> str:
         """BCLC (2022) stage from the clinical fields, with tumour number/size from the lesion table if given."""

@@ -91,6 +91,7 @@ class HCCFusionPanel(VTKObservationMixin):
         ui.liradsApplyButton.connect("clicked(bool)", self.onAssessLirads)
         ui.liradsOverridesButton.connect("clicked(bool)", self.onLiradsOverrides)
         ui.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
+        ui.saveReportButton.connect("clicked(bool)", self.onSaveReport)
         ui.featureFilterLineEdit.connect("textChanged(QString)", self.onFeatureFilter)
         ui.exportFeaturesButton.connect("clicked(bool)", self.onExportFeatures)
         ui.dependenciesButton.connect("clicked(bool)", self.onDependencies)
@@ -158,7 +159,7 @@ class HCCFusionPanel(VTKObservationMixin):
             if not (registered and registered.exists()) else "") or busy)
         reasons["liradsOverrides"] = _("Assess LI-RADS first.") if getattr(self.logic, "lirads", None) is None else ""
         reasons["exportDicom"] = noInput or noSegmentation or busy
-        reasons["saveReport"] = _("This HCCFusionLib version cannot write reports yet (no report module).")
+        reasons["saveReport"] = noInput or busy
         dicomFolder = self._reportBase() / "dicom" if self._outputOrNone() else None
         reasons["pacs"] = ((_("Enter the PACS DICOMweb URL.") if not (p and p.pacsUrl.strip()) else "")
                            or (_("Export SEG/SR first.") if not (dicomFolder and (dicomFolder / "sr.dcm").exists()) else "")
@@ -258,12 +259,10 @@ class HCCFusionPanel(VTKObservationMixin):
             if install.ensure("inputs"):
                 self.ui.inputsSummaryTextEdit.setPlainText(self.logic.info(self.exportStudy()))
 
-    def _inputNodes(self) -> dict:
-        return {phase: node for node, phase in self._parameterNode.inputs()}
-
     def _referenceNode(self):
-        nodes = self._inputNodes()
-        return nodes.get(self._parameterNode.referencePhase) or next(iter(nodes.values()))
+        p = self._parameterNode or getParameterNode()
+        nodes = {phase: node for node, phase in p.inputs()}
+        return nodes.get(p.referencePhase) or next(iter(nodes.values()))
 
     def _studyForNextStage(self, useRegistered=True) -> Path:
         registered = self.outputFolder() / "registration"
@@ -336,7 +335,7 @@ class HCCFusionPanel(VTKObservationMixin):
         return job, lambda: self.logic.loadSegmentation(out, reference, p.studyId, p.outputSegmentation)
 
     def show_segmentation(self, result):
-        p = self._parameterNode
+        p = self._parameterNode or getParameterNode()  # the module may have been left while the step ran
         node = result.nodes["segmentation"]
         wasModified = p.StartModify()
         p.outputSegmentation = node
@@ -349,17 +348,17 @@ class HCCFusionPanel(VTKObservationMixin):
     def startRadiomics(self):
         p, out = self._parameterNode, self.outputFolder()
         study = self._studyForNextStage()
+        selected = {n.GetID() for n in self.ui.radiomicsVolumesSelector.checkedNodes()}
+        if selected:
+            phases = [ph for n, ph in p.inputs() if n.GetID() in selected]
+            study = self.logic.subsetStudy(study, phases, out / "radiomics_input" / "study")
         segmentationFile = self.logic.exportSegmentation(p.radiomicsSegmentation, self._referenceNode(),
                                                          out / "radiomics_input" / "segmentation.nii.gz")
         job = self.logic.radiomicsJob(study, segmentationFile, out, p.radiomicsPreset, p.radiomicsRegions)
-        selected = {n.GetName() for n in self.ui.radiomicsVolumesSelector.checkedNodes()}
-        if selected:
-            phases = [ph for n, ph in p.inputs() if n.GetName() in selected]
-            job.args += ["--series", *phases]
         return job, lambda: self.logic.loadFeatures(out, p.studyId, p.featureTable)
 
     def show_radiomics(self, result):
-        self._parameterNode.featureTable = result.nodes["features"]
+        (self._parameterNode or getParameterNode()).featureTable = result.nodes["features"]
         self.ui.featureTableView.setMRMLTableNode(result.nodes["features"])
         self.onFeatureFilter(self.ui.featureFilterLineEdit.text)
 
@@ -409,6 +408,18 @@ class HCCFusionPanel(VTKObservationMixin):
             self.ui.reportStatusLabel.text = _("DICOM SEG and SR written to {folder}").format(
                 folder=written["seg"].parent)
             self.updateButtons()
+
+    def onSaveReport(self):
+        with slicer.util.tryWithErrorDisplay(_("The report could not be written."), waitCursor=True):
+            if not install.ensure("inputs"):
+                return
+            p = self._parameterNode
+            bundle = p.predictionBundle if _isFolder(p.predictionBundle) else None
+            path = self.logic.saveReport(self._studyForNextStage(), self._segmentationNode(), self.outputFolder(),
+                                         p.studyId, self._reportBase(), bundle)
+            self.ui.reportStatusLabel.text = _("Report written to {path}").format(path=path)
+            if not slicer.app.testingEnabled():
+                qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path)))
 
     # ------------------------------------------------------------ radiomics table
     def onFeatureFilter(self, text):

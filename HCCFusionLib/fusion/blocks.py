@@ -252,7 +252,9 @@ class Selector(SelectorMixin, BaseEstimator):
     def _lasso(self, X, y, k):
         from sklearn.linear_model import LogisticRegression
 
-        model = LogisticRegression(C=self.C, l1_ratio=1.0, solver="liblinear", random_state=self.random_state)
+        solver = "liblinear" if len(np.unique(y)) == 2 else "saga"
+        model = LogisticRegression(C=self.C, l1_ratio=1.0, solver=solver, max_iter=500, tol=1e-3,
+                                   random_state=self.random_state)
         weight = np.abs(model.fit(X, y).coef_).max(axis=0)
         chosen = np.flatnonzero(weight > 0)
         chosen = chosen[np.argsort(-weight[chosen], kind="stable")]

@@ -221,7 +221,7 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         from sklearn.model_selection import StratifiedKFold
 
         names = list(self.blocks_)
-        self.combiners_, rows_out = {}, []
+        self.combiners_, self.subset_metrics_ = {}, {}
         for size in range(1, len(names) + 1):
             for subset in itertools.combinations(range(len(names)), size):
                 rows = present[:, subset].all(axis=1)
@@ -230,15 +230,19 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
                 if rows.sum() < MIN_SUBSET_ROWS or min(counts) < 3:
                     continue
                 P = oof[rows][:, subset]
-                key = tuple(names[i] for i in subset)
+                key = "+".join(names[i] for i in subset)
                 self.combiners_[key] = Combiner(self.combine, prior=self.prior_).fit(P, yr)
                 folds = StratifiedKFold(min(5, min(counts)), shuffle=True, random_state=self.random_state)
                 pred = np.zeros((rows.sum(), len(self.classes_)))
                 for train, test in folds.split(P, yr):
                     pred[test] = Combiner(self.combine, prior=self.prior_).fit(P[train], yr[train]).predict_proba(P[test])
-                rows_out.append({"blocks": "+".join(key), "n_blocks": len(key), "n": int(rows.sum()),
-                                 **_quality(yr, pred, self.classes_)})
-        self.subset_metrics_ = pd.DataFrame(rows_out)
+                self.subset_metrics_[key] = {"n_blocks": len(subset), "n": int(rows.sum()),
+                                                       **_quality(yr, pred, self.classes_)}
+
+    def subset_table(self) -> pd.DataFrame:
+        """Out-of-fold AUC and Brier score of the fused prediction for every subset of blocks (index: blocks)."""
+        check_is_fitted(self, "subset_metrics_")
+        return pd.DataFrame.from_dict(self.subset_metrics_, orient="index").rename_axis("blocks")
 
     def block_probabilities(self, X) -> np.ndarray:
         """(n, blocks, classes) calibrated probability of each block model; NaN where the block is absent."""
@@ -253,7 +257,7 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         return out
 
     def _by_subset(self, X):
-        """Yield (rows, subset key, block probabilities of those rows) for each pattern of present blocks."""
+        """Yield (rows, subset key 'AP+PVP+...', block probabilities of those rows) per pattern of present blocks."""
         P = self.block_probabilities(X)
         names = list(self.blocks_)
         present = ~np.isnan(P[:, :, 0])
@@ -265,9 +269,9 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         for pattern in patterns.unique():
             rows = (patterns == pattern).to_numpy()
             subset = [i for i, on in enumerate(pattern) if on]
-            key = tuple(names[i] for i in subset)
+            key = "+".join(names[i] for i in subset)
             if key not in self.combiners_:
-                raise ModelError(f"Too few training patients had exactly the blocks {'+'.join(key)} to learn their "
+                raise ModelError(f"Too few training patients had exactly the blocks {key} to learn their "
                                  "combination: provide more blocks for these patients.")
             yield rows, key, P[rows][:, subset]
 
@@ -286,13 +290,12 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
             raise ModelError("Prediction intervals are available for binary endpoints only.")
         out = pd.DataFrame(index=X.index, columns=["probability", "low", "high", "blocks_used", "subset_auc",
                                                    "subset_brier"], dtype=object)
-        metrics = self.subset_metrics_.set_index("blocks")
+        metrics = self.subset_table()
         for rows, key, P in self._by_subset(X):
             eta, low, high = self.combiners_[key].logit_interval(P)
-            name = "+".join(key)
             out.loc[rows, ["probability", "low", "high"]] = np.column_stack([expit(eta), expit(low), expit(high)])
-            out.loc[rows, "blocks_used"] = name
-            out.loc[rows, ["subset_auc", "subset_brier"]] = metrics.loc[name, ["auc", "brier"]].to_numpy(float)
+            out.loc[rows, "blocks_used"] = key
+            out.loc[rows, ["subset_auc", "subset_brier"]] = metrics.loc[key, ["auc", "brier"]].to_numpy(float)
         return out.astype({c: float for c in ("probability", "low", "high", "subset_auc", "subset_brier")})
 
 

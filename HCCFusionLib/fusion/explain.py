@@ -156,6 +156,7 @@ def _decision_contributions(model, X: pd.DataFrame) -> pd.DataFrame:
         raise ModelError("Decision-level contributions are available for binary endpoints only.")
     rows = []
     for sel, key, P in model._by_subset(X):
+        blocks = key.split("+")
         index = X.index[sel]
         combiner = model.combiners_[key]
         scores = logit(P[:, :, 1])  # (n, blocks) calibrated log-odds of each block
@@ -165,20 +166,20 @@ def _decision_contributions(model, X: pd.DataFrame) -> pd.DataFrame:
                 weights, base = combiner.coef_[1:], np.full(len(index), combiner.coef_[0])
             else:
                 prior = logit(model.prior_[1])
-                weights = np.full(len(key), combiner.coef_[1])
+                weights = np.full(len(blocks), combiner.coef_[1])
                 base = np.full(len(index), combiner.coef_[0] + combiner.coef_[1] * prior)
                 scores = scores - prior
             rows.append(pd.DataFrame({"patient_id": index, "name": "baseline", "kind": "baseline", "block": "",
                                       "value": np.nan, "z": np.nan, "contribution": base}))
-            for b, block in enumerate(key):
+            for b, block in enumerate(blocks):
                 rows.append(pd.DataFrame({"patient_id": index, "name": block, "kind": "block", "block": block,
                                           "value": logit(P[:, b, 1]), "z": np.nan,
                                           "contribution": weights[b] * scores[:, b]}))
                 rows.append(_block_features(model, block, X.loc[index], weights[b]))
         else:
             full = logit(combiner.predict_proba(P)[:, 1])
-            for b, block in enumerate(key):
-                rest = tuple(k for k in key if k != block)
+            for b, block in enumerate(blocks):
+                rest = "+".join(k for k in blocks if k != block)
                 if rest not in model.combiners_:
                     continue
                 without = logit(model.combiners_[rest].predict_proba(np.delete(P, b, axis=1))[:, 1])

@@ -4,6 +4,7 @@ Loads the phantom sample through the panel, runs every stage this HCCFusionLib v
 waitForCompletion=True, checks the nodes each adds to the scene, then starts registration in the background
 and cancels it, checking that the child process tree is gone and the panel is usable again.
 """
+import importlib.util
 import time
 
 import qt
@@ -71,6 +72,23 @@ def run(test):
         panel.ui.featureFilterLineEdit.text = "tumour"
         test.assertLessEqual(panel.ui.featureTableView.sortFilterProxyModel().rowCount(),
                              result.nodes["features"].GetNumberOfRows())
+    if logic.hasVerb("register"):
+        test.delayDisplay("LI-RADS on the registered phases, a reader override, the report")
+        p.radiomicsSegmentation = sample.nodes["segmentation"]
+        panel.onAssessLirads()
+        table = panel.ui.liradsTableView.mrmlTableNode()
+        test.assertGreater(table.GetNumberOfRows(), 0)
+        column = table.GetTable().GetColumnByName("category")
+        column.SetValue(0, "LR-M")
+        table.Modified()
+        panel.onLiradsOverrides()
+        test.assertTrue(panel.ui.liradsStatusLabel.text.startswith("1 override"))
+        panel.onSaveReport()
+        test.assertTrue((panel.outputFolder() / "report" / "report.html").is_file())
+    if importlib.util.find_spec("highdicom") is not None:
+        test.delayDisplay("DICOM SEG and SR")
+        panel.onExportDicom()
+        test.assertTrue((panel.outputFolder() / "dicom" / "sr.dcm").is_file())
     test.delayDisplay("HCCFusion self-test passed")
 
 
