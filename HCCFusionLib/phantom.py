@@ -4,26 +4,33 @@
 x grows to the patient's left, y to posterior, z to superior; the anatomy is centred on (0, 0, 0)):
 body with fat and muscle wall, lung bases and heart above the diaphragm, spine, aorta, IVC, kidneys,
 gallbladder, spleen, a liver (optionally cirrhotic: nodular surface, regenerative nodules, smaller right
-lobe) with portal and hepatic veins, and 0-3 tumours whose per-phase values follow
-`/shared/HCC_IMAGING_FACTS.md`. The tissue model is drawn once in the reference frame (the "PVP" grid) and
+lobe) with portal and hepatic veins, and 0-3 tumours whose per-phase values follow the project's
+HCC_IMAGING_FACTS.md (CT in HU with noise SD ~12 HU; MR-like T1/T2/HBP with a bias field; ADC in 1e-6 mm^2/s). The tissue model is drawn once in the reference frame (the "PVP" grid) and
 every series is rendered by sampling it through the inverse of that series' true transform, so
 `transforms[s]` maps reference points to series points (the fixed->moving transform registration should
 recover) and `landmarks[s][i] == transforms[s].TransformPoint(landmarks[reference][i])`.
 
 Every random choice comes from `numpy.random.default_rng(seed)` (spawned child streams per purpose), and the
 anatomy is defined in millimetres, so "small" and "full" of one seed show the same patient.
+
+Public API: `make_patient` -> `PhantomPatient` (designed lesions via `LesionSpec`, truth in `LesionTruth`),
+`make_cohort` -> `Cohort` (planted outcome model, `simulated_features`, `patient(i)`), `lirads_from_features`
+(table `LIRADS_V2018`), `save_patient` / `save_cohort` (files with ground truth), `jacobian_range`.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .progress import silent
 from .study import LABELS, ETIOLOGIES, Clinical, Series, Study
 
 log = logging.getLogger(__name__)
@@ -105,6 +112,12 @@ class LesionTruth:
 
 @dataclass
 class PhantomPatient:
+    """A rendered phantom: the study (one misaligned frame per series) and its ground truth.
+
+    `labels`/`lesion_labels` lie on the reference series' grid; every series also carries its own ground-truth
+    label map in `series.masks["labels"]`. `landmark_names[i]` names the point `landmarks[s][i]`.
+    """
+
     study: Study
     reference: str
     labels: sitk.Image  # LABELS values on the reference grid
@@ -218,12 +231,6 @@ class _Grid:
 
     def image(self, array: np.ndarray) -> sitk.Image:
         img = sitk.GetImageFromArray(array)
-        img.SetSpacing(self.spacing)
-        img.SetOrigin(self.origin)
-        return img
-
-    def reference_image(self, pixel=sitk.sitkUInt8) -> sitk.Image:
-        img = sitk.Image([int(n) for n in self.size], pixel)
         img.SetSpacing(self.spacing)
         img.SetOrigin(self.origin)
         return img
@@ -349,7 +356,6 @@ class _Anatomy:
 
     def __init__(self, rng, cirrhotic: bool):
         u = rng.uniform
-        self.cirrhotic = cirrhotic
         self.body = (u(150, 168), u(115, 130))  # outer semi-axes x, y
         self.fat = u(10, 26)
         self.wall = 10.0
@@ -432,7 +438,7 @@ class _Anatomy:
         def chest(X, Y, Z, cur):
             above = Z > self.diaphragm(X, Y)
             inside = _ellipse2(X, Y, 0, 0, ca, cb) < 1
-            heart = _ellipse2(X, Y, 5, -25, 60, 55) < 1
+            heart = _ellipse2(X, Y, 5, -25, 60, 55) + ((Z - self.dome - 45) / 60.0) ** 2 < 1
             return np.where(above & inside, np.where(heart, HEART, LUNG), KEEP).astype(np.uint8)
 
         def paraspinal(X, Y, Z, cur):
@@ -527,18 +533,13 @@ class _Anatomy:
 
 
 # ---------------------------------------------------------------- tumours
-_DIRECTIONS = None
-
-
-def _unit_directions(n=256):
-    """Fibonacci sphere directions (deterministic)."""
-    global _DIRECTIONS
-    if _DIRECTIONS is None or len(_DIRECTIONS) != n:
-        k = np.arange(n) + 0.5
-        phi = np.arccos(1 - 2 * k / n)
-        theta = math.pi * (1 + 5 ** 0.5) * k
-        _DIRECTIONS = np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], 1)
-    return _DIRECTIONS
+@functools.lru_cache(maxsize=4)
+def _unit_directions(n: int = 256) -> np.ndarray:
+    """`n` near-uniform unit vectors (Fibonacci sphere; deterministic)."""
+    k = np.arange(n) + 0.5
+    phi = np.arccos(1 - 2 * k / n)
+    theta = math.pi * (1 + 5 ** 0.5) * k
+    return np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], 1)
 
 
 class _Tumour:
@@ -760,15 +761,18 @@ def jacobian_range(transform: sitk.Transform, spacing_mm: float = 8.0) -> tuple:
 
 # ---------------------------------------------------------------- rendering
 def _blur_xy(a: np.ndarray) -> np.ndarray:
-    """In-place [1, 2, 1]/4 blur along x and y (the in-plane point-spread function)."""
-    for axis in (2, 1):
-        lo, mid, hi = ([slice(None)] * 3 for _ in range(3))
-        lo[axis], mid[axis], hi[axis] = slice(0, -2), slice(1, -1), slice(2, None)
-        inner = a[tuple(lo)] + a[tuple(hi)]
-        inner += a[tuple(mid)]
-        inner += a[tuple(mid)]
-        inner *= np.float32(0.25)
-        a[tuple(mid)] = inner
+    """In-place [1, 2, 1]/4 blur along x and y (the in-plane point-spread function), slice by slice."""
+    tmp = np.empty(a.shape[1:], np.float32)
+    quarter = np.float32(0.25)
+    for plane in a:
+        for lo, mid, hi in (((slice(None), slice(0, -2)), (slice(None), slice(1, -1)), (slice(None), slice(2, None))),
+                            ((slice(0, -2),), (slice(1, -1),), (slice(2, None),))):
+            inner = tmp[mid]
+            np.add(plane[lo], plane[hi], out=inner)
+            inner += plane[mid]
+            inner += plane[mid]
+            inner *= quarter
+            plane[mid] = inner
     return a
 
 
@@ -787,8 +791,8 @@ def _lerp_weights(coords: np.ndarray, origin: float, step: float, n: int) -> np.
 
 
 def _sample_classes(model: np.ndarray, model_grid: _Grid, grid: _Grid, inverse: "_InverseMap | None",
-                    lattice_mm: float = 10.0, slab: int = 16) -> np.ndarray:
-    """Nearest-neighbour sample of the model at inverse(series voxel centres), slab by slab.
+                    lattice_mm: float = 10.0) -> np.ndarray:
+    """Nearest-neighbour sample of the model at inverse(series voxel centres), slice by slice.
 
     The smooth series->reference map is evaluated exactly on a `lattice_mm` lattice and interpolated
     linearly (separable matrix products), which keeps full-size phantoms fast.
@@ -804,37 +808,51 @@ def _sample_classes(model: np.ndarray, model_grid: _Grid, grid: _Grid, inverse: 
     count = [int(np.ceil((a[-1] - a[0]) / lattice_mm)) + 3 for a in axes]
     Z, Y, X = np.meshgrid(*[lo[i] + lattice_mm * np.arange(count[i]) for i in (2, 1, 0)], indexing="ij")
     points = np.stack([X.ravel(), Y.ravel(), Z.ravel()], 1)
-    index = ((inverse(points) - mo) / ms).reshape(count[2], count[1], count[0], 3)  # model voxel coordinates
+    # model voxel coordinates + 0.5, so that truncation after clipping rounds to the nearest voxel
+    index = ((inverse(points) - mo) / ms + 0.5).reshape(count[2], count[1], count[0], 3)
     lattice = index.astype(np.float32).transpose(0, 3, 1, 2)  # (cz, 3, cy, cx)
-    wx, wy, wz = (_lerp_weights(a, o, lattice_mm, n) for a, o, n in zip(axes, lo, count))
-    along_x = np.matmul(lattice, wx.T)  # (cz, 3, cy, nx)
+    wx = _lerp_weights(axes[0], lo[0], lattice_mm, count[0])
+    along_x = np.ascontiguousarray(np.matmul(lattice, wx.T).transpose(0, 2, 1, 3))  # (cz, cy, 3, nx)
+    along_x = along_x.reshape(count[2], count[1], -1)
+    (y0, y1, fy), (z0, z1, fz) = (_lerp_pairs(a, o, lattice_mm, n) for a, o, n in zip(axes[1:], lo[1:], count[1:]))
+    fy = fy[:, None]
     flat_model = model.ravel()
     out = np.empty(grid.size[::-1], np.uint8)
-    ny, nx = len(wy), len(wx)
-    for z0 in range(0, grid.size[2], slab):
-        z1 = min(z0 + slab, grid.size[2])
-        planes = np.tensordot(wz[z0:z1], along_x, axes=(1, 0))  # (s, 3, cy, nx)
-        cy = planes.shape[2]
-        coords = (wy @ planes.transpose(2, 0, 1, 3).reshape(cy, -1)).reshape(ny, z1 - z0, 3, nx)  # one GEMM
-        np.rint(coords, out=coords)
+    ny, nx = len(axes[1]), len(axes[0])
+    upper = [np.float32(n - 0.5) for n in mshape[::-1]]  # x, y, z
+    for z in range(grid.size[2]):
+        plane = (1 - fz[z]) * along_x[z0[z]] + fz[z] * along_x[z1[z]]  # (cy, 3 nx)
+        coords = plane[y0] * (1 - fy)
+        coords += plane[y1] * fy
+        coords = coords.reshape(ny, 3, nx)
         for k in range(3):
-            np.clip(coords[:, :, k], 0, mshape[2 - k] - 1, out=coords[:, :, k])
+            np.clip(coords[:, k], 0, upper[k], out=coords[:, k])
         i = coords.astype(np.int32)
-        flat = i[:, :, 2] * np.int32(mshape[1])
-        flat += i[:, :, 1]
+        flat = i[:, 2] * np.int32(mshape[1])
+        flat += i[:, 1]
         flat *= np.int32(mshape[2])
-        flat += i[:, :, 0]
-        out[z0:z1] = flat_model.take(flat).transpose(1, 0, 2)
+        flat += i[:, 0]
+        out[z] = flat_model.take(flat)
     return out
 
 
+def _lerp_pairs(coords: np.ndarray, origin: float, step: float, n: int) -> tuple:
+    """Lower/upper lattice indices and the upper weight for linear interpolation of `coords` (clamped)."""
+    pos = np.clip((coords - origin) / step, 0, n - 1 - 1e-6)
+    base = np.floor(pos).astype(np.intp)
+    return base, np.minimum(base + 1, n - 1), (pos - base).astype(np.float32)
+
+
 def _render_series(name, classes, grid, table, rng, noise_sd, hu_offset):
+    """Image of one series from its tissue classes: values, noise, in-plane blur (CT: int16 HU; MR: float)."""
     values = table[:, _COLUMN[name]].astype(np.float32).take(classes)
     if name in CT_PHASES:
-        noise = rng.random(classes.shape, dtype=np.float32)
-        noise -= np.float32(0.5 - hu_offset * _BLUR_NOISE_GAIN / noise_sd)
-        noise *= np.float32(noise_sd / _BLUR_NOISE_GAIN)
-        values += noise
+        values += np.float32(hu_offset)
+        if noise_sd > 0:  # uniform noise, made near-Gaussian and correlated by the blur, SD noise_sd after it
+            noise = rng.random(classes.shape, dtype=np.float32)
+            noise -= np.float32(0.5)
+            noise *= np.float32(noise_sd / _BLUR_NOISE_GAIN)
+            values += noise
         _blur_xy(values)
         np.rint(values, out=values)
         np.clip(values, -1024, 3071, out=values)
@@ -870,7 +888,7 @@ def _random_clinical(rng, cirrhotic: bool, lesions: list) -> Clinical:
     malignant = [t for t in lesions if t.pattern != "hemangioma"]
     ascites = rng.choice(["none", "mild", "moderate-severe"], p=[0.75, 0.2, 0.05] if cirrhotic else [0.95, 0.05, 0])
     return Clinical(
-        afp=float(np.round(np.exp(rng.normal(3.0 if malignant else 1.5, 1.5)), 1)),
+        afp=float(np.round(max(np.exp(rng.normal(3.0 if malignant else 1.5, 1.5)), 0.5), 1)),
         bilirubin=float(np.round(np.exp(rng.normal(np.log(1.3 if cirrhotic else 0.8), 0.4)), 2)),
         albumin=float(np.round(np.clip(rng.normal(3.5 if cirrhotic else 4.1, 0.4), 2.0, 5.2), 2)),
         inr=float(np.round(np.clip(rng.normal(1.2 if cirrhotic else 1.02, 0.1), 0.85, 2.5), 2)),
@@ -892,16 +910,19 @@ def _random_clinical(rng, cirrhotic: bool, lesions: list) -> Clinical:
 def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool = False, cirrhotic=None,
                  n_tumours=None, lesions=None, misalignment: str = "deformable", traits=None,
                  clinical: Clinical | None = None, noise_sd: float = CT_NOISE_SD, hu_offset: float = 0.0,
-                 study_id: str | None = None) -> PhantomPatient:
+                 study_id: str | None = None, progress=None) -> PhantomPatient:
     """One synthetic patient with CT phases (+ T1/T2/ADC/HBP if `mri`), ground truth and true transforms.
 
     `lesions` (list of LesionSpec) designs the tumours; otherwise `n_tumours` (default: 0-3 at random) random
     ones are drawn. `traits` (keys of DEFAULT_TRAITS, plus "size_mm") shape the index (first) tumour.
-    `clinical`, `noise_sd` (CT HU) and `hu_offset` (CT calibration shift) let a cohort set center effects.
-    With misalignment "none" every CT series shares the reference grid exactly.
+    `clinical`, `noise_sd` (CT HU, 0 = noise-free) and `hu_offset` (CT calibration shift) let a cohort set
+    center effects. With misalignment "none" every CT series (and MR at size "small") shares the reference grid
+    exactly. `progress(fraction, message)` is called while rendering.
     """
     if size not in SIZES:
         raise InputError(f"Unknown phantom size '{size}': use one of {', '.join(SIZES)}.")
+    if not noise_sd >= 0:
+        raise InputError(f"noise_sd must be >= 0 HU (got {noise_sd}).")
     if misalignment not in MISALIGNMENTS:
         raise InputError(f"Unknown misalignment '{misalignment}': use one of {', '.join(MISALIGNMENTS)}.")
     names = [str(p) for p in phases] + (list(MR_SEQUENCES) if mri else [])
@@ -917,7 +938,7 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
     t = {**DEFAULT_TRAITS, **(traits or {})}
 
     root = np.random.default_rng(seed)
-    rng_anat, rng_lesion, rng_clin, rng_noise, *rng_series = root.spawn(4 + len(ALL_SERIES))
+    rng_anat, rng_lesion, rng_clin, *rng_series = root.spawn(3 + len(ALL_SERIES))
     drawn = bool(rng_anat.random() < 0.6)  # always drawn, so a given `cirrhotic` leaves the stream unchanged
     cirrhotic = drawn if cirrhotic is None else bool(cirrhotic)
     anatomy = _Anatomy(rng_anat, bool(cirrhotic))
@@ -935,6 +956,9 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
             if s.pattern not in PATTERNS or not 3.0 <= float(s.diameter_mm) <= 120.0:
                 raise InputError(f"Lesion {k + 1}: pattern must be one of {PATTERNS} and diameter 3-120 mm "
                                  f"(got '{s.pattern}', {s.diameter_mm} mm).")
+            if s.centre_mm is not None and (np.shape(s.centre_mm) != (3,) or not np.all(np.isfinite(s.centre_mm))):
+                raise InputError(f"Lesion {k + 1}: centre_mm must be three finite LPS coordinates in mm "
+                                 f"(got {s.centre_mm!r}).")
     specs = _place_lesions(rng_lesion, anatomy, specs, random_sizes)
 
     grid_size, spacing = SIZES[size]
@@ -987,8 +1011,11 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
         transforms[name] = sitk.CompositeTransform([rigid, bspline])  # applies bspline first, then rigid
         inverses[name] = _InverseMap(rigid, bspline)
 
+    progress = progress or silent
+    progress(0.2, "anatomy drawn")
     study = Study(study_id or f"phantom-{seed}")
-    for name in names:
+    for k, name in enumerate(names):
+        progress(0.2 + 0.8 * k / len(names), f"rendering {name}")
         same = grids[name] == model_grid and inverses[name] is None
         classes = canvas.cls if same else _sample_classes(canvas.cls, model_grid, grids[name], inverses[name])
         image = _render_series(name, classes, grids[name], table, rng_series[ALL_SERIES.index(name)].spawn(1)[0],
@@ -999,12 +1026,18 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
 
     ref_classes = canvas.cls if ref_grid == model_grid else _sample_classes(canvas.cls, model_grid, ref_grid, None)
     labels = ref_grid.image(_LABEL_OF_CLASS[ref_classes])
-    lesion_labels = ref_grid.image(_LESION_OF_CLASS[ref_classes])
+    lesion_map = _LESION_OF_CLASS[ref_classes]
+    missing = sorted(set(range(1, len(tumours) + 1)) - set(np.unique(lesion_map).tolist()))
+    if missing:
+        raise InputError(f"Lesion(s) {missing} are too small for the '{size}' grid ({spacing[0]} mm voxels): use a "
+                         "larger diameter or size 'medium'/'full'.")
+    lesion_labels = ref_grid.image(lesion_map)
     study.clinical = clinical if clinical is not None else _random_clinical(rng_clin, bool(cirrhotic), truths)
 
     names_lm, points = _landmarks(anatomy, tumours)
     landmarks = {name: np.array([transforms[name].TransformPoint(tuple(p)) for p in points]) for name in names}
     meta.update(cirrhotic=bool(cirrhotic), size=size, seed=seed, misalignment=misalignment)
+    progress(1.0, "phantom ready")
     return PhantomPatient(study, reference, labels, lesion_labels, truths, transforms, landmarks, names_lm,
                           dict(t), meta)
 
@@ -1032,6 +1065,42 @@ def _landmarks(anatomy: _Anatomy, tumours: list) -> tuple:
     pts["aorta_z-40"] = np.array([a.aorta[0][0], a.aorta[0][1], -40.0])
     pts["ivc_z20"] = np.array([a.ivc[0][0], a.ivc[0][1], 20.0])
     return list(pts), np.array([np.asarray(p, float) for p in pts.values()])
+
+
+# ---------------------------------------------------------------- writing a phantom with its ground truth
+def save_patient(patient: PhantomPatient, folder) -> "Path":
+    """Write the study (io.save_study layout) plus `truth/`: labels, lesion instances, lesions.csv,
+    landmarks.csv (one row per series and landmark), `<series>_transform.h5` (reference -> series) and
+    truth.json. Atomic: the folder appears complete or not at all."""
+    import json
+
+    import pandas as pd
+
+    from .io import atomic_folder, save_study
+
+    with atomic_folder(folder) as tmp:
+        save_study(patient.study, tmp)
+        truth = tmp / "truth"
+        truth.mkdir()
+        sitk.WriteImage(patient.labels, str(truth / "labels.nii.gz"), True)
+        sitk.WriteImage(patient.lesion_labels, str(truth / "lesion_labels.nii.gz"), True)
+        lesions = pd.DataFrame([dataclasses.asdict(t) for t in patient.lesions],
+                               columns=[f.name for f in dataclasses.fields(LesionTruth)])
+        centres = np.array([t.centre_mm for t in patient.lesions]).reshape(-1, 3)
+        lesions = lesions.drop(columns="centre_mm").assign(x_mm=centres[:, 0], y_mm=centres[:, 1],
+                                                           z_mm=centres[:, 2])
+        lesions.to_csv(truth / "lesions.csv", index=False)
+        rows = [(name, label, *point) for name, points in patient.landmarks.items()
+                for label, point in zip(patient.landmark_names, points)]
+        pd.DataFrame(rows, columns=["series", "landmark", "x_mm", "y_mm", "z_mm"]).to_csv(
+            truth / "landmarks.csv", index=False)
+        for name, transform in patient.transforms.items():
+            sitk.WriteTransform(transform, str(truth / f"{name}_transform.h5"))
+        info = {"reference": patient.reference, "traits": patient.traits,
+                "meta": patient.meta,
+                "frames": "LPS mm; <series>_transform.h5 maps reference points to series points"}
+        (truth / "truth.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return Path(folder)
 
 
 # ---------------------------------------------------------------- cohorts with a planted outcome model
@@ -1089,15 +1158,21 @@ class Cohort:
                log AFP = log 20 + 1.5 z_cl + 0.3 s + N(0, 0.8)
       MVI      logit P = -0.5 + 1.6 (z_ap + z_pv + z_mr + z_cl) + 0.3 s
       early recurrence  logit P = -1.0 + 1.0 (z_ap + z_pv + z_mr + z_cl) + 1.0 mvi
-      survival Weibull (shape 1.3, scale 40 months) with log-hazard eta = 0.7 (z_ap + z_pv + z_mr + z_cl)
+      survival Weibull (shape 1.3, scale 40 months) with log-hazard eta = 0.9 (z_ap + z_pv + z_mr + z_cl)
                + 0.5 mvi + 0.25 s, administrative censoring uniform 12-72 months
       response logit P = 0.2 + 1.5 z_ap - 1.0 z_mr
-    so each block alone (AP, PVP/DP, MRI = ADC/HBP, clinical) carries about a quarter of the signal. Centers
-    (C1..Ck) add a per-block batch shift (N(0, 0.6) SD units) and scale (1 + N(0, 0.1)) to the simulated
-    features, and a HU offset and noise level to rendered CT.
+    (squash(x) = 1 / (1 + exp(-1.7 x)) ~ normal CDF), so each block alone (AP, PVP/DP, MRI = ADC/HBP, clinical)
+    carries about a quarter of the signal. Simulated features (`_FEATURES`): column = mean + sd * (scale_c *
+    (loading * z_block + sqrt(1 - loading^2) * noise) + shift_c), informative columns load on z_ap (AP), z_pv
+    (PVP, DP; PVP MeshVolume on s), z_mr (ADC, HBP); each block adds two correlated companions of its first
+    column and pure-noise columns. Centers (C1..Ck) add a per-block batch shift (N(0, 0.6) SD units) and scale
+    (1 + N(0, 0.1)) to the features, and a HU offset and noise level to rendered CT. Measured (n=400, 5-fold
+    CV logistic regression, 10 seeds): MVI AUC 0.58-0.72 per block (mean 0.66), all blocks 0.79-0.88 (mean
+    0.84, >= best block + 0.097); early recurrence all blocks ~0.80; survival: C-index of eta ~0.84, Cox on all
+    features (n=300, 5-fold CV) 0.72-0.81.
     """
 
-    table: "object"
+    table: "pandas.DataFrame"
     seed: int
     centers: int
     patient_seeds: np.ndarray
@@ -1161,6 +1236,23 @@ def _clinical_fields() -> list:
     return [f.name for f in dataclasses.fields(Clinical)]
 
 
+ENDPOINTS = ("mvi", "early_recurrence", "survival_months", "event", "response")
+
+
+def save_cohort(cohort: Cohort, folder, feature_seed: int = 0) -> Path:
+    """Write clinical.csv (Clinical fields + endpoints), features.csv (simulated_features) and latent.csv,
+    all indexed by patient_id, into a new folder (atomically)."""
+    from .io import atomic_folder
+
+    table = cohort.table
+    clinical = [c for c in _clinical_fields() if c in table.columns] + list(ENDPOINTS)
+    with atomic_folder(folder) as tmp:
+        table[clinical].to_csv(tmp / "clinical.csv")
+        cohort.simulated_features(feature_seed).to_csv(tmp / "features.csv")
+        table[[c for c in table.columns if c.startswith("latent_")]].to_csv(tmp / "latent.csv")
+    return Path(folder)
+
+
 def make_cohort(n: int, seed: int, *, centers: int = 3) -> Cohort:
     """`n` simulated patients with clinical data, latent traits and endpoints from the planted model (see Cohort)."""
     import pandas as pd
@@ -1180,7 +1272,7 @@ def make_cohort(n: int, seed: int, *, centers: int = 3) -> Cohort:
     afp = np.exp(np.log(20) + 1.5 * z["z_cl"] + 0.3 * s + rng.normal(0, 0.8, n))
     mvi = rng.random(n) < _squash((-0.5 + 1.6 * total + 0.3 * s) / 1.7)
     early = rng.random(n) < _squash((-1.0 + 1.0 * total + 1.0 * mvi) / 1.7)
-    eta = 0.7 * total + 0.5 * mvi + 0.25 * s
+    eta = 0.9 * total + 0.5 * mvi + 0.25 * s
     event_time = 40.0 * (-np.log(rng.random(n))) ** (1 / 1.3) * np.exp(-eta / 1.3)
     censor = rng.uniform(12, 72, n)
     response = rng.random(n) < _squash((0.2 + 1.5 * z["z_ap"] - 1.0 * z["z_mr"]) / 1.7)
@@ -1189,7 +1281,7 @@ def make_cohort(n: int, seed: int, *, centers: int = 3) -> Cohort:
     effects = {c: {"hu_offset": float(rng.normal(0, 4)), "noise_sd": float(rng.uniform(10, 15))}
                for c in center_names}
     table = pd.DataFrame({
-        "afp": np.round(afp, 1),
+        "afp": np.round(np.maximum(afp, 0.5), 1),  # assay detection limit
         "bilirubin": np.round(np.exp(rng.normal(np.log(np.where(cirrhosis, 1.3, 0.8)), 0.4)), 2),
         "albumin": np.round(np.clip(rng.normal(np.where(cirrhosis, 3.5, 4.1), 0.4), 2.0, 5.2), 2),
         "inr": np.round(np.clip(rng.normal(np.where(cirrhosis, 1.2, 1.02), 0.1), 0.85, 2.5), 2),

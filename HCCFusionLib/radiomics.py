@@ -50,7 +50,6 @@ PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_PRESETS = {"CT": "ct", "MR": "mr", "PT": "pet"}
 IMAGE_TYPES = ("Original", "LoG", "Wavelet")
 DEFAULT_IMAGE_TYPE_ARGS = {"Original": {}, "LoG": {"sigma": [1.0, 3.0, 5.0]}, "Wavelet": {}}
-TEXTURE_CLASSES = ("glcm", "glrlm", "glszm", "gldm", "ngtdm")
 #: Bumped whenever this module's results change, so cached results are not reused across versions.
 CACHE_VERSION = 1
 LONG_COLUMNS = ["study", "series", "phase", "modality", "region", "image_type", "feature_class", "feature",
@@ -302,31 +301,61 @@ class SeriesFeatures:
     seconds: float = 0.0
 
 
-def _region_checks(image: sitk.Image, mask: sitk.Image, settings: dict, classes: list[str], name: str):
-    """(bounding box, feature mask, shape mask, {class: reason}) exactly as `execute` prepares a region."""
+@dataclass
+class _Region:
+    """A region prepared as `execute` prepares it: boxes, the mask features use and the one shape uses."""
+
+    reasons: dict  # feature class -> why it is not computed
+    box: np.ndarray | None = None  # bounding box features are cropped to (after re-segmentation)
+    own_box: np.ndarray | None = None  # bounding box of the mask itself
+    feature_mask: sitk.Image | None = None
+    shape_mask: sitk.Image | None = None
+
+
+def _prepare_region(image: sitk.Image, mask: sitk.Image, settings: dict, classes: list[str], name: str) -> _Region:
     imageoperations = _pyradiomics()[2]
     m = sitk.GetArrayViewFromImage(mask) > 0
     voxels = int(m.sum())
     dims = int(sum((i.max() - i.min()) > 0 for i in np.nonzero(m))) if voxels else 0
-    arr = sitk.GetArrayViewFromImage(image)
-    if voxels and not np.isfinite(arr[m]).all():
+    if voxels and not np.isfinite(sitk.GetArrayViewFromImage(image)[m]).all():
         reason = f"NaN/inf in the image inside region '{name}': fix the image (or its export) first"
-        return None, None, None, {c: reason for c in classes}
+        return _Region({c: reason for c in classes})
     reasons = {c: r for c in classes if (r := size_reason(voxels, dims, c, name))}
     if len(reasons) == len(classes):
-        return None, None, None, reasons
+        return _Region(reasons)
     try:
-        bb, _ = imageoperations.checkMask(image, mask, **settings)
-        reasons["_own_bb"] = bb
+        own_box = box = _check_mask(mask, settings)
         feature_mask = mask
         if settings.get("resegmentRange") is not None:
             feature_mask = imageoperations.resegmentMask(image, mask, **settings)
-            bb, _ = imageoperations.checkMask(image, feature_mask, **settings)
+            box = _check_mask(feature_mask, settings)
     except ValueError as exc:
         reason = f"pyradiomics refused region '{name}': {exc}"
-        return None, None, None, {c: reason for c in classes}
+        return _Region({c: reason for c in classes})
     shape_mask = feature_mask if settings.get("resegmentShape") else mask
-    return bb, feature_mask, shape_mask, reasons
+    return _Region(reasons, box, own_box, feature_mask, shape_mask)
+
+
+def _check_mask(mask: sitk.Image, settings: dict) -> np.ndarray:
+    """`imageoperations.checkMask` for a mask already on the image grid (same box, checks and messages), without
+    its label-statistics pass over the whole image."""
+    label = int(settings.get("label", 1))
+    arr = sitk.GetArrayViewFromImage(mask) == label
+    if not arr.any():
+        raise ValueError("Label (%g) not present in mask" % label)
+    idx = np.nonzero(arr)
+    bb = np.array([v for axis in (2, 1, 0) for v in (idx[axis].min(), idx[axis].max())], dtype=int)
+    ndims = int(np.sum((bb[1::2] - bb[0::2] + 1) > 1))
+    min_dims = settings.get("minimumROIDimensions", 2)
+    if ndims == 0:
+        raise ValueError("mask only contains 1 segmented voxel! Cannot extract features for a single voxel.")
+    if ndims < min_dims:
+        raise ValueError("mask has too few dimensions (number of dimensions %d, minimum required %d)"
+                         % (ndims, min_dims))
+    min_size = settings.get("minimumROISize")
+    if min_size is not None and idx[0].size <= min_size:
+        raise ValueError("Size of the ROI is too small (minimum size: %g, ROI size: %g" % (min_size, idx[0].size))
+    return bb
 
 
 def _shape_key(shape_mask: sitk.Image, bb) -> str:
@@ -374,25 +403,24 @@ def series_features(image: sitk.Image, masks: dict, preset: Preset, shapes: dict
             duplicates[name] = first_of[digest]
             continue
         first_of[digest] = name
-        bb, feature_mask, shape_mask, reasons = _region_checks(image, mask, settings, classes, name)
-        own_bb = reasons.pop("_own_bb", None)
-        result.values[name], result.reasons[name] = {}, dict(reasons)
-        if bb is None:
+        region = _prepare_region(image, mask, settings, classes, name)
+        result.values[name], result.reasons[name] = {}, dict(region.reasons)
+        if region.box is None:
             continue
-        if "shape" in classes and "shape" not in reasons:
-            key = _shape_key(shape_mask, bb)
+        if "shape" in classes and "shape" not in region.reasons:
+            key = _shape_key(region.shape_mask, region.box)
             result.shape_keys[name] = key
-            if defer_shapes and shape_mask is mask and np.array_equal(own_bb, bb):
+            if defer_shapes and region.shape_mask is mask and np.array_equal(region.own_box, region.box):
                 pass  # same mask and box as the shape task's: it computes these
             elif shapes is not None and key in shapes:
                 result.values[name].update(shapes[key])
             else:
-                result.values[name].update(_compute_shape(extractor, shape_mask, bb, settings))
+                result.values[name].update(_compute_shape(extractor, region.shape_mask, region.box, settings))
                 if shapes is not None:
                     shapes[key] = {k: v for k, v in result.values[name].items() if "_shape_" in k}
-        todo = [c for c in classes if c != "shape" and c not in reasons]
+        todo = [c for c in classes if c != "shape" and c not in region.reasons]
         if todo:
-            prepared[name] = (bb, feature_mask, todo)
+            prepared[name] = (region.box, region.feature_mask, todo)
     if prepared:
         _filtered_features(image, prepared, extractor, settings, result, classes_impl, imageoperations)
     for name, same in duplicates.items():
@@ -451,11 +479,10 @@ def naive_series_features(image: sitk.Image, masks: dict, preset: Preset) -> Ser
     classes = [c for c in extractor.enabledFeatures if c != "shape2D"]
     result = SeriesFeatures()
     for name, mask in masks.items():
-        bb, _, _, reasons = _region_checks(image, mask, settings, classes, name)
-        reasons.pop("_own_bb", None)
-        result.reasons[name] = dict(reasons)
+        region = _prepare_region(image, mask, settings, classes, name)
+        reasons = result.reasons[name] = dict(region.reasons)
         result.values[name] = {}
-        if bb is None:
+        if region.box is None:
             continue
         values = extractor.execute(image, mask, label=1)
         result.values[name] = {k: float(v) for k, v in values.items() if not k.startswith("diagnostics_")
@@ -518,9 +545,7 @@ def _shape_task(task: dict) -> dict:
     image = _blank(task["grid"])
     extractor = preset.extractor()
     settings = {**extractor.settings, "label": 1}
-    grid = _target_grid(image, preset)
     shapes = {}
-    imageoperations = _pyradiomics()[2]
     for name, packed in task["masks"].items():
         mask = preprocess_mask(_unpack_mask(packed), image, preset)
         m = sitk.GetArrayViewFromImage(mask) > 0
@@ -528,8 +553,8 @@ def _shape_task(task: dict) -> dict:
         if size_reason(int(m.sum()), dims, "shape", name):
             continue
         try:
-            bb, _ = imageoperations.checkMask(grid if grid is not None else image, mask, **settings)
-        except (ValueError, RuntimeError):
+            bb = _check_mask(mask, settings)
+        except ValueError:
             continue
         key = _shape_key(mask, bb)
         if key not in shapes:
@@ -718,7 +743,9 @@ def timepoint_deltas(wide, patient, time):
     import pandas as pd
 
     rows = []
-    frame = wide.assign(_patient=[patient[s] for s in wide.index], _time=[time[s] for s in wide.index])
+    keys = pd.DataFrame({"_patient": [patient[s] for s in wide.index], "_time": [time[s] for s in wide.index]},
+                        index=wide.index)
+    frame = pd.concat([wide, keys], axis=1)
     for pid, group in frame.sort_values("_time").groupby("_patient", sort=True):
         values = group.drop(columns=["_patient", "_time"]).apply(pd.to_numeric, errors="coerce")
         for (prev_id, prev), (cur_id, cur) in zip(values.iloc[:-1].iterrows(), values.iloc[1:].iterrows()):
@@ -802,26 +829,45 @@ def outputs_complete(folder: "str | Path") -> bool:
         return False
 
 
-def _label_map(series: Series, segmentation: sitk.Image | None, resample_masks: bool) -> tuple:
-    """(label map on the series grid or None, how it was obtained or why it is missing)."""
-    if segmentation is not None:
-        if same_grid(series.image, segmentation):
-            return segmentation, "segmentation given"
-        if "labels" in series.masks:
-            return series.masks["labels"], "series' own labels (the segmentation given is on another grid)"
-        if resample_masks:
-            resampled = sitk.Resample(segmentation, series.image, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
-                                      segmentation.GetPixelID())
-            return resampled, "segmentation resampled to the series grid (nearest neighbour)"
-        try:
-            check_same_grid(series.image, segmentation, f"segmentation for series '{series.name}'")
-        except GeometryError as exc:
-            return None, (f"GeometryError: {exc} Register the study first (hccfusion register … then extract "
-                          "OUT/registration), or pass --resample-masks.")
+def _label_map(series: Series, segmentation: sitk.Image | None, resample_masks: bool,
+               study: Study | None = None) -> tuple:
+    """(label map on the series grid or None, how it was obtained or why it is missing).
+
+    Order: the `segmentation` given; the series' own ``masks["labels"]``; the labels of another series of the study
+    on the same grid (the reference first: a registered study often carries them once); with `resample_masks`, the
+    segmentation or the reference labels resampled to the series (nearest neighbour). Otherwise a GeometryError-
+    style reason for the series (its rows get NaN with that reason; the run goes on).
+    """
+    if segmentation is not None and same_grid(series.image, segmentation):
+        return segmentation, "segmentation given"
     if "labels" in series.masks:
-        return series.masks["labels"], "series' own labels"
-    return None, (f"no segmentation for series '{series.name}': pass --segmentation SEG or give the series "
-                  'masks {"labels": …} in study.json')
+        note = " (the segmentation given is on another grid)" if segmentation is not None else ""
+        return series.masks["labels"], "series' own labels" + note
+    others = [s for s in (study or []) if "labels" in s.masks and s is not series]
+    others.sort(key=lambda s: s.name != (study.meta.get("reference") if study else None))
+    for other in others:
+        if same_grid(series.image, other.masks["labels"]):
+            return other.masks["labels"], f"labels of series '{other.name}' (same grid)"
+    source = segmentation if segmentation is not None else (others[0].masks["labels"] if others else None)
+    if source is None:
+        return None, (f"no segmentation for series '{series.name}': pass --segmentation SEG or give the series "
+                      'masks {"labels": …} in study.json')
+    if resample_masks:
+        resampled = sitk.Resample(source, series.image, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                                  source.GetPixelID())
+        return resampled, "labels resampled to the series grid (nearest neighbour)"
+    what = "segmentation" if segmentation is not None else f"labels of series '{others[0].name}'"
+    return None, (f"GeometryError: {_grid_problem(series.image, source, f'{what} used for series {series.name!r}')}"
+                  " Better: register the study first (hccfusion register …, then extract OUT/registration), "
+                  "or pass --resample-masks.")
+
+
+def _grid_problem(image: sitk.Image, mask: sitk.Image, what: str) -> str:
+    try:
+        check_same_grid(image, mask, what)
+    except GeometryError as exc:
+        return str(exc)
+    return ""
 
 
 def _wide_phase(study: Study) -> dict:
@@ -864,7 +910,7 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
                 "image_sha256": image_hash(series.image), "regions": {}}
         series_info[series.name] = (preset, expected)
         diag["series"][series.name] = info
-        labels, how = _label_map(series, segmentation, resample_masks)
+        labels, how = _label_map(series, segmentation, resample_masks, study)
         info["labels"] = how
         if labels is None:
             long_rows += _failed_rows(study.study_id, series, wide_phase, "all", expected, how)
@@ -909,10 +955,10 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
                 "origin": series.image.GetOrigin(), "direction": series.image.GetDirection()}
         packed = {n: _pack_mask(r.mask) for n, r in todo.items()}
         threads = 1 if workers > 1 else None
-        tasks[series.name] = {"series": series.name, "preset": _preset_state(preset), "threads": threads,
+        tasks[series.name] = {"series": series.name, "preset": preset.as_dict(), "threads": threads,
                               "image": _pack(series.image), "masks": packed, "cache_keys": cache_keys}
         group = (key, json.dumps(grid, default=str), preset.key, json.dumps(preset.preprocess, sort_keys=True))
-        shape_groups.setdefault(group, {"preset": _preset_state(preset), "threads": threads, "grid": grid,
+        shape_groups.setdefault(group, {"preset": preset.as_dict(), "threads": threads, "grid": grid,
                                         "masks": {}})["masks"].update(packed)
 
     results = _run_tasks(tasks, shape_groups, workers, scaled(progress, 0.05, 0.95))
@@ -948,10 +994,6 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
     diag["failures"] = int((long["reason"] != "").sum())
     progress(1.0, "radiomics done")
     return Extraction(study.study_id, long, kin, diag)
-
-
-def _preset_state(preset: Preset) -> dict:
-    return preset.as_dict()
 
 
 def _cache_key(image_sha: str, mask_sha: str, preset: Preset) -> str:
@@ -1137,7 +1179,7 @@ def stability_subjects(studies: list, series_key: str, region_names=("lesions",)
     subjects = []
     for study in studies:
         series = study[series_key]
-        labels, how = _label_map(series, segmentation, region_options.pop("resample_masks", False))
+        labels, how = _label_map(series, segmentation, region_options.pop("resample_masks", False), study)
         if labels is None:
             raise GeometryError(how)
         found = build_regions(labels, names=[n for n in region_names if n in REGION_GROUPS] or DEFAULT_REGIONS,
@@ -1226,9 +1268,9 @@ def _combine(cohort, status, out: Path) -> None:
     for study_id in cohort["study_id"]:
         folder = out / "studies" / _safe(study_id) / "radiomics"
         if outputs_complete(folder):
-            longs.append(pd.read_csv(folder / "features_long.csv", keep_default_na=True).fillna({"reason": ""}))
+            longs.append(pd.read_csv(folder / "features_long.csv", dtype={"reason": object}).fillna({"reason": ""}))
             wides.append(pd.read_csv(folder / "features_wide.csv", index_col=0))
-            kins.append(pd.read_csv(folder / "kinetics.csv").fillna({"reason": ""}))
+            kins.append(pd.read_csv(folder / "kinetics.csv", dtype={"reason": object}).fillna({"reason": ""}))
     long = pd.concat(longs, ignore_index=True) if longs else pd.DataFrame(columns=LONG_COLUMNS)
     wide = pd.concat(wides) if wides else pd.DataFrame(index=pd.Index([], name="study"))
     wide.index = wide.index.astype(str)

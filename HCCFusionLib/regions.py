@@ -204,12 +204,13 @@ def _clip_mask(clip: str, liver: np.ndarray, tumour: np.ndarray, body: sitk.Imag
     if clip == "liver" and liver.any():
         return liver | tumour, "clipped to the liver"
     if body is not None:
-        return sitk.GetArrayFromImage(body) > 0, "clipped to the body mask" + (" (no liver label)" if clip == "liver" else "")
+        return sitk.GetArrayFromImage(body) > 0, "clipped to the body mask" + (
+            " (no liver label)" if clip == "liver" else "")
     return np.ones(liver.shape, bool), "not clipped (no liver label and no body mask)"
 
 
 def body_mask(image: sitk.Image, threshold_hu: float = -500.0) -> sitk.Image:
-    """Body of a CT image: largest connected component above `threshold_hu`, holes filled slice-wise."""
+    """Body of a CT image: largest connected component above `threshold_hu`, with its holes filled."""
     inside = sitk.Cast(image > threshold_hu, sitk.sitkUInt8)
     largest = sitk.RelabelComponent(sitk.ConnectedComponent(inside), sortByObjectSize=True) == 1
     return sitk.Cast(sitk.BinaryFillhole(largest), sitk.sitkUInt8)

@@ -154,21 +154,48 @@ def test_phantom_sample_and_segmentation_round_trip(logic, tmp_path):
         sh.GetItemChildWithName(sh.GetSceneItemID(), "Anonymous"), "P3")
 
 
-def test_contribution_chart_and_prediction_text(logic, tmp_path):
-    folder = tmp_path / "prediction"
-    folder.mkdir()
-    pd.DataFrame({"endpoint": ["mvi"], "probability": [0.734], "ci_low": [0.61], "ci_high": [0.84]}).to_csv(
-        folder / "prediction.csv", index=False)
-    pd.DataFrame({"feature": ["AP__tumour__original_firstorder_Mean", "afp"], "contribution": [0.8, -0.3]}).to_csv(
-        folder / "contributions.csv", index=False)
-    result = logic.loadPrediction(tmp_path, "P1")
-    assert result.summary == "mvi: probability 0.73 (95% CI 0.61–0.84)"
-    chart = result.nodes["chart"]
-    series = chart.GetNthPlotSeriesNode(0)
-    assert series.GetPlotType() == series.PlotTypeBar
-    assert series.GetYColumnName() == "contribution" and series.GetLabelColumnName() == "feature"
-    assert series.GetTableNode() is result.nodes["contributions"]
-    assert predictionText(pd.DataFrame({"risk": [1.5]})) == "prediction: risk 1.50"
+@pytest.fixture(scope="module")
+def fusion_bundle(tmp_path_factory):
+    """A small MVI model trained with `hccfusion train` on a phantom cohort's simulated features."""
+    from HCCFusionLib import phantom
+
+    folder = tmp_path_factory.mktemp("fusion")
+    cohort = phantom.make_cohort(40, 3)
+    features = cohort.simulated_features(seed=0)
+    features.to_csv(folder / "features.csv")
+    cohort.table.to_csv(folder / "clinical.csv")
+    process.SubprocessRunner().run(process.CliJob("train", [folder / "features.csv", folder / "clinical.csv",
+                                                            "--endpoint", "mvi", "--cv", "3", "--out", folder / "bundle"]))
+    return folder / "bundle", features, cohort.table
+
+
+def test_predict_verb_gives_result_text_evidence_and_contribution_chart(logic, tmp_path, fusion_bundle):
+    bundle, features, clinical = fusion_bundle
+    study = features.index[0]
+    features.loc[[study]].rename_axis("study_id").to_csv(tmp_path / "features_wide.csv")
+    values = {k: v for k, v in clinical.loc[study].items() if k in ("afp", "bilirubin", "albumin", "inr", "ascites",
+              "encephalopathy", "etiology", "performance_status", "vascular_invasion", "extrahepatic_spread",
+              "tumour_number", "tumour_size_mm", "center", "age", "sex") and not pd.isna(v)}
+    clinical_file = logic.writeClinical(values, study, tmp_path / "prediction_input" / "clinical.csv")
+    job = logic.predictionJob(tmp_path / "features_wide.csv", bundle, tmp_path, clinical_file)
+    result = logic.run(job, lambda: logic.loadPrediction(tmp_path, study), waitForCompletion=True)
+    written = pd.read_csv(tmp_path / "prediction" / "prediction.csv")
+    probability, low, high = written.loc[0, ["probability", "low", "high"]]
+    assert result.summary == f"mvi: probability {probability:.2f} (95% CI {low:.2f}–{high:.2f})"
+    assert 0 <= low <= probability <= high <= 1
+    top = mrml.table_to_dataframe(result.nodes["top"])
+    assert 0 < len(top) <= 15 and list(top["contribution"].abs()) == sorted(top["contribution"].abs(), reverse=True)
+    series = result.nodes["chart"].GetNthPlotSeriesNode(0)
+    assert series.GetPlotType() == series.PlotTypeBar and series.GetTableNode() is result.nodes["top"]
+    assert series.GetYColumnName() == "contribution" and series.GetLabelColumnName() == "name"
+    evidence = mrml.table_to_dataframe(result.nodes["evidence"])
+    assert {"feature", "value", "definition", "contribution"} <= set(evidence.columns)
+
+
+def test_prediction_text_formats():
+    assert predictionText(pd.DataFrame({"endpoint": ["os"], "risk": [1.5], "risk_group": ["high"], "low": [np.nan],
+                                        "high": [np.nan], "interval": ["none"]})) == "os: risk 1.50, risk group high"
+    assert predictionText(pd.DataFrame({"endpoint": ["diagnosis"], "predicted": ["HCC"]})) == "diagnosis: predicted HCC"
 
 
 def test_bclc_stage_uses_lesion_table(logic):

@@ -1,6 +1,6 @@
 """Train the shipped sample model HCCFusionLib/models/hcc_phantom_ct (two-phase CT: AP + PVP).
 
-Phantom-trained, not for clinical use. Trains a small DynUNet (8..96 filters) at a 2 x 2 x 2.5 mm plan
+Phantom-trained, not for clinical use. Trains a small DynUNet (8..64 filters) at a 2 x 2 x 2.5 mm plan
 spacing on "medium" phantoms (1.85 x 1.85 x 2.5 mm, resampled to the plan), validates on held-out medium
 phantoms, evaluates on new full-size phantoms (512 x 512 x 120) through the real predictor, and writes the
 bundle with those numbers in its model card. Resumable: rerun with the same --checkpoint to continue.
@@ -65,7 +65,7 @@ def main() -> None:
     t0 = time.time()
     cases = [phantom_case(seed, CHANNELS, "medium") for seed in range(args.cases)]
     val = [phantom_case(5000 + seed, CHANNELS, "medium") for seed in range(args.val)]
-    plans = make_plans(fingerprint(cases), spacing=SPACING, base_filters=8, max_filters=96, batch_size=2,
+    plans = make_plans(fingerprint(cases), spacing=SPACING, base_filters=8, max_filters=64, batch_size=2,
                        max_patch_mm=(128, 128, 120), memory_mb=1000)
     log.info("plans %s", json.dumps({k: plans[k] for k in ("spacing", "patch_size", "strides", "filters")}))
     last = [0.0]

@@ -268,43 +268,58 @@ class HCCFusionLogic:
 
     # ------------------------------------------------------------ prediction & report
     def predictionJob(self, featuresFile, bundleFolder, outFolder, clinicalFile=None) -> CliJob:
-        args = [featuresFile, "--model", bundleFolder, "--out", outFolder]
-        return CliJob("predict", args + (["--clinical", clinicalFile] if clinicalFile else []))
+        """`hccfusion predict FEATURES [CLINICAL] --model BUNDLE --out OUT`."""
+        inputs = [featuresFile] + ([clinicalFile] if clinicalFile else [])
+        return CliJob("predict", [*inputs, "--model", bundleFolder, "--out", outFolder])
+
+    @staticmethod
+    def writeClinical(clinical: dict, studyId: str, path) -> Path:
+        """One-row clinical table (study_id + Clinical fields) for `hccfusion predict`, written atomically."""
+        import pandas as pd
+
+        from HCCFusionLib.io import atomic_write
+
+        path = Path(path)
+        with atomic_write(path) as tmp:
+            pd.DataFrame([{"study_id": studyId, **clinical}]).to_csv(tmp, index=False)
+        return path
 
     def loadPrediction(self, outFolder, studyId: str) -> StageResult:
-        """Prediction text, evidence table and the per-feature contributions as a bar chart."""
+        """Prediction text, evidence table and this study's per-feature contributions as a bar chart."""
         folder = Path(outFolder) / "prediction"
         predictionNode = self._table(_require(folder / "prediction.csv", "predict"), f"{studyId}_prediction")
-        result = StageResult(folder, {"prediction": predictionNode})
+        result = StageResult(folder, {"prediction": predictionNode}, studyId=studyId)
         if (folder / "evidence.csv").exists():
             result.nodes["evidence"] = self._table(folder / "evidence.csv", f"{studyId}_evidence")
         if (folder / "contributions.csv").exists():
-            contributions = self._table(folder / "contributions.csv", f"{studyId}_contributions")
-            result.nodes["contributions"] = contributions
-            result.nodes["chart"] = self.contributionChart(contributions, f"{studyId}_contributions_chart")
+            import pandas as pd
+
+            contributions = pd.read_csv(folder / "contributions.csv")
+            result.nodes["contributions"] = mrml.dataframe_to_table(self.scene, contributions, f"{studyId}_contributions")
+            top = topContributions(contributions, studyId)
+            if len(top):
+                table = mrml.dataframe_to_table(self.scene, top, f"{studyId}_top_contributions")
+                result.nodes["top"] = table
+                result.nodes["chart"] = self.contributionChart(table, f"{studyId}_contributions_chart")
         mrml.place_in_study(self.scene, result.all(), studyId)
         result.summary = predictionText(mrml.table_to_dataframe(predictionNode))
         return result
 
-    def contributionChart(self, tableNode, name: str):
-        """Bar chart (plot chart node) of a contributions table: its first text column against its first number."""
-        from pandas.api.types import is_bool_dtype, is_numeric_dtype
-
-        frame = mrml.table_to_dataframe(tableNode)
-        values = [c for c in frame.columns if is_numeric_dtype(frame[c]) and not is_bool_dtype(frame[c])]
-        labels = [c for c in frame.columns if not is_numeric_dtype(frame[c])]
-        if not values:
-            raise InputError(f"Contributions table '{tableNode.GetName()}' has no numeric column to plot.")
+    def contributionChart(self, tableNode, name: str, valueColumn: str = "contribution", labelColumn: str = "name"):
+        """Bar chart (plot chart node) of a table's `valueColumn`, bars labelled by `labelColumn`."""
+        table = tableNode.GetTable()
+        for column in (valueColumn, labelColumn):
+            if table.GetColumnByName(column) is None:
+                raise InputError(f"Table '{tableNode.GetName()}' has no '{column}' column to plot.")
         series = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name}_series")
         series.SetAndObserveTableNodeID(tableNode.GetID())
         series.SetPlotType(series.PlotTypeBar)
-        series.SetYColumnName(values[0])
-        if labels:
-            series.SetLabelColumnName(labels[0])
+        series.SetYColumnName(valueColumn)
+        series.SetLabelColumnName(labelColumn)
         chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", name)
         chart.AddAndObservePlotSeriesNodeID(series.GetID())
         chart.SetTitle("Contributions to the prediction")
-        chart.SetYAxisTitle(values[0])
+        chart.SetYAxisTitle(valueColumn)
         return chart
 
     # ------------------------------------------------------------ LI-RADS and DICOM (short: run in-process)
@@ -457,21 +472,47 @@ def clinicalFromPanel(values: dict) -> dict:
     return result
 
 
+def topContributions(contributions, studyId: str, n: int = 15):
+    """The `n` largest feature contributions (by magnitude) of one patient: name, block, value, contribution."""
+    frame = contributions
+    if "kind" in frame.columns:
+        frame = frame[frame["kind"] == "feature"]
+    if "patient_id" in frame.columns and frame["patient_id"].nunique() > 1:
+        frame = frame[frame["patient_id"].astype(str) == str(studyId)]
+    keep = [c for c in ("name", "block", "value", "contribution") if c in frame.columns]
+    order = frame["contribution"].abs().sort_values(ascending=False, kind="stable").index
+    return frame.loc[order[:n], keep].reset_index(drop=True)
+
+
 def predictionText(prediction) -> str:
-    """One line per prediction row: endpoint, probability or risk, and its interval when given."""
+    """One line per prediction row: endpoint, probability / risk / predicted class, and its interval if any."""
     lines = []
     for _, row in prediction.iterrows():
         values = {str(k).lower(): v for k, v in row.items()}
         label = values.get("endpoint", "prediction")
-        key = next((k for k in ("probability", "risk", "prediction", "score") if k in values), None)
+        key = next((k for k in ("probability", "risk", "predicted", "prediction", "score") if k in values), None)
         if key is None:
             lines.append(", ".join(f"{k}={v}" for k, v in row.items()))
             continue
-        low = next((values[k] for k in ("ci_low", "lower", "ci_lower") if k in values), None)
-        high = next((values[k] for k in ("ci_high", "upper", "ci_upper") if k in values), None)
-        interval = f" (95% CI {low:.2f}–{high:.2f})" if low is not None and high is not None else ""
-        lines.append(f"{label}: {key} {float(values[key]):.2f}{interval}")
+        value = values[key]
+        text = f"{label}: {key} " + (f"{float(value):.2f}" if key != "predicted" else str(value))
+        low = next((values[k] for k in ("low", "ci_low", "lower") if k in values), None)
+        high = next((values[k] for k in ("high", "ci_high", "upper") if k in values), None)
+        if _number(low) and _number(high):
+            method = str(values.get("interval", "") or "")
+            name = "95% CI" if not method or method == "none" or "95%" in method else method
+            text += f" ({name} {float(low):.2f}–{float(high):.2f})"
+        if values.get("risk_group") is not None and key == "risk":
+            text += f", risk group {values['risk_group']}"
+        lines.append(text)
     return "\n".join(lines)
+
+
+def _number(value) -> bool:
+    try:
+        return value is not None and float(value) == float(value)
+    except (TypeError, ValueError):
+        return False
 
 
 def tumourLesions(labels: sitk.Image):

@@ -4,6 +4,7 @@ No science here. Each Apply button starts its stage's `hccfusion` verb in the ba
 and turns into a Cancel button while it runs; disabled buttons say in their tooltip what is missing.
 """
 import getpass
+import json
 import logging
 from pathlib import Path
 
@@ -177,6 +178,10 @@ class HCCFusionPanel(VTKObservationMixin):
         folder = self._parameterNode.reportFolder
         return Path(folder) if _isFolder(folder) else self.outputFolder()
 
+    def _lesionTable(self):
+        """The lesion table node shown in Segmentation, if any (tumour number and size for BCLC)."""
+        return self.ui.lesionTableView.mrmlTableNode()
+
     def _segmentationNode(self):
         p = self._parameterNode
         return (p.radiomicsSegmentation or p.outputSegmentation) if p else None
@@ -221,6 +226,10 @@ class HCCFusionPanel(VTKObservationMixin):
         self.ui.modelPathLineEdit.enabled = self._parameterNode.segmentationEngine not in (ENGINE_BUNDLED, ENGINE_EXISTING)
         self.ui.existingSegmentationSelector.enabled = self._parameterNode.segmentationEngine == ENGINE_EXISTING
         self.ui.segmentationChannelsLabel.text = self._modelChannels()
+        try:
+            self.ui.bclcStageLabel.text = self.logic.bclcStage(self._parameterNode.clinical(), self._lesionTable())
+        except HCCFusionError as error:
+            self.ui.bclcStageLabel.text = str(error)
 
     # ------------------------------------------------------------ inputs
     def onLoadPhantom(self):
@@ -343,7 +352,7 @@ class HCCFusionPanel(VTKObservationMixin):
         p.EndModify(wasModified)
         if "lesions" in result.nodes:
             self.ui.lesionTableView.setMRMLTableNode(result.nodes["lesions"])
-            self.ui.bclcStageLabel.text = self.logic.bclcStage(p.clinical(), result.nodes["lesions"])
+            self.updateButtons()  # BCLC uses the lesion count and size
 
     def startRadiomics(self):
         p, out = self._parameterNode, self.outputFolder()
@@ -368,7 +377,8 @@ class HCCFusionPanel(VTKObservationMixin):
 
     def startPrediction(self):
         p, out = self._parameterNode, self.outputFolder()
-        job = self.logic.predictionJob(self._featuresFile(), p.predictionBundle, out)
+        clinical = self.logic.writeClinical(p.clinical(), p.studyId, out / "prediction_input" / "clinical.csv")
+        job = self.logic.predictionJob(self._featuresFile(), p.predictionBundle, out, clinical)
         return job, lambda: self.logic.loadPrediction(out, p.studyId)
 
     def show_prediction(self, result):
@@ -429,11 +439,11 @@ class HCCFusionPanel(VTKObservationMixin):
 
     def onExportFeatures(self):
         table = self._parameterNode.featureTable
-        path = qt.QFileDialog.getSaveFileName(self.uiWidget, _("Export feature table"),
-                                              str(self.outputFolder() / f"{table.GetName()}.csv"), "CSV (*.csv)")
-        if not path:
-            return
         with slicer.util.tryWithErrorDisplay(_("Failed to export the feature table."), waitCursor=True):
+            path = qt.QFileDialog.getSaveFileName(self.uiWidget, _("Export feature table"),
+                                                  str(self.outputFolder() / f"{table.GetName()}.csv"), "CSV (*.csv)")
+            if not path:
+                return
             from HCCFusionLib import scene as mrml
             from HCCFusionLib.io import atomic_write
 
@@ -454,8 +464,6 @@ class HCCFusionPanel(VTKObservationMixin):
         dataset = Path(folder) / "dataset.json" if _isFolder(folder) else None
         if dataset is None or not dataset.is_file():
             return ""
-        import json
-
         try:
             channels = json.loads(dataset.read_text(encoding="utf-8")).get("channels", [])
         except (OSError, ValueError):

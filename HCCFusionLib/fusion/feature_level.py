@@ -5,9 +5,10 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from .blocks import BATCH_COLUMN, block_transformer
 from .data import check_prediction, check_training, resolve_blocks
+from .logistic import expit, wald_interval
 
 CLASSIFIERS = ("logistic", "svm", "rf", "gb")
 
@@ -20,7 +21,7 @@ def make_classifier(name: str, *, C: float = 1.0, random_state: int = 0):
     from sklearn.svm import SVC
 
     if name == "logistic":
-        return LogisticRegression(C=C, max_iter=5000)
+        return LogisticRegression(C=C, solver="newton-cholesky", max_iter=200)
     if name == "svm":
         return CalibratedClassifierCV(SVC(C=C, kernel="rbf", gamma="scale", random_state=random_state),
                                       method="sigmoid", cv=5, ensemble=False)
@@ -72,6 +73,14 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
                        batch_column=self.batch_column)
         self.pipeline_ = self._pipeline().fit(X, np.asarray(y))
         self.classes_ = self.pipeline_.classes_
+        final = self.pipeline_.named_steps["model"]
+        if self.classifier == "logistic" and len(self.classes_) == 2:  # for Wald intervals of the log-odds
+            Z = self.pipeline_.named_steps["blocks"].transform(X)
+            p = final.predict_proba(Z)[:, 1]
+            design = np.column_stack([np.ones(len(Z)), Z])
+            info = design.T @ (design * (p * (1 - p))[:, None])
+            info[1:, 1:] += np.eye(Z.shape[1]) / self.C
+            self.cov_ = np.linalg.pinv(info)
         self.feature_names_in_ = np.array(X.columns, dtype=object)
         return self
 
@@ -91,6 +100,21 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
         """Log-odds of the positive class (binary) from the predicted probability."""
         p = np.clip(self.predict_proba(X)[:, -1], 1e-12, 1 - 1e-12)
         return np.log(p / (1 - p))
+
+    def predict_interval(self, X) -> "pd.DataFrame":
+        """Probability with a 95% Wald interval of the logistic model's log-odds, given the selected features.
+
+        Available for binary endpoints with classifier='logistic'; other classifiers raise a ModelError.
+        """
+        import pandas as pd
+
+        if not hasattr(self, "cov_"):
+            raise ModelError(f"Prediction intervals need classifier='logistic' and a binary endpoint "
+                             f"(this model: {self.classifier}, {len(self.classes_)} classes).")
+        final = self.pipeline_.named_steps["model"]
+        design = np.column_stack([np.ones(len(X)), self.transform(X)])
+        eta, low, high = wald_interval(design, np.r_[final.intercept_, final.coef_[0]], self.cov_)
+        return pd.DataFrame({"probability": expit(eta), "low": expit(low), "high": expit(high)}, index=X.index)
 
     def transform(self, X):
         """The concatenated, preprocessed block features the classifier sees."""

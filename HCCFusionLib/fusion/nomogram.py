@@ -141,14 +141,21 @@ class Nomogram:
         scale(n - 1, np.linspace(0, 100, 11), [f"{v:g}" for v in np.linspace(0, 100, 11)])
         for i, (variable, low, high, beta, ref) in enumerate(
                 zip(self.variables_, self.low_, self.high_, self.coef_[1:], self.reference_)):
-            ticks = np.unique(np.round(np.linspace(low, high, 6), 2))
+            width = 100.0 * abs(beta) * (high - low) / self.span_
+            ticks = np.unique(np.round(np.linspace(low, high, int(np.clip(width // 12, 1, 5)) + 1), 2))
             scale(n - 2 - i, 100.0 * beta * (ticks - ref) / self.span_, [f"{t:g}" for t in ticks])
         totals = np.linspace(0, total_max, 9)
-        x_of_total = totals * 100.0 / max(total_max, 1e-9)  # total-points axis drawn over the same width
-        scale(1, x_of_total, [f"{t:.0f}" for t in totals])
-        lp = self._lp_of_total(totals)
-        outcome_values = expit(lp) if self.kind == "logistic" else self.cox_.baseline_survival_(time) ** np.exp(lp)
-        scale(0, x_of_total, [f"{v:.2f}" for v in outcome_values])
+        scale(1, totals * 100.0 / total_max, [f"{t:.0f}" for t in totals])  # drawn over the same width
+        levels = np.array([0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99])
+        if self.kind == "logistic":
+            lp = logit(levels)
+        else:
+            s0 = self.cox_.baseline_survival_(time)
+            lp = np.log(np.log(levels) / np.log(s0))
+        at = (lp - self._lp_of_total(0.0)) * 100.0 / self.span_  # total points giving each outcome level
+        keep = (at >= 0) & (at <= total_max)
+        if keep.sum() >= 2:
+            scale(0, at[keep] * 100.0 / total_max, [f"{v:g}" for v in levels[keep]])
         ax.set_yticks(range(n))
         ax.set_yticklabels(list(reversed(rows)), fontsize=8)
         ax.set_xlim(-5, 105)

@@ -6,5 +6,7 @@ the moving series (ITK's resampling convention), so `sitk.Resample(moving, refer
 """
 from .intensity import normalise, stack
 from .pair import ENGINES, MODES, PairResult, register
+from .study_registration import RegistrationResult, choose_reference, liver_mask, register_study
 
-__all__ = ["ENGINES", "MODES", "PairResult", "normalise", "register", "stack"]
+__all__ = ["ENGINES", "MODES", "PairResult", "RegistrationResult", "choose_reference", "liver_mask", "normalise",
+           "register", "register_study", "stack"]

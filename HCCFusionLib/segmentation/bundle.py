@@ -135,6 +135,8 @@ def save_bundle(folder: "str | Path", plans: dict, dataset: dict, network, card:
         (tmp / "model_card.json").write_text(json.dumps(card, indent=2))
         (tmp / "model_card.md").write_text(card_markdown(card))
         (tmp / CHECKSUMS).write_text("".join(f"{sha256(tmp / f)}  {f}\n" for f in FILES))
+        for path in [tmp, *tmp.iterdir()]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
         old = None
         if folder.exists():
             old = folder.parent / f".{folder.name}.old"

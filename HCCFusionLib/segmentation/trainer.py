@@ -105,12 +105,12 @@ def poly_lr(initial: float, step: int, steps: int, exponent: float = 0.9) -> flo
 
 
 def train(cases, plans: dict, *, steps: int = 1000, seed: int = 0, fold: int | None = None, n_folds: int = 5,
-          lr: float = 3e-3, optimizer: str = "adamw", elastic: bool = False, device: str | None = None,
+          lr: float = 3e-3, optimizer: str = "adamw", augment: bool = True, elastic: bool = False, device: str | None = None,
           checkpoint_dir: "str | Path | None" = None, checkpoint_every: int = 100, val_cases=None,
           progress=None) -> TrainResult:
     """Train from scratch (or resume from `checkpoint_dir`) for `steps` steps; validate on the fold's cases.
 
-    `optimizer`: "adamw" (fast convergence on short budgets) or "sgd" (nnU-Net: Nesterov, momentum 0.99).
+    `augment=False` skips augmentation (only for very short runs). `optimizer`: "adamw" (fast convergence on short budgets) or "sgd" (nnU-Net: Nesterov, momentum 0.99).
     """
     import torch
     from monai.losses import DeepSupervisionLoss, DiceCELoss
@@ -155,7 +155,8 @@ def train(cases, plans: dict, *, steps: int = 1000, seed: int = 0, fold: int | N
         items = []
         for b in range(batch):
             img, lab = sampler.sample(rng, foreground=b >= round(batch * (1 - FOREGROUND_OVERSAMPLING)))
-            items.append(aug({"image": torch.from_numpy(img), "label": torch.from_numpy(lab)}))
+            item = {"image": torch.from_numpy(img), "label": torch.from_numpy(lab)}
+            items.append(aug(item) if augment else item)
         x = torch.stack([torch.as_tensor(i["image"]) for i in items]).float().to(device)
         y = torch.stack([torch.as_tensor(i["label"]) for i in items]).round().long().to(device)
         for group in opt.param_groups:
@@ -176,24 +177,30 @@ def train(cases, plans: dict, *, steps: int = 1000, seed: int = 0, fold: int | N
     metrics = validate(net, val, plans, device, scaled(progress, 0.9, 1.0)) if val else {}
     metrics["train_steps"] = steps
     progress(1.0, "training done")
-    return TrainResult(inference_network(net, plans), metrics, history, seconds, train_ids, [c.case_id for c in val])
+    return TrainResult(inference_network(net, plans).cpu(), metrics, history, seconds, train_ids, [c.case_id for c in val])
 
 
 def validate(net, cases, plans, device, progress=None) -> dict:
-    """Mean Dice per label (and per case) at the plan spacing, plain sliding window, no TTA."""
-    from .predictor import sliding_window
+    """Dice of the liver (liver + tumour, as in LiTS) and tumour on each case's own grid, through the predictor
+    (no TTA, with post-processing)."""
+    from types import SimpleNamespace
+
+    import SimpleITK as sitk
+
+    from ..study import LABELS
+    from .predictor import predict_case
 
     progress = progress or silent
+    model = SimpleNamespace(plans=plans, path="(model in training)")
+    organ = (LABELS["liver"], LABELS["tumour"])
     per_case = {}
     for i, case in enumerate(cases):
-        image, labels, _ = preprocess(case, plans)
-        probs = sliding_window(net, image, plans["patch_size"], len(plans["labels"]), tta=False, device=device)
-        pred = probs.argmax(0)
-        per_case[case.case_id] = {name: dice(pred == idx, labels == idx) for name, idx in plans["labels"].items()
-                                  if idx}
+        seg = predict_case(case, model, net=inference_network(net, plans).to(device), tta=False, device=device)
+        pred, truth = sitk.GetArrayViewFromImage(seg.labels), sitk.GetArrayViewFromImage(case.labels)
+        per_case[case.case_id] = {"liver": round(dice(np.isin(pred, organ), np.isin(truth, organ)), 4),
+                                  "tumour": round(dice(pred == LABELS["tumour"], truth == LABELS["tumour"]), 4)}
         progress((i + 1) / len(cases), f"validating {i + 1}/{len(cases)}")
-    names = [n for n, idx in plans["labels"].items() if idx]
-    return {"dice": {n: round(float(np.mean([d[n] for d in per_case.values()])), 4) for n in names},
+    return {"dice": {n: round(float(np.mean([d[n] for d in per_case.values()])), 4) for n in ("liver", "tumour")},
             "dice_per_case": per_case, "num_validation": len(cases)}
 
 
@@ -204,7 +211,7 @@ def inference_network(net, plans: dict):
     plain = build_network(plans)
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("deep_supervision_heads.")
              and ".super_head." not in k}
-    plain.load_state_dict({k: v.cpu() for k, v in state.items()}, strict=True)
+    plain.load_state_dict(state, strict=True)
     return plain.eval()
 
 

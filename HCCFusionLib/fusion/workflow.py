@@ -1,0 +1,290 @@
+"""What `hccfusion train / evaluate / predict` do, as functions (also used by the Slicer module and `run`).
+
+Inputs: FEATURES (wide table, one row per patient, columns `<PHASE>__<region>__<feature>`) and CLINICAL
+(clinical variables named as `study.Clinical` fields, `center`, and the endpoint columns), CSV or Parquet,
+indexed by a `patient_id`/`study_id` column (else the first column).
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError, ModelError
+from ..progress import scaled, silent
+from .data import assemble, endpoint_kind, read_table
+
+log = logging.getLogger(__name__)
+SURVIVAL_TIMES = (12.0, 24.0, 36.0)  # months, for predicted survival probabilities
+EVIDENCE_TOP = 20
+
+
+@dataclass
+class ModelSpec:
+    """Model choice shared by train and evaluate."""
+
+    fusion: str = "feature"  # feature | decision
+    combine: str = "stack"  # decision fusion: weighted | vote | majority | stack | bayes
+    classifier: str = "logistic"  # logistic | svm | rf | gb
+    selection: str | None = "lasso"  # lasso | mrmr | univariate | None
+    k: int = 10
+    pca: float | None = None
+    harmonize: bool = False
+    survival_model: str = "coxnet"  # coxnet | coxph
+    groups: str = "median"  # survival risk groups: median | tertiles
+    seed: int = 0
+
+    def build(self, kind: str, blocks=None):
+        from .decision_level import DecisionFusion
+        from .feature_level import FeatureFusion
+        from .survival import SurvivalFusion
+
+        common = dict(blocks=blocks, pca=self.pca, harmonize=self.harmonize, random_state=self.seed)
+        if kind == "survival":
+            if self.fusion != "feature":
+                raise InputError("Survival models use feature-level fusion: use --fusion feature.")
+            return SurvivalFusion(model=self.survival_model, groups=self.groups, **common)
+        if self.fusion == "feature":
+            return FeatureFusion(classifier=self.classifier, selection=self.selection, k=self.k, **common)
+        if self.fusion == "decision":
+            return DecisionFusion(combine=self.combine, base=self.classifier, selection=self.selection, k=self.k,
+                                  **common)
+        raise InputError(f"Unknown fusion '{self.fusion}': use feature or decision.")
+
+    def grid(self, kind: str) -> dict | None:
+        """Inner-loop grid of nested cross-validation."""
+        if kind == "survival":
+            return {"alpha": [0.02, 0.1]} if self.survival_model == "coxnet" else {"alpha": [0.1, 1.0]}
+        if self.fusion == "feature" and self.classifier in ("logistic", "svm"):
+            return {"C": [0.05, 0.2]}
+        return None
+
+
+def load_inputs(features, clinical, endpoint: str | None):
+    """(X, y, kind) from paths or DataFrames."""
+    features = read_table(features, "feature table") if not isinstance(features, pd.DataFrame) else features
+    if clinical is not None and not isinstance(clinical, pd.DataFrame):
+        clinical = read_table(clinical, "clinical table")
+    return assemble(features, clinical, endpoint)
+
+
+# ---------------------------------------------------------------- train
+def train(features, clinical, endpoint: str, out: "str | Path", spec: ModelSpec | None = None, *,
+          definitions: "str | Path | None" = None, cv: int = 5, progress=None) -> Path:
+    """Fit the model on all rows, estimate its performance by `cv`-fold cross-validation, write a bundle."""
+    from .bundle import save_bundle
+    from .evaluation import calibration, nested_cv, roc_auc_ci, survival_metrics
+
+    progress = progress or silent
+    spec = spec or ModelSpec()
+    X, y, kind = load_inputs(features, clinical, endpoint)
+    model = spec.build(kind)
+    progress(0.05, f"cross-validating {len(X)} patients")
+    result = nested_cv(model, X, y, kind=kind, outer=cv, seed=spec.seed, progress=scaled(progress, 0.05, 0.8))
+    if kind == "binary":
+        metrics = {**roc_auc_ci(y, result.prediction, seed=spec.seed),
+                   **{f"calibration_{k}": v for k, v in calibration(y, result.prediction)[0].items()}}
+    elif kind == "survival":
+        metrics = survival_metrics(y, result.prediction, result.groups)[0]
+        del metrics["n"]
+    else:
+        from sklearn.metrics import roc_auc_score
+
+        metrics = {"auc_macro_ovr": float(roc_auc_score(y, result.prediction, multi_class="ovr",
+                                                        labels=result.classes))}
+    progress(0.85, "fitting the final model")
+    model.fit(X, y)
+    card = {
+        "endpoint": endpoint, "kind": kind, "fusion": spec.fusion if kind != "survival" else "feature",
+        "options": {k: v for k, v in vars(spec).items()},
+        "blocks": model.blocks_, "features": [c for cols in model.blocks_.values() for c in cols],
+        "classes": [str(c) for c in getattr(model, "classes_", [])],
+        "training": _cohort_summary(X, y, kind),
+        "cv_metrics": {"method": f"{cv}-fold cross-validation, all preprocessing and selection inside each fold",
+                       **metrics},
+        "interval": _interval_method(model, kind),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "intended_use": "Research only; trained on the data named in 'training'. Not for clinical decisions.",
+    }
+    defs = _read_definitions(definitions) if definitions else None
+    path = save_bundle(model, out, card, defs)
+    progress(1.0, "model bundle written")
+    return path
+
+
+def _cohort_summary(X, y, kind) -> dict:
+    summary = {"n": int(len(X))}
+    if kind == "survival":
+        event, time = (y[n] for n in y.dtype.names)
+        summary.update(events=int(event.sum()), median_time=float(np.median(time)))
+    else:
+        values, counts = np.unique(np.asarray(y).astype(str), return_counts=True)
+        summary["class_counts"] = dict(zip(values.tolist(), counts.tolist()))
+    if "center" in X.columns:
+        summary["centers"] = {str(k): int(v) for k, v in X["center"].value_counts().items()}
+    return summary
+
+
+def _interval_method(model, kind) -> str:
+    from .decision_level import DecisionFusion
+
+    if kind != "binary":
+        return "none"
+    if isinstance(model, DecisionFusion):
+        return "95% Wald interval of the combiner for the blocks present"
+    if getattr(model, "classifier", "") == "logistic":
+        return "95% Wald interval of the logistic model given the selected features"
+    return "none"
+
+
+def _read_definitions(path) -> pd.DataFrame:
+    """feature -> definition table; accepts radiomics' definitions.csv (column 'name' instead of 'feature')."""
+    table = pd.read_csv(path) if not isinstance(path, pd.DataFrame) else path
+    if "feature" not in table.columns and "name" in table.columns:
+        table = table.rename(columns={"name": "feature"})
+    if not {"feature", "definition"} <= set(table.columns):
+        raise InputError(f"Definitions table '{path}' needs the columns 'feature' (or 'name') and 'definition' "
+                         f"(it has {list(table.columns)[:6]}).")
+    return table[["feature", "definition"]].drop_duplicates("feature")
+
+
+# ---------------------------------------------------------------- evaluate
+def evaluate(features, clinical, endpoint: str, out: "str | Path", spec: ModelSpec | None = None, *,
+             outer: int = 5, inner: int = 3, tune: bool = True, compare_blocks: bool = True, progress=None) -> dict:
+    """Nested cross-validation report in OUT/evaluation/ (metrics, plots, CSVs); returns the main metrics.
+
+    Each outer training fold refits everything (blocks, ComBat, selection) and, with `tune`, chooses the
+    hyper-parameters of `ModelSpec.grid` by an inner cross-validation of that fold only. With
+    `compare_blocks`, every single-block model goes through the same procedure and is compared with the fused
+    model (blocks.csv, delong.csv, roc.png).
+    """
+    from .blocks import split_blocks
+    from .evaluation import (_write_csv, delong_test, nested_cv, out_of_fold_predictions, report_binary,
+                             report_multiclass, report_survival, roc_auc_ci)
+
+    progress = progress or silent
+    spec = spec or ModelSpec()
+    X, y, kind = load_inputs(features, clinical, endpoint)
+    folder = Path(out) / "evaluation"
+    steps = 1 + (len(split_blocks(X.columns)) if compare_blocks and kind == "binary" else 0)
+    result = nested_cv(spec.build(kind), X, y, kind=kind, param_grid=spec.grid(kind) if tune else None,
+                       outer=outer, inner=inner, seed=spec.seed, progress=scaled(progress, 0.0, 1.0 / steps))
+    others = {}
+    if compare_blocks and kind == "binary":
+        blocks = split_blocks(X.columns)
+        for i, (name, columns) in enumerate(blocks.items()):
+            single = ModelSpec(**{**vars(spec), "fusion": "feature"})
+            others[f"{name} only"] = nested_cv(single.build(kind, {name: columns}), X, y, kind=kind, outer=outer,
+                                               inner=inner, param_grid=single.grid(kind) if tune else None,
+                                               seed=spec.seed,
+                                               progress=scaled(progress, (i + 1) / steps, (i + 2) / steps)).prediction
+    if kind == "binary":
+        metrics = report_binary(y, result.prediction, folder, others=others, name="fused")
+        if others:
+            rows = [{"model": n, **roc_auc_ci(y, p), "delong_p_vs_fused": delong_test(y, result.prediction, p)["p_value"]}
+                    for n, p in {"fused": result.prediction, **others}.items()]
+            _write_csv(pd.DataFrame(rows), folder / "blocks.csv")
+    elif kind == "survival":
+        metrics = report_survival(y, result.prediction, result.groups, folder)
+    else:
+        metrics = report_multiclass(y, result.prediction, result.classes, folder)
+    _write_csv(out_of_fold_predictions(result, X.index), folder / "predictions.csv", index=True)
+    _write_csv(pd.DataFrame({"fold": range(len(result.best_params)),
+                             "best_params": [str(p) for p in result.best_params]}), folder / "inner_selection.csv")
+    progress(1.0, "evaluation written")
+    return metrics
+
+
+# ---------------------------------------------------------------- predict
+def predict(features, clinical, bundle: "str | Path", out: "str | Path", *, definitions=None, progress=None) -> dict:
+    """Write OUT/prediction/{prediction,contributions,evidence}.csv for every patient in FEATURES."""
+    from .bundle import load_bundle
+    from .evaluation import _write_csv
+    from .explain import contributions
+
+    progress = progress or silent
+    loaded = load_bundle(bundle)
+    model, card = loaded.model, loaded.card
+    X, _, _ = load_inputs(features, clinical, None)
+    progress(0.3, "predicting")
+    table = _prediction_table(model, card, X)
+    progress(0.6, "explaining")
+    contrib = contributions(model, X)
+    defs = _read_definitions(definitions) if definitions is not None else loaded.definitions
+    evidence = _evidence(contrib, defs)
+    folder = Path(out) / "prediction"
+    _write_csv(table, folder / "prediction.csv", index=True)
+    _write_csv(contrib, folder / "contributions.csv")
+    _write_csv(evidence, folder / "evidence.csv")
+    progress(1.0, "prediction written")
+    return {"prediction": table, "contributions": contrib, "evidence": evidence}
+
+
+def _prediction_table(model, card, X) -> pd.DataFrame:
+    from .decision_level import DecisionFusion
+    from .survival import SurvivalFusion
+
+    kind = card.get("kind", "binary")
+    base = pd.DataFrame({"endpoint": card.get("endpoint", ""), "model": card.get("fusion", type(model).__name__)},
+                        index=X.index)
+    if isinstance(model, SurvivalFusion):
+        risk = model.predict(X)
+        out = base.assign(risk=risk, risk_group=model.risk_group(risk=risk), low=np.nan, high=np.nan)
+        limit = card["training"].get("median_time", max(SURVIVAL_TIMES)) * 2
+        times = [t for t in SURVIVAL_TIMES if t <= limit]
+        for t, values in zip(times, model.predict_survival(X, times).T):
+            out[f"survival_{t:g}m"] = values
+        return out.assign(interval="none")
+    if kind == "binary":
+        if isinstance(model, DecisionFusion) or hasattr(model, "cov_"):
+            out = base.join(model.predict_interval(X))
+        else:
+            out = base.assign(probability=model.predict_proba(X)[:, 1], low=np.nan, high=np.nan)
+        return out.assign(interval=card.get("interval", "none"))
+    proba = model.predict_proba(X)
+    out = base.assign(predicted=model.classes_[proba.argmax(axis=1)])
+    for k, c in enumerate(model.classes_):
+        out[f"p_{c}"] = proba[:, k]
+    return out.assign(interval="none")
+
+
+def _evidence(contrib: pd.DataFrame, definitions: pd.DataFrame | None) -> pd.DataFrame:
+    """Top features per patient by |contribution| with the measured value and its definition."""
+    features = contrib[contrib.kind == "feature"].copy()
+    features["abs"] = features.contribution.abs()
+    features = features.sort_values(["patient_id", "abs"], ascending=[True, False], kind="stable")
+    features = features.groupby("patient_id", sort=False).head(EVIDENCE_TOP)
+    known = dict(zip(definitions.feature, definitions.definition)) if definitions is not None else {}
+    features["definition"] = [known.get(n) or describe_feature(n) for n in features.name]
+    features["rank"] = features.groupby("patient_id", sort=False).cumcount() + 1
+    return features.rename(columns={"name": "feature"})[
+        ["patient_id", "rank", "feature", "block", "value", "definition", "contribution", "units"]]
+
+
+_CLINICAL_WORDS = {
+    "afp": "alpha-fetoprotein (ng/mL)", "bilirubin": "total bilirubin (mg/dL)", "albumin": "albumin (g/dL)",
+    "inr": "international normalised ratio", "ascites": "ascites grade", "encephalopathy": "hepatic encephalopathy",
+    "tumour_number": "number of tumours", "tumour_size_mm": "largest tumour diameter (mm)",
+    "etiology": "liver disease etiology", "performance_status": "ECOG performance status", "age": "age (years)",
+    "sex": "sex", "vascular_invasion": "macrovascular invasion", "extrahepatic_spread": "extrahepatic spread",
+}
+
+
+def describe_feature(name: str) -> str:
+    """Readable definition from a feature name ('AP__tumour__original_firstorder_Mean', 'afp', ...)."""
+    if name in _CLINICAL_WORDS:
+        return f"clinical: {_CLINICAL_WORDS[name]}"
+    parts = name.split("__")
+    if len(parts) != 3:
+        return f"clinical: {name}" if "__" not in name else name
+    phase, region, feature = parts
+    match = re.match(r"(.+?)_(firstorder|shape|glcm|glrlm|glszm|gldm|ngtdm|kinetic)_(.+)$", feature)
+    if not match:
+        return f"{feature} in {region}, {phase}"
+    image, family, stat = match.groups()
+    return f"{stat} ({family}) of the {image} image in {region}, {phase}"

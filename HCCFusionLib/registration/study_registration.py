@@ -1,0 +1,139 @@
+"""Register a whole study to one reference series and save the result (transforms, resampled study, QC)."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from ..errors import InputError
+from ..progress import ProgressFn, scaled, silent
+from ..study import LABELS, Phase, Series, Study
+from . import quality
+from .intensity import stack
+from .pair import PairResult, register
+
+log = logging.getLogger(__name__)
+
+#: Default reference, in order of preference: portal venous CT, else hepatobiliary MRI, else T1.
+DEFAULT_REFERENCES = (Phase.PVP, Phase.HBP, Phase.T1)
+MASKS = ("liver",)
+#: Labels that make up the liver region used as registration mask (parenchyma, tumours, portal vein).
+LIVER_LABELS = (LABELS["liver"], LABELS["tumour"], LABELS["portal_vein"])
+
+
+@dataclass
+class RegistrationResult:
+    """Transforms (series name -> fixed=reference → series transform; identity for the reference), the
+    registered Study (every series and mask on the reference grid), QC table (pandas, one row per moving
+    series), and checkerboard / difference images per moving series."""
+
+    reference: str
+    transforms: dict[str, sitk.Transform]
+    study: Study
+    qc: "pandas.DataFrame"  # noqa: F821
+    checkerboards: dict[str, sitk.Image] = field(default_factory=dict)
+    differences: dict[str, sitk.Image] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> dict[str, list[str]]:
+        return {row.series: list(row.warnings) for row in self.qc.itertuples() if row.warnings}
+
+    def save(self, folder: "str | Path") -> Path:
+        """Write a new registration folder atomically: <series>_transform.h5 (ITK, reference → series),
+        <series>.nii.gz (+ <series>_<mask>.nii.gz) on the reference grid with study.json, fused.nii.gz +
+        channels.json, qc.csv, qc/<series>_checkerboard.nii.gz and qc/<series>_difference.nii.gz."""
+        from ..io import atomic_folder, save_study
+
+        folder = Path(folder)
+        with atomic_folder(folder) as tmp:
+            for name, transform in self.transforms.items():
+                sitk.WriteTransform(transform, str(tmp / f"{name}_transform.h5"))
+            fused, channels, notes = stack(self.study)
+            sitk.WriteImage(fused, str(tmp / "fused.nii.gz"), True)
+            (tmp / "channels.json").write_text(json.dumps(
+                {"reference": self.reference, "channels": channels, "normalisation": notes}, indent=2) + "\n")
+            table = self.qc.copy()
+            table["warnings"] = ["; ".join(w) for w in table["warnings"]]
+            table.to_csv(tmp / "qc.csv", index=False)
+            (tmp / "qc").mkdir()
+            for name in self.checkerboards:
+                sitk.WriteImage(self.checkerboards[name], str(tmp / "qc" / f"{name}_checkerboard.nii.gz"), True)
+                sitk.WriteImage(self.differences[name], str(tmp / "qc" / f"{name}_difference.nii.gz"), True)
+            save_study(self.study, tmp, overwrite=True)
+        return folder
+
+
+def choose_reference(study: Study, reference: "str | Phase | None" = None) -> Series:
+    """The named series / phase, else PVP, HBP or T1 (the first present), else the first series."""
+    if reference is not None:
+        return study[reference]
+    for phase in DEFAULT_REFERENCES:
+        if study.get(phase) is not None:
+            return study.get(phase)
+    if not len(study):
+        raise InputError(f"Study '{study.study_id}' has no series to register.")
+    return next(iter(study))
+
+
+def liver_mask(series: Series) -> sitk.Image:
+    """Liver region of a series: its 'liver' mask, else LIVER_LABELS of its 'labels' map."""
+    if "liver" in series.masks:
+        return sitk.Cast(series.masks["liver"] != 0, sitk.sitkUInt8)
+    if "labels" in series.masks:
+        labels = series.masks["labels"]
+        region = sitk.Image(labels.GetSize(), sitk.sitkUInt8)
+        region.CopyInformation(labels)
+        for value in LIVER_LABELS:
+            region = region | sitk.Cast(labels == value, sitk.sitkUInt8)
+        return region
+    raise InputError(f"Reference series '{series.name}' has no liver mask ('liver' mask or 'labels' map): "
+                     "segment the liver first, add the mask to the study, or register without --mask.")
+
+
+def register_study(study: Study, reference: "str | Phase | None" = None, *, mode: str = "deformable",
+                   mask: str | None = None, engine: str = "sitk", seed: int = 0,
+                   progress: ProgressFn | None = None, **options) -> RegistrationResult:
+    """Register every series of `study` to the reference (default PVP, else HBP, else T1).
+
+    mask="liver" restricts the metric to the reference's liver (dilated) so the liver is aligned rather
+    than the spine. `options` go to `register` (init, spacing_mm, mask_dilation_mm, grid_spacing_mm).
+    Resampled images use linear interpolation, masks nearest neighbour, both onto the reference grid.
+    """
+    import pandas as pd
+
+    progress = progress or silent
+    if mask not in (None, *MASKS):
+        raise InputError(f"Unknown registration mask '{mask}': use one of {', '.join(MASKS)} or none.")
+    ref = choose_reference(study, reference)
+    fixed_mask = liver_mask(ref) if mask == "liver" else None
+    moving = [s for s in study if s.name != ref.name]
+    transforms = {ref.name: sitk.Transform(3, sitk.sitkIdentity)}
+    registered = Study(study.study_id, clinical=study.clinical,
+                       meta={**study.meta, "registration": {"reference": ref.name, "mode": mode, "engine": engine,
+                                                            "mask": mask}})
+    registered.add(Series(ref.name, ref.phase, ref.image, ref.modality, dict(ref.masks), dict(ref.meta)))
+    rows, checkerboards, differences = [], {}, {}
+    for k, series in enumerate(moving):
+        step = scaled(progress, k / max(len(moving), 1), (k + 1) / max(len(moving), 1))
+        pair: PairResult = register(ref, series, mode=mode, fixed_mask=fixed_mask, engine=engine, seed=seed,
+                                    progress=step, **options)
+        transforms[series.name] = pair.transform
+        masks = {key: quality.resample(m, ref.image, pair.transform, nearest=True) for key, m in series.masks.items()}
+        registered.add(Series(series.name, series.phase, pair.resampled, series.modality, masks,
+                              {**series.meta, "registered_to": ref.name}))
+        rows.append(pair.qc)
+        checkerboards[series.name] = quality.checkerboard(ref.image, pair.resampled)
+        differences[series.name] = quality.difference(ref.image, pair.resampled)
+    columns = ["series", "reference", "mode", "engine", "init", "metric_before", "metric_after"]
+    qc = pd.DataFrame(rows)
+    if qc.empty:
+        qc = pd.DataFrame(columns=columns + ["warnings"])
+    dice = sorted((c for c in qc.columns if c.startswith("dice_")),
+                  key=lambda c: (c.split("_", 2)[2], c.split("_", 2)[1] == "after"))
+    qc = qc[columns + dice
+            + [c for c in qc.columns if c not in columns and not c.startswith("dice_")]]
+    progress(1.0, "registration done")
+    return RegistrationResult(ref.name, transforms, registered, qc, checkerboards, differences)
