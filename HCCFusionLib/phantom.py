@@ -760,20 +760,18 @@ def jacobian_range(transform: sitk.Transform, spacing_mm: float = 8.0) -> tuple:
 
 
 # ---------------------------------------------------------------- rendering
-def _blur_xy(a: np.ndarray) -> np.ndarray:
-    """In-place [1, 2, 1]/4 blur along x and y (the in-plane point-spread function), slice by slice."""
-    tmp = np.empty(a.shape[1:], np.float32)
+def _blur_plane(plane: np.ndarray, tmp: np.ndarray) -> np.ndarray:
+    """In-place [1, 2, 1]/4 blur of one slice along x and y (the in-plane point-spread function)."""
     quarter = np.float32(0.25)
-    for plane in a:
-        for lo, mid, hi in (((slice(None), slice(0, -2)), (slice(None), slice(1, -1)), (slice(None), slice(2, None))),
-                            ((slice(0, -2),), (slice(1, -1),), (slice(2, None),))):
-            inner = tmp[mid]
-            np.add(plane[lo], plane[hi], out=inner)
-            inner += plane[mid]
-            inner += plane[mid]
-            inner *= quarter
-            plane[mid] = inner
-    return a
+    for lo, mid, hi in (((slice(None), slice(0, -2)), (slice(None), slice(1, -1)), (slice(None), slice(2, None))),
+                        ((slice(0, -2),), (slice(1, -1),), (slice(2, None),))):
+        inner = tmp[mid]
+        np.add(plane[lo], plane[hi], out=inner)
+        inner += plane[mid]
+        inner += plane[mid]
+        inner *= quarter
+        plane[mid] = inner
+    return plane
 
 
 _BLUR_NOISE_GAIN = math.sqrt(1 / 12) * 0.375  # SD of blurred uniform(-0.5, 0.5) noise
@@ -844,31 +842,47 @@ def _lerp_pairs(coords: np.ndarray, origin: float, step: float, n: int) -> tuple
 
 
 def _render_series(name, classes, grid, table, rng, noise_sd, hu_offset):
-    """Image of one series from its tissue classes: values, noise, in-plane blur (CT: int16 HU; MR: float)."""
-    values = table[:, _COLUMN[name]].astype(np.float32).take(classes)
+    """Image of one series from its tissue classes, slice by slice (cache-sized work): values, noise and the
+    in-plane blur. CT: int16 HU, uniform noise made near-Gaussian and correlated by the blur (SD `noise_sd`
+    after it). MR: float, smooth multiplicative bias field and Rician noise; ADC: Gaussian noise, no bias."""
+    lut = table[:, _COLUMN[name]].astype(np.float32)
+    nz, ny, nx = classes.shape
+    tmp = np.empty((ny, nx), np.float32)
     if name in CT_PHASES:
-        values += np.float32(hu_offset)
-        if noise_sd > 0:  # uniform noise, made near-Gaussian and correlated by the blur, SD noise_sd after it
-            noise = rng.random(classes.shape, dtype=np.float32)
-            noise -= np.float32(0.5)
-            noise *= np.float32(noise_sd / _BLUR_NOISE_GAIN)
-            values += noise
-        _blur_xy(values)
-        np.rint(values, out=values)
-        np.clip(values, -1024, 3071, out=values)
-        return grid.image(values.astype(np.int16))
-    _blur_xy(values)
-    axes = grid.axes()
-    Xn, Yn, Zn = axes[0][None, None, :] / 150.0, axes[1][None, :, None] / 150.0, axes[2][:, None, None] / 150.0
+        lut += np.float32(hu_offset)
+        scale = np.float32(noise_sd / _BLUR_NOISE_GAIN)
+        out = np.empty(classes.shape, np.int16)
+        for z in range(nz):
+            plane = lut.take(classes[z])
+            if noise_sd > 0:
+                noise = rng.random((ny, nx), dtype=np.float32)
+                noise -= np.float32(0.5)
+                noise *= scale
+                plane += noise
+            _blur_plane(plane, tmp)
+            np.rint(plane, out=plane)
+            np.clip(plane, -1024, 3071, out=plane)
+            out[z] = plane
+        return grid.image(out)
+    out = np.empty(classes.shape, np.float32)
     if name == "ADC":
-        values += rng.normal(0.0, 60.0, classes.shape).astype(np.float32)
-        return grid.image(np.maximum(values, 0).astype(np.float32))
+        for z in range(nz):
+            plane = _blur_plane(lut.take(classes[z]), tmp)
+            plane += rng.normal(0.0, 60.0, (ny, nx)).astype(np.float32)
+            out[z] = np.maximum(plane, 0)
+        return grid.image(out)
+    axes = [a / 150.0 for a in grid.axes()]
     c = rng.normal(0, 0.12, 4)
-    bias = np.exp(c[0] * Xn + c[1] * Yn + c[2] * Zn + c[3] * (Xn ** 2 + Yn ** 2)).astype(np.float32)
+    bias_xy = np.exp(c[0] * axes[0][None, :] + c[1] * axes[1][:, None]
+                     + c[3] * (axes[0][None, :] ** 2 + axes[1][:, None] ** 2)).astype(np.float32)
     sigma = 0.025 * 500
-    real = values * bias + rng.normal(0, sigma, classes.shape).astype(np.float32)
-    imag = rng.normal(0, sigma, classes.shape).astype(np.float32)
-    return grid.image(np.sqrt(real * real + imag * imag).astype(np.float32))  # Rician magnitude
+    for z in range(nz):
+        plane = _blur_plane(lut.take(classes[z]), tmp)
+        plane *= bias_xy * np.float32(math.exp(c[2] * axes[2][z]))
+        plane += rng.normal(0, sigma, (ny, nx)).astype(np.float32)
+        imag = rng.normal(0, sigma, (ny, nx)).astype(np.float32)
+        out[z] = np.sqrt(plane * plane + imag * imag)  # Rician magnitude
+    return grid.image(out)
 
 
 def _series_grid(name, base: _Grid, rng, misaligned: bool) -> _Grid:
@@ -1021,13 +1035,13 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
         image = _render_series(name, classes, grids[name], table, rng_series[ALL_SERIES.index(name)].spawn(1)[0],
                                noise_sd, hu_offset)
         series = Series(name, name, image, meta={"phantom": True})
-        series.add_mask("labels", grids[name].image(_LABEL_OF_CLASS[classes]))
+        series.add_mask("labels", grids[name].image(_LABEL_OF_CLASS.take(classes)))
         study.add(series)
 
     ref_classes = canvas.cls if ref_grid == model_grid else _sample_classes(canvas.cls, model_grid, ref_grid, None)
-    labels = ref_grid.image(_LABEL_OF_CLASS[ref_classes])
-    lesion_map = _LESION_OF_CLASS[ref_classes]
-    missing = sorted(set(range(1, len(tumours) + 1)) - set(np.unique(lesion_map).tolist()))
+    labels = ref_grid.image(_LABEL_OF_CLASS.take(ref_classes))
+    lesion_map = _LESION_OF_CLASS.take(ref_classes)
+    missing = [k for k, n in enumerate(np.bincount(lesion_map.ravel(), minlength=len(tumours) + 1)) if k and not n]
     if missing:
         raise InputError(f"Lesion(s) {missing} are too small for the '{size}' grid ({spacing[0]} mm voxels): use a "
                          "larger diameter or size 'medium'/'full'.")

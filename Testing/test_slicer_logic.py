@@ -318,16 +318,23 @@ def test_report_from_stage_outputs(logic, tmp_path, aligned_phantom):
     assert images and all(f'images/{image.name}' in html for image in images)  # key images with contours
 
 
-@pytest.mark.skipif(not HCCFusionLogic.hasVerb("register"), reason="this HCCFusionLib has no `hccfusion register` yet")
 def test_register_verb_places_moving_volume_under_a_transform_that_aligns_it(logic, tmp_path):
     from HCCFusionLib import phantom
 
     patient = phantom.make_patient(5, "small", phases=("AP", "PVP"), misalignment="rigid")
     nodes = {s.name: mrml.image_to_volume(logic.scene, s.image, s.name) for s in patient.study}
     out = logic.outputFolder(tmp_path, "P5")
-    study = logic.exportStudy([(nodes["AP"], "AP"), (nodes["PVP"], "PVP")], out / "study", "P5")
-    job = logic.registrationJob(study, out, "PVP", "rigid")
-    result = logic.run(job, lambda: logic.loadRegistration(out, {"AP": nodes["AP"]}, "P5"), waitForCompletion=True)
+    liver = mrml.labels_to_segmentation(logic.scene, patient.labels, "truth", reference_volume=nodes["PVP"])
+    for mask in (False, True):  # the second run (liver-masked) replaces the first; the verb wants a new folder
+        study = logic.exportStudy([(nodes["AP"], "AP"), (nodes["PVP"], "PVP")], out / "study", "P5",
+                                  masks={"PVP": liver} if mask else None)
+        staging = logic.stagingFolder(out)
+        job = logic.registrationJob(study, staging, "PVP", "rigid", liverMask=mask)
+        assert ("--mask" in job.args) == mask
+        result = logic.run(job, lambda: logic.loadRegistration(logic.promote(staging, out, "registration"),
+                                                               {"AP": nodes["AP"]}, "P5"), waitForCompletion=True)
+    assert sorted(p.name for p in out.iterdir()) == [".runs", "registration", "study"]
+    assert not any((out / ".runs").iterdir())
     transform = result.nodes["transforms"]["AP"]
     assert nodes["AP"].GetParentTransformNode() is transform
     assert nodes["PVP"].GetParentTransformNode() is None

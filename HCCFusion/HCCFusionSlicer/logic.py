@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -48,8 +50,13 @@ class HCCFusionLogic:
     """Runs HCCFusion stages on scene nodes; `runner` runs the `hccfusion` verbs."""
 
     def __init__(self, runner=None, scene=None):
+        """`scene`: default the current `slicer.mrmlScene` (Slicer's own in the application), else a new one."""
+        import slicer
+
         self.runner = runner or SubprocessRunner()
-        self.scene = scene if scene is not None else mrml.new_scene()
+        if scene is None:
+            scene = getattr(slicer, "mrmlScene", None) or mrml.new_scene()
+        self.scene = scene
 
     # ------------------------------------------------------------ running verbs
     @staticmethod
@@ -153,8 +160,31 @@ class HCCFusionLogic:
 
     # ------------------------------------------------------------ registration
     def registrationJob(self, studyFolder, outFolder, reference: str, mode: str, liverMask: bool = False) -> CliJob:
+        """`hccfusion register` (it writes OUT/registration/, which must be new: see `stagingFolder`)."""
         args = [studyFolder, "--reference", reference, "--mode", mode, "--out", outFolder]
         return CliJob("register", args + (["--mask", "liver"] if liverMask else []))
+
+    @staticmethod
+    def stagingFolder(outFolder) -> Path:
+        """A new empty folder under OUT/.runs/ for a verb that insists on a new output folder."""
+        runs = Path(outFolder) / ".runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="run-", dir=runs))
+
+    @staticmethod
+    def promote(staging, outFolder, name: str) -> Path:
+        """Move STAGING/<name> to OUT/<name>; a previous OUT/<name> is replaced only now that the new one is
+        complete (a failed or cancelled run leaves it as it was). Returns OUT."""
+        new, target = Path(staging) / name, Path(outFolder) / name
+        _require(new, name)
+        old = target.with_name(f".{name}.old.{time.time_ns()}") if target.exists() else None
+        if old is not None:
+            target.rename(old)
+        new.rename(target)
+        for leftover in (old, Path(staging)):
+            if leftover is not None:
+                shutil.rmtree(leftover, ignore_errors=True)
+        return Path(outFolder)
 
     def loadRegistration(self, outFolder, inputNodes: dict, studyId: str) -> StageResult:
         """Transforms (moving volumes placed under them), resampled and fused volumes, QC table."""

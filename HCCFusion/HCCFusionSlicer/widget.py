@@ -320,9 +320,12 @@ class HCCFusionPanel(VTKObservationMixin):
         masks = {p.referencePhase: p.registrationMaskSegmentation} if p.registrationMaskSegmentation else None
         out = self.outputFolder()
         study = self.logic.exportStudy(inputs, out / "study", p.studyId, p.clinical(), masks)
-        job = self.logic.registrationJob(study, out, p.referencePhase, p.registrationMode, p.registrationUseLiverMask)
+        staging = self.logic.stagingFolder(out)
+        job = self.logic.registrationJob(study, staging, p.referencePhase, p.registrationMode,
+                                         p.registrationUseLiverMask)
         nodes = dict((ph, n) for n, ph in inputs if ph != p.referencePhase)
-        return job, lambda: self.logic.loadRegistration(out, nodes, p.studyId)
+        return job, lambda: self.logic.loadRegistration(self.logic.promote(staging, out, "registration"), nodes,
+                                                        p.studyId)
 
     def show_registration(self, result):
         reference = self._referenceNode()

@@ -25,6 +25,9 @@ INITS = ("auto", "identity", "geometry", "moments")
 #: (Mattes MI costs grow with samples x transform support; these keep a pair within seconds).
 SAMPLES = 20000
 BSPLINE_SAMPLES = 10000
+#: LBFGSB iterations and cost convergence factor (x machine precision) of the B-spline stage.
+BSPLINE_ITERATIONS = 40
+BSPLINE_CONVERGENCE = 1e7
 
 
 @dataclass
@@ -162,8 +165,8 @@ def bspline(work: WorkingImages, linear: sitk.Transform, seed: int, grid_spacing
     method = metric_method(work, seed, BSPLINE_SAMPLES)
     method.SetMovingInitialTransform(linear)
     method.SetInitialTransform(initial, inPlace=True)
-    method.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=40,
+    method.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=BSPLINE_ITERATIONS,
                                 maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=500,
-                                costFunctionConvergenceFactor=1e7)
+                                costFunctionConvergenceFactor=BSPLINE_CONVERGENCE)
     _run(method, work, factors, sigmas, progress, "deformable")
     return initial

@@ -107,7 +107,8 @@ def load_bundle(folder: "str | Path | None" = None) -> Bundle:
 
 
 def dataset_description(plans: dict, num_training: int, reference: str = "PVP") -> dict:
-    return {"channels": [{"name": c, "phase": c, "modality": m} for c, m in zip(plans["channels"], plans["modalities"])],
+    channels = [{"name": c, "phase": c, "modality": m} for c, m in zip(plans["channels"], plans["modalities"])]
+    return {"channels": channels,
             "labels": plans["labels"], "reference": reference, "num_training": num_training,
             "axes": "xyz"}
 

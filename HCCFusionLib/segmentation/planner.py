@@ -176,7 +176,7 @@ def load_plans(path: "str | Path") -> dict:
     try:
         plans = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"Cannot read plans '{path}' ({exc}): give a plans.json written by `hccfusion plan`.") from None
+        raise InputError(f"Cannot read plans '{path}' ({exc}): give a plans.json from `hccfusion plan`.") from None
     missing = {"channels", "labels", "spacing", "patch_size", "kernels", "strides", "filters",
                "normalisation", "intensity"} - set(plans)
     if missing:

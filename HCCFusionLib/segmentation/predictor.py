@@ -149,10 +149,14 @@ def resample_to_reference(probs: np.ndarray, grid: sitk.Image, reference: sitk.I
     return labels
 
 
-def predict_case(case: Case, bundle, *, tta: bool = True, overlap: float = 0.5, postprocess: bool = True,
+def predict_case(case: Case, bundle, *, tta: bool = True, overlap: float = 0.5, window=None, postprocess: bool = True,
                  min_lesion_ml: float = 0.05, liver_margin_mm: float = 5.0, max_memory_mb: float | None = None,
                  device: str | None = None, net=None, progress=None) -> Segmentation:
-    """Segment one case with a bundle; labels come back on the case's reference grid with study.LABELS values."""
+    """Segment one case with a bundle; labels come back on the case's reference grid with study.LABELS values.
+
+    `window`: sliding-window size (x, y, z) at the plan spacing; default the plans' "inference_window" if set
+    (chosen and validated by the model's training script), else the training patch size.
+    """
     import torch
 
     progress = progress or silent
@@ -169,7 +173,8 @@ def predict_case(case: Case, bundle, *, tta: bool = True, overlap: float = 0.5, 
     net = net if net is not None else bundle.build_network()
     net = net.to(torch.device(device or "cpu"))
     stats: dict = {}
-    probs = sliding_window(net, image, plans["patch_size"], len(plans["labels"]), overlap=overlap, tta=tta,
+    window = window or plans.get("inference_window") or plans["patch_size"]
+    probs = sliding_window(net, image, window, len(plans["labels"]), overlap=overlap, tta=tta,
                            device=device, progress=scaled(progress, 0.1, 0.85), stats=stats)
     progress(0.85, "resampling to the original grid")
     model_labels = resample_to_reference(probs, grid, ref)
@@ -183,7 +188,7 @@ def predict_case(case: Case, bundle, *, tta: bool = True, overlap: float = 0.5, 
         progress(0.9, "post-processing")
         labels = postprocess_labels(labels, min_lesion_ml, liver_margin_mm)
     lesion_map, table = lesion_table(labels)
-    stats.update(seconds=round(time.time() - t0, 2), tta=tta, overlap=overlap)
+    stats.update(seconds=round(time.time() - t0, 2), tta=tta, overlap=overlap, window=list(window))
     progress(1.0, "segmentation done")
     return Segmentation(labels, table, lesion_map, stats)
 

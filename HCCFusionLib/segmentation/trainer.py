@@ -105,12 +105,12 @@ def poly_lr(initial: float, step: int, steps: int, exponent: float = 0.9) -> flo
 
 
 def train(cases, plans: dict, *, steps: int = 1000, seed: int = 0, fold: int | None = None, n_folds: int = 5,
-          lr: float = 3e-3, optimizer: str = "adamw", augment: bool = True, elastic: bool = False, device: str | None = None,
+          lr: float = 3e-3, optimizer: str = "adamw", elastic: bool = False, device: str | None = None,
           checkpoint_dir: "str | Path | None" = None, checkpoint_every: int = 100, val_cases=None,
           progress=None) -> TrainResult:
     """Train from scratch (or resume from `checkpoint_dir`) for `steps` steps; validate on the fold's cases.
 
-    `augment=False` skips augmentation (only for very short runs). `optimizer`: "adamw" (fast convergence on short budgets) or "sgd" (nnU-Net: Nesterov, momentum 0.99).
+    `optimizer`: "adamw" (fast convergence on short budgets) or "sgd" (nnU-Net: Nesterov, momentum 0.99).
     """
     import torch
     from monai.losses import DeepSupervisionLoss, DiceCELoss
@@ -155,8 +155,7 @@ def train(cases, plans: dict, *, steps: int = 1000, seed: int = 0, fold: int | N
         items = []
         for b in range(batch):
             img, lab = sampler.sample(rng, foreground=b >= round(batch * (1 - FOREGROUND_OVERSAMPLING)))
-            item = {"image": torch.from_numpy(img), "label": torch.from_numpy(lab)}
-            items.append(aug(item) if augment else item)
+            items.append(aug({"image": torch.from_numpy(img), "label": torch.from_numpy(lab)}))
         x = torch.stack([torch.as_tensor(i["image"]) for i in items]).float().to(device)
         y = torch.stack([torch.as_tensor(i["label"]) for i in items]).round().long().to(device)
         for group in opt.param_groups:
@@ -168,16 +167,16 @@ def train(cases, plans: dict, *, steps: int = 1000, seed: int = 0, fold: int | N
         torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
         opt.step()
         history.append(round(float(loss.detach()), 5))
-        if (step + 1) % 10 == 0 or step + 1 == steps:
-            progress(0.1 + 0.8 * (step + 1) / steps, f"step {step + 1}/{steps} loss {np.mean(history[-10:]):.3f}")
         if ckpt and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
             save_checkpoint(ckpt, net, opt, step + 1, history, seed)
+        progress(0.1 + 0.8 * (step + 1) / steps, f"step {step + 1}/{steps} loss {np.mean(history[-10:]):.3f}")
     seconds = time.time() - t0
     net.eval()
     metrics = validate(net, val, plans, device, scaled(progress, 0.9, 1.0)) if val else {}
     metrics["train_steps"] = steps
     progress(1.0, "training done")
-    return TrainResult(inference_network(net, plans).cpu(), metrics, history, seconds, train_ids, [c.case_id for c in val])
+    val_ids = [c.case_id for c in val]
+    return TrainResult(inference_network(net, plans).cpu(), metrics, history, seconds, train_ids, val_ids)
 
 
 def validate(net, cases, plans, device, progress=None) -> dict:

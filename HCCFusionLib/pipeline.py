@@ -1,0 +1,389 @@
+"""`hccfusion run`: every stage for one study, each writing into its own OUT/<stage>/ folder.
+
+(pull from PACS) → load → register → segment (or the user's segmentation) → radiomics + kinetics → LI-RADS →
+clinical staging → prediction (+ contributions/evidence) → report → DICOM SEG + SR → (push to PACS).
+This module only wires the stage modules together; each does its own science. A failing stage raises an
+HCCFusionError naming the stage; what earlier stages wrote stays as it was.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import HCCFusionError, InputError
+from .progress import ProgressFn, scaled, silent
+
+log = logging.getLogger(__name__)
+
+#: OUT/<folder> written by each stage, in order.
+STAGES = ("pacs", "registration", "segmentation", "radiomics", "lirads", "clinical", "prediction", "report", "dicom")
+#: radiomics regions used by `run` (kinetic features need the tumour and the background liver)
+RUN_REGIONS = ("tumour", "index", "background_liver")
+DEMO_MODEL = "hcc_demo_mvi"
+#: clinical predictors derived from the labs by clinical.py, added beside the Clinical fields
+DERIVED_CLINICAL = ("albi_score", "child_pugh_score")
+
+
+def default_model_path() -> Path | None:
+    """The shipped demo prediction bundle (phantom-trained), or None when it is not installed."""
+    path = Path(__file__).resolve().parent / "models" / DEMO_MODEL
+    return path if (path / "model_card.json").is_file() else None
+
+
+@dataclass
+class RunResult:
+    """What one `run` produced; `written` maps stage -> its output folder or main file."""
+
+    study_id: str
+    out: Path
+    reference: str
+    phases: list[str]
+    registration_qc: "object"  # DataFrame, one row per moving series
+    lesions: "object"  # DataFrame indexed by lesion: segmentation measurements + LI-RADS features/category
+    staging: dict  # child_pugh / albi / bclc results (clinical.stage_clinical)
+    prediction: "object | None" = None  # DataFrame (fusion.workflow.predict) or None without a model
+    report: Path | None = None
+    dicom: dict = field(default_factory=dict)  # {"seg", "sr", "source"}
+    pushed: "object | None" = None  # pacs.PushResult
+    seconds: dict = field(default_factory=dict)  # stage -> wall seconds
+    written: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """Plain-text summary: study, phases, registration QC, lesions with LI-RADS, staging, prediction."""
+        lines = [f"Study {self.study_id}: phases {', '.join(self.phases)}; reference {self.reference}"]
+        for row in self.registration_qc.to_dict("records"):
+            tre = f", TRE {row['tre_mm']:.1f} mm" if "tre_mm" in row else ""
+            lines.append(f"  registration {row['series']}: metric {row['metric_before']:.3f} -> "
+                         f"{row['metric_after']:.3f}{tre}; warnings: {row['warnings'] or 'none'}")
+        if len(self.lesions):
+            for lesion, row in self.lesions.iterrows():
+                lines.append(f"  lesion {lesion}: {row['diameter_mm']:.1f} mm, {row['volume_ml']:.2f} mL, "
+                             f"{row['category']} (APHE {_yes(row['aphe'])}, washout {_yes(row['washout'])}, "
+                             f"capsule {_yes(row['capsule'])})")
+        else:
+            lines.append("  no lesion found")
+        lines.append("  staging: " + "; ".join(f"{k}: {v}" for k, v in self.staging.items()))
+        if self.prediction is not None and len(self.prediction):
+            row = self.prediction.iloc[0]
+            if "probability" in row:
+                interval = (f" (95% interval {row['low']:.2f}-{row['high']:.2f})" if row["low"] == row["low"]
+                            else " (no interval)")
+                lines.append(f"  prediction {row['endpoint']}: probability {row['probability']:.2f}{interval}")
+        if self.report:
+            lines.append(f"  report: {self.report}")
+        lines.append("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()))
+        return "\n".join(lines)
+
+
+def _yes(value) -> str:
+    return "yes" if bool(value) else "no"
+
+
+class _Stages:
+    """Runs stages in order, timing each and turning any failure into an HCCFusionError naming the stage."""
+
+    def __init__(self, progress: ProgressFn, plan: list[str]):
+        self.progress, self.plan, self.seconds = progress, plan, {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        k = self.plan.index(name)
+        self.progress(k / len(self.plan), name)
+        started = time.perf_counter()
+        try:
+            yield scaled(self.progress, k / len(self.plan), (k + 1) / len(self.plan))
+        except HCCFusionError as exc:
+            raise type(exc)(f"Stage '{name}' failed: {exc} (outputs of earlier stages are kept)") from exc
+        except Exception as exc:  # a bug or a library failure: still name the stage
+            raise HCCFusionError(f"Stage '{name}' failed ({type(exc).__name__}: {exc}); outputs of earlier stages "
+                                 "are kept.") from exc
+        self.seconds[name] = round(time.perf_counter() - started, 2)
+        log.info("stage %s done in %.1f s", name, self.seconds[name])
+
+
+def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
+        seg_model: "str | Path | None" = None, reference: str | None = None, mode: str = "deformable",
+        segmentation: "str | Path | None" = None, image_types=("Original",), regions=RUN_REGIONS,
+        workers: int = 2, tta: bool = False, pacs_url: str | None = None, pacs_study_uid: str | None = None,
+        push: bool = False, overwrite: bool = False, seed: int = 0,
+        progress: ProgressFn | None = None) -> RunResult:
+    """Run every stage on one study (a Study, a study/DICOM folder, or `pacs_study_uid` pulled from `pacs_url`).
+
+    model: prediction bundle folder (default: the shipped demo bundle, when installed; "none" skips prediction).
+    seg_model: segmentation bundle (default: the shipped sample); segmentation: the user's label map (LABELS values,
+    on the reference series' grid) instead. push: send SEG + SR (and their source series) to `pacs_url`.
+    overwrite: replace the stage folders of an earlier run in OUT (otherwise they must not exist).
+    """
+    from .study import Study
+
+    out = Path(out)
+    progress = progress or silent
+    if (push or pacs_study_uid) and not pacs_url:
+        from .pacs import ENV_URL
+        import os
+
+        pacs_url = os.environ.get(ENV_URL)
+        if not pacs_url:
+            raise InputError(f"Pulling or pushing needs a PACS: pass --pacs-url (or set ${ENV_URL}).")
+    if pacs_study_uid and study_or_path is not None:
+        raise InputError("Give either a study (folder or Study) or a PACS StudyInstanceUID to pull, not both.")
+    if not pacs_study_uid and study_or_path is None:
+        raise InputError("Give a study folder, a Study, or a PACS StudyInstanceUID to pull (--pull UID).")
+    model = None if str(model).lower() == "none" else (Path(model) if model else default_model_path())
+    plan = [s for s in STAGES if (s != "pacs" or pacs_study_uid) and (s != "prediction" or model)]
+    _prepare_out(out, plan, overwrite)
+    plan.insert(plan.index("registration"), "load")
+    plan += ["push"] if push else []
+    stages = _Stages(progress, plan)
+    written, inputs = {}, {}
+
+    if pacs_study_uid:
+        with stages.stage("pacs") as step:
+            from .pacs import Pacs
+
+            folder = out / "pacs" / pacs_study_uid
+            Pacs(pacs_url).pull(pacs_study_uid, folder, progress=step)
+            study_or_path, written["pacs"] = folder, folder
+    with stages.stage("load"):
+        if isinstance(study_or_path, Study):
+            study = study_or_path
+        else:
+            from .io import load_study
+
+            inputs["study"] = Path(study_or_path)
+            study = load_study(study_or_path)
+
+    with stages.stage("registration") as step:
+        from .registration import register_study
+
+        registration = register_study(study, reference=reference, mode=mode, seed=seed, progress=step)
+        written["registration"] = registration.save(out / "registration")
+        registered, ref = registration.study, registration.reference
+
+    with stages.stage("segmentation") as step:
+        seg, info = _segment(registered, ref, segmentation, seg_model, tta, step)
+        from .segmentation.predictor import save_segmentation
+
+        written["segmentation"] = save_segmentation(seg, out / "segmentation", info)
+        if segmentation:
+            inputs["segmentation"] = Path(segmentation)
+        else:
+            inputs["segmentation model"] = Path(info["model"]) / "checksums.sha256"
+
+    with stages.stage("radiomics") as step:
+        from .radiomics import extract_study
+
+        extraction = extract_study(registered, seg.labels, regions=regions, image_types=list(image_types),
+                                   workers=workers, progress=step)
+        written["radiomics"] = extraction.save(out)
+
+    with stages.stage("lirads"):
+        from .lirads import assess_study
+
+        assessment = assess_study(registered, seg.labels, lesions=seg.lesion_map)
+        written["lirads"] = assessment.save(out / "lirads")["lirads.csv"].parent
+        lesions = lesion_table(seg.lesions, assessment)
+        _write_csv(lesions, out / "lirads" / "lesions.csv", index=True)
+
+    with stages.stage("clinical"):
+        clinical, staging = stage_study(study, lesions)
+        written["clinical"] = _write_csv(_staging_rows(staging), out / "clinical" / "staging.csv").parent
+
+    prediction = card = contributions = None
+    if model:
+        with stages.stage("prediction") as step:
+            from .fusion.workflow import predict
+
+            features, clinical_table = prediction_inputs(extraction, study.study_id, clinical, staging)
+            result = predict(features, clinical_table, model, out, progress=step)
+            prediction, contributions = result["prediction"], result["contributions"]
+            card = _card(model)
+            written["prediction"] = out / "prediction"
+            inputs["prediction model"] = Path(model) / "checksums.sha256"
+
+    with stages.stage("report"):
+        from .report import ReportData, write_report
+
+        data = ReportData(
+            study.study_id, images={s.phase.value: s.image for s in registered}, labels=seg.labels,
+            lesions=seg.lesion_map, modality=registered[ref].modality.value, lirads=assessment.table(),
+            lirads_evidence=assessment.evidence(), lirads_overrides=assessment.overrides_table(),
+            registration_qc=_qc_table(registration.qc), radiomics=radiomics_summary(extraction.kinetics),
+            prediction=_prediction_with_staging(prediction, staging), contributions=contributions,
+            model_card=card, inputs=inputs)
+        written["report"] = write_report(data, out / "report")
+
+    with stages.stage("dicom"):
+        from .dicom import export_dicom
+
+        probabilities = ({str(r["endpoint"]): float(r["probability"]) for _, r in prediction.iterrows()}
+                         if prediction is not None and "probability" in prediction else None)
+        dicom = export_dicom(registered[ref], seg.labels, lesions, out / "dicom", study_id=study.study_id,
+                             lesion_labels=seg.lesion_map, predictions=probabilities)
+        written["dicom"] = out / "dicom"
+
+    pushed = None
+    if push:
+        with stages.stage("push") as step:
+            from .pacs import Pacs
+
+            pushed = Pacs(pacs_url).push([dicom["seg"], dicom["sr"], *dicom["source"]], progress=step)
+    progress(1.0, "done")
+    result = RunResult(study.study_id, out, ref, [s.phase.value for s in registered], registration.qc, lesions,
+                       {k: str(v) for k, v in staging.items()}, prediction, written["report"], dicom, pushed,
+                       stages.seconds, written)
+    log.info("%s", result.describe())
+    return result
+
+
+# ---------------------------------------------------------------- stage helpers (wiring, no science)
+def _prepare_out(out: Path, plan: list[str], overwrite: bool) -> None:
+    """Refuse (or, with overwrite, remove) the stage folders an earlier run left in OUT."""
+    existing = [out / s for s in plan if (out / s).exists()]
+    if existing and not overwrite:
+        raise InputError(f"'{out}' already holds results ({', '.join(p.name for p in existing)}): choose a new "
+                         "--out folder or pass --overwrite.")
+    for path in existing:
+        shutil.rmtree(path)
+
+
+def _segment(registered, ref: str, segmentation, seg_model, tta: bool, progress):
+    """(Segmentation, info): the user's label map on the reference grid, or the segmentation model's output."""
+    from .segmentation.predictor import Segmentation, lesion_table as measure_lesions
+
+    if segmentation:
+        from .io import read_image
+        from .study import check_same_grid
+
+        labels = read_image(segmentation)
+        check_same_grid(registered[ref].image, labels,
+                        f"segmentation '{segmentation}' (it must lie on the grid of the reference series '{ref}'; "
+                        "resample it there or segment with the model instead)")
+        import SimpleITK as sitk
+
+        labels = sitk.Cast(labels, sitk.sitkUInt8)
+        labels.CopyInformation(registered[ref].image)
+        lesion_map, table = measure_lesions(labels)
+        return Segmentation(labels, table, lesion_map, {"source": "user"}), {"engine": "user", "file": str(segmentation)}
+    from .segmentation.bundle import load_bundle
+    from .segmentation.predictor import segment_study
+
+    bundle = load_bundle(seg_model)
+    seg = segment_study(registered, bundle, reference=ref, tta=tta, progress=progress)
+    return seg, {"engine": "bundle", "model": str(bundle.path), "channels": bundle.channels}
+
+
+def lesion_table(measured, assessment):
+    """Segmentation measurements (volume, max diameter, centroid) joined with the LI-RADS row of each lesion.
+
+    `diameter_mm` is LI-RADS' longest diameter (what the SR reports); `max_diameter_mm` the segmentation's."""
+    import pandas as pd
+
+    table = measured.set_index("lesion")
+    lirads = assessment.table()
+    columns = ["diameter_mm", "aphe", "washout", "capsule", "threshold_growth", "category"]
+    if lirads.empty:
+        return table.assign(**{c: pd.Series(dtype=object) for c in columns})
+    return table.join(lirads[columns], how="left")
+
+
+def stage_study(study, lesions) -> tuple[dict, dict]:
+    """(clinical values, staging): the study's Clinical fields; tumour number/size, when not given, from the lesions."""
+    from .clinical import stage_clinical
+
+    clinical = study.clinical.to_dict() if study.clinical is not None else {}
+    if clinical.get("tumour_number") is None and len(lesions):
+        clinical["tumour_number"] = int(len(lesions))
+    if clinical.get("tumour_size_mm") is None and len(lesions):
+        clinical["tumour_size_mm"] = float(lesions["diameter_mm"].max())
+    return clinical, stage_clinical(clinical)
+
+
+def _staging_rows(staging: dict):
+    import pandas as pd
+
+    rows = []
+    for name, result in staging.items():
+        value = {"child_pugh": "klass", "albi": "grade", "bclc": "stage"}[name]
+        rows.append({"system": name, "result": getattr(result, value, None) or "",
+                     "score": getattr(result, "score", None), "text": str(result),
+                     "missing": ";".join(getattr(result, "missing", ()) or ())})
+    return pd.DataFrame(rows)
+
+
+def prediction_inputs(extraction, study_id: str, clinical: dict, staging: dict):
+    """(features, clinical) one-row tables for fusion.workflow.predict; the demo model is trained on the same.
+
+    Features: the extraction's wide row. Clinical: the known Clinical fields plus the ALBI and Child-Pugh
+    scores computed from the labs (DERIVED_CLINICAL); None when nothing clinical is known.
+    """
+    import pandas as pd
+
+    features = extraction.wide
+    features.index = pd.Index([study_id], name="study_id")
+    values = {k: v for k, v in clinical.items() if v is not None and k != "center"}
+    if staging["albi"].ok:
+        values["albi_score"] = float(staging["albi"].score)
+    if staging["child_pugh"].ok:
+        values["child_pugh_score"] = float(staging["child_pugh"].score)
+    table = pd.DataFrame([values], index=features.index) if values else None
+    return features, table
+
+
+def radiomics_summary(kinetics):
+    """Reviewable kinetic features of the tumour regions (one row per feature, one column per region)."""
+    keep = ("ratio_to_liver", "contrast_to_liver", "mean", "arterial_enhancement_vs_liver", "washout_index",
+            "washout_vs_liver", "volume_ml")
+    rows = kinetics[kinetics["feature"].isin(keep) & (kinetics["region"] != "background_liver")]
+    table = rows.assign(feature=rows["phase"] + " " + rows["feature"]).pivot_table(
+        index="feature", columns="region", values="value", aggfunc="first")
+    return table.round(3)
+
+
+def _qc_table(qc):
+    table = qc.copy()
+    table["warnings"] = ["; ".join(w) if not isinstance(w, str) else w for w in table["warnings"]]
+    return table
+
+
+def _prediction_with_staging(prediction, staging: dict):
+    """The prediction rows plus the clinical stages (so the report's Prediction section shows both)."""
+    import pandas as pd
+
+    stages = pd.DataFrame({"result": [str(v) for v in staging.values()]},
+                          index=pd.Index([k.replace("_", "-").upper() if k != "child_pugh" else "Child-Pugh"
+                                          for k in staging], name="item"))
+    if prediction is None:
+        return stages
+    rows = prediction.reset_index(drop=True)
+    main = [c for c in ("endpoint", "probability", "low", "high", "interval", "risk", "risk_group") if c in rows]
+    pred = pd.DataFrame({"result": ["; ".join(f"{c}={_short(r[c])}" for c in main) for _, r in rows.iterrows()]},
+                        index=pd.Index([f"prediction {r['endpoint']}" for _, r in rows.iterrows()], name="item"))
+    return pd.concat([pred, stages])
+
+
+def _short(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _card(model: Path) -> dict:
+    import json
+
+    card = json.loads((Path(model) / "model_card.json").read_text())
+    keep = ("endpoint", "kind", "fusion", "training", "cv_metrics", "interval", "intended_use", "created")
+    summary = {k: card[k] for k in keep if k in card}
+    summary["features"] = len(card.get("features", []))
+    summary["bundle"] = Path(model).name
+    return summary
+
+
+def _write_csv(frame, path: Path, index: bool = False) -> Path:
+    from .io import atomic_write
+
+    with atomic_write(path) as tmp:
+        frame.to_csv(tmp, index=index)
+    return path

@@ -1,0 +1,123 @@
+"""Benchmark: segmentation of a 512 x 512 x 150 phantom on 2 CPU threads with the shipped sample model.
+
+Compares HCCFusion's predictor (Gaussian tiles, constant tiles skipped, TTA only where foreground is
+predicted) with and without mirroring TTA against MONAI's `sliding_window_inference` at its default
+settings (overlap 0.25, constant blending, sw_batch_size 1) on the same network, same plan spacing and the
+same pre/post-processing, in the same run. Times and peak RSS are medians over the phantom seeds; Dice
+(liver = liver + tumour, tumour) are means over the seeds with TTA. Not collected by pytest.
+
+    .venv/bin/python Testing/Benchmarks/bench_segmentation.py [--seeds 9101 9102 9103]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+
+import numpy as np
+import psutil
+import SimpleITK as sitk
+import torch
+
+from HCCFusionLib.segmentation.bundle import load_bundle
+from HCCFusionLib.segmentation.data import phantom_case, preprocess
+from HCCFusionLib.segmentation.predictor import (lesion_table, postprocess_labels, predict_case,
+                                                 resample_to_reference)
+from HCCFusionLib.segmentation.trainer import dice
+from HCCFusionLib.study import LABELS
+
+CHANNELS = ["AP", "PVP"]
+
+
+def case_150(seed: int):
+    """A full-size phantom (512x512x120, 2.5 mm) resampled to 512x512x150 (2.0 mm slices), same field of view."""
+    case = phantom_case(seed, CHANNELS, "full")
+    ref = case.reference
+    grid = sitk.Image([512, 512, 150], sitk.sitkUInt8)
+    grid.SetSpacing((ref.GetSpacing()[0], ref.GetSpacing()[1], ref.GetSpacing()[2] * 120 / 150))
+    grid.SetOrigin(ref.GetOrigin())
+    grid.SetDirection(ref.GetDirection())
+    case.images = {k: sitk.Resample(v, grid, sitk.Transform(), sitk.sitkLinear, -1000.0, sitk.sitkFloat32)
+                   for k, v in case.images.items()}
+    case.labels = sitk.Resample(case.labels, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    return case
+
+
+def measured(fn):
+    """(result, seconds, peak RSS in MB sampled every 20 ms while fn runs)."""
+    proc, peak, done = psutil.Process(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - t0
+    done.set()
+    thread.join()
+    return result, seconds, max(peak[0], proc.memory_info().rss) / 2 ** 20
+
+
+def monai_default(case, bundle, net):
+    """Same pipeline with MONAI's sliding_window_inference at default settings in place of our tiling."""
+    from monai.inferers import sliding_window_inference
+
+    image, _, grid = preprocess(case, bundle.plans, with_labels=False)
+    with torch.inference_mode():
+        logits = sliding_window_inference(torch.from_numpy(image)[None], bundle.plans["patch_size"], 1, net)
+    probs = torch.softmax(logits, 1)[0].numpy()
+    model = resample_to_reference(probs, grid, case.reference)
+    out = np.zeros(model.shape, np.uint8)
+    for name, idx in bundle.plans["labels"].items():
+        out[model == idx] = LABELS[name]
+    labels = sitk.GetImageFromArray(out)
+    labels.CopyInformation(case.reference)
+    labels = postprocess_labels(labels)
+    lesion_table(labels)
+    return labels
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[9101, 9102, 9103])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    bundle = load_bundle()
+    net = bundle.build_network()
+    rows = []
+    for seed in args.seeds:
+        case = case_150(seed)
+        truth = sitk.GetArrayFromImage(case.labels)
+        tta, s_tta, m_tta = measured(lambda: predict_case(case, bundle, tta=True, net=net))
+        plain, s_plain, m_plain = measured(lambda: predict_case(case, bundle, tta=False, net=net))
+        base, s_base, m_base = measured(lambda: monai_default(case, bundle, net))
+        pred = sitk.GetArrayViewFromImage(tta.labels)
+        row = {"seed": seed, "seconds_tta": s_tta, "seconds": s_plain, "baseline_seconds": s_base,
+               "rss_tta": m_tta, "rss": m_plain, "rss_baseline": m_base,
+               "dice_liver": dice(np.isin(pred, (1, 2)), np.isin(truth, (1, 2))),
+               "dice_tumour": dice(pred == 2, truth == 2) if (truth == 2).any() else None,
+               "dice_liver_baseline": dice(np.isin(sitk.GetArrayViewFromImage(base), (1, 2)), np.isin(truth, (1, 2))),
+               "tiles": tta.meta["tiles"], "tta_tiles": tta.meta["tta_tiles"], "skipped": tta.meta["skipped"],
+               "lesions_found": len(tta.lesions)}
+        rows.append(row)
+        print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+
+    def med(key):
+        return statistics.median(r[key] for r in rows)
+
+    tumour = [r["dice_tumour"] for r in rows if r["dice_tumour"] is not None]
+    print(f"BENCH segmentation seconds_tta={med('seconds_tta'):.1f} seconds={med('seconds'):.1f} "
+          f"baseline_seconds={med('baseline_seconds'):.1f} speedup={med('baseline_seconds') / med('seconds'):.2f} "
+          f"dice_liver={np.mean([r['dice_liver'] for r in rows]):.3f} "
+          f"dice_tumour={np.mean(tumour) if tumour else float('nan'):.3f} "
+          f"peak_rss_mb={max(med('rss_tta'), med('rss'), med('rss_baseline')):.0f}")
+
+
+if __name__ == "__main__":
+    main()

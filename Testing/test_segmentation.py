@@ -1,0 +1,360 @@
+"""Segmentation: planner, training that really learns, predictor geometry/TTA/determinism, post-processing,
+lesion table, bundles (integrity), bad input, nnU-Net v2 interop, CLI. Uses small phantoms and a tiny net."""
+from __future__ import annotations
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+torch = pytest.importorskip("torch")
+
+from HCCFusionLib import phantom  # noqa: E402
+from HCCFusionLib.cli import main as cli_main  # noqa: E402
+from HCCFusionLib.errors import DependencyError, IntegrityError, InputError, ModelError  # noqa: E402
+from HCCFusionLib.segmentation import bundle as bundles, nnunet, planner, predictor  # noqa: E402
+from HCCFusionLib.segmentation.data import Case, case_from_study, phantom_case  # noqa: E402
+from HCCFusionLib.segmentation.trainer import dice, kfold_split, train  # noqa: E402
+from HCCFusionLib.study import LABELS  # noqa: E402
+
+CHANNELS = ["AP", "PVP"]
+ORGAN = (LABELS["liver"], LABELS["tumour"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(min(2, old))
+    yield
+    torch.set_num_threads(old)
+
+
+def tiny_plans(cases, **kw):
+    return planner.make_plans(planner.fingerprint(cases), base_filters=8, max_filters=32, memory_mb=300,
+                              max_patch_mm=(180, 180, 120), **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny DynUNet trained from scratch on 8 small phantoms for 200 steps, saved as a bundle."""
+    cases = [phantom_case(seed, CHANNELS, "small") for seed in range(8)]
+    held_out = [phantom_case(100 + seed, CHANNELS, "small") for seed in range(2)]
+    plans = tiny_plans(cases)
+    result = train(cases, plans, steps=200, lr=1e-2, seed=0, val_cases=held_out)
+    folder = tmp_path_factory.mktemp("seg") / "tiny_bundle"
+    bundles.save_bundle(folder, plans, bundles.dataset_description(plans, len(cases)), result.network,
+                        {"name": "tiny", "metrics": result.metrics})
+    return SimpleNamespace(bundle=bundles.load_bundle(folder), result=result, held_out=held_out, plans=plans)
+
+
+def organ_dice(pred: sitk.Image, truth: sitk.Image) -> float:
+    return dice(np.isin(sitk.GetArrayViewFromImage(pred), ORGAN), np.isin(sitk.GetArrayViewFromImage(truth), ORGAN))
+
+
+# ------------------------------------------------------------------ planner
+def test_planner_anisotropic_spacing_and_memory_budget():
+    fp = {"channels": ["PVP"], "modalities": ["CT"], "spacings": [[0.7, 0.7, 5.0]] * 3 + [[0.8, 0.8, 3.0]],
+          "shapes": [[512, 512, 40]] * 4, "num_cases": 4,
+          "foreground_intensity": {"PVP": {"mean": 100.0, "std": 20.0, "percentile_00_5": 40.0,
+                                           "percentile_99_5": 180.0, "min": 0.0, "max": 250.0}}}
+    assert planner.target_spacing(fp["spacings"], fp["shapes"]) == pytest.approx([0.7, 0.7, 3.6])  # z: 10th percentile
+    big = planner.make_plans(fp, memory_mb=4000)
+    small = planner.make_plans(fp, memory_mb=400)
+    for plans in (big, small):
+        assert plans["memory_mb_estimate"] <= plans["memory_mb_budget"]
+        assert plans["kernels"][0] == [3, 3, 1]  # no through-plane kernel while z is 4x coarser
+        assert plans["strides"][1] == [2, 2, 1]  # pool in-plane first
+        divisor = np.prod(np.asarray(plans["strides"]), axis=0)
+        assert np.all(np.asarray(plans["patch_size"]) % divisor == 0)
+        final = np.asarray(plans["patch_size"]) / divisor
+        assert np.all(final >= planner.MIN_FEATURE_MAP)
+        assert max(plans["filters"]) <= 320 and plans["normalisation"] == {"PVP": "ct"}
+    assert np.prod(small["patch_size"]) < np.prod(big["patch_size"])
+    with pytest.raises(ModelError, match="memory budget"):
+        planner.make_plans(fp, memory_mb=1)
+
+
+def test_fingerprint_and_plans_roundtrip(tmp_path):
+    cases = [phantom_case(seed, CHANNELS, "small") for seed in (1, 2)]
+    fp = planner.fingerprint(cases)
+    assert fp["channels"] == CHANNELS and fp["modalities"] == ["CT", "CT"]
+    ap, pvp = fp["foreground_intensity"]["AP"], fp["foreground_intensity"]["PVP"]
+    assert 40 < ap["mean"] < 130 and 60 < pvp["mean"] < 150 and ap["percentile_00_5"] < ap["percentile_99_5"]
+    plans = tiny_plans(cases)
+    assert plans["spacing"] == pytest.approx([3.7, 3.7, 5.0])
+    path = planner.save_plans(plans, tmp_path / "plans.json")
+    assert planner.load_plans(path) == json.loads(json.dumps(plans))
+    (tmp_path / "bad.json").write_text('{"spacing": [1, 1, 1]}')
+    with pytest.raises(InputError, match="bad.json"):
+        planner.load_plans(tmp_path / "bad.json")
+
+
+def test_kfold_split_is_seeded_and_disjoint():
+    ids = [f"c{i}" for i in range(10)]
+    vals = [kfold_split(ids, 5, f, seed=3)[1] for f in range(5)]
+    assert sorted(sum(vals, [])) == sorted(ids) and all(len(v) == 2 for v in vals)
+    assert kfold_split(ids, 5, 2, seed=3) == kfold_split(ids, 5, 2, seed=3)
+    assert kfold_split(ids, 5, None) == (sorted(ids), [])
+    with pytest.raises(InputError):
+        kfold_split(ids, 5, 7)
+
+
+# ------------------------------------------------------------------ training
+def test_training_from_scratch_learns_liver(trained):
+    dice_ = trained.result.metrics["dice"]
+    assert dice_["liver"] >= 0.9, trained.result.metrics
+    assert np.mean(trained.result.history[-20:]) < np.mean(trained.result.history[:20])
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path):
+    cases = [phantom_case(seed, CHANNELS, "small") for seed in (1, 2)]
+    plans = tiny_plans(cases)
+    plans["patch_size"] = [32, 32, 16]
+    plans["batch_size"] = 1
+    straight = train(cases, plans, steps=4, seed=5)
+
+    def interrupt(fraction, message):
+        if message.startswith("step 2/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cases, plans, steps=4, seed=5, checkpoint_dir=tmp_path / "ck", checkpoint_every=1, progress=interrupt)
+    assert (tmp_path / "ck" / "model.safetensors").is_file() and json.loads(
+        (tmp_path / "ck" / "checkpoint.json").read_text())["step"] == 2
+    resumed = train(cases, plans, steps=4, seed=5, checkpoint_dir=tmp_path / "ck")
+    assert resumed.history == pytest.approx(straight.history, rel=1e-4)
+    for (k, a), b in zip(straight.network.state_dict().items(), resumed.network.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), k
+
+
+# ------------------------------------------------------------------ predictor
+def _oblique(image: sitk.Image, spacing) -> sitk.Image:
+    out = sitk.Image(image)
+    angle = np.deg2rad(20)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    rot = rot @ np.array([[1, 0, 0], [0, np.cos(0.3), -np.sin(0.3)], [0, np.sin(0.3), np.cos(0.3)]])
+    out.SetDirection(rot.ravel().tolist())
+    out.SetSpacing(spacing)
+    out.SetOrigin((-150.0, 12.5, 33.0))
+    return out
+
+
+@pytest.mark.parametrize("spacing", [(3.7, 3.7, 5.0), (2.9, 3.3, 6.1)])
+def test_prediction_grid_identical_for_anisotropic_and_oblique_input(trained, spacing):
+    case = trained.held_out[0]
+    moved = Case("oblique", {k: _oblique(v, spacing) for k, v in case.images.items()}, case.modalities,
+                 _oblique(case.labels, spacing))
+    seg = predictor.predict_case(moved, trained.bundle, tta=False)
+    ref = moved.reference
+    assert seg.labels.GetSize() == ref.GetSize()
+    assert seg.labels.GetSpacing() == ref.GetSpacing()
+    assert seg.labels.GetOrigin() == ref.GetOrigin()
+    assert seg.labels.GetDirection() == ref.GetDirection()
+    assert organ_dice(seg.labels, moved.labels) >= 0.85  # same voxels, only relabelled geometry
+
+
+def test_tta_agrees_with_plain_and_reruns_are_identical(trained):
+    case = trained.held_out[1]
+    plain = predictor.predict_case(case, trained.bundle, tta=False)
+    tta = predictor.predict_case(case, trained.bundle, tta=True)
+    again = predictor.predict_case(case, trained.bundle, tta=True)
+    assert organ_dice(plain.labels, tta.labels) >= 0.95
+    assert tta.meta["tta_tiles"] >= 1 and tta.meta["forward_passes"] > plain.meta["forward_passes"]
+    assert np.array_equal(sitk.GetArrayViewFromImage(tta.labels), sitk.GetArrayViewFromImage(again.labels))
+    assert organ_dice(tta.labels, case.labels) >= 0.85
+
+
+def test_sliding_window_weights_and_tiles_cover_everything():
+    assert predictor.tile_starts(100, 40, 0.5) == [0, 20, 40, 60]
+    assert predictor.tile_starts(30, 40, 0.5) == [0]
+    w = predictor.gaussian_weights([9, 9, 5])
+    assert w.max() == pytest.approx(1.0) and w.min() > 0 and w[4, 4, 2] == w.max()
+    net = torch.nn.Conv3d(1, 2, 1)  # a linear "network": tiling must not change its output
+    image = np.random.default_rng(0).normal(size=(1, 37, 29, 11)).astype(np.float32)
+    probs = predictor.sliding_window(net, image, [16, 16, 8], 2, overlap=0.5, tta=True)
+    with torch.inference_mode():
+        direct = torch.softmax(net(torch.from_numpy(image)[None]), 1)[0].numpy()
+    assert np.allclose(probs, direct, atol=1e-5)
+
+
+def test_postprocessing_and_lesion_table():
+    size, spacing = (80, 70, 30), (1.5, 1.2, 2.5)
+    X, Y, Z = np.meshgrid(*[np.arange(n) * s for n, s in zip(size, spacing)], indexing="ij")
+    arr = np.zeros(size, np.uint8)
+    arr[(X - 50) ** 2 / 35 ** 2 + (Y - 42) ** 2 / 30 ** 2 + (Z - 37) ** 2 / 30 ** 2 <= 1] = 1  # liver
+    arr[(X - 50) ** 2 + (Y - 42) ** 2 + (Z - 37) ** 2 <= 10 ** 2] = 2  # 20 mm lesion inside
+    arr[(X - 75) ** 2 + (Y - 42) ** 2 + (Z - 37) ** 2 <= 2 ** 2] = 2  # 0.03 ml speck inside the liver
+    arr[:4, :4, :4] = 1  # stray liver blob
+    arr[72:78, 0:6, 0:6] = 2  # "tumour" far outside the liver
+    image = sitk.GetImageFromArray(arr.transpose(2, 1, 0).copy())
+    image.SetSpacing(spacing)
+    image.SetDirection(_oblique(image, spacing).GetDirection())
+    out = predictor.postprocess_labels(image, min_lesion_ml=0.1, liver_margin_mm=5)
+    res = sitk.GetArrayFromImage(out).transpose(2, 1, 0)
+    assert res[:4, :4, :4].max() == 0 and res[72:78, 0:6, 0:6].max() == 0
+    assert res[50, 35, 15] == 1  # speck (0.03 ml) absorbed into the liver
+    lesion_map, table = predictor.lesion_table(out)
+    assert len(table) == 1 and list(table.columns) == predictor.LESION_COLUMNS
+    row = table.iloc[0]
+    assert row.volume_ml == pytest.approx(4 / 3 * np.pi * 1.0, rel=0.08)
+    assert 18.0 <= row.max_diameter_mm <= 21.0
+    centre = np.asarray(image.TransformContinuousIndexToPhysicalPoint((50 / 1.5, 42 / 1.2, 37 / 2.5)))
+    assert np.allclose([row.centroid_x_mm, row.centroid_y_mm, row.centroid_z_mm], centre, atol=0.5)
+    assert sitk.GetArrayViewFromImage(lesion_map).max() == 1
+
+
+# ------------------------------------------------------------------ bad input and bundles
+def test_channel_count_order_and_missing_phase_are_refused(trained):
+    case = trained.held_out[0]
+    swapped = Case("swapped", {"PVP": case.images["PVP"], "AP": case.images["AP"]}, case.modalities, case.labels)
+    with pytest.raises(ModelError, match=r"\['PVP', 'AP'\].*\['AP', 'PVP'\]"):
+        predictor.predict_case(swapped, trained.bundle)
+    single = Case("single", {"PVP": case.images["PVP"]}, ["CT"], case.labels)
+    with pytest.raises(ModelError, match="expects"):
+        predictor.predict_case(single, trained.bundle)
+    study = phantom.make_patient(7, "small", phases=("NC", "PVP"), misalignment="none").study
+    with pytest.raises(ModelError, match=r"no series for phase\(s\) \['AP'\]"):
+        predictor.segment_study(study, trained.bundle)
+
+
+def test_memory_is_estimated_before_running(trained):
+    with pytest.raises(InputError, match="needs about .* MB"):
+        predictor.check_memory((4096, 4096, 2000), (0.2, 0.2, 0.5), trained.plans)
+    with pytest.raises(InputError, match="held-out|phantom-100"):
+        predictor.predict_case(trained.held_out[0], trained.bundle, max_memory_mb=10)
+    assert predictor.check_memory((96, 96, 40), (3.7, 3.7, 5.0), trained.plans) < 2000
+
+
+def test_tampered_or_unexpected_bundle_files_are_refused(trained, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained.bundle.path, copy)
+    assert bundles.load_bundle(copy).channels == CHANNELS
+    card = json.loads((copy / "model_card.json").read_text())
+    assert "not for clinical use" in card["intended_use"]
+    weights = copy / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="weights.safetensors"):
+        bundles.load_bundle(copy)
+    shutil.rmtree(copy)
+    shutil.copytree(trained.bundle.path, copy)
+    (copy / "model.pkl").write_bytes(b"\x80\x04N.")
+    with pytest.raises(IntegrityError, match="model.pkl"):
+        bundles.load_bundle(copy)
+    (copy / "model.pkl").unlink()
+    (copy / "checksums.sha256").unlink()
+    with pytest.raises(IntegrityError, match="checksums"):
+        bundles.load_bundle(copy)
+
+
+def test_shipped_sample_model_is_a_valid_small_bundle():
+    b = bundles.load_bundle()
+    assert b.channels == CHANNELS and b.labels == {"background": 0, "liver": 1, "tumour": 2}
+    assert sum(p.stat().st_size for p in b.path.iterdir()) < 5 * 2 ** 20
+    assert "not for clinical use" in (b.path / "model_card.md").read_text()
+    assert b.card["evaluation_full_size"]["dice_liver_mean"] >= 0.95
+
+
+@pytest.mark.slow
+def test_shipped_sample_model_on_a_new_full_size_phantom():
+    """One new full-size phantom (512x512x120), no TTA; the multi-seed TTA evaluation is in the benchmark."""
+    case = phantom_case(4242, CHANNELS, "full")
+    seg = predictor.predict_case(case, bundles.load_bundle(), tta=False)
+    truth = sitk.GetArrayViewFromImage(case.labels)
+    pred = sitk.GetArrayViewFromImage(seg.labels)
+    assert seg.labels.GetSize() == case.reference.GetSize() == (512, 512, 120)
+    assert dice(np.isin(pred, ORGAN), np.isin(truth, ORGAN)) >= 0.95
+    assert (truth == 2).any() and dice(pred == 2, truth == 2) >= 0.85
+
+
+# ------------------------------------------------------------------ nnU-Net v2 interop
+def _nnunet_folder(tmp_path, channel_names, labels=None, payload=None):
+    folder = tmp_path / "Dataset042_Liver" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    (folder / "fold_0").mkdir(parents=True)
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": channel_names, "labels": labels or {"background": 0, "liver": 1, "tumor": 2},
+        "numTraining": 10, "file_ending": ".nii.gz"}))
+    (folder / "plans.json").write_text(json.dumps({"dataset_name": "Dataset042_Liver", "configurations": {}}))
+    torch.save(payload or {"network_weights": {"w": torch.zeros(2)}, "trainer_name": "nnUNetTrainer",
+                           "init_args": {"configuration": "3d_fullres", "fold": 0},
+                           "inference_allowed_mirroring_axes": (0, 1, 2),
+                           "logging": {"ema_fg_dice": [np.float64(0.5)]}},
+               folder / "fold_0" / "checkpoint_final.pth")
+    return folder
+
+
+def test_nnunet_channel_and_label_mapping(tmp_path):
+    study = phantom.make_patient(3, "small", phases=("NC", "AP", "PVP"), misalignment="none").study
+    folder = _nnunet_folder(tmp_path, {"0": "arterial", "1": "CT_portal_venous"})
+    model = nnunet.open_model(folder)
+    assert model.folds == ["0"] and model.checkpoint == "checkpoint_final.pth"
+    assert nnunet.map_channels(model, study) == ["AP", "PVP"]
+    assert nnunet.map_channels(model, study, {"1": "NC"}) == ["AP", "NC"]
+    assert nnunet.map_labels(model) == {1: LABELS["liver"], 2: LABELS["tumour"]}
+    nnunet.check_checkpoint(folder / "fold_0" / "checkpoint_final.pth")
+    generic = nnunet.open_model(_nnunet_folder(tmp_path / "g", {"0": "CT"}))
+    assert nnunet.map_channels(generic, study) == ["PVP"]
+    hbp = nnunet.open_model(_nnunet_folder(tmp_path / "h", {"0": "HBP", "1": "PVP"}))
+    with pytest.raises(ModelError, match=r"channel 0 \('HBP'\).*--channel 0 SERIES"):
+        nnunet.map_channels(hbp, study)
+    with pytest.raises(ModelError, match="no liver label"):
+        nnunet.map_labels(nnunet.open_model(_nnunet_folder(tmp_path / "k", {"0": "CT"}, {"background": 0, "kidney": 1})))
+    with pytest.raises(InputError, match="fold"):
+        nnunet.open_model(folder, folds=[3])
+    with pytest.raises(InputError, match="dataset.json"):
+        nnunet.open_model(tmp_path)
+
+
+def test_nnunet_refuses_pickled_objects_and_needs_the_extra(tmp_path):
+    import argparse
+
+    evil = _nnunet_folder(tmp_path / "e", {"0": "CT"}, payload={"network_weights": argparse.Namespace(x=1)})
+    with pytest.raises(IntegrityError, match="other than weights"):
+        nnunet.check_checkpoint(evil / "fold_0" / "checkpoint_final.pth")
+    study = phantom.make_patient(3, "small", phases=("AP", "PVP"), misalignment="none").study
+    ok = _nnunet_folder(tmp_path / "o", {"0": "AP", "1": "PVP"})
+    with pytest.raises(DependencyError, match="nnunet"):
+        nnunet.segment_study_nnunet(study, ok)
+
+
+# ------------------------------------------------------------------ CLI
+def test_cli_plan_and_segment(trained, tmp_path, capsys):
+    from HCCFusionLib.io import save_study
+
+    assert cli_main(["--progress", "none", "plan", "--phantoms", "2", "--base-filters", "8", "--memory-mb", "300",
+                     "--out", str(tmp_path / "plans.json")]) == 0
+    assert planner.load_plans(tmp_path / "plans.json")["channels"] == CHANNELS
+    patient = phantom.make_patient(101, "small", phases=("AP", "PVP"), misalignment="none")
+    save_study(patient.study, tmp_path / "study")
+    out = tmp_path / "out"
+    assert cli_main(["--progress", "lines", "segment", str(tmp_path / "study"), "--model", str(trained.bundle.path),
+                     "--no-tta", "--out", str(out)]) == 0
+    assert "PROGRESS 1.000" in capsys.readouterr().out
+    seg = sitk.ReadImage(str(out / "segmentation" / "segmentation.nii.gz"))
+    ref = patient.study["PVP"].image
+    assert seg.GetSize() == ref.GetSize() and np.allclose(seg.GetOrigin(), ref.GetOrigin())
+    assert np.allclose(seg.GetSpacing(), ref.GetSpacing()) and np.allclose(seg.GetDirection(), ref.GetDirection())
+    assert organ_dice(seg, patient.labels) >= 0.85
+    header = (out / "segmentation" / "lesions.csv").read_text().splitlines()[0]
+    assert header == ",".join(predictor.LESION_COLUMNS)
+    info = json.loads((out / "segmentation" / "segmentation.json").read_text())
+    assert info["engine"] == "bundle" and info["labels"]["liver"] == 1
+    tampered = tmp_path / "tampered"
+    shutil.copytree(trained.bundle.path, tampered)
+    (tampered / "plans.json").write_text((tampered / "plans.json").read_text() + " ")
+    assert cli_main(["--progress", "none", "segment", str(tmp_path / "study"), "--model", str(tampered),
+                     "--out", str(tmp_path / "out2")]) == 2
+    assert "SHA-256" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
+def test_cli_train_seg_writes_a_bundle(tmp_path):
+    out = tmp_path / "b"
+    assert cli_main(["--progress", "none", "train-seg", "--phantoms", "3", "--steps", "2", "--base-filters", "4",
+                     "--max-filters", "16", "--memory-mb", "100", "--fold", "0", "--folds", "3",
+                     "--out", str(out)]) == 0
+    b = bundles.load_bundle(out)
+    assert b.card["metrics"]["num_validation"] == 1 and len(b.card["validation"]) == 1
