@@ -1,7 +1,8 @@
-"""`hccfusion demo`: a phantom patient written as a study folder, reloaded, and shown as a Slicer scene.
+"""`hccfusion demo`: a phantom patient through the whole pipeline, shown as a Slicer scene.
 
-A sequence of small steps (phantom → study folder → reload → scene → .mrb); later pipeline stages slot
-in between reload and scene.
+phantom → study folder → `pipeline.run` (register, segment, radiomics, LI-RADS, staging, prediction, report,
+DICOM SEG/SR) → registration error against the phantom's true landmarks → scene (.mrb) with the volumes,
+the registration transforms, the segmentations and the tables.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .progress import ProgressFn, silent
+from .progress import ProgressFn, scaled, silent
 
 log = logging.getLogger(__name__)
 
@@ -25,34 +26,84 @@ class DemoResult:
     summary: list[dict]  # one row per series (Study.summary)
     lesions: list[dict]  # one row per ground-truth lesion
     written: dict[str, Path] = field(default_factory=dict)  # what -> path
+    run: object = None  # pipeline.RunResult
+    tre: list[dict] = field(default_factory=list)  # per moving series: TRE (mm) before/after registration
+    segmentation_source: str = ""
 
     def describe(self) -> str:
-        lines = [f"Demo study {self.study_id}: {len(self.summary)} series, {len(self.lesions)} lesion(s)."]
+        lines = [f"Demo study {self.study_id}: {len(self.summary)} series, {len(self.lesions)} true lesion(s)."]
+        if self.run is not None:
+            lines.append(self.run.describe())
+        for row in self.tre:
+            lines.append(f"  TRE {row['series']}: {row['tre_before_mm']:.2f} mm before, {row['tre_mean_mm']:.2f} mm "
+                         f"after registration (max {row['tre_max_mm']:.2f} mm, {row['landmarks']} landmarks)")
+        if self.segmentation_source:
+            lines.append(f"  segmentation: {self.segmentation_source}")
         lines += [f"  {what}: {path}" for what, path in self.written.items()]
         return "\n".join(lines)
 
 
-def run_demo(out: "str | Path", seed: int = 7, size: str = "full", progress: ProgressFn | None = None) -> DemoResult:
-    """Generate a phantom patient, save and reload it as a study folder, write OUT/scene/HCCFusion_demo.mrb."""
-    from .io import load_study, save_study
+def run_demo(out: "str | Path", seed: int = 7, size: str = "full", progress: ProgressFn | None = None, *,
+             mode: str = "deformable", registration_spacing_mm: float = 4.0, preset: "str | Path | None" = None,
+             overwrite: bool = True) -> DemoResult:
+    """Generate a phantom patient, run every pipeline stage on it into OUT/, write OUT/scene/HCCFusion_demo.mrb.
+
+    The segmentation uses the shipped sample model when it is installed, else the phantom's ground truth
+    (said so in the summary). `preset`: radiomics preset for every series (default: by modality).
+    `overwrite` replaces the stage folders of an earlier demo in OUT.
+    """
+    from . import pipeline
+    from .io import load_study, save_image, save_study
     from .phantom import make_patient
+    from .segmentation.bundle import default_bundle_path
 
     progress = progress or silent
     out = Path(out)
     progress(0.0, "phantom")
     patient = make_patient(seed, size)
-    progress(0.3, "saving study")
+    progress(0.05, "saving study")
     study_dir = save_study(patient.study, out / "study", overwrite=True)
-    progress(0.45, "reloading study")
     study = load_study(study_dir)
-    progress(0.55, "building scene")
-    lesions = lesion_table(patient)
-    scene_path = write_scene(out / SCENE_FILE, study, patient, lesions)
+    segmentation, source = None, f"shipped sample model ({default_bundle_path().name})"
+    if not (default_bundle_path() / "checksums.sha256").is_file():
+        segmentation = save_image(patient.labels, out / "truth" / "labels.nii.gz")
+        source = "phantom ground truth (no shipped segmentation model installed)"
+    result = pipeline.run(study_dir, out, segmentation=segmentation, mode=mode, overwrite=overwrite,
+                          registration_options={"spacing_mm": registration_spacing_mm},
+                          presets={"*": preset} if preset else None,
+                          progress=scaled(progress, 0.1, 0.9))
+    progress(0.9, "registration error and scene")
+    transforms = {name: sitk.ReadTransform(str(out / "registration" / f"{name}_transform.h5"))
+                  for name in patient.transforms}
+    tre = target_registration_error(patient, transforms)
+    truth = lesion_table(patient)
+    scene_path = write_scene(out / SCENE_FILE, study, patient, truth, result, transforms, tre)
     progress(1.0, "done")
-    result = DemoResult(study.study_id, study.summary(), lesions.reset_index().to_dict("records"),
-                        {"study folder": study_dir, "Slicer scene": scene_path})
-    log.info("%s", result.describe())
-    return result
+    written = {"study folder": study_dir, "report": result.report, "DICOM SEG": result.dicom["seg"],
+               "DICOM SR": result.dicom["sr"], "Slicer scene": scene_path}
+    demo = DemoResult(study.study_id, study.summary(), truth.reset_index().to_dict("records"), written, result,
+                      tre.reset_index().to_dict("records"), source)
+    log.info("%s", demo.describe())
+    return demo
+
+
+def target_registration_error(patient, transforms: dict):
+    """Per moving series: mean/max distance (mm) between the true landmark positions in that series and the
+    reference landmarks mapped by the registration transform (and by identity, before registration)."""
+    import pandas as pd
+
+    reference = np.asarray(patient.landmarks[patient.reference], float)
+    rows = []
+    for name, transform in transforms.items():
+        if name == patient.reference:
+            continue
+        true = np.asarray(patient.landmarks[name], float)
+        mapped = np.array([transform.TransformPoint(tuple(map(float, p))) for p in reference])
+        error = np.linalg.norm(mapped - true, axis=1)
+        rows.append({"series": name, "landmarks": len(true),
+                     "tre_before_mm": round(float(np.linalg.norm(reference - true, axis=1).mean()), 3),
+                     "tre_mean_mm": round(float(error.mean()), 3), "tre_max_mm": round(float(error.max()), 3)})
+    return pd.DataFrame(rows).set_index("series")
 
 
 def lesion_table(patient):
@@ -74,19 +125,29 @@ def lesion_table(patient):
     return pd.DataFrame(rows, columns=columns).set_index("lesion")
 
 
-def write_scene(path: Path, study, patient, lesions) -> Path:
-    """Scene with every series, the true transforms (series under them line up with the reference),
-    the ground-truth segmentation on the reference grid and the lesion table; saved as .mrb."""
+def write_scene(path: Path, study, patient, truth, result, transforms: dict, tre) -> Path:
+    """Scene with every series (each under its registration transform, so all line up with the reference),
+    the true transforms, the ground-truth and pipeline segmentations, and the lesion / QC / prediction tables."""
     from . import scene as mrml
+    from .io import read_image
 
     scene = mrml.new_scene()
     reference = patient.reference
     nodes = mrml.add_study(scene, study, labels=study[reference].masks["labels"], reference=reference,
                            segmentation_name="Ground truth")
-    extra = [mrml.dataframe_to_table(scene, lesions, "Lesions (ground truth)")]
-    for name, transform in patient.transforms.items():
+    labels = read_image(result.out / "segmentation" / "segmentation.nii.gz")
+    extra = [mrml.labels_to_segmentation(scene, labels, "Segmentation (pipeline)", reference_volume=nodes[reference]),
+             mrml.dataframe_to_table(scene, truth, "Lesions (ground truth)"),
+             mrml.dataframe_to_table(scene, result.lesions.drop(columns=["reason"], errors="ignore"),
+                                     "Lesions (LI-RADS)"),
+             mrml.dataframe_to_table(scene, result.registration_qc[["series", "mode", "metric_before", "metric_after"]]
+                                     .set_index("series").join(tre), "Registration QC")]
+    if result.prediction is not None:
+        extra.append(mrml.dataframe_to_table(scene, result.prediction, "Prediction"))
+    for name, transform in transforms.items():
         if name != reference and name in nodes:
-            extra.append(mrml.transform_to_node(scene, transform, f"{name} to {reference} (true)",
+            extra.append(mrml.transform_to_node(scene, transform, f"{name} to {reference} (registered)",
                                                 moving=nodes[name]))
+            extra.append(mrml.transform_to_node(scene, patient.transforms[name], f"{name} to {reference} (true)"))
     mrml.place_in_study(scene, extra, study.study_id)
     return mrml.save_scene_mrb(scene, path)

@@ -108,7 +108,7 @@ class _Stages:
 def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         seg_model: "str | Path | None" = None, reference: str | None = None, mode: str = "deformable",
         segmentation: "str | Path | None" = None, image_types=("Original",), regions=RUN_REGIONS,
-        workers: int = 2, tta: bool = False, pacs_url: str | None = None, pacs_study_uid: str | None = None,
+        presets: dict | None = None, registration_options: dict | None = None, workers: int = 2, tta: bool = False, pacs_url: str | None = None, pacs_study_uid: str | None = None,
         push: bool = False, overwrite: bool = False, seed: int = 0,
         progress: ProgressFn | None = None) -> RunResult:
     """Run every stage on one study (a Study, a study/DICOM folder, or `pacs_study_uid` pulled from `pacs_url`).
@@ -116,19 +116,14 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     model: prediction bundle folder (default: the shipped demo bundle, when installed; "none" skips prediction).
     seg_model: segmentation bundle (default: the shipped sample); segmentation: the user's label map (LABELS values,
     on the reference series' grid) instead. push: send SEG + SR (and their source series) to `pacs_url`.
+    image_types / regions / presets / workers go to radiomics.extract_study; registration_options (e.g.
+    {"spacing_mm": 4.0}) to registration.register_study.
     overwrite: replace the stage folders of an earlier run in OUT (otherwise they must not exist).
     """
     from .study import Study
 
     out = Path(out)
     progress = progress or silent
-    if (push or pacs_study_uid) and not pacs_url:
-        from .pacs import ENV_URL
-        import os
-
-        pacs_url = os.environ.get(ENV_URL)
-        if not pacs_url:
-            raise InputError(f"Pulling or pushing needs a PACS: pass --pacs-url (or set ${ENV_URL}).")
     if pacs_study_uid and study_or_path is not None:
         raise InputError("Give either a study (folder or Study) or a PACS StudyInstanceUID to pull, not both.")
     if not pacs_study_uid and study_or_path is None:
@@ -160,7 +155,8 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     with stages.stage("registration") as step:
         from .registration import register_study
 
-        registration = register_study(study, reference=reference, mode=mode, seed=seed, progress=step)
+        registration = register_study(study, reference=reference, mode=mode, seed=seed, progress=step,
+                                       **(registration_options or {}))
         written["registration"] = registration.save(out / "registration")
         registered, ref = registration.study, registration.reference
 
@@ -178,7 +174,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         from .radiomics import extract_study
 
         extraction = extract_study(registered, seg.labels, regions=regions, image_types=list(image_types),
-                                   workers=workers, progress=step)
+                                   presets=presets, workers=workers, progress=step)
         written["radiomics"] = extraction.save(out)
 
     with stages.stage("lirads"):
@@ -236,7 +232,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     result = RunResult(study.study_id, out, ref, [s.phase.value for s in registered], registration.qc, lesions,
                        {k: str(v) for k, v in staging.items()}, prediction, written["report"], dicom, pushed,
                        stages.seconds, written)
-    log.info("%s", result.describe())
+    log.debug("%s", result.describe())
     return result
 
 

@@ -12,8 +12,18 @@ from HCCFusionLib.io import load_study  # noqa: E402
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
+    """The demo on a small phantom with fast settings (rigid registration, first-order radiomics on the native grid)."""
+    import yaml
+
+    from HCCFusionLib.radiomics import PRESET_DIR
+
     out = tmp_path_factory.mktemp("demo")
-    return out, main(["--progress", "none", "demo", "--out", str(out), "--size", "small", "--seed", "3"])
+    preset = yaml.safe_load((PRESET_DIR / "ct_v1.yaml").read_text())
+    preset.update(name="ct_fast", featureClass={"firstorder": []}, imageType={"Original": {}})
+    preset["preprocess"]["resample_mm"] = None
+    (out.parent / "ct_fast_v1.yaml").write_text(yaml.safe_dump(preset))
+    return out, main(["--progress", "none", "demo", "--out", str(out), "--size", "small", "--seed", "3",
+                      "--mode", "rigid", "--registration-spacing", "6", "--preset", str(out.parent / "ct_fast_v1.yaml")])
 
 
 def test_demo_cli_prints_summary_and_writes_outputs(demo_run, capsys):
@@ -22,6 +32,17 @@ def test_demo_cli_prints_summary_and_writes_outputs(demo_run, capsys):
     assert (out / "study" / "study.json").is_file()
     assert (out / "scene" / "HCCFusion_demo.mrb").is_file()
     assert not [p for p in (out / "scene").iterdir() if p.name.startswith(".")]  # no temporary leftovers
+    for stage in ("registration", "segmentation", "radiomics", "lirads", "clinical", "report", "dicom"):
+        assert (out / stage).is_dir(), stage
+    printed = capsys.readouterr().out
+    assert printed.rstrip().endswith(f"HTML report: {out / 'report' / 'report.html'}")
+    assert "TRE NC:" in printed and "lesion 1:" in printed and "LR-" in printed and "phases" in printed
+
+
+def test_demo_runs_again_into_the_same_folder(demo_run):
+    out, _ = demo_run
+    assert main(["--progress", "none", "demo", "--out", str(out), "--size", "small", "--seed", "3", "--mode", "rigid",
+                 "--registration-spacing", "8", "--preset", str(out.parent / "ct_fast_v1.yaml")]) == 0
 
 
 def test_demo_scene_reloads_with_all_nodes(demo_run, tmp_path):
@@ -38,8 +59,9 @@ def test_demo_scene_reloads_with_all_nodes(demo_run, tmp_path):
         np.testing.assert_allclose(image.GetSpacing(), series.image.GetSpacing(), atol=1e-6)
         np.testing.assert_allclose(image.GetDirection(), series.image.GetDirection(), atol=1e-6)
         np.testing.assert_array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(series.image))
-        if series.name != reference:  # lined up with the reference by its true transform
-            assert node.GetParentTransformNode() is not None
+        if series.name != reference:  # lined up with the reference by its registration transform
+            assert node.GetParentTransformNode().GetName() == f"{series.name} to {reference} (registered)"
+            assert scene.GetFirstNodeByName(f"{series.name} to {reference} (true)") is not None
     truth = study[reference].masks["labels"]
     segmentation = scene.GetFirstNodeByName("Ground truth")
     assert segmentation is not None and segmentation.IsA("vtkMRMLSegmentationNode")
@@ -54,3 +76,10 @@ def test_demo_scene_reloads_with_all_nodes(demo_run, tmp_path):
     np.testing.assert_allclose(lesions["diameter_mm"], [lesion.diameter_mm for lesion in patient.lesions], atol=0.005)
     assert {"diameter_mm", "aphe", "washout", "capsule", "lirads", "volume_ml"} <= set(lesions.columns)
     assert (lesions["volume_ml"] > 0).all()
+    pipeline_seg = scene.GetFirstNodeByName("Segmentation (pipeline)")
+    assert pipeline_seg is not None and pipeline_seg.IsA("vtkMRMLSegmentationNode")
+    lirads = scene_mod.table_to_dataframe(scene.GetFirstNodeByName("Lesions (LI-RADS)"))
+    assert len(lirads) == len(patient.lesions) and lirads["category"].str.startswith("LR-").all()
+    qc = scene_mod.table_to_dataframe(scene.GetFirstNodeByName("Registration QC"))
+    assert {"tre_mean_mm", "tre_before_mm"} <= set(qc.columns) and len(qc) == 3
+    assert (qc["tre_mean_mm"] < qc["tre_before_mm"]).all()  # registration brought the landmarks closer

@@ -227,3 +227,38 @@ def test_bad_inputs_give_clear_errors(mvi):
         FeatureFusion(classifier="xgboost").fit(X, y)
     with pytest.raises(InputError, match="Unknown combination"):
         DecisionFusion(combine="max").fit(X, y)
+
+
+def test_correlation_filter_keeps_one_of_each_redundant_group():
+    from HCCFusionLib.fusion.blocks import CorrelationFilter
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(2, 100))
+    X = np.column_stack([a, a + 0.01 * rng.normal(size=100), -a, b])
+    assert CorrelationFilter(0.95).fit(X).get_support().tolist() == [True, False, False, True]
+
+
+def test_feature_fusion_interval_matches_its_probability(mvi):
+    X, y = mvi
+    model = FeatureFusion().fit(X.iloc[:200], y[:200])
+    interval = model.predict_interval(X.iloc[200:])
+    assert np.allclose(interval.probability, model.predict_proba(X.iloc[200:])[:, 1])
+    assert ((interval.low < interval.probability) & (interval.probability < interval.high)).all()
+    with pytest.raises(ModelError, match="classifier='logistic'"):
+        FeatureFusion(classifier="rf").fit(X.iloc[:200], y[:200]).predict_interval(X.iloc[200:])
+
+
+def test_decision_fusion_trains_when_some_patients_lack_a_block(mvi):
+    X, y = mvi
+    X = X.copy()
+    mri = [c for c in X.columns if c.startswith(("ADC__", "HBP__"))]
+    X.loc[X.index[::3], mri] = np.nan  # a third of the patients had no MRI
+    model = DecisionFusion(cv=3).fit(X.iloc[:240], y[:240])
+    table = model.subset_table()
+    assert table.loc["ADC+AP+DP+HBP+PVP+clinical", "n"] == 160 and table.loc["AP+DP+PVP+clinical", "n"] == 240
+    used = model.predict_interval(X.iloc[240:]).blocks_used
+    assert set(used) == {"ADC+AP+DP+HBP+PVP+clinical", "AP+DP+PVP+clinical"}
+    few = X.copy()
+    few.loc[few.index[4:], mri] = np.nan
+    with pytest.raises(InputError, match="Block 'ADC' is present for only"):
+        DecisionFusion(cv=3).fit(few, y)

@@ -217,11 +217,8 @@ def test_sheared_or_degenerate_direction_is_refused(rigid_patient):
 def test_qc_warns_on_folding_huge_displacement_and_worse_metric():
     grid = _volume(size=(20, 20, 20))
     grid.SetSpacing([5.0, 5.0, 5.0])
-    spline = sitk.BSplineTransformInitializer(grid, [2, 2, 2], 3)
-    params = np.zeros(len(spline.GetParameters()))
-    n = len(params) // 3
-    params[n // 2] = 60.0  # one control point pushed 60 mm along x: the grid folds over itself
-    spline.SetParameters(params.tolist())
+    spline = sitk.BSplineTransformInitializer(grid, [4, 4, 4], 3)  # control points ~24 mm apart
+    spline.SetParameters(np.random.default_rng(0).normal(0, 40.0, len(spline.GetParameters())).tolist())
     stats = quality.displacement_stats(spline, grid, None, grid)
     qc = {"metric_before": -0.5, "metric_after": -0.3, **stats}
     warnings = quality.warnings_for(qc)
@@ -235,15 +232,14 @@ def test_qc_warns_on_folding_huge_displacement_and_worse_metric():
 
 def test_bad_registration_gets_a_warning_not_a_silent_result(rigid_patient):
     """Registering the liver phantom to a flipped copy: the QC table must flag the result."""
-    flipped = sitk.Flip(rigid_patient.study["AP"].image, [True, True, False])
-    flipped.CopyInformation(rigid_patient.study["AP"].image)
-    result = register(rigid_patient.study["PVP"], Series("AP", "AP", flipped,
-                                                         masks={"labels": sitk.Flip(
-                                                             rigid_patient.study["AP"].masks["labels"],
-                                                             [True, True, False])}),
+    moving = rigid_patient.study["AP"]
+    flipped, flipped_labels = (sitk.Flip(image, [True, True, False]) for image in (moving.image, moving.masks["labels"]))
+    flipped.CopyInformation(moving.image)
+    flipped_labels.CopyInformation(moving.image)
+    result = register(rigid_patient.study["PVP"], Series("AP", "AP", flipped, masks={"labels": flipped_labels}),
                       mode="rigid", fixed_mask=liver_mask(rigid_patient.study["PVP"]), init="identity")
     print("flipped:", result.warnings, f"liver Dice {result.qc['dice_after_liver']:.2f}")
-    assert result.qc["dice_after_liver"] < 0.8 or result.warnings
+    assert result.warnings and result.qc["dice_after_liver"] < 0.5
 
 
 # ---------------------------------------------------------------- normalisation and stacking
@@ -257,7 +253,7 @@ def test_normalisation_per_modality(shared_data, rigid_patient):
 
     body = sitk.GetArrayViewFromImage(z)[sitk.GetArrayViewFromImage(body_mask(mr, Modality.MR)) > 0]
     q1, median, q3 = np.percentile(body, [25, 50, 75])
-    assert abs(median) < 1e-3 and abs((q3 - q1) / 1.349 - 1.0) < 1e-3 and "N4" in note
+    assert abs(median) < 0.01 and abs((q3 - q1) / 1.349 - 1.0) < 0.01 and "N4" in note
     pet = sitk.ReadImage(str(shared_data / "real" / "sts" / "STS_001" / "PET_image.nii.gz"))
     same, _ = normalise(pet, Modality.PET)
     assert np.array_equal(sitk.GetArrayViewFromImage(same), sitk.GetArrayViewFromImage(pet))

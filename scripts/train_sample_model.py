@@ -57,11 +57,24 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, default=Path("/tmp/hcc_phantom_ct_checkpoint"))
     ap.add_argument("--out", type=Path, default=default_bundle_path())
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="only (re-)evaluate the bundle at --out on --eval-seeds and update its model card")
+    ap.add_argument("--inference-window", type=int, nargs=3, default=None,
+                    help="with --evaluate-only: store this sliding-window size (x y z) in the plans")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.evaluate_only:
+        bundle = load_bundle(args.out)
+        if args.inference_window:
+            bundle.plans["inference_window"] = args.inference_window
+        card = {**bundle.card, "evaluation_full_size": {
+            "phantoms": f"full size (512x512x120), seeds {args.eval_seeds}", **evaluate_full(bundle, args.eval_seeds)}}
+        save_bundle(args.out, bundle.plans, bundle.dataset, bundle.build_network(), card)
+        log.info("evaluation %s", card["evaluation_full_size"])
+        return
     t0 = time.time()
     cases = [phantom_case(seed, CHANNELS, "medium") for seed in range(args.cases)]
     val = [phantom_case(5000 + seed, CHANNELS, "medium") for seed in range(args.val)]

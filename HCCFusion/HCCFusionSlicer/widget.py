@@ -400,6 +400,8 @@ class HCCFusionPanel(VTKObservationMixin):
     # ------------------------------------------------------------ LI-RADS and DICOM (in-process)
     def onAssessLirads(self):
         with slicer.util.tryWithErrorDisplay(_("LI-RADS assessment failed."), waitCursor=True):
+            if not install.ensure("inputs"):
+                return
             p, out = self._parameterNode, self.outputFolder()
             result = self.logic.assessLirads(out / "registration", self._segmentationNode(), out, p.studyId)
             self.ui.liradsTableView.setMRMLTableNode(result.nodes["lirads"])

@@ -209,14 +209,16 @@ class CorrelationFilter(SelectorMixin, BaseEstimator):
     def fit(self, X, y=None):
         X = np.asarray(X, dtype=float)
         self.n_features_in_ = X.shape[1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            corr = np.abs(np.nan_to_num(np.corrcoef(X, rowvar=False))) if X.shape[1] > 1 else np.zeros((1, 1))
-        keep = []
-        for j in range(X.shape[1]):
-            if all(corr[j, i] <= self.threshold for i in keep):
-                keep.append(j)
+        sd = X.std(axis=0)
+        Z = (X - X.mean(axis=0)) / np.where(sd > 0, sd, 1.0) / np.sqrt(len(X))  # Z[:, i] @ Z[:, j] = Pearson r
+        keep = np.zeros(X.shape[1], dtype=int)
+        count = 0
+        for j in range(X.shape[1]):  # memory O(n p): no p x p matrix, so thousands of features are fine
+            if count == 0 or np.abs(Z[:, keep[:count]].T @ Z[:, j]).max() <= self.threshold:
+                keep[count] = j
+                count += 1
         self.mask_ = np.zeros(X.shape[1], dtype=bool)
-        self.mask_[keep] = True
+        self.mask_[keep[:count]] = True
         return self
 
     def _get_support_mask(self):

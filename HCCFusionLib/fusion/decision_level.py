@@ -208,9 +208,11 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
         for b, name in enumerate(self.blocks_):
             rows = present[name].to_numpy()
             Xb, yb = X.loc[rows], y[rows]
-            if len(np.unique(yb)) < len(self.classes_):
-                raise InputError(f"Block '{name}' is present only for patients of some classes: it cannot be "
-                                 "trained; remove it or add patients.")
+            fewest = min(np.sum(yb == c) for c in self.classes_)
+            if fewest < self.cv:
+                raise InputError(f"Block '{name}' is present for only {fewest} patient(s) of one class; at least "
+                                 f"{self.cv} per class are needed to train and calibrate it: remove the block or "
+                                 "add patients.")
             self.block_models_[name] = self._block_model(name)
             oof[rows, b] = self.block_models_[name].fit_oof(Xb, yb)
         self._fit_combiners(oof, y, present.to_numpy())
@@ -228,6 +230,8 @@ class DecisionFusion(ClassifierMixin, BaseEstimator):
                 yr = y[rows]
                 counts = [np.sum(yr == c) for c in self.classes_]
                 if rows.sum() < MIN_SUBSET_ROWS or min(counts) < 3:
+                    log.info("decision fusion: too few training patients with blocks %s; no combiner for them",
+                             "+".join(names[i] for i in subset))
                     continue
                 P = oof[rows][:, subset]
                 key = "+".join(names[i] for i in subset)

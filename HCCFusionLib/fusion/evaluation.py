@@ -6,7 +6,6 @@ for every outer training fold and tunes hyper-parameters in an inner loop of tha
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +15,6 @@ import pandas as pd
 from ..errors import InputError
 from ..progress import silent
 from .logistic import fit_logistic, logit
-
-log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- nested cross-validation

@@ -3,6 +3,24 @@
 Inputs: FEATURES (wide table, one row per patient, columns `<PHASE>__<region>__<feature>`) and CLINICAL
 (clinical variables named as `study.Clinical` fields, `center`, and the endpoint columns), CSV or Parquet,
 indexed by a `patient_id`/`study_id` column (else the first column).
+
+Outputs
+  train    BUNDLE/ model.skops, model_card.json, [definitions.csv], checksums.sha256 (see `bundle`)
+  evaluate OUT/evaluation/ metrics.csv, predictions.csv (out-of-fold), inner_selection.csv, and per endpoint kind
+           binary: roc.csv/png, calibration.csv/png, decision_curve.csv/png, blocks.csv + delong.csv (fused vs
+           each single block); survival: td_auc.csv/png, km.csv/png; multiclass: confusion.csv, roc.png
+  predict  OUT/prediction/
+           prediction.csv    patient_id, endpoint, model, then
+                             binary: probability, low, high (95% interval; empty when not available),
+                                     [blocks_used, subset_auc, subset_brier for decision fusion], interval
+                             survival: risk, risk_group, low, high (empty), survival_<t>m ..., interval
+                             multiclass: predicted, p_<class> ..., interval
+           contributions.csv patient_id, name, kind (baseline | feature | block | leave-one-block-out), block,
+                             value (measured), z (standardised), contribution, units (log-odds | probability |
+                             Cox risk score); baseline + features (feature fusion) or baseline + blocks (decision
+                             fusion, stack/bayes) add up to the model output; see `explain`
+           evidence.csv      patient_id, rank, feature, block, value, definition, contribution, units: the top 20
+                             features per patient by |contribution|
 """
 from __future__ import annotations
 
@@ -15,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError, ModelError
+from ..errors import InputError
 from ..progress import scaled, silent
-from .data import assemble, endpoint_kind, read_table
+from .data import assemble, read_table
 
 log = logging.getLogger(__name__)
 SURVIVAL_TIMES = (12.0, 24.0, 36.0)  # months, for predicted survival probabilities
@@ -84,6 +102,7 @@ def train(features, clinical, endpoint: str, out: "str | Path", spec: ModelSpec 
     spec = spec or ModelSpec()
     X, y, kind = load_inputs(features, clinical, endpoint)
     model = spec.build(kind)
+    log.info("training a %s %s model for '%s' on %d patients", spec.fusion, kind, endpoint, len(X))
     progress(0.05, f"cross-validating {len(X)} patients")
     result = nested_cv(model, X, y, kind=kind, outer=cv, seed=spec.seed, progress=scaled(progress, 0.05, 0.8))
     if kind == "binary":

@@ -63,6 +63,7 @@ def elastix_register(fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image | N
         pmap = parameters.GetDefaultParameterMap(name)
         pmap["RandomSeed"] = [str(seed)]
         pmap["WriteResultImage"] = ["false"]
+        pmap["ErodeMask"] = ["false"]
         parameters.AddParameterMap(pmap)
     progress(0.0, f"elastix {'+'.join(MAPS[mode])}")
     method = itk.ElastixRegistrationMethod.New(_to_itk(itk, fixed), _to_itk(itk, moving))
