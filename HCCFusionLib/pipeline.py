@@ -128,7 +128,9 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         raise InputError("Give either a study (folder or Study) or a PACS StudyInstanceUID to pull, not both.")
     if not pacs_study_uid and study_or_path is None:
         raise InputError("Give a study folder, a Study, or a PACS StudyInstanceUID to pull (--pull UID).")
-    model = None if str(model).lower() == "none" else (Path(model) if model else default_model_path())
+    if model is None:
+        model = default_model_path()
+    model = None if str(model).lower() == "none" else Path(model)
     plan = [s for s in STAGES if (s != "pacs" or pacs_study_uid) and (s != "prediction" or model)]
     _prepare_out(out, plan, overwrite)
     plan.insert(plan.index("registration"), "load")

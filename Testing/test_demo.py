@@ -1,6 +1,9 @@
 """`hccfusion demo`: phantom → study folder → reload → .mrb that reloads in slicer-core with all nodes."""
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -22,31 +25,33 @@ def demo_run(tmp_path_factory):
     preset.update(name="ct_fast", featureClass={"firstorder": []}, imageType={"Original": {}})
     preset["preprocess"]["resample_mm"] = None
     (out.parent / "ct_fast_v1.yaml").write_text(yaml.safe_dump(preset))
-    return out, main(["--progress", "none", "demo", "--out", str(out), "--size", "small", "--seed", "3",
-                      "--mode", "rigid", "--registration-spacing", "6", "--preset", str(out.parent / "ct_fast_v1.yaml")])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["--progress", "none", "demo", "--out", str(out), "--size", "small", "--seed", "3", "--mode", "rigid",
+                     "--registration-spacing", "6", "--preset", str(out.parent / "ct_fast_v1.yaml")])
+    return out, code, printed.getvalue()
 
 
-def test_demo_cli_prints_summary_and_writes_outputs(demo_run, capsys):
-    out, code = demo_run
+def test_demo_cli_prints_summary_and_writes_outputs(demo_run):
+    out, code, printed = demo_run
     assert code == 0
     assert (out / "study" / "study.json").is_file()
     assert (out / "scene" / "HCCFusion_demo.mrb").is_file()
     assert not [p for p in (out / "scene").iterdir() if p.name.startswith(".")]  # no temporary leftovers
     for stage in ("registration", "segmentation", "radiomics", "lirads", "clinical", "report", "dicom"):
         assert (out / stage).is_dir(), stage
-    printed = capsys.readouterr().out
     assert printed.rstrip().endswith(f"HTML report: {out / 'report' / 'report.html'}")
     assert "TRE NC:" in printed and "lesion 1:" in printed and "LR-" in printed and "phases" in printed
 
 
 def test_demo_runs_again_into_the_same_folder(demo_run):
-    out, _ = demo_run
+    out, _, _ = demo_run
     assert main(["--progress", "none", "demo", "--out", str(out), "--size", "small", "--seed", "3", "--mode", "rigid",
                  "--registration-spacing", "8", "--preset", str(out.parent / "ct_fast_v1.yaml")]) == 0
 
 
 def test_demo_scene_reloads_with_all_nodes(demo_run, tmp_path):
-    out, _ = demo_run
+    out, _, _ = demo_run
     study = load_study(out / "study")
     scene = scene_mod.load_scene_mrb(out / "scene" / "HCCFusion_demo.mrb", scene_mod.new_scene(tmp_path / "cache"))
     reference = "PVP"

@@ -39,11 +39,11 @@ def tiny_plans(cases, **kw):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny DynUNet trained from scratch on 8 small phantoms for 200 steps, saved as a bundle."""
+    """A tiny DynUNet trained from scratch on 8 small phantoms for 150 steps, saved as a bundle."""
     cases = [phantom_case(seed, CHANNELS, "small") for seed in range(8)]
     held_out = [phantom_case(100 + seed, CHANNELS, "small") for seed in range(2)]
     plans = tiny_plans(cases)
-    result = train(cases, plans, steps=200, lr=1e-2, seed=0, val_cases=held_out)
+    result = train(cases, plans, steps=150, lr=1e-2, seed=0, val_cases=held_out)
     folder = tmp_path_factory.mktemp("seg") / "tiny_bundle"
     bundles.save_bundle(folder, plans, bundles.dataset_description(plans, len(cases)), result.network,
                         {"name": "tiny", "metrics": result.metrics})

@@ -77,18 +77,26 @@ def nested_cv(estimator, X: pd.DataFrame, y, *, kind: str, param_grid: dict | No
 # ---------------------------------------------------------------- discrimination
 def roc_auc_ci(y, p, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """ROC AUC with a percentile bootstrap confidence interval (resampling patients)."""
-    from sklearn.metrics import roc_auc_score
-
-    y, p = np.asarray(y), np.asarray(p, dtype=float)
+    y, p = np.asarray(y).astype(bool), np.asarray(p, dtype=float)
     rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[idx])) == 2:
-            boots.append(roc_auc_score(y[idx], p[idx]))
+    idx = rng.integers(0, len(y), (n_boot, len(y)))
+    boots = _rank_auc(y[idx], p[idx])
+    boots = boots[~np.isnan(boots)]  # resamples with a single class have no AUC
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(boots, [tail, 100 - tail])
-    return {"auc": float(roc_auc_score(y, p)), "auc_low": float(low), "auc_high": float(high), "n_boot": len(boots)}
+    return {"auc": float(_rank_auc(y[None, :], p[None, :])[0]), "auc_low": float(low), "auc_high": float(high),
+            "n_boot": int(len(boots))}
+
+
+def _rank_auc(y, p):
+    """Mann-Whitney AUC of each row of (rows, n) labels/scores, ties counted half (midranks)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(p, axis=1)
+    m = y.sum(axis=1)
+    n = y.shape[1] - m
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ((ranks * y).sum(axis=1) - m * (m + 1) / 2.0) / (m * n)
 
 
 def roc_table(y, p) -> pd.DataFrame:

@@ -129,7 +129,7 @@ def _working_images(fixed: _Input, moving: _Input, mask: sitk.Image | None, spac
 def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mode: str = "deformable",
              fixed_mask: sitk.Image | None = None, engine: str = "sitk", seed: int = 0,
              progress: ProgressFn | None = None, init: str = "auto", spacing_mm: float = 2.0,
-             mask_dilation_mm: float = 15.0, grid_spacing_mm: float = 40.0) -> PairResult:
+             mask_dilation_mm: float = 25.0, grid_spacing_mm: float = 80.0) -> PairResult:
     """Register `moving` to `fixed` with Mattes mutual information (works across CT, MR and PET).
 
     mode: "rigid" (Euler3D), "affine" (rigid then affine) or "deformable" (rigid, affine, then a cubic

@@ -26,7 +26,7 @@ INITS = ("auto", "identity", "geometry", "moments")
 SAMPLES = 20000
 BSPLINE_SAMPLES = 10000
 #: LBFGSB iterations and cost convergence factor (x machine precision) of the B-spline stage.
-BSPLINE_ITERATIONS = 40
+BSPLINE_ITERATIONS = 20
 BSPLINE_CONVERGENCE = 1e7
 
 
