@@ -14,8 +14,8 @@ Every random choice comes from `numpy.random.default_rng(seed)` (spawned child s
 anatomy is defined in millimetres, so "small" and "full" of one seed show the same patient.
 
 Public API: `make_patient` -> `PhantomPatient` (designed lesions via `LesionSpec`, truth in `LesionTruth`),
-`make_cohort` -> `Cohort` (planted outcome model, `simulated_features`, `patient(i)`), `lirads_from_features`
-(table `LIRADS_V2018`), `save_patient` / `save_cohort` (files with ground truth), `jacobian_range`.
+`make_cohort` -> `Cohort` (planted outcome model, `simulated_features`, `patient(i)`), expected LI-RADS categories from
+`lirads.category`, `save_patient` / `save_cohort` (files with ground truth), `jacobian_range`.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .lirads import category as lirads_category
 from .progress import silent
 from .study import LABELS, ETIOLOGIES, Clinical, Series, Study
 
@@ -53,34 +54,6 @@ CT_NOISE_SD = 12.0  # HU, after the in-plane point-spread blur
 MAX_ROTATION_DEG = 3.0
 MAX_TRANSLATION_MM = 8.0
 BREATHING_MM = (5.0, 15.0)  # cranio-caudal liver displacement of a deformable series
-
-
-# ---------------------------------------------------------------- LI-RADS v2018 diagnostic table
-#: ACR LI-RADS v2018 CT/MRI diagnostic table. Key: (nonrim APHE, size class); value: category for 0, 1 and
-#: >=2 additional major features (enhancing capsule, nonperipheral washout, threshold growth). The one
-#: split cell (APHE, 10-19 mm, one feature) is a dict: capsule alone -> LR-4, washout or growth alone -> LR-5.
-LIRADS_V2018 = {
-    (False, "<20"): ("LR-3", "LR-3", "LR-4"),
-    (False, ">=20"): ("LR-3", "LR-4", "LR-4"),
-    (True, "<10"): ("LR-3", "LR-4", "LR-4"),
-    (True, "10-19"): ("LR-3", {"capsule": "LR-4", "washout": "LR-5", "threshold_growth": "LR-5"}, "LR-5"),
-    (True, ">=20"): ("LR-4", "LR-5", "LR-5"),
-}
-
-
-def lirads_from_features(aphe: bool, diameter_mm: float, washout: bool, capsule: bool,
-                         threshold_growth: bool = False) -> str:
-    """LI-RADS v2018 category (LR-3/4/5) of an observation from its major features (table `LIRADS_V2018`)."""
-    if diameter_mm is None or not np.isfinite(diameter_mm) or diameter_mm <= 0:
-        raise InputError(f"LI-RADS needs a positive observation diameter in mm, got {diameter_mm!r}.")
-    if aphe:
-        size_class = "<10" if diameter_mm < 10 else ("10-19" if diameter_mm < 20 else ">=20")
-    else:
-        size_class = "<20" if diameter_mm < 20 else ">=20"
-    present = [name for name, on in (("washout", washout), ("capsule", capsule),
-                                      ("threshold_growth", threshold_growth)) if on]
-    cell = LIRADS_V2018[(bool(aphe), size_class)][min(len(present), 2)]
-    return cell[present[0]] if isinstance(cell, dict) else cell
 
 
 # ---------------------------------------------------------------- public data classes
@@ -682,7 +655,7 @@ def _random_lesions(rng, n: int, traits: dict) -> list:
 def _truth(spec: LesionSpec, index: int, diameter: float) -> LesionTruth:
     if spec.pattern == "hcc":
         aphe, washout, capsule = spec.aphe, spec.washout, spec.capsule
-        lirads = lirads_from_features(aphe, diameter, washout, capsule)
+        lirads = lirads_category(aphe, diameter, washout, capsule)
     else:  # visual appearance in LI-RADS terms; these patterns are not categorised LR-3..5
         aphe, washout, capsule, lirads = False, spec.pattern == "hypovascular", False, None
     return LesionTruth(index, tuple(float(v) for v in spec.centre_mm), float(diameter), spec.pattern,

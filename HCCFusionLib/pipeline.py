@@ -197,8 +197,10 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             from .fusion.workflow import predict
 
             features, clinical_table = prediction_inputs(extraction, study.study_id, clinical, staging)
+            features, clinical_table, missing = _conform(features, clinical_table, model)
             result = predict(features, clinical_table, model, out, progress=step)
             prediction, contributions = result["prediction"], result["contributions"]
+            prediction["missing_inputs"] = ";".join(missing)
             card = _card(model)
             written["prediction"] = out / "prediction"
             inputs["prediction model"] = Path(model) / "checksums.sha256"
@@ -330,6 +332,27 @@ def prediction_inputs(extraction, study_id: str, clinical: dict, staging: dict):
         values["child_pugh_score"] = float(staging["child_pugh"].score)
     table = pd.DataFrame([values], index=features.index) if values else None
     return features, table
+
+
+def _conform(features, clinical, model: Path):
+    """Add the model's inputs this study lacks as empty (NaN) columns, so the model's own rules apply: a block
+    with some values is imputed by the model, a block without any counts as missing (decision-level models
+    then predict from the other blocks). Returns (features, clinical, names of the missing inputs)."""
+    import json
+
+    import pandas as pd
+
+    needed = json.loads((Path(model) / "model_card.json").read_text()).get("features", [])
+    have = set(features.columns) | (set(clinical.columns) if clinical is not None else set())
+    missing = [c for c in needed if c not in have]
+    if missing:
+        log.warning("prediction: %d model input(s) not available for this study: %s", len(missing), missing)
+        imaging = [c for c in missing if "__" in c]
+        features = features.assign(**{c: float("nan") for c in imaging})
+        other = {c: float("nan") for c in missing if "__" not in c}
+        if other:
+            clinical = (clinical if clinical is not None else pd.DataFrame(index=features.index)).assign(**other)
+    return features, clinical, missing
 
 
 def radiomics_summary(kinetics):

@@ -60,28 +60,6 @@ def designed():
     return P.make_patient(11, "medium", mri=True, misalignment="none", cirrhotic=False, lesions=lesions)
 
 
-# ---------------------------------------------------------------- LI-RADS table
-@pytest.mark.parametrize("aphe, diameter, washout, capsule, growth, expected", [
-    (True, 25, True, False, False, "LR-5"), (True, 25, False, True, False, "LR-5"),
-    (True, 25, False, False, False, "LR-4"), (True, 20, False, False, False, "LR-4"),
-    (True, 15, True, False, False, "LR-5"), (True, 15, False, True, False, "LR-4"),
-    (True, 15, False, False, True, "LR-5"), (True, 15, True, True, False, "LR-5"),
-    (True, 15, False, False, False, "LR-3"), (True, 10, False, False, False, "LR-3"),
-    (True, 8, True, False, False, "LR-4"), (True, 8, True, True, False, "LR-4"),
-    (True, 8, False, False, False, "LR-3"),
-    (False, 15, False, False, False, "LR-3"), (False, 15, True, False, False, "LR-3"),
-    (False, 15, True, True, False, "LR-4"), (False, 25, False, False, False, "LR-3"),
-    (False, 25, True, False, False, "LR-4"), (False, 25, True, True, True, "LR-4"),
-])
-def test_lirads_v2018_table(aphe, diameter, washout, capsule, growth, expected):
-    assert P.lirads_from_features(aphe, diameter, washout, capsule, growth) == expected
-
-
-def test_lirads_rejects_missing_size():
-    with pytest.raises(InputError, match="diameter"):
-        P.lirads_from_features(True, 0, True, False)
-
-
 # ---------------------------------------------------------------- determinism and geometry
 def test_same_seed_gives_identical_patient():
     a = P.make_patient(3, "small", phases=("AP", "PVP"))

@@ -126,6 +126,29 @@ def _working_images(fixed: _Input, moving: _Input, mask: sitk.Image | None, spac
     return fixed_raw, work
 
 
+def _stage(run, *args):
+    """Run an affine / B-spline stage; None when it diverged (samples left the moving image)."""
+    try:
+        return run(*args)
+    except RegistrationError as exc:
+        log.info("stage %s failed: %s", run.__name__, exc)
+        return None
+
+
+def _improves(work, previous: sitk.Transform, candidate: sitk.Transform | None, seed: int, name: str,
+              stage: str) -> bool:
+    """Keep a stage only if it improves the metric on held-out samples (another seed): an affine / B-spline
+    stage that diverged or drifted is dropped (and reported in the QC warnings) rather than returned."""
+    if candidate is None:
+        return False
+    before = sitk_engine.metric_value(work, previous, seed + 7919)
+    after = sitk_engine.metric_value(work, candidate, seed + 7919)
+    if np.isfinite(after) and (not np.isfinite(before) or after < before):
+        return True
+    log.info("'%s': %s stage dropped (held-out metric %.4f -> %.4f)", name, stage, before, after)
+    return False
+
+
 def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mode: str = "deformable",
              fixed_mask: sitk.Image | None = None, engine: str = "sitk", seed: int = 0,
              progress: ProgressFn | None = None, init: str = "auto", spacing_mm: float = 2.0,
@@ -159,28 +182,38 @@ def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mod
     fixed_raw, work = _working_images(fixed_in, moving_in, mask, spacing_mm, mask_dilation_mm)
 
     if engine == "elastix":
-        from .elastix_engine import elastix_register
+        from .elastix_engine import MAPS, elastix_register
 
         native_mask = None if work.fixed_mask is None else quality.resample(
             work.fixed_mask, fixed_in.image, sitk.Transform(), nearest=True)
         transform = elastix_register(sitk.Cast(fixed_in.image, sitk.sitkFloat32),
                                      sitk.Cast(moving_in.image, sitk.sitkFloat32), native_mask, mode, seed,
                                      scaled(progress, 0.05, 0.85))
-        chosen_init = "elastix"
+        chosen_init, stages, dropped = "elastix", list(MAPS[mode]), []
     else:
         start, chosen_init = sitk_engine.initial_transform(work, seed, init)
         progress(0.05, f"{moving_in.name}: initialised ({chosen_init})")
-        transform = sitk_engine.rigid(work, start, seed, scaled(progress, 0.05, 0.3))
+        linear = sitk_engine.rigid(work, start, seed, scaled(progress, 0.05, 0.3))
+        stages, dropped = ["rigid"], []
         if mode in ("affine", "deformable"):
-            transform = sitk_engine.affine(work, transform, seed, scaled(progress, 0.3, 0.45))
+            candidate = _stage(sitk_engine.affine, work, linear, seed, scaled(progress, 0.3, 0.45))
+            if _improves(work, linear, candidate, seed, moving_in.name, "affine"):
+                linear, stages = candidate, stages + ["affine"]
+            else:
+                dropped.append("affine")
+        transform = sitk.CompositeTransform([linear])
         if mode == "deformable":
-            spline = sitk_engine.bspline(work, transform, seed, grid_spacing_mm, scaled(progress, 0.45, 0.85))
-            transform = sitk.CompositeTransform([transform, spline])  # spline applied first, then affine
-        else:
-            transform = sitk.CompositeTransform([transform])
+            spline = _stage(sitk_engine.bspline, work, linear, seed, grid_spacing_mm, scaled(progress, 0.45, 0.85))
+            # the spline is applied first, then the linear part
+            candidate = None if spline is None else sitk.CompositeTransform([linear, spline])
+            if _improves(work, transform, candidate, seed, moving_in.name, "B-spline"):
+                transform, stages = candidate, stages + ["bspline"]
+            else:
+                dropped.append("bspline")
 
     progress(0.85, f"{moving_in.name}: resampling and QC")
     qc = {"series": moving_in.name, "reference": fixed_in.name, "mode": mode, "engine": engine, "init": chosen_init,
+          "stages": "+".join(stages),
           "metric_before": sitk_engine.metric_value(work, sitk.Transform(), seed),
           "metric_after": sitk_engine.metric_value(work, transform, seed)}
     region = work.fixed_mask if work.fixed_mask is not None else body_mask(fixed_raw, fixed_in.modality)
@@ -195,7 +228,9 @@ def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mod
         qc.update({f"dice_before_{prefix}{label}": value for label, value in before.items()})
         qc.update({f"dice_after_{prefix}{label}": value for label, value in after.items()})
     resampled = quality.resample(moving_in.image, fixed_in.image, transform)
-    qc["warnings"] = quality.warnings_for(qc)
+    qc["warnings"] = quality.warnings_for(qc) + [
+        f"{stage} stage dropped: it did not improve the held-out metric (result is {'+'.join(stages)})"
+        for stage in dropped]
     qc["seconds"] = time.perf_counter() - started
     for warning in qc["warnings"]:
         log.warning("registration of '%s' to '%s': %s", moving_in.name, fixed_in.name, warning)

@@ -145,7 +145,7 @@ def affine(work: WorkingImages, start: sitk.Euler3DTransform, seed: int, progres
     initial.SetMatrix(start.GetMatrix())
     initial.SetTranslation(start.GetTranslation())
     method = metric_method(work, seed)
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=0.01, numberOfIterations=100,
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=0.5, minStep=0.01, numberOfIterations=60,
                                                     relaxationFactor=0.5, gradientMagnitudeTolerance=1e-6)
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetInitialTransform(initial, inPlace=True)
