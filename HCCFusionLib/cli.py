@@ -610,7 +610,8 @@ def _register_args(p):
     p.add_argument("study", type=Path, help="study folder (study.json manifest, NIfTI/NRRD files or DICOM)")
     p.add_argument("--reference", default=None,
                    help="reference series or phase (default: PVP, else HBP, else T1, else the first series)")
-    p.add_argument("--mode", choices=["rigid", "affine", "deformable"], default="deformable")
+    p.add_argument("--mode", choices=["rigid", "affine", "deformable"], default="deformable",
+                   help="rigid (Euler3D), affine (rigid then affine) or deformable (then B-spline; default)")
     p.add_argument("--mask", choices=["liver", "none"], default="none",
                    help="align the reference's liver (its 'liver' mask or 'labels' map, dilated), not the body")
     p.add_argument("--engine", choices=["sitk", "elastix"], default="sitk",

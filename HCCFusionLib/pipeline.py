@@ -201,6 +201,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             result = predict(features, clinical_table, model, out, progress=step)
             prediction, contributions = result["prediction"], result["contributions"]
             prediction["missing_inputs"] = ";".join(missing)
+            _write_csv(prediction, out / "prediction" / "prediction.csv", index=True)
             card = _card(model)
             written["prediction"] = out / "prediction"
             inputs["prediction model"] = Path(model) / "checksums.sha256"
@@ -213,7 +214,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             lesions=seg.lesion_map, modality=registered[ref].modality.value, lirads=assessment.table(),
             lirads_evidence=assessment.evidence(), lirads_overrides=assessment.overrides_table(),
             registration_qc=_qc_table(registration.qc), radiomics=radiomics_summary(extraction.kinetics),
-            prediction=_prediction_with_staging(prediction, staging), contributions=contributions,
+            prediction=_prediction_with_staging(prediction, staging), contributions=_named(contributions),
             model_card=card, inputs=inputs)
         written["report"] = write_report(data, out / "report")
 
@@ -385,6 +386,13 @@ def _prediction_with_staging(prediction, staging: dict):
     pred = pd.DataFrame({"result": ["; ".join(f"{c}={_short(r[c])}" for c in main) for _, r in rows.iterrows()]},
                         index=pd.Index([f"prediction {r['endpoint']}" for _, r in rows.iterrows()], name="item"))
     return pd.concat([pred, stages])
+
+
+def _named(contributions):
+    """Contributions as (feature name, contribution) rows for the report (first text column = the name)."""
+    if contributions is None:
+        return None
+    return contributions.drop(columns=["patient_id"], errors="ignore")
 
 
 def _short(value) -> str:

@@ -159,5 +159,9 @@ def test_orthanc_round_trip(patient, study_dir, fast_preset, tmp_path, capsys):
         assert np.allclose(rows["volume_mm3"], lesions["volume_ml"].to_numpy() * 1000.0, rtol=1e-3)
         assert np.allclose(rows["diameter_mm"], lesions["diameter_mm"].to_numpy(), atol=0.05)
         assert list(rows["lirads"]) == list(lesions["category"])
+        if pipeline.default_model_path():  # the prediction travels in the SR too (no clinical data in the PACS)
+            prediction = pd.read_csv(out / "prediction" / "prediction.csv", index_col=0)
+            assert sr["p_mvi"].dropna().iloc[0] == pytest.approx(prediction["probability"].iloc[0], abs=1e-6)
+            assert "afp" in prediction["missing_inputs"].iloc[0]
     finally:
         server.stop()

@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, default=Path("/tmp/hcc_phantom_ct_checkpoint"))
     ap.add_argument("--out", type=Path, default=default_bundle_path())
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--foreground-fraction", type=float, default=1.0, help="share of patches centred on foreground")
     ap.add_argument("--evaluate-only", action="store_true",
                     help="only (re-)evaluate the bundle at --out on --eval-seeds and update its model card")
     ap.add_argument("--inference-window", type=int, nargs=3, default=None,
@@ -89,13 +90,13 @@ def main() -> None:
             log.info("%.3f %s", fraction, message)
 
     result = train(cases, plans, steps=args.steps, seed=0, lr=args.lr, val_cases=val,
-                   checkpoint_dir=args.checkpoint, progress=progress)
+                   checkpoint_dir=args.checkpoint, foreground_fraction=args.foreground_fraction, progress=progress)
     log.info("validation %s", result.metrics["dice"])
     card = {"name": "hcc_phantom_ct", "task": "liver and tumour segmentation on registered two-phase CT (AP, PVP)",
             "training_data": f"{args.cases} synthetic phantoms (HCCFusionLib.phantom, size 'medium', seeds "
                              f"0..{args.cases - 1}, misalignment none), resampled to {list(SPACING)} mm",
             "validation": {"phantoms": f"medium, seeds 5000..{5000 + args.val - 1}", **result.metrics},
-            "training": {"steps": args.steps, "optimizer": "AdamW + poly LR", "lr": args.lr, "seed": 0,
+            "training": {"steps": args.steps, "foreground_fraction": args.foreground_fraction, "optimizer": "AdamW + poly LR", "lr": args.lr, "seed": 0,
                          "seconds": round(result.seconds, 1), "threads": args.threads,
                          "script": "scripts/train_sample_model.py"},
             "versions": {"hccfusion": __version__, "torch": torch.__version__,

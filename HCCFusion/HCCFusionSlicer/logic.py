@@ -190,6 +190,7 @@ class HCCFusionLogic:
         """Transforms (moving volumes placed under them), resampled and fused volumes, QC table."""
         folder = Path(outFolder) / "registration"
         _require(folder / "study.json", "registration")
+        self._removePrevious(f"{studyId}_", ("_to_reference", "_registered", "_fused", "_registration_QC"))
         result = StageResult(folder, {"transforms": {}, "resampled": {}})
         for path in sorted(folder.glob("*_transform.h5")):
             name = path.name[: -len("_transform.h5")]
@@ -215,8 +216,9 @@ class HCCFusionLogic:
 
     # ------------------------------------------------------------ segmentation
     def segmentationJob(self, studyFolder, outFolder, modelFolder=None, nnunetFolder=None, tta: bool = False,
-                        reference: "str | None" = None) -> CliJob:
-        """`hccfusion segment`: the shipped sample model unless a model bundle or nnU-Net v2 folder is given."""
+                        reference: "str | None" = None, overlap: "float | None" = None) -> CliJob:
+        """`hccfusion segment`: the shipped sample model unless a model bundle or nnU-Net v2 folder is given;
+        `overlap` of the sliding windows (default: the verb's)."""
         args = [studyFolder, "--out", outFolder]
         if nnunetFolder:
             args += ["--nnunet", nnunetFolder]
@@ -224,6 +226,8 @@ class HCCFusionLogic:
             args += ["--model", modelFolder]
         if reference:
             args += ["--reference", reference]
+        if overlap is not None:
+            args += ["--overlap", f"{overlap:g}"]
         return CliJob("segment", args + ([] if tta else ["--no-tta"]))
 
     def loadSegmentation(self, outFolder, referenceNode, studyId: str, outputNode=None) -> StageResult:
@@ -472,6 +476,15 @@ class HCCFusionLogic:
         return f"{staging['bclc']}; {staging['child_pugh']}; {staging['albi']}"
 
     # ------------------------------------------------------------ helpers
+    def _removePrevious(self, prefix: str, suffixes: tuple) -> None:
+        """Remove nodes of an earlier run of a stage (named prefix…suffix), so a re-run replaces its results."""
+        nodes = self.scene.GetNodes()
+        old = [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+        for node in old:
+            name = node.GetName() or ""
+            if name.startswith(prefix) and name.endswith(suffixes) and not node.IsA("vtkMRMLStorageNode"):
+                self.scene.RemoveNode(node)
+
     def _table(self, csvPath: Path, name: str, node=None):
         """Table node from a CSV file (types kept); fills `node` when given."""
         import pandas as pd

@@ -135,18 +135,18 @@ def _stage(run, *args):
         return None
 
 
-def _improves(work, previous: sitk.Transform, candidate: sitk.Transform | None, seed: int, name: str,
-              stage: str) -> bool:
-    """Keep a stage only if it improves the metric on held-out samples (another seed): an affine / B-spline
-    stage that diverged or drifted is dropped (and reported in the QC warnings) rather than returned."""
+def _improves(work, previous: sitk.Transform, candidate: sitk.Transform | None, seed: int, check) -> bool:
+    """Keep a stage only if it improves the metric on held-out samples (another seed), does not fold and
+    keeps the reference region inside the moving image (`check(transform)` gives displacement_stats):
+    an affine / B-spline stage that diverged or drifted is dropped rather than returned."""
     if candidate is None:
         return False
     before = sitk_engine.metric_value(work, previous, seed + 7919)
     after = sitk_engine.metric_value(work, candidate, seed + 7919)
-    if np.isfinite(after) and (not np.isfinite(before) or after < before):
-        return True
-    log.info("'%s': %s stage dropped (held-out metric %.4f -> %.4f)", name, stage, before, after)
-    return False
+    if not np.isfinite(after) or (np.isfinite(before) and after >= before):
+        return False
+    old, new = check(previous), check(candidate)
+    return new["min_jacobian"] > 0.05 and new["overlap_fraction"] >= old["overlap_fraction"] - 0.05
 
 
 def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mode: str = "deformable",
@@ -156,7 +156,9 @@ def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mod
     """Register `moving` to `fixed` with Mattes mutual information (works across CT, MR and PET).
 
     mode: "rigid" (Euler3D), "affine" (rigid then affine) or "deformable" (rigid, affine, then a cubic
-    B-spline with control points `grid_spacing_mm` apart).
+    B-spline with control points `grid_spacing_mm` apart; breathing is smooth, and finer grids overfit the
+    metric's noise on the phantoms). An affine / B-spline stage is kept only if it improves the metric on
+    held-out samples without folding or losing overlap; otherwise it is dropped and the QC warns.
     fixed_mask: binary mask on the fixed grid (e.g. the liver); it is dilated by `mask_dilation_mm`, the
     metric only samples inside it, and registration runs on the fixed image cropped to it, so the organ
     (not the spine) is aligned; the B-spline then covers that crop only (outside it the transform is the
@@ -180,6 +182,10 @@ def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mod
         mask = check_mask(fixed_mask, f"of the reference '{fixed_in.name}'")
     progress(0.0, f"{moving_in.name}: preparing")
     fixed_raw, work = _working_images(fixed_in, moving_in, mask, spacing_mm, mask_dilation_mm)
+    region = work.fixed_mask if work.fixed_mask is not None else body_mask(fixed_raw, fixed_in.modality)
+
+    def check(transform):
+        return quality.displacement_stats(transform, fixed_raw, region, moving_in.image)
 
     if engine == "elastix":
         from .elastix_engine import MAPS, elastix_register
@@ -197,7 +203,7 @@ def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mod
         stages, dropped = ["rigid"], []
         if mode in ("affine", "deformable"):
             candidate = _stage(sitk_engine.affine, work, linear, seed, scaled(progress, 0.3, 0.45))
-            if _improves(work, linear, candidate, seed, moving_in.name, "affine"):
+            if _improves(work, linear, candidate, seed, check):
                 linear, stages = candidate, stages + ["affine"]
             else:
                 dropped.append("affine")
@@ -206,7 +212,7 @@ def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mod
             spline = _stage(sitk_engine.bspline, work, linear, seed, grid_spacing_mm, scaled(progress, 0.45, 0.85))
             # the spline is applied first, then the linear part
             candidate = None if spline is None else sitk.CompositeTransform([linear, spline])
-            if _improves(work, transform, candidate, seed, moving_in.name, "B-spline"):
+            if _improves(work, transform, candidate, seed, check):
                 transform, stages = candidate, stages + ["bspline"]
             else:
                 dropped.append("bspline")
@@ -216,8 +222,7 @@ def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mod
           "stages": "+".join(stages),
           "metric_before": sitk_engine.metric_value(work, sitk.Transform(), seed),
           "metric_after": sitk_engine.metric_value(work, transform, seed)}
-    region = work.fixed_mask if work.fixed_mask is not None else body_mask(fixed_raw, fixed_in.modality)
-    qc.update(quality.displacement_stats(transform, fixed_raw, region, moving_in.image))
+    qc.update(check(transform))
     for key in sorted(set(fixed_in.masks) & set(moving_in.masks)):
         reference = fixed_in.masks[key]
         before = quality.dice_per_label(reference, quality.resample(moving_in.masks[key], reference, sitk.Transform(),
@@ -229,7 +234,8 @@ def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mod
         qc.update({f"dice_after_{prefix}{label}": value for label, value in after.items()})
     resampled = quality.resample(moving_in.image, fixed_in.image, transform)
     qc["warnings"] = quality.warnings_for(qc) + [
-        f"{stage} stage dropped: it did not improve the held-out metric (result is {'+'.join(stages)})"
+        f"{stage} stage dropped: it diverged, folded or did not improve the held-out metric "
+        f"(result is {'+'.join(stages)})"
         for stage in dropped]
     qc["seconds"] = time.perf_counter() - started
     for warning in qc["warnings"]:

@@ -107,10 +107,11 @@ def poly_lr(initial: float, step: int, steps: int, exponent: float = 0.9) -> flo
 def train(cases, plans: dict, *, steps: int = 1000, seed: int = 0, fold: int | None = None, n_folds: int = 5,
           lr: float = 3e-3, optimizer: str = "adamw", elastic: bool = False, device: str | None = None,
           checkpoint_dir: "str | Path | None" = None, checkpoint_every: int = 100, val_cases=None,
-          progress=None) -> TrainResult:
+          foreground_fraction: float = FOREGROUND_OVERSAMPLING, progress=None) -> TrainResult:
     """Train from scratch (or resume from `checkpoint_dir`) for `steps` steps; validate on the fold's cases.
 
-    `optimizer`: "adamw" (fast convergence on short budgets) or "sgd" (nnU-Net: Nesterov, momentum 0.99).
+    `foreground_fraction`: share of each batch centred on a voxel of a random foreground class (rare classes
+    such as small tumours need more than nnU-Net's third on short budgets). `optimizer`: "adamw" (fast convergence on short budgets) or "sgd" (nnU-Net: Nesterov, momentum 0.99).
     """
     import torch
     from monai.losses import DeepSupervisionLoss, DiceCELoss
@@ -154,7 +155,7 @@ def train(cases, plans: dict, *, steps: int = 1000, seed: int = 0, fold: int | N
         aug.set_random_state(seed=int(rng.integers(2 ** 31)))
         items = []
         for b in range(batch):
-            img, lab = sampler.sample(rng, foreground=b >= round(batch * (1 - FOREGROUND_OVERSAMPLING)))
+            img, lab = sampler.sample(rng, foreground=b >= round(batch * (1 - foreground_fraction)))
             items.append(aug({"image": torch.from_numpy(img), "label": torch.from_numpy(lab)}))
         x = torch.stack([torch.as_tensor(i["image"]) for i in items]).float().to(device)
         y = torch.stack([torch.as_tensor(i["label"]) for i in items]).round().long().to(device)
