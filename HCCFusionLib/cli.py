@@ -54,7 +54,8 @@ def cmd_demo(args, progress):
     from .demo import run_demo
 
     result = run_demo(args.out, seed=args.seed, size=args.size, progress=progress, mode=args.mode,
-                      registration_spacing_mm=args.registration_spacing, preset=args.preset)
+                      registration_spacing_mm=args.registration_spacing, preset=args.preset,
+                      truth_segmentation=args.segmentation == "truth")
     print(format_table(result.summary, title=f"Study {result.study_id}"))
     print(format_table(result.lesions, title="Ground-truth lesions") if result.lesions else "No lesions.")
     print(result.describe())
@@ -71,6 +72,9 @@ def _demo_args(p):
     p.add_argument("--registration-spacing", type=float, default=4.0,
                    help="registration working resolution in mm (default 4)")
     p.add_argument("--preset", default=None, help="radiomics preset name or YAML file (default: by modality)")
+    p.add_argument("--segmentation", choices=["truth", "model"], default="truth",
+                   help="segment with the phantom's ground truth (default: the shipped sample model finds the "
+                        "liver but not yet the tumours) or with the shipped model")
 
 
 cmd_demo.configure = _demo_args

@@ -45,11 +45,13 @@ class DemoResult:
 
 def run_demo(out: "str | Path", seed: int = 7, size: str = "full", progress: ProgressFn | None = None, *,
              mode: str = "deformable", registration_spacing_mm: float = 4.0, preset: "str | Path | None" = None,
-             overwrite: bool = True) -> DemoResult:
+             truth_segmentation: bool = False, overwrite: bool = True) -> DemoResult:
     """Generate a phantom patient, run every pipeline stage on it into OUT/, write OUT/scene/HCCFusion_demo.mrb.
 
-    The segmentation uses the shipped sample model when it is installed, else the phantom's ground truth
-    (said so in the summary). `preset`: radiomics preset for every series (default: by modality).
+    The segmentation is the phantom's ground truth when `truth_segmentation` (the CLI default: the shipped
+    sample model segments the liver but does not yet find tumours) or when no model is installed, else the
+    shipped sample model; the summary says which. `preset`: radiomics preset for every
+    series (default: by modality).
     `overwrite` replaces the stage folders of an earlier demo in OUT.
     """
     from . import pipeline
@@ -65,9 +67,10 @@ def run_demo(out: "str | Path", seed: int = 7, size: str = "full", progress: Pro
     study_dir = save_study(patient.study, out / "study", overwrite=True)
     study = load_study(study_dir)
     segmentation, source = None, f"shipped sample model ({default_bundle_path().name})"
-    if not (default_bundle_path() / "checksums.sha256").is_file():
+    if truth_segmentation or not (default_bundle_path() / "checksums.sha256").is_file():
         segmentation = save_image(patient.labels, out / "truth" / "labels.nii.gz")
-        source = "phantom ground truth (no shipped segmentation model installed)"
+        source = ("phantom ground truth (asked for)" if truth_segmentation
+                  else "phantom ground truth (no shipped segmentation model installed)")
     result = pipeline.run(study_dir, out, segmentation=segmentation, mode=mode, overwrite=overwrite,
                           registration_options={"spacing_mm": registration_spacing_mm},
                           presets={"*": preset} if preset else None,
@@ -79,8 +82,9 @@ def run_demo(out: "str | Path", seed: int = 7, size: str = "full", progress: Pro
     truth = lesion_table(patient)
     scene_path = write_scene(out / SCENE_FILE, study, patient, truth, result, transforms, tre)
     progress(1.0, "done")
-    written = {"study folder": study_dir, "report": result.report, "DICOM SEG": result.dicom["seg"],
-               "DICOM SR": result.dicom["sr"], "Slicer scene": scene_path}
+    written = {"study folder": study_dir, "report": result.report, "DICOM SEG": result.dicom.get("seg"),
+               "DICOM SR": result.dicom.get("sr"), "Slicer scene": scene_path}
+    written = {k: v for k, v in written.items() if v is not None}
     demo = DemoResult(study.study_id, study.summary(), truth.reset_index().to_dict("records"), written, result,
                       tre.reset_index().to_dict("records"), source)
     log.info("%s", demo.describe())

@@ -108,7 +108,8 @@ class _Stages:
 def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         seg_model: "str | Path | None" = None, reference: str | None = None, mode: str = "deformable",
         segmentation: "str | Path | None" = None, image_types=("Original",), regions=RUN_REGIONS,
-        presets: dict | None = None, registration_options: dict | None = None, workers: int = 2, tta: bool = False, pacs_url: str | None = None, pacs_study_uid: str | None = None,
+        presets: dict | None = None, registration_options: dict | None = None, workers: int = 2,
+        tta: bool = False, pacs_url: str | None = None, pacs_study_uid: str | None = None,
         push: bool = False, overwrite: bool = False, seed: int = 0,
         progress: ProgressFn | None = None) -> RunResult:
     """Run every stage on one study (a Study, a study/DICOM folder, or `pacs_study_uid` pulled from `pacs_url`).
@@ -192,7 +193,10 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         written["clinical"] = _write_csv(_staging_rows(staging), out / "clinical" / "staging.csv").parent
 
     prediction = card = contributions = None
-    if model:
+    if model and not len(lesions):
+        log.warning("no lesion found: the tumour-level prediction is not made")
+        stages.plan.remove("prediction")
+    elif model:
         with stages.stage("prediction") as step:
             from .fusion.workflow import predict
 
@@ -214,18 +218,26 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             lesions=seg.lesion_map, modality=registered[ref].modality.value, lirads=assessment.table(),
             lirads_evidence=assessment.evidence(), lirads_overrides=assessment.overrides_table(),
             registration_qc=_qc_table(registration.qc), radiomics=radiomics_summary(extraction.kinetics),
-            prediction=_prediction_with_staging(prediction, staging), contributions=_named(contributions),
-            model_card=card, inputs=inputs)
+            prediction=_prediction_with_staging(prediction, staging, bool(model) and not len(lesions)),
+            contributions=_named(contributions), model_card=card, inputs=inputs)
         written["report"] = write_report(data, out / "report")
 
-    with stages.stage("dicom"):
-        from .dicom import export_dicom
+    dicom = {}
+    if not len(lesions) and prediction is None:  # dicom.export_dicom needs something to measure for the SR
+        log.warning("no lesion and no prediction: no DICOM SEG/SR written, nothing pushed")
+        stages.plan.remove("dicom")
+        if push:
+            stages.plan.remove("push")
+            push = False
+    else:
+        with stages.stage("dicom"):
+            from .dicom import export_dicom
 
-        probabilities = ({str(r["endpoint"]): float(r["probability"]) for _, r in prediction.iterrows()}
-                         if prediction is not None and "probability" in prediction else None)
-        dicom = export_dicom(registered[ref], seg.labels, lesions, out / "dicom", study_id=study.study_id,
-                             lesion_labels=seg.lesion_map, predictions=probabilities)
-        written["dicom"] = out / "dicom"
+            probabilities = ({str(r["endpoint"]): float(r["probability"]) for _, r in prediction.iterrows()}
+                             if prediction is not None and "probability" in prediction else None)
+            dicom = export_dicom(registered[ref], seg.labels, lesions, out / "dicom", study_id=study.study_id,
+                                 lesion_labels=seg.lesion_map, predictions=probabilities)
+            written["dicom"] = out / "dicom"
 
     pushed = None
     if push:
@@ -269,7 +281,8 @@ def _segment(registered, ref: str, segmentation, seg_model, tta: bool, progress)
         labels = sitk.Cast(labels, sitk.sitkUInt8)
         labels.CopyInformation(registered[ref].image)
         lesion_map, table = measure_lesions(labels)
-        return Segmentation(labels, table, lesion_map, {"source": "user"}), {"engine": "user", "file": str(segmentation)}
+        info = {"engine": "user", "file": str(segmentation)}
+        return Segmentation(labels, table, lesion_map, {"source": "user"}), info
     from .segmentation.bundle import load_bundle
     from .segmentation.predictor import segment_study
 
@@ -372,7 +385,7 @@ def _qc_table(qc):
     return table
 
 
-def _prediction_with_staging(prediction, staging: dict):
+def _prediction_with_staging(prediction, staging: dict, no_lesion: bool = False):
     """The prediction rows plus the clinical stages (so the report's Prediction section shows both)."""
     import pandas as pd
 
@@ -380,7 +393,8 @@ def _prediction_with_staging(prediction, staging: dict):
                           index=pd.Index([k.replace("_", "-").upper() if k != "child_pugh" else "Child-Pugh"
                                           for k in staging], name="item"))
     if prediction is None:
-        return stages
+        return stages if no_lesion is False else pd.concat([pd.DataFrame(
+            {"result": ["not made: no lesion found"]}, index=pd.Index(["prediction"], name="item")), stages])
     rows = prediction.reset_index(drop=True)
     main = [c for c in ("endpoint", "probability", "low", "high", "interval", "risk", "risk_group") if c in rows]
     pred = pd.DataFrame({"result": ["; ".join(f"{c}={_short(r[c])}" for c in main) for _, r in rows.iterrows()]},

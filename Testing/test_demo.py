@@ -27,7 +27,8 @@ def demo_run(tmp_path_factory):
     (out.parent / "ct_fast_v1.yaml").write_text(yaml.safe_dump(preset))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["--progress", "none", "demo", "--out", str(out), "--size", "small", "--seed", "3", "--mode", "rigid",
+        code = main(["--progress", "none", "demo", "--out", str(out), "--size", "small", "--seed", "3",
+                     "--mode", "rigid",
                      "--registration-spacing", "6", "--preset", str(out.parent / "ct_fast_v1.yaml")])
     return out, code, printed.getvalue()
 
