@@ -9,6 +9,7 @@ Logs never carry patient identifiers: a study is named by its folder (or the man
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import gzip
 import importlib.util
 import json
@@ -91,6 +92,15 @@ def atomic_folder(folder: "str | Path"):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def sha256_file(path: "str | Path") -> str:
+    """SHA-256 hex digest of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_image(image: sitk.Image, path: "str | Path", compress: bool = True) -> Path:

@@ -25,6 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .io import sha256_file
 from .study import LABELS, check_same_grid
 
 log = logging.getLogger(__name__)
@@ -331,14 +332,11 @@ def sha256_of(path: "str | Path") -> str:
     path = Path(path)
     if not path.exists():
         raise InputError(f"Report input '{path}' does not exist: check the path.")
+    if path.is_file():
+        return sha256_file(path)
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if path.is_dir():
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0" + sha256_file(file).encode())
     return digest.hexdigest()
 
 

@@ -26,7 +26,7 @@ STAGES = {
     "registration": [],
     "segmentation": ["torch", "monai", "safetensors"],
     "radiomics": ["pyradiomics-bhklab"],
-    "prediction": ["scikit-learn", "scikit-survival", "skops"],
+    "prediction": ["scikit-learn", "scikit-survival", "skops", "pyarrow"],
     "dicom": ["highdicom", "dicomweb-client", "requests"],
 }
 IMPORT_NAMES = {"pyradiomics-bhklab": "radiomics", "scikit-learn": "sklearn", "scikit-survival": "sksurv",

@@ -11,7 +11,6 @@ the types the skops file would construct and refuses any type outside `TRUSTED_T
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..io import sha256_file as sha256
 from ..errors import IntegrityError, InputError
 
 log = logging.getLogger(__name__)
@@ -61,14 +61,6 @@ class Bundle:
     card: dict
     definitions: pd.DataFrame | None
     path: Path
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def versions() -> dict:

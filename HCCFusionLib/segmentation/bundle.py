@@ -4,7 +4,6 @@ unexpected (e.g. a pickle) is refused with an IntegrityError. Weights are safete
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -13,6 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..io import sha256_file as sha256
 from ..errors import IntegrityError, InputError, ModelError
 
 log = logging.getLogger(__name__)
@@ -25,14 +25,6 @@ NOT_FOR_CLINICAL_USE = "Phantom-trained research model: not for clinical use."
 def default_bundle_path() -> Path:
     """The shipped sample model (two-phase CT AP+PVP, trained on phantoms)."""
     return Path(__file__).resolve().parents[1] / "models" / "hcc_phantom_ct"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
