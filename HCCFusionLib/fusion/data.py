@@ -145,3 +145,22 @@ def check_prediction(X, blocks: dict, *, harmonize: bool, batch_column: str, all
 def resolve_blocks(X: pd.DataFrame, blocks: dict | None, batch_column: str) -> dict:
     blocks = split_blocks(X.columns, batch_column=batch_column) if blocks is None else dict(blocks)
     return {name: list(columns) for name, columns in blocks.items() if columns}
+
+
+class BlockPipeline:
+    """Shared by estimators holding a fitted `pipeline_` whose first step is the per-block preprocessing."""
+
+    def _checked(self, X):
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "pipeline_")
+        check_prediction(X, self.blocks_, harmonize=self.harmonize, batch_column=self.batch_column,
+                         allow_missing_blocks=False)
+        return X
+
+    def transform(self, X):
+        """The concatenated, preprocessed block features the final model sees."""
+        return self.pipeline_.named_steps["blocks"].transform(self._checked(X))
+
+    def get_feature_names_out(self, input_features=None):
+        return self.pipeline_.named_steps["blocks"].get_feature_names_out()

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
 
 from ..errors import InputError, ModelError
 from .blocks import BATCH_COLUMN, block_transformer
-from .data import check_prediction, check_training, resolve_blocks
+from .data import BlockPipeline, check_training, resolve_blocks
 from .logistic import expit, wald_interval
 
 CLASSIFIERS = ("logistic", "svm", "rf", "gb")
@@ -34,7 +33,7 @@ def make_classifier(name: str, *, C: float = 1.0, random_state: int = 0):
     raise InputError(f"Unknown classifier '{name}': use one of {', '.join(CLASSIFIERS)}.")
 
 
-class FeatureFusion(ClassifierMixin, BaseEstimator):
+class FeatureFusion(BlockPipeline, ClassifierMixin, BaseEstimator):
     """Per-block preprocessing (see `blocks.block_pipeline`) -> concatenation -> classifier.
 
     X: DataFrame of feature columns `<BLOCK>__...`, clinical columns (block 'clinical') and, with
@@ -84,12 +83,6 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
         self.feature_names_in_ = np.array(X.columns, dtype=object)
         return self
 
-    def _checked(self, X):
-        check_is_fitted(self, "pipeline_")
-        check_prediction(X, self.blocks_, harmonize=self.harmonize, batch_column=self.batch_column,
-                         allow_missing_blocks=False)
-        return X
-
     def predict_proba(self, X):
         return self.pipeline_.predict_proba(self._checked(X))
 
@@ -115,10 +108,3 @@ class FeatureFusion(ClassifierMixin, BaseEstimator):
         design = np.column_stack([np.ones(len(X)), self.transform(X)])
         eta, low, high = wald_interval(design, np.r_[final.intercept_, final.coef_[0]], self.cov_)
         return pd.DataFrame({"probability": expit(eta), "low": expit(low), "high": expit(high)}, index=X.index)
-
-    def transform(self, X):
-        """The concatenated, preprocessed block features the classifier sees."""
-        return self.pipeline_.named_steps["blocks"].transform(self._checked(X))
-
-    def get_feature_names_out(self, input_features=None):
-        return self.pipeline_.named_steps["blocks"].get_feature_names_out()

@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_is_fitted
 
 from ..errors import InputError
 from .blocks import BATCH_COLUMN, block_transformer
-from .data import check_prediction, check_training, resolve_blocks
+from .data import BlockPipeline, check_training, resolve_blocks
 
 RISK_GROUPS = {"median": ("low", "high"), "tertiles": ("low", "intermediate", "high")}
 
 
-class SurvivalFusion(BaseEstimator):
+class SurvivalFusion(BlockPipeline, BaseEstimator):
     """Feature-level fusion for time-to-event data: blocks (no supervised selection; the Cox penalty selects)
     -> `CoxnetSurvivalAnalysis` (elastic net, fixed `alpha`) or `CoxPHSurvivalAnalysis` (ridge `alpha`).
 
@@ -62,12 +61,6 @@ class SurvivalFusion(BaseEstimator):
         self.feature_names_in_ = np.array(X.columns, dtype=object)
         return self
 
-    def _checked(self, X):
-        check_is_fitted(self, "pipeline_")
-        check_prediction(X, self.blocks_, harmonize=self.harmonize, batch_column=self.batch_column,
-                         allow_missing_blocks=False)
-        return X
-
     def predict(self, X):
         """Risk score (Cox linear predictor)."""
         return self.pipeline_.predict(self._checked(X))
@@ -88,9 +81,3 @@ class SurvivalFusion(BaseEstimator):
 
         event, time = (y[name] for name in y.dtype.names)
         return concordance_index_censored(event.astype(bool), time, self.predict(X))[0]
-
-    def transform(self, X):
-        return self.pipeline_.named_steps["blocks"].transform(self._checked(X))
-
-    def get_feature_names_out(self, input_features=None):
-        return self.pipeline_.named_steps["blocks"].get_feature_names_out()
