@@ -55,16 +55,17 @@ def test_rigid_phantom_tre_below_2mm(rigid_patient, rigid_result):
     assert (qc["min_jacobian"] > 0.99).all() and not any(qc["warnings"])
 
 
-@pytest.mark.parametrize("name,limit", [("AP", 1.5), ("DP", 1.5), ("NC", 3.0)])
-def test_deformable_phantom_tre(deformable_patient, name, limit):
-    """Contrast phases reach <= 1.5 mm; the non-contrast phase (little liver contrast) is reported with 3 mm."""
+@pytest.mark.parametrize("name", ["NC", "AP", "DP"])
+def test_deformable_phantom_tre(deformable_patient, name):
+    """Every phase, the non-contrast one (almost no contrast inside the liver) included, reaches <= 1.5 mm."""
     patient = deformable_patient
     ref = patient.study["PVP"]
     result = register(ref, patient.study[name], mode="deformable", fixed_mask=liver_mask(ref))
     before, after = tre_mm(sitk.Transform(), patient, name), tre_mm(result.transform, patient, name)
     print(f"deformable {name}: median TRE {np.median(before):.2f} -> {np.median(after):.2f} mm "
           f"({result.qc['seconds']:.1f} s), min Jacobian {result.qc['min_jacobian']:.2f}")
-    assert np.median(after) <= limit
+    assert np.median(after) <= 1.5
+    assert result.qc["stages"] == "rigid+affine+bspline"
     assert result.qc["min_jacobian"] > 0 and not result.warnings
     assert result.qc["dice_after_liver"] > result.qc["dice_before_liver"]
 
@@ -120,14 +121,18 @@ def _known_transform(image: sitk.Image, seed: int):
 
 @pytest.mark.parametrize("case,modality", [("STS_001", "MR_T1"), ("STS_002", "PET"), ("STS_003", "MR_T1")])
 def test_real_ct_mr_pet_recovery(shared_data, case, modality):
-    """Warp the MR/PET by a known rigid + smooth deformation, register it back to the CT, measure TRE / Dice.
+    """Warp the MR/PET by a known rigid + smooth deformation, register it back to the CT in rigid and in
+    deformable mode, measure TRE against the known transform and the tumour Dice before/after.
 
     The supplied MR/PET are co-registered to the CT only approximately (their Mattes-MI optimum against the
-    CT lies up to ~10-20 mm away for the MR), so the test first aligns the original series rigidly (the
-    baseline, printed) and applies the known transform to that aligned series: the TRE then measures how
-    well the known transform is recovered. Registration back is rigid (MI-rigid is what is reliable on
-    these partial-field-of-view limb MR/PET; the affine/B-spline stages drift on STS_001's MR): the smooth
-    part of the known transform (B-spline, SD 2.5 mm coefficients) stays in the TRE.
+    CT lies up to ~10-20 mm away for the MR: a different session, oblique partial field of view), so the test
+    first aligns the original series rigidly (the baseline, printed) and applies the known transform to that
+    aligned series: the TRE then measures how well the known transform is recovered. On these limb images
+    MI does not determine affine / B-spline parameters (the limb is nearly uniform along its axis; PET has
+    4.7-5.5 mm voxels and little anatomy): refits from other samples disagree by 1.5-11 mm, and kept stages
+    drifted 2-8 mm away from the known transform (itk-elastix's default B-spline folds and moves 75-118 mm).
+    Deformable mode therefore drops those stages with a QC warning and must recover the known transform as
+    well as rigid mode; the smooth part of the known transform (B-spline, SD 2.5 mm) stays in the TRE.
     """
     folder = shared_data / "real" / "sts" / case
     ct = sitk.ReadImage(str(folder / "CT_image.nii.gz"))
@@ -141,30 +146,35 @@ def test_real_ct_mr_pet_recovery(shared_data, case, modality):
     warped = sitk.Resample(aligned, original, known, sitk.sitkLinear, 0.0)
     warped_mask = sitk.Resample(sitk.Resample(tumour, original, sitk.Transform(), sitk.sitkNearestNeighbor),
                                 original, known, sitk.sitkNearestNeighbor)
-    result = register(fixed, Series(modality, phase, warped, masks={"labels": warped_mask * 2}),
-                      mode="rigid", spacing_mm=3.0)
+    moving = Series(modality, phase, warped, masks={"labels": warped_mask * 2})
 
     rng = np.random.default_rng(0)
-    body = np.argwhere(sitk.GetArrayViewFromImage(ct) > -300)[:, ::-1]
-    inside = np.argwhere(sitk.GetArrayViewFromImage(tumour) > 0)[:, ::-1]
-    tre = {}
-    for region, voxels in (("body", body), ("tumour", inside)):
-        points = [ct.TransformIndexToPhysicalPoint([int(v) for v in voxels[i]])
+    points = {}
+    for region, voxels in (("body", np.argwhere(sitk.GetArrayViewFromImage(ct) > -300)[:, ::-1]),
+                           ("tumour", np.argwhere(sitk.GetArrayViewFromImage(tumour) > 0)[:, ::-1])):
+        chosen = [ct.TransformIndexToPhysicalPoint([int(v) for v in voxels[i]])
                   for i in rng.choice(len(voxels), min(300, len(voxels)), replace=False)]
-        points = [p for p in points if _inside(original, p)]
-        tre[region] = (np.median([np.linalg.norm(np.array(p) - truth(p)) for p in points]),
-                       np.median([np.linalg.norm(np.array(result.transform.TransformPoint(p)) - truth(p))
-                                  for p in points]))
-    dice = (result.qc["dice_before_tumour"], result.qc["dice_after_tumour"])
-    print(f"{case} {modality}: baseline rigid offset {baseline.qc['max_displacement_mm']:.1f} mm; "
-          f"TRE body {tre['body'][0]:.1f} -> {tre['body'][1]:.2f} mm, tumour {tre['tumour'][0]:.1f} -> "
-          f"{tre['tumour'][1]:.2f} mm; tumour Dice {dice[0]:.3f} -> {dice[1]:.3f}; metric "
-          f"{result.qc['metric_before']:.3f} -> {result.qc['metric_after']:.3f}; warnings {result.warnings}; "
-          f"{result.qc['seconds']:.1f} s")
-    limit = 4.5 if modality == "MR_T1" else 5.0  # PET voxels are 4.7-5.5 mm
-    assert tre["body"][1] < limit and tre["tumour"][1] < limit
-    assert tre["body"][1] < 0.7 * tre["body"][0] and tre["tumour"][1] < 0.7 * tre["tumour"][0]
-    assert dice[1] > dice[0] + 0.05 and dice[1] > 0.85
+        points[region] = [(p, truth(p)) for p in chosen if _inside(original, p)]
+    before = {region: np.median([np.linalg.norm(np.array(p) - t) for p, t in pts]) for region, pts in points.items()}
+    tre = {}
+    for mode in ("rigid", "deformable"):
+        result = register(fixed, moving, mode=mode, spacing_mm=3.0)
+        tre[mode] = {region: np.median([np.linalg.norm(np.array(result.transform.TransformPoint(p)) - t)
+                                        for p, t in pts]) for region, pts in points.items()}
+        dice = (result.qc["dice_before_tumour"], result.qc["dice_after_tumour"])
+        print(f"{case} {modality} {mode} ({result.qc['stages']}): baseline rigid offset "
+              f"{baseline.qc['max_displacement_mm']:.1f} mm; TRE body {before['body']:.1f} -> {tre[mode]['body']:.2f} "
+              f"mm, tumour {before['tumour']:.1f} -> {tre[mode]['tumour']:.2f} mm; tumour Dice {dice[0]:.3f} -> "
+              f"{dice[1]:.3f}; metric {result.qc['metric_before']:.3f} -> {result.qc['metric_after']:.3f}; "
+              f"warnings {result.warnings}; {result.qc['seconds']:.1f} s")
+        limit = 4.5 if modality == "MR_T1" else 5.0  # PET voxels are 4.7-5.5 mm
+        for region in ("body", "tumour"):
+            assert tre[mode][region] < limit and tre[mode][region] < 0.7 * before[region]
+        assert dice[1] > dice[0] + 0.05 and dice[1] > 0.85
+        for stage in {"affine", "bspline"} - set(result.qc["stages"].split("+")) if mode == "deformable" else ():
+            assert any(w.startswith(f"{stage} stage dropped") for w in result.warnings)  # never silent
+    for region in ("body", "tumour"):
+        assert tre["deformable"][region] <= tre["rigid"][region] + 0.5
 
 
 def _inside(image, point) -> bool:

@@ -1,11 +1,21 @@
 """Train the shipped sample model HCCFusionLib/models/hcc_phantom_ct (two-phase CT: AP + PVP).
 
-Phantom-trained, not for clinical use. Trains a small DynUNet (8..64 filters) at a 2 x 2 x 2.5 mm plan
-spacing on "medium" phantoms (1.85 x 1.85 x 2.5 mm, resampled to the plan), validates on held-out medium
-phantoms, evaluates on new full-size phantoms (512 x 512 x 120) through the real predictor, and writes the
-bundle with those numbers in its model card. Resumable: rerun with the same --checkpoint to continue.
+Phantom-trained, not for clinical use. Trains a small DynUNet (8..64 filters, 48 x 48 x 32 patches) at a
+2 x 2 x 2.5 mm plan spacing on "medium" phantoms (1.85 x 1.85 x 2.5 mm) and optionally full-size ones, both
+resampled to the plan; validates on held-out medium phantoms, evaluates on new full-size phantoms
+(512 x 512 x 120) through the real predictor, and writes the bundle with those numbers in its model card.
+Resumable: rerun with the same --checkpoint and a larger --steps to continue; every run's settings are kept in
+the checkpoint's schedule.json and the model card. The shipped model was made by these stages (CPU, 2 threads):
 
-    .venv/bin/python scripts/train_sample_model.py --steps 700 --threads 1
+    train=".venv/bin/python scripts/train_sample_model.py"
+    $train --steps 1500 --foreground-fraction 1.0 --tumour-weight 3 --eval-seeds
+    $train --steps 2300 --foreground-fraction 0.5 --tumour-weight 3 --eval-seeds
+    $train --steps 3100 --full-cases 8 --eval-seeds
+    $train --steps 5100 --full-cases 16 --eval-seeds
+    $train --steps 7100 --full-cases 16
+
+(the first stage alone, only foreground-centred patches, leaves false positives far from the liver: the
+second stage's random patches remove them; tumour weight 3 over-segments lesions, so later stages use 1.)
 """
 from __future__ import annotations
 
@@ -51,13 +61,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=700)
     ap.add_argument("--cases", type=int, default=40, help="training phantoms (seeds 0..N-1)")
+    ap.add_argument("--full-cases", type=int, default=0,
+                    help="extra full-size training phantoms (seeds after the medium ones)")
     ap.add_argument("--val", type=int, default=3, help="held-out medium phantoms for validation")
-    ap.add_argument("--eval-seeds", type=int, nargs="*", default=[9001, 9002], help="new full-size phantoms")
+    ap.add_argument("--eval-seeds", type=int, nargs="*", default=[9003, 9004, 9005],
+                    help="new full-size phantoms (these seeds all have tumours)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--checkpoint", type=Path, default=Path("/tmp/hcc_phantom_ct_checkpoint"))
     ap.add_argument("--out", type=Path, default=default_bundle_path())
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--foreground-fraction", type=float, default=1.0, help="share of patches centred on foreground")
+    ap.add_argument("--foreground-fraction", type=float, default=0.5, help="share of patches centred on foreground")
+    ap.add_argument("--tumour-weight", type=float, default=1.0,
+                    help="chance of a tumour-centred patch relative to a liver-centred one")
+    ap.add_argument("--patch-mm", type=float, nargs=3, default=(96, 96, 80), help="largest training patch (mm)")
     ap.add_argument("--evaluate-only", action="store_true",
                     help="only (re-)evaluate the bundle at --out on --eval-seeds and update its model card")
     ap.add_argument("--inference-window", type=int, nargs=3, default=None,
@@ -67,10 +83,14 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    schedule_file = args.checkpoint / "schedule.json"
+    schedule = json.loads(schedule_file.read_text()) if schedule_file.is_file() else []
     if args.evaluate_only:
         bundle = load_bundle(args.out)
         if args.inference_window:
             bundle.plans["inference_window"] = args.inference_window
+        if schedule:
+            bundle.card["training"]["schedule"] = schedule
         card = {**bundle.card, "evaluation_full_size": {
             "phantoms": f"full size (512x512x120), seeds {args.eval_seeds}", **evaluate_full(bundle, args.eval_seeds)}}
         save_bundle(args.out, bundle.plans, bundle.dataset, bundle.build_network(), card)
@@ -78,9 +98,10 @@ def main() -> None:
         return
     t0 = time.time()
     cases = [phantom_case(seed, CHANNELS, "medium") for seed in range(args.cases)]
+    cases += [phantom_case(seed, CHANNELS, "full") for seed in range(args.cases, args.cases + args.full_cases)]
     val = [phantom_case(5000 + seed, CHANNELS, "medium") for seed in range(args.val)]
     plans = make_plans(fingerprint(cases), spacing=SPACING, base_filters=8, max_filters=64, batch_size=2,
-                       max_patch_mm=(128, 128, 120), memory_mb=1000)
+                       max_patch_mm=tuple(args.patch_mm), memory_mb=1000)
     log.info("plans %s", json.dumps({k: plans[k] for k in ("spacing", "patch_size", "strides", "filters")}))
     last = [0.0]
 
@@ -90,15 +111,24 @@ def main() -> None:
             log.info("%.3f %s", fraction, message)
 
     result = train(cases, plans, steps=args.steps, seed=0, lr=args.lr, val_cases=val,
-                   checkpoint_dir=args.checkpoint, foreground_fraction=args.foreground_fraction, progress=progress)
+                   checkpoint_dir=args.checkpoint, foreground_fraction=args.foreground_fraction,
+                   class_weights={1: 1.0, 2: args.tumour_weight}, progress=progress)
     log.info("validation %s", result.metrics["dice"])
+    schedule.append({"until_step": args.steps, "full_size_cases": args.full_cases,
+                     "foreground_fraction": args.foreground_fraction,
+                     "tumour_weight": args.tumour_weight, "lr": args.lr, "seconds": round(result.seconds, 1)})
+    schedule_file.write_text(json.dumps(schedule, indent=1))
     card = {"name": "hcc_phantom_ct", "task": "liver and tumour segmentation on registered two-phase CT (AP, PVP)",
             "training_data": f"{args.cases} synthetic phantoms (HCCFusionLib.phantom, size 'medium', seeds "
-                             f"0..{args.cases - 1}, misalignment none), resampled to {list(SPACING)} mm",
+                             f"0..{args.cases - 1}) + {args.full_cases} full size (seeds {args.cases}.."
+                             f"{args.cases + args.full_cases - 1}), misalignment none, resampled to "
+                             f"{list(SPACING)} mm; see training.schedule for the cases used per stage",
             "validation": {"phantoms": f"medium, seeds 5000..{5000 + args.val - 1}", **result.metrics},
-            "training": {"steps": args.steps, "foreground_fraction": args.foreground_fraction, "optimizer": "AdamW + poly LR", "lr": args.lr, "seed": 0,
+            "training": {"steps": args.steps, "foreground_fraction": args.foreground_fraction,
+                         "class_weights": {"liver": 1.0, "tumour": args.tumour_weight},
+                         "optimizer": "AdamW + poly LR", "lr": args.lr, "seed": 0,
                          "seconds": round(result.seconds, 1), "threads": args.threads,
-                         "script": "scripts/train_sample_model.py"},
+                         "schedule": schedule, "script": "scripts/train_sample_model.py"},
             "versions": {"hccfusion": __version__, "torch": torch.__version__,
                          "monai": __import__("monai").__version__}}
     save_bundle(args.out, plans, dataset_description(plans, args.cases), result.network, card)

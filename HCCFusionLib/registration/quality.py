@@ -86,6 +86,19 @@ def displacement_stats(transform: sitk.Transform, grid: sitk.Image, region: sitk
     }
 
 
+def disagreement(first: sitk.Transform, second: sitk.Transform, grid: sitk.Image, region: sitk.Image | None,
+                 percentile: float = 50.0, step: int = 2) -> float:
+    """`percentile` of |first(p) - second(p)| (mm) over every `step`-th point p of `grid` inside `region`."""
+    coarse = grid[::step, ::step, ::step]
+    fields = [sitk.GetArrayFromImage(sitk.TransformToDisplacementField(
+        t, sitk.sitkVectorFloat64, coarse.GetSize(), coarse.GetOrigin(), coarse.GetSpacing(), coarse.GetDirection()))
+        for t in (first, second)]
+    distance = np.linalg.norm(fields[0] - fields[1], axis=-1)
+    inside = None if region is None else sitk.GetArrayViewFromImage(region)[::step, ::step, ::step] > 0
+    values = distance[inside] if inside is not None and inside.any() else distance
+    return float(np.percentile(values, percentile))
+
+
 def warnings_for(qc: dict) -> list[str]:
     """Plain-language warnings when the QC numbers say the result looks wrong."""
     found = []

@@ -60,6 +60,7 @@ def metric_method(work: WorkingImages, seed: int, samples: int = SAMPLES, bins: 
 def metric_value(work: WorkingImages, transform: sitk.Transform, seed: int) -> float:
     """Mattes MI (negative; lower is better) of the moving image under `transform` on the fixed samples."""
     method = metric_method(work, seed)
+    method.MetricUseMovingImageGradientFilterOff()  # a value needs no gradient image of the moving image: 4x faster
     method.SetMovingInitialTransform(transform)
     method.SetInitialTransform(sitk.TranslationTransform(3), inPlace=False)
     try:

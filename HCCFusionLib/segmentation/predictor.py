@@ -1,10 +1,12 @@
 """Inference: resample to the plan spacing, Gaussian-weighted sliding window (optional mirroring TTA),
 resample the class probabilities back onto the exact original grid, post-process, and tabulate lesions.
 
-Speed on CPU comes from the tiling, not from skipping work that matters:
+Speed on CPU comes from not doing work that cannot change the result:
 - tiles whose input is constant in every channel (air/fat below the CT clip window) are not run;
-- mirroring TTA (all 8 axis flips, as nnU-Net) is spent only on tiles whose plain prediction contains
-  foreground (max foreground probability >= `tta_min_foreground`); elsewhere it cannot change the result.
+- mirroring TTA (all 8 axis flips, as nnU-Net, run as one batch) is spent only in the box around voxels
+  whose plain prediction may be foreground (probability >= `tta_min_foreground`);
+- resampling back to the original grid and post-processing run only in the box around the foreground
+  (exactly: outside it background wins every interpolation).
 """
 from __future__ import annotations
 
@@ -59,48 +61,81 @@ MIRRORS = [axes for r in range(1, 4) for axes in itertools.combinations((2, 3, 4
 
 
 def sliding_window(net, image: np.ndarray, patch, n_classes: int, *, overlap: float = 0.5, tta: bool = True,
-                   tta_min_foreground: float = 0.05, device=None, progress=None, stats: dict | None = None):
-    """Class probabilities (n_classes, x, y, z) of `image` (C, x, y, z) by Gaussian-weighted tiles."""
+                   tta_min_foreground: float = 0.5, device=None, progress=None, stats: dict | None = None):
+    """Class probabilities (n_classes, x, y, z) of `image` (C, x, y, z) by Gaussian-weighted tiles.
+
+    With `tta`, the 7 mirrored predictions are added inside the box around voxels whose plain foreground
+    probability reaches `tta_min_foreground` (padded by a quarter window), tiled anew there.
+    """
     import torch
 
     progress = progress or silent
-    device = torch.device(device or "cpu")
     patch = [int(p) for p in patch]
     shape = np.asarray(image.shape[1:])
     pad = np.maximum(np.asarray(patch) - shape, 0)
     if pad.any():
         image = np.stack([np.pad(ch, [(0, int(p)) for p in pad], constant_values=float(ch.min())) for ch in image])
+    counts = {"tiles": 0, "skipped": 0, "tta_tiles": 0, "forward_passes": 0}
+    with torch.inference_mode():
+        probs = _tiled(net, image, patch, n_classes, overlap, [()], device, scaled(progress, 0.0, 0.3 if tta else 1.0),
+                       counts, "tiles")
+        box = _foreground_box(probs, patch, tta_min_foreground) if tta else None
+        if box is not None:
+            inside = (slice(None), *box)
+            mirrored = _tiled(net, image[inside], patch, n_classes, overlap, MIRRORS, device,
+                              scaled(progress, 0.3, 1.0), counts, "tta_tiles")
+            probs[inside] = (probs[inside] + len(MIRRORS) * mirrored) / (1 + len(MIRRORS))
+            counts["tta_box"] = [int(b.stop - b.start) for b in box]
+    progress(1.0, "tiles done")
+    if stats is not None:
+        stats.update(counts)
+    return probs[:, :shape[0], :shape[1], :shape[2]].numpy()
+
+
+def _tiled(net, image: np.ndarray, patch, n_classes: int, overlap: float, flips, device, progress, counts: dict,
+           tile_key: str):
+    """Gaussian-blended probabilities over tiles, each the mean over `flips` (axis tuples of (B, C, x, y, z);
+    () = as is) run as one batch; tiles of constant input are background without running the network."""
+    import torch
+
+    device = torch.device(device or "cpu")
     full = image.shape[1:]
     weights = torch.from_numpy(gaussian_weights(patch))
     probs = torch.zeros((n_classes, *full), dtype=torch.float32)
     norm = torch.zeros(full, dtype=torch.float32)
     tiles = list(itertools.product(*[tile_starts(s, p, overlap) for s, p in zip(full, patch)]))
-    counts = {"tiles": len(tiles), "skipped": 0, "tta_tiles": 0, "forward_passes": 0}
-    with torch.inference_mode():
-        for i, (x, y, z) in enumerate(tiles):
-            sl = (slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
-            window = image[(slice(None), *sl)]
-            if all(float(ch.max() - ch.min()) < 1e-6 for ch in window):
-                p = torch.zeros((n_classes, *patch))
-                p[0] = 1.0
-                counts["skipped"] += 1
-            else:
-                t = torch.from_numpy(np.ascontiguousarray(window))[None].to(device)
-                p = torch.softmax(net(t), 1)[0].float().cpu()
-                counts["forward_passes"] += 1
-                if tta and float(p[1:].max()) >= tta_min_foreground:
-                    for axes in MIRRORS:
-                        p += torch.softmax(net(torch.flip(t, axes)), 1).flip(axes)[0].float().cpu()
-                    p /= 1 + len(MIRRORS)
-                    counts["tta_tiles"] += 1
-                    counts["forward_passes"] += len(MIRRORS)
-            probs[(slice(None), *sl)] += p * weights
-            norm[sl] += weights
-            progress((i + 1) / len(tiles), f"tile {i + 1}/{len(tiles)}")
-    probs /= norm
-    if stats is not None:
-        stats.update(counts)
-    return probs[:, :shape[0], :shape[1], :shape[2]].numpy()
+    counts[tile_key] += len(tiles)
+    for i, (x, y, z) in enumerate(tiles):
+        sl = (slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
+        window = image[(slice(None), *sl)]
+        if all(float(ch.max() - ch.min()) < 1e-6 for ch in window):
+            p = torch.zeros((n_classes, *patch))
+            p[0] = 1.0
+            counts["skipped"] += 1
+        else:
+            t = torch.from_numpy(np.ascontiguousarray(window))[None].to(device)
+            out = torch.softmax(net(torch.cat([torch.flip(t, axes) for axes in flips])), 1).float().cpu()
+            p = sum(out[k].flip([a - 1 for a in axes]) for k, axes in enumerate(flips)) / len(flips)
+            counts["forward_passes"] += len(flips)
+        probs[(slice(None), *sl)] += p * weights
+        norm[sl] += weights
+        progress((i + 1) / len(tiles), f"tile {i + 1}/{len(tiles)}")
+    return probs / norm
+
+
+def _foreground_box(probs, patch, threshold: float):
+    """Slices of the box around voxels with a foreground probability >= threshold, padded by a quarter window
+    and at least one window large (within the image); None when there is no such voxel."""
+    fg = np.argwhere((probs[1:].max(0)[0] >= threshold).numpy())
+    if not len(fg):
+        return None
+    size, patch = np.asarray(probs.shape[1:]), np.asarray(patch)
+    lo, hi = fg.min(0) - patch // 4, fg.max(0) + 1 + patch // 4
+    grow = np.maximum(patch - (hi - lo), 0)
+    lo, hi = lo - grow // 2, hi + grow - grow // 2
+    shift = np.maximum(-lo, 0) - np.maximum(hi - size, 0)
+    lo, hi = np.maximum(lo + shift, 0), np.minimum(hi + shift, size)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
 # ------------------------------------------------------------------ memory
@@ -133,19 +168,36 @@ def check_memory(size, spacing, plans: dict, max_memory_mb: float | None = None,
 
 # ------------------------------------------------------------------ prediction
 def resample_to_reference(probs: np.ndarray, grid: sitk.Image, reference: sitk.Image) -> np.ndarray:
-    """Argmax label array (z, y, x) on `reference` of per-class probabilities on `grid` (linear per class)."""
-    best = labels = None
+    """Argmax label array (z, y, x) on `reference` of per-class probabilities on `grid` (linear per class).
+
+    Only the box around plan voxels where some foreground class is at least as likely as background is
+    resampled: outside it every interpolation corner favours background, so the argmax there is background
+    (linear interpolation is a convex combination) and the result is exact.
+    """
+    labels = np.zeros(reference.GetSize()[::-1], np.uint8)
+    fg = np.argwhere(probs[1:].max(0) >= probs[0])
+    if not len(fg):
+        return labels
+    ratio = np.asarray(grid.GetSpacing()) / np.asarray(reference.GetSpacing())  # same origin and direction
+    lo = np.maximum(np.ceil((fg.min(0) - 1) * ratio - 1e-6), 0).astype(int)
+    hi = np.minimum(np.floor((fg.max(0) + 1) * ratio + 1e-6), np.asarray(reference.GetSize()) - 1).astype(int)
+    box = sitk.Image([int(v) for v in hi - lo + 1], sitk.sitkUInt8)
+    box.SetSpacing(reference.GetSpacing())
+    box.SetDirection(reference.GetDirection())
+    box.SetOrigin(reference.TransformIndexToPhysicalPoint([int(v) for v in lo]))
+    best = sub = None
     for c in range(probs.shape[0]):
         img = sitk.GetImageFromArray(np.ascontiguousarray(probs[c].transpose(2, 1, 0)))
         img.CopyInformation(grid)
-        res = sitk.GetArrayFromImage(sitk.Resample(img, reference, sitk.Transform(), sitk.sitkLinear,
+        res = sitk.GetArrayFromImage(sitk.Resample(img, box, sitk.Transform(), sitk.sitkLinear,
                                                    1.0 if c == 0 else 0.0, sitk.sitkFloat32))
         if best is None:
-            best, labels = res, np.zeros(res.shape, np.uint8)
+            best, sub = res, np.zeros(res.shape, np.uint8)
         else:
             better = res > best
             best = np.where(better, res, best)
-            labels[better] = c
+            sub[better] = c
+    labels[lo[2]:hi[2] + 1, lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = sub
     return labels
 
 
@@ -184,10 +236,8 @@ def predict_case(case: Case, bundle, *, tta: bool = True, overlap: float = 0.5, 
             study_labels[model_labels == idx] = LABELS[name]
     labels = sitk.GetImageFromArray(study_labels)
     labels.CopyInformation(ref)
-    if postprocess:
-        progress(0.9, "post-processing")
-        labels = postprocess_labels(labels, min_lesion_ml, liver_margin_mm)
-    lesion_map, table = lesion_table(labels)
+    progress(0.9, "post-processing")
+    labels, lesion_map, table = postprocess_in_box(labels, postprocess, min_lesion_ml, liver_margin_mm)
     stats.update(seconds=round(time.time() - t0, 2), tta=tta, overlap=overlap, window=list(window))
     progress(1.0, "segmentation done")
     return Segmentation(labels, table, lesion_map, stats)
@@ -206,6 +256,27 @@ def segment_study(study, bundle=None, *, reference: str | None = None, progress=
 
 
 # ------------------------------------------------------------------ post-processing and lesions
+def postprocess_in_box(labels: sitk.Image, postprocess: bool = True, min_lesion_ml: float = 0.05,
+                       liver_margin_mm: float = 5.0):
+    """(labels, lesion map, lesion table), post-processed inside the box around the labels plus the liver
+    margin (nothing outside it can change), pasted back onto the full grid."""
+    arr = sitk.GetArrayViewFromImage(labels)
+    nz = np.argwhere(arr)
+    if not len(nz):
+        return (labels, *lesion_table(labels))
+    pad = np.ceil(max(liver_margin_mm, 0.0) / np.asarray(labels.GetSpacing())).astype(int) + 1
+    lo = np.maximum(nz.min(0)[::-1] - pad, 0)
+    hi = np.minimum(nz.max(0)[::-1] + pad, np.asarray(labels.GetSize()) - 1)
+    index, size = [int(v) for v in lo], [int(v) for v in hi - lo + 1]
+    box = sitk.RegionOfInterest(labels, size, index)
+    if postprocess:
+        box = postprocess_labels(box, min_lesion_ml, liver_margin_mm)
+    box_lesions, table = lesion_table(box)
+    full = sitk.Paste(labels * 0, box, size, [0, 0, 0], index)
+    lesions = sitk.Paste(sitk.Cast(labels * 0, box_lesions.GetPixelID()), box_lesions, size, [0, 0, 0], index)
+    return full, lesions, table
+
+
 def _components(mask: sitk.Image) -> sitk.Image:
     return sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
 

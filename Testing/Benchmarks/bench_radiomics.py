@@ -3,9 +3,10 @@
 Full-size phantom (512×512×~120, 4 CT phases on one grid), regions tumour + 0-5 mm ring + background liver,
 CT preset (1.5 mm resampling, bin width 25 HU) with Original + LoG (1, 3, 5 mm) + Wavelet. The naive loop
 resamples the series and calls `RadiomicsFeatureExtractor.execute` once per (series, region), so every filter is
-recomputed per region; the optimised `radiomics.extract_study` filters once per series, crops, shares shape
-features across phases and runs the series in parallel processes (cache off). Values must agree to a relative
-difference <= 1e-6. Prints per-series timings, medians and, last, the BENCH line.
+recomputed per region; the optimised `radiomics.extract_study` filters once per series, crops, discretises once
+per (image type, region), shares shape features across phases and runs the series in parallel processes (cache
+off). Values must agree to a relative difference <= 1e-6. Prints per-series timings, medians, CPU seconds (wall
+times depend on what else runs on the machine: the load average is printed too) and, last, the BENCH line.
 
 Run: .venv/bin/python Testing/Benchmarks/bench_radiomics.py [--size full|medium|small] [--repeats N]
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import time
@@ -42,16 +44,19 @@ def main(argv=None) -> int:
           f"regions {', '.join(f'{n} {r.voxels} vox' for n, r in regions.items())}; preset {preset.key} "
           f"{list(preset.image_types)}", flush=True)
 
-    optimised, runs = None, []
+    optimised, runs, cpu = None, [], []
     for _ in range(args.repeats):
-        start = time.perf_counter()
+        start, before = time.perf_counter(), _cpu()
         optimised = R.extract_study(study, regions=names, rings_mm=rings, presets={"*": preset}, workers=args.workers)
         runs.append(time.perf_counter() - start)
-        print(f"optimised run: {runs[-1]:.1f} s", flush=True)
+        cpu.append(_cpu() - before)
+        print(f"optimised run: {runs[-1]:.1f} s, {cpu[-1]:.1f} CPU s (all processes); load average "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
     seconds = statistics.median(runs)
 
     long = optimised.long
     naive_seconds, worst, count, calls = 0.0, 0.0, 0, []
+    naive_cpu = _cpu()
     for series in study:
         per_region = {}
         for name, mask in masks.items():
@@ -71,11 +76,20 @@ def main(argv=None) -> int:
         print(f"{series.name}: naive {series_naive:.1f} s ({', '.join(f'{c:.1f}' for c in calls[-len(masks):])}"
               f" per region), optimised worker {optimised.diagnostics['series'][series.name].get('seconds')} s, "
               f"{n} values, max rel diff {diff:.3g}", flush=True)
+    naive_cpu = _cpu() - naive_cpu
     print(f"median naive call (series × region): {statistics.median(calls):.1f} s; "
-          f"median optimised run: {seconds:.1f} s over {len(runs)} run(s)")
+          f"median optimised run: {seconds:.1f} s over {len(runs)} run(s); load average {os.getloadavg()[0]:.1f}")
+    print(f"CPU seconds: naive {naive_cpu:.1f}, optimised {statistics.median(cpu):.1f} "
+          f"(ratio {naive_cpu / statistics.median(cpu):.2f}; the wall-time speed-up adds the {args.workers} processes)")
     print(f"BENCH radiomics speedup={naive_seconds / seconds:.2f} max_rel_diff={worst:.3g} seconds={seconds:.1f} "
           f"naive_seconds={naive_seconds:.1f} features={count}")
     return 0 if worst <= 1e-6 else 1
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (the worker processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Benchmark: segmentation of a 512 x 512 x 150 phantom on 2 CPU threads with the shipped sample model.
 
-Compares HCCFusion's predictor (Gaussian tiles, constant tiles skipped, TTA only where foreground is
-predicted) with and without mirroring TTA against MONAI's `sliding_window_inference` at its default
+Compares HCCFusion's predictor (Gaussian tiles, constant tiles skipped, TTA only in the box around predicted
+foreground, resampling back and post-processing only there) with and without mirroring TTA against MONAI's `sliding_window_inference` at its default
 settings (overlap 0.25, constant blending, sw_batch_size 1) on the same network, same plan spacing and the
 same pre/post-processing, in the same run. Times and peak RSS are medians over the phantom seeds; Dice
 (liver = liver + tumour, tumour) are means over the seeds with TTA. Not collected by pytest.
@@ -22,8 +22,7 @@ import torch
 
 from HCCFusionLib.segmentation.bundle import load_bundle
 from HCCFusionLib.segmentation.data import phantom_case, preprocess
-from HCCFusionLib.segmentation.predictor import (lesion_table, postprocess_labels, predict_case,
-                                                 resample_to_reference)
+from HCCFusionLib.segmentation.predictor import postprocess_in_box, predict_case, resample_to_reference
 from HCCFusionLib.segmentation.trainer import dice
 from HCCFusionLib.study import LABELS
 
@@ -77,9 +76,7 @@ def monai_default(case, bundle, net):
         out[model == idx] = LABELS[name]
     labels = sitk.GetImageFromArray(out)
     labels.CopyInformation(case.reference)
-    labels = postprocess_labels(labels)
-    lesion_table(labels)
-    return labels
+    return postprocess_in_box(labels)[0]
 
 
 def main() -> None:

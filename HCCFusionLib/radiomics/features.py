@@ -1,0 +1,334 @@
+"""Features of one series × its regions: preprocessing, the optimised extraction and the naive reference loop.
+
+`series_features` gives exactly what `RadiomicsFeatureExtractor.execute(image, region_mask)` gives for each region
+(the "naive loop", `naive_series_features` / `naive_extract`), faster:
+
+- each filtered image (LoG, wavelet) is computed once per series and reused for every region; the wavelet is
+  computed on the series cropped to the union of the regions plus the wavelet's support (the transform is local, so
+  values inside are unchanged); the LoG, a recursive (infinite-support) filter, sees the whole series;
+- each region's filtered image is cropped to the region's bounding box before its features are computed;
+- the grey levels of one (image type, region) are discretised once and shared by all texture classes (pyradiomics
+  bins the same image and mask again in every class);
+- shape features, which depend only on the mask, are computed once per distinct mask (`shapes`).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..regions import size_reason
+from .presets import Preset, pyradiomics
+
+
+# ---------------------------------------------------------------- preprocessing
+def preprocess_image(image: sitk.Image, preset: Preset) -> sitk.Image:
+    """Series image as pyradiomics sees it: float32, normalised and resampled per the preset."""
+    imageoperations = pyradiomics()[2]
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    norm = preset.preprocess.get("normalize")
+    if norm:
+        image = imageoperations.normalizeImage(image, normalizeScale=norm.get("scale", 1),
+                                               removeOutliers=norm.get("remove_outliers"))
+        image = sitk.Cast(image, sitk.sitkFloat32)
+    grid = _target_grid(image, preset)
+    if grid is not None:
+        interpolator = getattr(sitk, preset.preprocess.get("interpolator") or "sitkBSpline")
+        image = sitk.Resample(image, grid, sitk.Transform(), interpolator, 0.0, sitk.sitkFloat32)
+    return image
+
+
+def preprocess_mask(mask: sitk.Image, image: sitk.Image, preset: Preset) -> sitk.Image:
+    grid = _target_grid(image, preset)
+    mask = sitk.Cast(mask > 0, sitk.sitkUInt8)
+    if grid is None:
+        return mask
+    return sitk.Resample(mask, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+
+
+def _target_grid(image: sitk.Image, preset: Preset) -> sitk.Image | None:
+    """Whole-FOV grid at the preset spacing, aligned like pyradiomics' resampling; None = keep the native grid."""
+    spacing = preset.preprocess.get("resample_mm")
+    if not spacing:
+        return None
+    old = np.array(image.GetSpacing())
+    new = np.where(np.array(spacing, float) > 0, np.array(spacing, float), old)
+    if np.allclose(old, new):
+        return None
+    size = np.maximum(np.floor(np.array(image.GetSize()) * old / new), 1).astype(int)
+    grid = sitk.Image([int(s) for s in size], sitk.sitkUInt8)
+    grid.SetSpacing(new.tolist())
+    grid.SetDirection(image.GetDirection())
+    grid.SetOrigin(image.TransformContinuousIndexToPhysicalPoint((0.5 * (new - old) / old).tolist()))
+    return grid
+
+
+def image_hash(image: sitk.Image) -> str:
+    """SHA-256 of an image's voxels (with their type) and geometry."""
+    h = hashlib.sha256()
+    arr = np.ascontiguousarray(sitk.GetArrayViewFromImage(image))
+    h.update(str(arr.dtype).encode())
+    h.update(arr.tobytes())
+    for v in (image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()):
+        h.update(np.round(np.asarray(v, float), 6).tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- regions as `execute` prepares them
+@dataclass
+class SeriesFeatures:
+    """Feature values and failure reasons of one series, per region."""
+
+    values: dict = field(default_factory=dict)  # region -> {pyradiomics key: float}
+    reasons: dict = field(default_factory=dict)  # region -> {feature_class or pyradiomics key: reason}
+    shape_keys: dict = field(default_factory=dict)  # region -> hash of the mask shape features were computed on
+    seconds: float = 0.0
+
+
+@dataclass
+class _Region:
+    """A region prepared as `execute` prepares it: boxes, the mask features use and the one shape uses."""
+
+    reasons: dict  # feature class -> why it is not computed
+    box: np.ndarray | None = None  # bounding box features are cropped to (after re-segmentation)
+    own_box: np.ndarray | None = None  # bounding box of the mask itself
+    feature_mask: sitk.Image | None = None
+    shape_mask: sitk.Image | None = None
+
+
+def _prepare_region(image: sitk.Image, mask: sitk.Image, settings: dict, classes: list[str], name: str) -> _Region:
+    imageoperations = pyradiomics()[2]
+    m = sitk.GetArrayViewFromImage(mask) > 0
+    voxels = int(m.sum())
+    dims = int(sum((i.max() - i.min()) > 0 for i in np.nonzero(m))) if voxels else 0
+    if voxels and not np.isfinite(sitk.GetArrayViewFromImage(image)[m]).all():
+        reason = f"NaN/inf in the image inside region '{name}': fix the image (or its export) first"
+        return _Region({c: reason for c in classes})
+    reasons = {c: r for c in classes if (r := size_reason(voxels, dims, c, name))}
+    if len(reasons) == len(classes):
+        return _Region(reasons)
+    try:
+        own_box = box = check_mask(mask, settings)
+        feature_mask = mask
+        if settings.get("resegmentRange") is not None:
+            feature_mask = imageoperations.resegmentMask(image, mask, **settings)
+            box = check_mask(feature_mask, settings)
+    except ValueError as exc:
+        reason = f"pyradiomics refused region '{name}': {exc}"
+        return _Region({c: reason for c in classes})
+    shape_mask = feature_mask if settings.get("resegmentShape") else mask
+    return _Region(reasons, box, own_box, feature_mask, shape_mask)
+
+
+def check_mask(mask: sitk.Image, settings: dict) -> np.ndarray:
+    """`imageoperations.checkMask` for a mask already on the image grid (same box, checks and messages), without
+    its label-statistics pass over the whole image."""
+    label = int(settings.get("label", 1))
+    arr = sitk.GetArrayViewFromImage(mask) == label
+    if not arr.any():
+        raise ValueError("Label (%g) not present in mask" % label)
+    idx = np.nonzero(arr)
+    bb = np.array([v for axis in (2, 1, 0) for v in (idx[axis].min(), idx[axis].max())], dtype=int)
+    ndims = int(np.sum((bb[1::2] - bb[0::2] + 1) > 1))
+    min_dims = settings.get("minimumROIDimensions", 2)
+    if ndims == 0:
+        raise ValueError("mask only contains 1 segmented voxel! Cannot extract features for a single voxel.")
+    if ndims < min_dims:
+        raise ValueError("mask has too few dimensions (number of dimensions %d, minimum required %d)"
+                         % (ndims, min_dims))
+    min_size = settings.get("minimumROISize")
+    if min_size is not None and idx[0].size <= min_size:
+        raise ValueError("Size of the ROI is too small (minimum size: %g, ROI size: %g" % (min_size, idx[0].size))
+    return bb
+
+
+def shape_key(shape_mask: sitk.Image, bb) -> str:
+    """Hash of the mask crop shape features are computed on (equal crops give equal shape features)."""
+    imageoperations = pyradiomics()[2]
+    _, cropped = imageoperations.cropToTumorMask(shape_mask, shape_mask, bb)
+    return image_hash(cropped)
+
+
+def compute_shape(extractor, shape_mask: sitk.Image, bb, settings: dict) -> dict:
+    # shape features use only the mask and the spacing: the mask stands in for the image (same grid)
+    return {k: float(v) for k, v in extractor.computeShape(shape_mask, shape_mask, bb, **settings).items()}
+
+
+# ---------------------------------------------------------------- the optimised path
+def _binned_once(feature_class, store: dict):
+    """`feature_class` whose grey-level discretisation is done by its first instance and reused by the next ones.
+
+    pyradiomics' classes each call `_applyBinning` on the same image and mask with the same settings; the first
+    result (kept read-only, so no class can alter it for the next) and its grey levels are handed to the others.
+    """
+    class BinnedOnce(feature_class):
+        def _applyBinning(self, matrix):
+            if "matrix" not in store:
+                binned = super()._applyBinning(matrix)
+                binned.flags.writeable = False
+                store.update(matrix=binned, grayLevels=self.coefficients["grayLevels"], Ng=self.coefficients["Ng"])
+            self.coefficients["grayLevels"] = store["grayLevels"].copy()
+            self.coefficients["Ng"] = store["Ng"]
+            return store["matrix"]
+
+    BinnedOnce.__name__ = BinnedOnce.__qualname__ = feature_class.__name__
+    BinnedOnce.__module__ = feature_class.__module__  # its log messages stay under pyradiomics' (quiet) logger
+    return BinnedOnce
+
+
+def _class_features(classes_impl, image, mask, image_type: str, classes, enabled: dict, kwargs: dict) -> dict:
+    """`RadiomicsFeatureExtractor.computeFeatures` restricted to `classes`, the image binned once for all of them."""
+    out, binned = {}, {}
+    for cls in classes:
+        calculator = _binned_once(classes_impl[cls], binned)(image, mask, **kwargs)
+        for feature in enabled[cls] or []:
+            calculator.enableFeatureByName(feature)
+        for feature, value in calculator.execute().items():
+            out[f"{image_type}_{cls}_{feature}"] = float(value)
+    return out
+
+
+def series_features(image: sitk.Image, masks: dict, preset: Preset, shapes: dict | None = None,
+                    defer_shapes: bool = False) -> SeriesFeatures:
+    """Features of every region mask of one preprocessed series, filters computed once (see the module doc).
+
+    `masks`: region name -> binary mask on `image`'s grid. `shapes`: shape features already computed, keyed by
+    `shape_key` (reused instead of recomputed; new ones are added). `defer_shapes`: leave out shape features
+    another process computes for the same mask (only `shape_keys` are returned for them).
+    """
+    _, _, imageoperations, classes_impl = pyradiomics()
+    start = time.perf_counter()
+    extractor = preset.extractor()
+    settings = {**extractor.settings, "label": 1}
+    classes = [c for c in extractor.enabledFeatures if c != "shape2D"]
+    result = SeriesFeatures()
+    prepared, first_of = {}, {}
+    duplicates = {}
+    for name, mask in masks.items():
+        digest = image_hash(mask)
+        if digest in first_of:  # e.g. "tumour", "index" and "lesion1" of a single-lesion patient
+            duplicates[name] = first_of[digest]
+            continue
+        first_of[digest] = name
+        region = _prepare_region(image, mask, settings, classes, name)
+        result.values[name], result.reasons[name] = {}, dict(region.reasons)
+        if region.box is None:
+            continue
+        if "shape" in classes and "shape" not in region.reasons:
+            key = shape_key(region.shape_mask, region.box)
+            result.shape_keys[name] = key
+            if defer_shapes and region.shape_mask is mask and np.array_equal(region.own_box, region.box):
+                pass  # same mask and box as the shape task's: it computes these
+            elif shapes is not None and key in shapes:
+                result.values[name].update(shapes[key])
+            else:
+                result.values[name].update(compute_shape(extractor, region.shape_mask, region.box, settings))
+                if shapes is not None:
+                    shapes[key] = {k: v for k, v in result.values[name].items() if "_shape_" in k}
+        todo = [c for c in classes if c != "shape" and c not in region.reasons]
+        if todo:
+            prepared[name] = (region.box, region.feature_mask, todo)
+    if prepared:
+        _filtered_features(image, prepared, extractor, settings, result, classes_impl, imageoperations)
+    for name, same in duplicates.items():
+        result.values[name] = dict(result.values[same])
+        result.reasons[name] = dict(result.reasons[same])
+        if same in result.shape_keys:
+            result.shape_keys[name] = result.shape_keys[same]
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _filtered_features(image, prepared, extractor, settings, result, classes_impl, imageoperations):
+    for image_type, custom in extractor.enabledImagetypes.items():
+        args = {**settings, **custom}
+        source, offset = image, np.zeros(3, int)
+        if image_type == "Wavelet":
+            source, offset = _wavelet_crop(image, [p[0] for p in prepared.values()], custom)
+        local = {}
+        for name, (bb, feature_mask, todo) in prepared.items():
+            mask = feature_mask if source is image else sitk.RegionOfInterest(
+                feature_mask, source.GetSize(), [int(v) for v in offset])
+            lbb = np.array(bb).copy()
+            lbb[0::2] -= offset
+            lbb[1::2] -= offset
+            local[name] = (lbb, mask, todo)
+        generator = getattr(imageoperations, f"get{image_type}Image")(source, next(iter(local.values()))[1], **args)
+        for filtered, type_name, kwargs in generator:
+            for name, (lbb, mask, todo) in local.items():
+                cropped_image, cropped_mask = imageoperations.cropToTumorMask(filtered, mask, lbb, padDistance=0)
+                result.values[name].update(_class_features(classes_impl, cropped_image, cropped_mask, type_name,
+                                                           todo, extractor.enabledFeatures, kwargs))
+
+
+def _wavelet_crop(image: sitk.Image, boxes, custom: dict):
+    """The image cropped to the union of region boxes plus the wavelet's support (values inside are unchanged)."""
+    import pywt
+
+    wavelet = pywt.Wavelet(custom.get("wavelet", "coif1"))
+    levels = int(custom.get("start_level", 0)) + int(custom.get("level", 1))
+    margin = wavelet.dec_len * 2 ** levels + 2
+    boxes = np.array(boxes)
+    size = np.array(image.GetSize())
+    lo = np.maximum(boxes[:, 0::2].min(0) - margin, 0)
+    hi = np.minimum(boxes[:, 1::2].max(0) + margin + 1, size)
+    if np.all(lo == 0) and np.all(hi == size):
+        return image, np.zeros(3, int)
+    return sitk.RegionOfInterest(image, [int(v) for v in hi - lo], [int(v) for v in lo]), lo
+
+
+# ---------------------------------------------------------------- the naive reference
+def naive_series_features(image: sitk.Image, masks: dict, preset: Preset) -> SeriesFeatures:
+    """Reference: one `RadiomicsFeatureExtractor.execute(preprocessed image, mask)` per region (filters recomputed
+    each time); the same size rules and failure reasons as `series_features`."""
+    start = time.perf_counter()
+    extractor = preset.extractor()
+    settings = {**extractor.settings, "label": 1}
+    classes = [c for c in extractor.enabledFeatures if c != "shape2D"]
+    result = SeriesFeatures()
+    for name, mask in masks.items():
+        region = _prepare_region(image, mask, settings, classes, name)
+        reasons = result.reasons[name] = dict(region.reasons)
+        result.values[name] = {}
+        if region.box is None:
+            continue
+        values = extractor.execute(image, mask, label=1)
+        result.values[name] = {k: float(v) for k, v in values.items() if not k.startswith("diagnostics_")
+                               and k.split("_")[-2] not in reasons}
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def naive_extract(image: sitk.Image, masks: dict, preset: Preset) -> SeriesFeatures:
+    """The naive loop from the original series: per region, preprocess (as pyradiomics would inside `execute`)
+    and call `execute` — the baseline of the benchmark and of the identity tests."""
+    start = time.perf_counter()
+    out = SeriesFeatures()
+    for name, mask in masks.items():
+        pre = preprocess_image(image, preset)
+        part = naive_series_features(pre, {name: preprocess_mask(mask, image, preset)}, preset)
+        out.values.update(part.values)
+        out.reasons.update(part.reasons)
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def max_relative_difference(a: SeriesFeatures, b: SeriesFeatures) -> tuple[float, int]:
+    """Largest |a-b| / max(|a|, |b|, 1e-12) over features present in both (NaN == NaN), and their count."""
+    worst, count = 0.0, 0
+    for region, values in a.values.items():
+        for key, va in values.items():
+            vb = b.values.get(region, {}).get(key)
+            if vb is None:
+                continue
+            count += 1
+            if math.isnan(va) and math.isnan(vb):
+                continue
+            if math.isnan(va) or math.isnan(vb):
+                return math.inf, count
+            worst = max(worst, abs(va - vb) / max(abs(va), abs(vb), 1e-12))
+    return worst, count

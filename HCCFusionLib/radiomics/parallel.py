@@ -1,0 +1,172 @@
+"""Worker tasks of `extract_study` (one series; shape features of one mask) and the process pool running them.
+
+Tasks are plain dicts of numpy arrays and geometry (masks as bounding-box crops), so they pickle cheaply to
+spawned processes. Series tasks are started as soon as the study loop has prepared them, shape tasks after
+the last series, largest mask first, so the two processes finish close together.
+"""
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..regions import size_reason
+from .features import check_mask, compute_shape, image_hash, preprocess_image, preprocess_mask, series_features, \
+    shape_key
+from .presets import Preset, load_preset
+
+
+# ---------------------------------------------------------------- packing
+def pack_image(image: sitk.Image) -> dict:
+    return {"array": sitk.GetArrayFromImage(image), **_geometry(image)}
+
+
+def pack_mask(mask: sitk.Image) -> dict:
+    """A binary mask as its bounding-box crop plus the full grid (cheap to send to a worker process)."""
+    arr = sitk.GetArrayViewFromImage(mask) > 0
+    idx = np.nonzero(arr)
+    lo = [int(i.min()) for i in idx] if arr.any() else [0, 0, 0]
+    hi = [int(i.max()) + 1 for i in idx] if arr.any() else [0, 0, 0]
+    return {"crop": arr[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.uint8), "lo": lo, **_geometry(mask)}
+
+
+def _geometry(image: sitk.Image) -> dict:
+    return {"size": image.GetSize(), "spacing": image.GetSpacing(), "origin": image.GetOrigin(),
+            "direction": image.GetDirection()}
+
+
+def _unpack_image(data: dict) -> sitk.Image:
+    return _with_geometry(sitk.GetImageFromArray(data["array"]), data)
+
+
+def _unpack_mask(data: dict) -> sitk.Image:
+    arr = np.zeros(data["size"][::-1], np.uint8)
+    lo, crop = data["lo"], data["crop"]
+    arr[lo[0]:lo[0] + crop.shape[0], lo[1]:lo[1] + crop.shape[1], lo[2]:lo[2] + crop.shape[2]] = crop
+    return _with_geometry(sitk.GetImageFromArray(arr), data)
+
+
+def _blank(data: dict) -> sitk.Image:
+    return _with_geometry(sitk.Image([int(s) for s in data["size"]], sitk.sitkUInt8), data)
+
+
+def _with_geometry(image: sitk.Image, data: dict) -> sitk.Image:
+    image.SetSpacing(data["spacing"])
+    image.SetOrigin(data["origin"])
+    image.SetDirection(data["direction"])
+    return image
+
+
+# ---------------------------------------------------------------- tasks (run in a worker process)
+def series_task(task: dict) -> dict:
+    """Features of one series: {"series", "preset", "threads", "image" (pack_image), "masks" {name: pack_mask}}."""
+    if task.get("threads"):
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(task["threads"])
+    preset = load_preset(Preset(**task["preset"]))
+    image = _unpack_image(task["image"])
+    pre = preprocess_image(image, preset)
+    masks = {name: preprocess_mask(_unpack_mask(m), image, preset) for name, m in task["masks"].items()}
+    shapes = dict(task.get("shapes") or {})
+    found = series_features(pre, masks, preset, shapes=shapes, defer_shapes=task.get("defer_shapes", False))
+    return {"series": task["series"], "values": found.values, "reasons": found.reasons,
+            "shape_keys": found.shape_keys, "seconds": found.seconds, "shapes": shapes,
+            "preprocessed_sha256": image_hash(pre), "grid": {"size": pre.GetSize(), "spacing": pre.GetSpacing()}}
+
+
+def shape_task(task: dict) -> dict:
+    """Shape features of masks on one grid (series of a registered study share them): {"preset", "threads",
+    "grid" (geometry of the series), "masks" {any key: pack_mask}} -> {"shapes": {shape_key: features}}."""
+    if task.get("threads"):
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(task["threads"])
+    preset = load_preset(Preset(**task["preset"]))
+    image = _blank(task["grid"])
+    extractor = preset.extractor()
+    settings = {**extractor.settings, "label": 1}
+    shapes = {}
+    for name, packed in task["masks"].items():
+        mask = preprocess_mask(_unpack_mask(packed), image, preset)
+        m = sitk.GetArrayViewFromImage(mask) > 0
+        dims = int(sum((i.max() - i.min()) > 0 for i in np.nonzero(m))) if m.any() else 0
+        if size_reason(int(m.sum()), dims, "shape", name):
+            continue
+        try:
+            bb = check_mask(mask, settings)
+        except ValueError:
+            continue
+        key = shape_key(mask, bb)
+        if key not in shapes:
+            shapes[key] = compute_shape(extractor, mask, bb, settings)
+    return {"shapes": shapes}
+
+
+# ---------------------------------------------------------------- running them
+class TaskRunner:
+    """Runs series tasks and shape tasks in `workers` spawned processes (1: here, shapes first, when `results` is
+    called). With processes, series tasks start on `add_series` and leave shared shape features to the shape tasks
+    (`add_shapes`); `results` waits for all and fills each series' shape features in."""
+
+    def __init__(self, workers: int, progress):
+        self.workers, self.progress = workers, progress
+        self.series, self.shapes = {}, []
+        self.pool, self.futures = None, {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def threads(self):
+        """SimpleITK threads per task: one per process when processes share the cores."""
+        return 1 if self.workers > 1 else None
+
+    def add_series(self, name: str, task: dict) -> None:
+        self.series[name] = task
+        if self.workers > 1:
+            self._submit(series_task, {**task, "defer_shapes": True}, ("series", name))
+
+    def add_shapes(self, group: dict) -> None:
+        """One shape task per mask of `group` ({"preset", "grid", "masks"}); they start in `results`, largest first."""
+        for key, packed in group["masks"].items():
+            task = {**group, "threads": self.threads, "masks": {key: packed}}
+            self.shapes.append(task)
+
+    def results(self) -> dict:
+        if self.workers <= 1:
+            return self._run_here()
+        for task in sorted(self.shapes, key=lambda t: -next(iter(t["masks"].values()))["crop"].size):
+            self._submit(shape_task, task, ("shape", None))
+        from concurrent.futures import as_completed
+
+        results, shapes = {}, {}
+        for done, future in enumerate(as_completed(self.futures), start=1):
+            kind, name = self.futures[future]
+            out = future.result()
+            if kind == "shape":
+                shapes.update(out["shapes"])
+            else:
+                results[name] = out
+            self.progress(done / len(self.futures), f"features of {name}" if name else "shape features")
+        for res in results.values():  # shapes a series left to the shape tasks
+            for region, key in res["shape_keys"].items():
+                if not any("_shape_" in k for k in res["values"][region]):
+                    res["values"][region].update(shapes.get(key) or res["shapes"].get(key) or {})
+        return results
+
+    def _submit(self, func, task, tag) -> None:
+        if self.pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+        self.futures[self.pool.submit(func, task)] = tag
+
+    def _run_here(self) -> dict:
+        shapes, results = {}, {}
+        for task in self.shapes:
+            shapes.update(shape_task(task)["shapes"])
+        for done, (name, task) in enumerate(self.series.items()):
+            self.progress(done / max(len(self.series), 1), f"features of {name}")
+            results[name] = series_task({**task, "shapes": shapes})
+        return results
