@@ -218,7 +218,7 @@ def _segment_args(p):
                    help="nnU-Net: map a model channel (index or name) to a study series (repeatable)")
     p.add_argument("--reference", default=None, help="series whose grid the output uses (default: model's, PVP)")
     p.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation (faster)")
-    p.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (0-0.9)")
+    p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (0-0.9; default: the model's)")
     p.add_argument("--max-memory-mb", type=float, default=None, help="refuse inputs estimated above this")
     p.add_argument("--out", type=Path, required=True)
 

@@ -201,13 +201,16 @@ def resample_to_reference(probs: np.ndarray, grid: sitk.Image, reference: sitk.I
     return labels
 
 
-def predict_case(case: Case, bundle, *, tta: bool = True, overlap: float = 0.5, window=None, postprocess: bool = True,
+def predict_case(case: Case, bundle, *, tta: bool = True, overlap: float | None = None, window=None,
+                 postprocess: bool = True,
                  min_lesion_ml: float = 0.05, liver_margin_mm: float = 5.0, max_memory_mb: float | None = None,
                  device: str | None = None, net=None, progress=None) -> Segmentation:
     """Segment one case with a bundle; labels come back on the case's reference grid with study.LABELS values.
 
     `window`: sliding-window size (x, y, z) at the plan spacing; default the plans' "inference_window" if set
-    (chosen and validated by the model's training script), else the training patch size.
+    (chosen and validated by the model's training script), else the training patch size. `overlap`: default
+    the plans' "inference_overlap" if set, else nnU-Net's 0.5 (0.25 runs 2.7x fewer windows; on the shipped model
+    it cost tumour Dice 0.852 -> 0.809 in the benchmark).
     """
     import torch
 
@@ -226,6 +229,7 @@ def predict_case(case: Case, bundle, *, tta: bool = True, overlap: float = 0.5, 
     net = net.to(torch.device(device or "cpu"))
     stats: dict = {}
     window = window or plans.get("inference_window") or plans["patch_size"]
+    overlap = plans.get("inference_overlap", 0.5) if overlap is None else overlap
     probs = sliding_window(net, image, window, len(plans["labels"]), overlap=overlap, tta=tta,
                            device=device, progress=scaled(progress, 0.1, 0.85), stats=stats)
     progress(0.85, "resampling to the original grid")
