@@ -47,8 +47,8 @@ class PatchSampler:
         `class_weights` {label index: relative weight}) and centre on a random voxel of it."""
         if foreground and class_weights:
             pick = [c for c, w in class_weights.items() if w > 0]
-            cls = pick[int(rng.choice(len(pick), p=np.asarray([class_weights[c] for c in pick]) / sum(
-                class_weights[c] for c in pick)))]
+            weights = np.asarray([class_weights[c] for c in pick], float)
+            cls = pick[int(rng.choice(len(pick), p=weights / weights.sum()))]
             having = [k for k, fg in enumerate(self.fg) if cls in fg] or list(range(len(self.arrays)))
             k = having[int(rng.integers(len(having)))]
         else:
