@@ -16,6 +16,7 @@ from HCCFusionLib.errors import InputError
 from HCCFusionLib.io import save_study
 from HCCFusionLib.regions import build_regions
 from HCCFusionLib.study import LABELS, Series, Study
+from labelmaps import labelmap
 
 MAP = __import__("pathlib").Path(__file__).parent / "data" / "ibsi1_pyradiomics_map.csv"
 
@@ -48,16 +49,7 @@ def presets(tmp_path_factory):
 
 # ---------------------------------------------------------------- synthetic studies
 def _phantom_labels(size=(64, 64, 24), spacing=(1.5, 1.5, 3.0), tumours=(((6.0, 4.0, 0.0), 10.0),)):
-    z, y, x = np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * s for n, s in zip(size[::-1], spacing[::-1])],
-                          indexing="ij")
-    lab = np.zeros(x.shape, np.uint8)
-    lab[(x / 40) ** 2 + (y / 36) ** 2 + (z / 30) ** 2 <= 1] = LABELS["liver"]
-    for (cx, cy, cz), r in tumours:
-        lab[(x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= r ** 2] = LABELS["tumour"]
-    image = sitk.GetImageFromArray(lab)
-    image.SetSpacing(spacing)
-    image.SetOrigin([-(n - 1) * s / 2 for n, s in zip(size, spacing)])
-    return image
+    return labelmap(size, spacing, tumours, liver_axes=(40, 36, 30))
 
 
 # tissue means per phase (HU): body, liver, tumour

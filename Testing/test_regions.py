@@ -8,27 +8,16 @@ import SimpleITK as sitk
 from HCCFusionLib.errors import InputError
 from HCCFusionLib.regions import (MIN_SIZE, build_regions, lesion_map, ring_name, size_reason, surface_distance)
 from HCCFusionLib.study import LABELS
+from labelmaps import grid_mm, labelmap
 
 
-def _grid(spacing, extent_mm=90.0):
-    size = [int(np.ceil(extent_mm / s)) for s in spacing]
-    axes = [np.arange(n) * s - (n - 1) * s / 2 for n, s in zip(size[::-1], spacing[::-1])]  # z, y, x
-    z, y, x = np.meshgrid(*axes, indexing="ij")
-    return size, x, y, z
+def _size(spacing, extent_mm=90.0):
+    return [int(np.ceil(extent_mm / s)) for s in spacing]
 
 
 def _labels(spacing, tumours, liver_radius=None, extent_mm=90.0):
-    """Label map with spherical tumours [(centre_xyz_mm, radius_mm)] inside an optional spherical liver."""
-    size, x, y, z = _grid(spacing, extent_mm)
-    lab = np.zeros(x.shape, np.uint8)
-    if liver_radius:
-        lab[x ** 2 + y ** 2 + z ** 2 <= liver_radius ** 2] = LABELS["liver"]
-    for (cx, cy, cz), r in tumours:
-        lab[(x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= r ** 2] = LABELS["tumour"]
-    image = sitk.GetImageFromArray(lab)
-    image.SetSpacing(spacing)
-    image.SetOrigin([-(n - 1) * s / 2 for n, s in zip(size, spacing)])
-    return image
+    """Spherical tumours [(centre_xyz_mm, radius_mm)] inside an optional spherical liver, on a centred grid."""
+    return labelmap(_size(spacing, extent_mm), spacing, tumours, liver_radius)
 
 
 def _shell_ml(r_in, r_out):
@@ -55,7 +44,7 @@ def test_ring_volumes_match_analytic_shells(spacing, radius):
 def test_surface_distance_is_physical_on_anisotropic_grid():
     labels = _labels((0.8, 0.8, 2.5), [((0.0, 0.0, 0.0), 10.0)])
     dist = surface_distance(labels == LABELS["tumour"], 20.0)
-    size, x, y, z = _grid((0.8, 0.8, 2.5))
+    x, y, z = grid_mm(_size((0.8, 0.8, 2.5)), (0.8, 0.8, 2.5))
     true = np.sqrt(x ** 2 + y ** 2 + z ** 2) - 10.0
     near = (true > 1.0) & (true < 15.0)
     # within a voxel diagonal of the analytic distance, along every axis (in-plane 0.8 mm, slices 2.5 mm)

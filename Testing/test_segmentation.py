@@ -156,15 +156,19 @@ def test_prediction_grid_identical_for_anisotropic_and_oblique_input(trained, sp
     assert organ_dice(seg.labels, moved.labels) >= 0.85  # same voxels, only relabelled geometry
 
 
-def test_tta_agrees_with_plain_and_reruns_are_identical(trained):
-    case = trained.held_out[1]
-    plain = predictor.predict_case(case, trained.bundle, tta=False)
-    tta = predictor.predict_case(case, trained.bundle, tta=True)
-    again = predictor.predict_case(case, trained.bundle, tta=True)
-    assert organ_dice(plain.labels, tta.labels) >= 0.95
+def test_tta_agrees_with_plain_and_reruns_are_identical():
+    """The shipped model on a new medium phantom (a 152-voxel lesion). The tiny model above is too briefly
+    trained to be mirror-invariant, so TTA is judged on the model users run."""
+    case = phantom_case(5003, CHANNELS, "medium")
+    bundle = bundles.load_bundle()
+    plain = predictor.predict_case(case, bundle, tta=False)
+    tta = predictor.predict_case(case, bundle, tta=True)
+    again = predictor.predict_case(case, bundle, tta=True)
+    assert organ_dice(plain.labels, tta.labels) >= 0.98
     assert tta.meta["tta_tiles"] >= 1 and tta.meta["forward_passes"] > plain.meta["forward_passes"]
     assert np.array_equal(sitk.GetArrayViewFromImage(tta.labels), sitk.GetArrayViewFromImage(again.labels))
-    assert organ_dice(tta.labels, case.labels) >= 0.85
+    pred, truth = sitk.GetArrayViewFromImage(tta.labels), sitk.GetArrayViewFromImage(case.labels)
+    assert organ_dice(tta.labels, case.labels) >= 0.95 and dice(pred == 2, truth == 2) >= 0.85
 
 
 def test_sliding_window_weights_and_tiles_cover_everything():
@@ -174,10 +178,28 @@ def test_sliding_window_weights_and_tiles_cover_everything():
     assert w.max() == pytest.approx(1.0) and w.min() > 0 and w[4, 4, 2] == w.max()
     net = torch.nn.Conv3d(1, 2, 1)  # a linear "network": tiling must not change its output
     image = np.random.default_rng(0).normal(size=(1, 37, 29, 11)).astype(np.float32)
-    probs = predictor.sliding_window(net, image, [16, 16, 8], 2, overlap=0.5, tta=True)
     with torch.inference_mode():
         direct = torch.softmax(net(torch.from_numpy(image)[None]), 1)[0].numpy()
-    assert np.allclose(probs, direct, atol=1e-5)
+    for locate in (0.5, 0.0):  # a first pass without overlap, refined at 0.5 in the foreground box
+        stats = {}
+        probs = predictor.sliding_window(net, image, [16, 16, 8], 2, overlap=0.5, tta=True, locate_overlap=locate,
+                                         stats=stats)
+        assert np.allclose(probs, direct, atol=1e-5)
+        assert (stats["box_tiles"] >= 1) == (locate == 0.0) and stats["tta_tiles"] >= 1
+        assert stats["forward_passes"] == stats["tiles"] + stats["box_tiles"] + 7 * stats["tta_tiles"]
+
+
+def test_tta_boxes_follow_the_candidate_groups():
+    mask = torch.zeros((100, 90, 40), dtype=torch.bool)
+    mask[10:14, 10:14, 5:8] = True  # small group: one window around it
+    mask[70:80, 60:70, 20:30] = True
+    mask[76:90, 66:72, 25:28] = True  # touches the previous group: one box
+    mask[40:42, 40:42, 20:22] = mask[48:50, 40:42, 20:22] = True  # apart, but their windows overlap: merged
+    boxes = predictor._boxes(mask, [16, 16, 8])
+    sizes = sorted([b.stop - b.start for b in box] for box in boxes)
+    assert sizes == [[16, 16, 8], [24, 16, 8], [28, 20, 14]]  # padded by a quarter window, at least one window
+    assert len(predictor._boxes(mask, [16, 16, 8], merge_all=True)) == 1
+    assert predictor._boxes(torch.zeros((5, 5, 5), dtype=torch.bool), [4, 4, 4]) == []
 
 
 def test_postprocessing_and_lesion_table():
@@ -303,6 +325,11 @@ def test_tampered_or_unexpected_bundle_files_are_refused(trained, tmp_path):
     (copy / "checksums.sha256").unlink()
     with pytest.raises(IntegrityError, match="checksums"):
         bundles.load_bundle(copy)
+    b = trained.bundle
+    bundles.save_bundle(tmp_path / "vessels", {**b.plans, "tta_labels": ["vessel"]}, b.dataset, b.build_network(),
+                        b.card)
+    with pytest.raises(IntegrityError, match=r"TTA labels \['vessel'\]"):
+        bundles.load_bundle(tmp_path / "vessels")
 
 
 def test_shipped_sample_model_is_a_valid_small_bundle():
@@ -314,16 +341,25 @@ def test_shipped_sample_model_is_a_valid_small_bundle():
 
 
 @pytest.mark.slow
-def test_shipped_sample_model_on_a_new_full_size_phantom():
-    """One new full-size phantom (512x512x120, seed 4242: a 3 cm lesion), no TTA. Lesions of 10-16 mm score
-    lower (tumour Dice 0.48-0.75 on seeds 9003-9005); the multi-seed TTA evaluation is in the benchmark."""
-    case = phantom_case(4242, CHANNELS, "full")
-    seg = predictor.predict_case(case, bundles.load_bundle(), tta=False)
-    truth = sitk.GetArrayViewFromImage(case.labels)
-    pred = sitk.GetArrayViewFromImage(seg.labels)
-    assert seg.labels.GetSize() == case.reference.GetSize() == (512, 512, 120)
-    assert dice(np.isin(pred, ORGAN), np.isin(truth, ORGAN)) >= 0.95
-    assert (truth == 2).any() and dice(pred == 2, truth == 2) >= 0.85
+def test_shipped_sample_model_on_new_full_size_phantoms():
+    """New full-size phantoms (512x512x120) through the default predictor (TTA): liver Dice >= 0.95 on each,
+    tumour Dice >= 0.85 on average over those with lesions (one 10-16 mm lesion alone scores lower), and no
+    lesion found where there is none (seed 9102); about 30 s per phantom on 2 cores."""
+    bundle = bundles.load_bundle()
+    net = bundle.build_network()
+    tumour = []
+    for seed in (9003, 9004, 9005, 9101, 9102, 9103):
+        case = phantom_case(seed, CHANNELS, "full")
+        seg = predictor.predict_case(case, bundle, net=net)
+        truth = sitk.GetArrayViewFromImage(case.labels)
+        pred = sitk.GetArrayViewFromImage(seg.labels)
+        assert seg.labels.GetSize() == case.reference.GetSize() == (512, 512, 120)
+        assert dice(np.isin(pred, ORGAN), np.isin(truth, ORGAN)) >= 0.95, seed
+        if (truth == LABELS["tumour"]).any():
+            tumour.append(dice(pred == LABELS["tumour"], truth == LABELS["tumour"]))
+        else:
+            assert len(seg.lesions) == 0, seed
+    assert len(tumour) == 5 and np.mean(tumour) >= 0.85, tumour
 
 
 # ------------------------------------------------------------------ nnU-Net v2 interop

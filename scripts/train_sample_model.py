@@ -13,6 +13,9 @@ the checkpoint's schedule.json and the model card. The shipped model was made by
     $train --steps 3100 --full-cases 8 --eval-seeds
     $train --steps 5100 --full-cases 16 --eval-seeds
     $train --steps 7100 --full-cases 16
+    $train --steps 19100 --full-cases 32 --threads 2
+    $train --steps 29100 --full-cases 48 --threads 2
+    $train --evaluate-only --tta-labels tumour
 
 (the first stage alone, only foreground-centred patches, leaves false positives far from the liver: the
 second stage's random patches remove them; tumour weight 3 over-segments lesions, so later stages use 1.)
@@ -64,8 +67,8 @@ def main() -> None:
     ap.add_argument("--full-cases", type=int, default=0,
                     help="extra full-size training phantoms (seeds after the medium ones)")
     ap.add_argument("--val", type=int, default=3, help="held-out medium phantoms for validation")
-    ap.add_argument("--eval-seeds", type=int, nargs="*", default=[9003, 9004, 9005],
-                    help="new full-size phantoms (these seeds all have tumours)")
+    ap.add_argument("--eval-seeds", type=int, nargs="*", default=[9003, 9004, 9005, 9101, 9102, 9103],
+                    help="new full-size phantoms (all but 9102 have tumours)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--checkpoint", type=Path, default=Path("/tmp/hcc_phantom_ct_checkpoint"))
     ap.add_argument("--out", type=Path, default=default_bundle_path())
@@ -78,6 +81,8 @@ def main() -> None:
                     help="only (re-)evaluate the bundle at --out on --eval-seeds and update its model card")
     ap.add_argument("--inference-window", type=int, nargs=3, default=None,
                     help="with --evaluate-only: store this sliding-window size (x y z) in the plans")
+    ap.add_argument("--tta-labels", nargs="*", default=None,
+                    help="store the labels that mirroring TTA covers in the plans (default: all foreground)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
@@ -89,6 +94,8 @@ def main() -> None:
         bundle = load_bundle(args.out)
         if args.inference_window:
             bundle.plans["inference_window"] = args.inference_window
+        if args.tta_labels is not None:
+            bundle.plans["tta_labels"] = args.tta_labels
         if schedule:
             bundle.card["training"]["schedule"] = schedule
         card = {**bundle.card, "evaluation_full_size": {
@@ -102,6 +109,8 @@ def main() -> None:
     val = [phantom_case(5000 + seed, CHANNELS, "medium") for seed in range(args.val)]
     plans = make_plans(fingerprint(cases), spacing=SPACING, base_filters=8, max_filters=64, batch_size=2,
                        max_patch_mm=tuple(args.patch_mm), memory_mb=1000)
+    if args.tta_labels is not None:
+        plans["tta_labels"] = args.tta_labels
     log.info("plans %s", json.dumps({k: plans[k] for k in ("spacing", "patch_size", "strides", "filters")}))
     last = [0.0]
 

@@ -95,6 +95,10 @@ def load_bundle(folder: "str | Path | None" = None) -> Bundle:
                                                                             "model_card.json"))
     if [c["name"] for c in dataset["channels"]] != plans["channels"]:
         raise IntegrityError(f"Bundle '{folder}': dataset.json channels disagree with plans.json.")
+    unknown = sorted(set(plans.get("tta_labels", [])) - set(plans["labels"]))
+    if unknown:
+        raise IntegrityError(f"Bundle '{folder}': plans.json names TTA labels {unknown} that are not among its "
+                             f"labels {list(plans['labels'])}: re-export the bundle.")
     return Bundle(folder, plans, dataset, card)
 
 
