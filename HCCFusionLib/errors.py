@@ -45,5 +45,5 @@ def require(module: str, extra: str):
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise DependencyError(
             f"'{module}' is needed for this step but is not installed: "
-            f"run `pip install 'hccfusion[{extra}]'` (or `make test`, which installs all extras)."
+            f"run `pip install 'hccfusion[{extra}]'`."
         ) from exc
