@@ -7,14 +7,14 @@ resampled to the plan; validates on held-out medium phantoms, evaluates on new f
 Resumable: rerun with the same --checkpoint and a larger --steps to continue; every run's settings are kept in
 the checkpoint's schedule.json and the model card. The shipped model was made by these stages (CPU, 2 threads):
 
-    train=".venv/bin/python scripts/train_sample_model.py"
+    train=".venv/bin/python scripts/train_sample_model.py --threads 2"
     $train --steps 1500 --foreground-fraction 1.0 --tumour-weight 3 --eval-seeds
     $train --steps 2300 --foreground-fraction 0.5 --tumour-weight 3 --eval-seeds
     $train --steps 3100 --full-cases 8 --eval-seeds
     $train --steps 5100 --full-cases 16 --eval-seeds
     $train --steps 7100 --full-cases 16
-    $train --steps 19100 --full-cases 32 --threads 2
-    $train --steps 29100 --full-cases 48 --threads 2
+    $train --steps 19100 --full-cases 32
+    $train --steps 29100 --full-cases 48
     $train --evaluate-only --tta-labels tumour
 
 (the first stage alone, only foreground-centred patches, leaves false positives far from the liver: the
@@ -140,11 +140,12 @@ def main() -> None:
                          "schedule": schedule, "script": "scripts/train_sample_model.py"},
             "versions": {"hccfusion": __version__, "torch": torch.__version__,
                          "monai": __import__("monai").__version__}}
-    save_bundle(args.out, plans, dataset_description(plans, args.cases), result.network, card)
+    dataset = dataset_description(plans, len(result.train_ids))
+    save_bundle(args.out, plans, dataset, result.network, card)
     if args.eval_seeds:
         card["evaluation_full_size"] = {"phantoms": f"full size (512x512x120), seeds {args.eval_seeds}",
                                         **evaluate_full(load_bundle(args.out), args.eval_seeds)}
-        save_bundle(args.out, plans, dataset_description(plans, args.cases), result.network, card)
+        save_bundle(args.out, plans, dataset, result.network, card)
     log.info("bundle %s written in %.0f s: %s", args.out, time.time() - t0, card.get("evaluation_full_size"))
 
 
