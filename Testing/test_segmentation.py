@@ -1,5 +1,5 @@
 """Segmentation: planner, training that really learns, predictor geometry/TTA/determinism, post-processing,
-lesion table, bundles (integrity), bad input, nnU-Net v2 interop, CLI. Uses small phantoms and a tiny net."""
+lesion table, bundles (integrity), bad input, CLI. Uses small phantoms and a tiny net (nnU-Net v2: test_nnunet.py)."""
 from __future__ import annotations
 
 import json
@@ -14,9 +14,9 @@ torch = pytest.importorskip("torch")
 
 from HCCFusionLib import phantom  # noqa: E402
 from HCCFusionLib.cli import main as cli_main  # noqa: E402
-from HCCFusionLib.errors import DependencyError, IntegrityError, InputError, ModelError  # noqa: E402
-from HCCFusionLib.segmentation import bundle as bundles, nnunet, planner, predictor  # noqa: E402
-from HCCFusionLib.segmentation.data import Case, case_from_study, phantom_case, plan_grid  # noqa: E402
+from HCCFusionLib.errors import IntegrityError, InputError, ModelError  # noqa: E402
+from HCCFusionLib.segmentation import bundle as bundles, planner, predictor  # noqa: E402
+from HCCFusionLib.segmentation.data import Case, phantom_case, plan_grid  # noqa: E402
 from HCCFusionLib.segmentation.trainer import PatchSampler, dice, kfold_split, train  # noqa: E402
 from HCCFusionLib.study import LABELS  # noqa: E402
 
@@ -360,56 +360,6 @@ def test_shipped_sample_model_on_new_full_size_phantoms():
         else:
             assert len(seg.lesions) == 0, seed
     assert len(tumour) == 5 and np.mean(tumour) >= 0.85, tumour
-
-
-# ------------------------------------------------------------------ nnU-Net v2 interop
-def _nnunet_folder(tmp_path, channel_names, labels=None, payload=None):
-    folder = tmp_path / "Dataset042_Liver" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
-    (folder / "fold_0").mkdir(parents=True)
-    (folder / "dataset.json").write_text(json.dumps({
-        "channel_names": channel_names, "labels": labels or {"background": 0, "liver": 1, "tumor": 2},
-        "numTraining": 10, "file_ending": ".nii.gz"}))
-    (folder / "plans.json").write_text(json.dumps({"dataset_name": "Dataset042_Liver", "configurations": {}}))
-    torch.save(payload or {"network_weights": {"w": torch.zeros(2)}, "trainer_name": "nnUNetTrainer",
-                           "init_args": {"configuration": "3d_fullres", "fold": 0},
-                           "inference_allowed_mirroring_axes": (0, 1, 2),
-                           "logging": {"ema_fg_dice": [np.float64(0.5)]}},
-               folder / "fold_0" / "checkpoint_final.pth")
-    return folder
-
-
-def test_nnunet_channel_and_label_mapping(tmp_path):
-    study = phantom.make_patient(3, "small", phases=("NC", "AP", "PVP"), misalignment="none").study
-    folder = _nnunet_folder(tmp_path, {"0": "arterial", "1": "CT_portal_venous"})
-    model = nnunet.open_model(folder)
-    assert model.folds == ["0"] and model.checkpoint == "checkpoint_final.pth"
-    assert nnunet.map_channels(model, study) == ["AP", "PVP"]
-    assert nnunet.map_channels(model, study, {"1": "NC"}) == ["AP", "NC"]
-    assert nnunet.map_labels(model) == {1: LABELS["liver"], 2: LABELS["tumour"]}
-    nnunet.check_checkpoint(folder / "fold_0" / "checkpoint_final.pth")
-    generic = nnunet.open_model(_nnunet_folder(tmp_path / "g", {"0": "CT"}))
-    assert nnunet.map_channels(generic, study) == ["PVP"]
-    hbp = nnunet.open_model(_nnunet_folder(tmp_path / "h", {"0": "HBP", "1": "PVP"}))
-    with pytest.raises(ModelError, match=r"channel 0 \('HBP'\).*--channel 0 SERIES"):
-        nnunet.map_channels(hbp, study)
-    with pytest.raises(ModelError, match="no liver label"):
-        nnunet.map_labels(nnunet.open_model(_nnunet_folder(tmp_path / "k", {"0": "CT"}, {"background": 0, "kidney": 1})))
-    with pytest.raises(InputError, match="fold"):
-        nnunet.open_model(folder, folds=[3])
-    with pytest.raises(InputError, match="dataset.json"):
-        nnunet.open_model(tmp_path)
-
-
-def test_nnunet_refuses_pickled_objects_and_needs_the_extra(tmp_path):
-    import argparse
-
-    evil = _nnunet_folder(tmp_path / "e", {"0": "CT"}, payload={"network_weights": argparse.Namespace(x=1)})
-    with pytest.raises(IntegrityError, match="other than weights"):
-        nnunet.check_checkpoint(evil / "fold_0" / "checkpoint_final.pth")
-    study = phantom.make_patient(3, "small", phases=("AP", "PVP"), misalignment="none").study
-    ok = _nnunet_folder(tmp_path / "o", {"0": "AP", "1": "PVP"})
-    with pytest.raises(DependencyError, match="nnunet"):
-        nnunet.segment_study_nnunet(study, ok)
 
 
 # ------------------------------------------------------------------ CLI

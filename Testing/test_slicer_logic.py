@@ -364,7 +364,7 @@ def test_segment_verb_with_shipped_model_gives_segmentation_node_and_lesion_tabl
     patient, folder, _ = aligned_phantom
     reference = logic.scene.GetFirstNodeByName("PVP")
     out = tmp_path / "out"
-    job = logic.segmentationJob(folder, out, reference="PVP", overlap=0.0)  # fewest windows: fast on CPU
+    job = logic.segmentationJob(folder, out, tta=False, reference="PVP", overlap=0.0)  # fewest windows: fast
     assert job.args[-5:] == ["--reference", "PVP", "--overlap", "0", "--no-tta"]
     result = logic.run(job, lambda: logic.loadSegmentation(out, reference, "P2"), waitForCompletion=True)
     segmentation = result.nodes["segmentation"]
@@ -376,3 +376,19 @@ def test_segment_verb_with_shipped_model_gives_segmentation_node_and_lesion_tabl
     assert result.nodes["lesions"].GetNumberOfRows() == len(pd.read_csv(out / "segmentation" / "lesions.csv"))
     segment = segmentation.GetSegmentation().GetSegment(segmentation.GetSegmentation().GetSegmentIdBySegmentName("liver"))
     assert "10200004" in segment.GetTerminology()  # SNOMED-CT liver
+
+
+def test_segment_verb_with_an_nnunet_folder_and_the_panel_channel_map(logic, tmp_path, aligned_phantom):
+    from nnunet_models import interval_labels, interval_model
+
+    patient, folder, _ = aligned_phantom
+    model = interval_model(tmp_path / "model", {"0": "CT"}, read_channel=0, spacing=[5.0, 3.7, 3.7])
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="'0:AP' is not CHANNEL=PHASE"):
+        logic.segmentationJob(folder, out, nnunetFolder=model, channelMap="0:AP")
+    job = logic.segmentationJob(folder, out, nnunetFolder=model, tta=False, reference="PVP", channelMap=" 0 = AP ;")
+    assert job.args[3:8] == ["--nnunet", model, "--channel", "0", "AP"]
+    result = logic.run(job, lambda: logic.loadSegmentation(out, logic.scene.GetFirstNodeByName("PVP"), "P2"),
+                       waitForCompletion=True)
+    labels = mrml.segmentation_to_labels(result.nodes["segmentation"], patient.study["PVP"].image)
+    assert np.array_equal(sitk.GetArrayFromImage(labels), interval_labels(patient.study["AP"].image))

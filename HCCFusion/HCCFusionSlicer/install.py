@@ -28,7 +28,10 @@ STAGES = {
     "radiomics": ["pyradiomics-bhklab"],
     "prediction": ["scikit-learn", "scikit-survival", "skops", "pyarrow"],
     "dicom": ["highdicom", "dicomweb-client", "requests"],
+    "nnunet": ["torch", "monai", "safetensors", "nnunetv2"],
 }
+#: Stages installed only when their engine is picked (the nnU-Net v2 engine of the Segmentation section).
+ON_DEMAND = ("nnunet",)
 IMPORT_NAMES = {"pyradiomics-bhklab": "radiomics", "scikit-learn": "sklearn", "scikit-survival": "sksurv",
                 "pyyaml": "yaml", "dicomweb-client": "dicomweb_client"}
 

@@ -215,13 +215,17 @@ class HCCFusionLogic:
         return result
 
     # ------------------------------------------------------------ segmentation
-    def segmentationJob(self, studyFolder, outFolder, modelFolder=None, nnunetFolder=None, tta: bool = False,
-                        reference: "str | None" = None, overlap: "float | None" = None) -> CliJob:
+    def segmentationJob(self, studyFolder, outFolder, modelFolder=None, nnunetFolder=None, tta: bool = True,
+                        reference: "str | None" = None, overlap: "float | None" = None,
+                        channelMap: str = "") -> CliJob:
         """`hccfusion segment`: the shipped sample model unless a model bundle or nnU-Net v2 folder is given;
-        `overlap` of the sliding windows (default: the verb's)."""
+        `overlap` of the sliding windows (default: the verb's); `channelMap` ("0=AP, 1=PVP") maps nnU-Net
+        channels to phases."""
         args = [studyFolder, "--out", outFolder]
         if nnunetFolder:
             args += ["--nnunet", nnunetFolder]
+            for channel, phase in parseChannelMap(channelMap):
+                args += ["--channel", channel, phase]
         elif modelFolder:
             args += ["--model", modelFolder]
         if reference:
@@ -609,3 +613,14 @@ def _require(path: Path, verb: str) -> Path:
     if not path.exists():
         raise InputError(f"'hccfusion {verb}' did not write '{path}': check its output folder and log.")
     return path
+
+
+def parseChannelMap(text: str) -> list:
+    """[(channel, phase)] from "0=AP, 1=PVP" (the panel's nnU-Net channel map); ValueError says what to fix."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in (text or "").replace(";", ",").split(","))):
+        channel, sep, phase = (piece.strip() for piece in item.partition("="))
+        if not (sep and channel and phase):
+            raise ValueError(f"Channel map entry '{item}' is not CHANNEL=PHASE: write e.g. \"0=AP, 1=PVP\".")
+        pairs.append((channel, phase))
+    return pairs

@@ -66,8 +66,9 @@ class HCCFusionParameterNode:
     segmentationEngine: Annotated[str, Choice(ENGINES)] = ENGINE_BUNDLED
     modelPath: pathlib.Path
     existingSegmentation: vtkMRMLSegmentationNode
+    nnunetChannelMap: str = ""
     segmentationUseRegistered: bool = True
-    segmentationTTA: bool = False
+    segmentationTTA: bool = True
     outputSegmentation: vtkMRMLSegmentationNode
     # Radiomics
     radiomicsSegmentation: vtkMRMLSegmentationNode

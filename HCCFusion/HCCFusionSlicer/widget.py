@@ -225,6 +225,7 @@ class HCCFusionPanel(VTKObservationMixin):
             button.toolTip = reasons[name] or tip
         self.ui.modelPathLineEdit.enabled = self._parameterNode.segmentationEngine not in (ENGINE_BUNDLED, ENGINE_EXISTING)
         self.ui.existingSegmentationSelector.enabled = self._parameterNode.segmentationEngine == ENGINE_EXISTING
+        self.ui.nnunetChannelMapLineEdit.enabled = self._parameterNode.segmentationEngine == ENGINE_NNUNET
         self.ui.segmentationChannelsLabel.text = self._modelChannels()
         try:
             self.ui.bclcStageLabel.text = self.logic.bclcStage(self._parameterNode.clinical(), self._lesionTable())
@@ -286,7 +287,7 @@ class HCCFusionPanel(VTKObservationMixin):
             self.runner.cancel()
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to start {name}.").format(name=name), waitCursor=True):
-            if not install.ensure(name if name in install.STAGES else "dicom"):
+            if not install.ensure(self._installStage(name)):
                 return
             job, load = start()
             if job is None:  # done in-process
@@ -332,6 +333,12 @@ class HCCFusionPanel(VTKObservationMixin):
         moving = next(iter(result.nodes["resampled"].values()), None)
         slicer.util.setSliceViewerLayers(background=reference, foreground=moving, foregroundOpacity=0.5, fit=True)
 
+    def _installStage(self, name):
+        """The install.STAGES entry that a stage needs (the nnU-Net v2 engine also needs nnunetv2)."""
+        if name == "segmentation" and self._parameterNode.segmentationEngine == ENGINE_NNUNET:
+            return "nnunet"
+        return name if name in install.STAGES else "dicom"
+
     def startSegmentation(self):
         p, out = self._parameterNode, self.outputFolder()
         reference = self._referenceNode()
@@ -343,7 +350,8 @@ class HCCFusionPanel(VTKObservationMixin):
         engine = p.segmentationEngine
         job = self.logic.segmentationJob(study, out, modelFolder=p.modelPath if engine == ENGINE_FOLDER else None,
                                          nnunetFolder=p.modelPath if engine == ENGINE_NNUNET else None,
-                                         tta=p.segmentationTTA, reference=p.referencePhase)
+                                         tta=p.segmentationTTA, reference=p.referencePhase,
+                                         channelMap=p.nnunetChannelMap)
         return job, lambda: self.logic.loadSegmentation(out, reference, p.studyId, p.outputSegmentation)
 
     def show_segmentation(self, result):
@@ -470,15 +478,19 @@ class HCCFusionPanel(VTKObservationMixin):
         if dataset is None or not dataset.is_file():
             return ""
         try:
-            channels = json.loads(dataset.read_text(encoding="utf-8")).get("channels", [])
+            description = json.loads(dataset.read_text(encoding="utf-8"))
+            if p.segmentationEngine == ENGINE_NNUNET:  # nnU-Net v2: {"0": "CT", ...}
+                names = description.get("channel_names") or {}
+                return ", ".join(f"{k}: {names[k]}" for k in sorted(names, key=int))
         except (OSError, ValueError):
             return _("dataset.json of the model is unreadable")
+        channels = description.get("channels", [])
         return ", ".join(str(c.get("name", c)) if isinstance(c, dict) else str(c) for c in channels)
 
     def onDependencies(self):
         with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages."), waitCursor=True):
             self.ui.dependenciesLabel.text = install.report()
-            if all(install.ensure(stage) for stage in install.STAGES):
+            if all(install.ensure(stage) for stage in install.STAGES if stage not in install.ON_DEMAND):
                 self.ui.dependenciesLabel.text = install.report()
 
 

@@ -5,10 +5,12 @@ dataset.json, plans.json and fold_<k>/checkpoint_final.pth. Study phases are map
 channels by name (dataset.json "channel_names", e.g. "AP"/"arterial", "PVP"/"portal venous"), or
 explicitly (`channel_map`); the model's labels are mapped to study.LABELS by name. Checkpoints are
 checked with torch's restricted (weights-only) unpickler before nnunetv2 reads them. Needs the optional
-`nnunet` extra (`pip install nnunetv2`), which is not part of `all`.
+`nnunet` extra (`pip install 'hccfusion[nnunet]'`), which is not part of `all`.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import re
@@ -116,7 +118,8 @@ def map_channels(model: NnUNetModel, study, channel_map: dict | None = None, ref
         if found is None:
             raise ModelError(
                 f"nnU-Net model '{model.path}' channel {i} ('{name}') has no matching series in study "
-                f"'{study.study_id}' (series: {list(study.series)}): map it with --channel {i} SERIES.")
+                f"'{study.study_id}' (series: {list(study.series)}): map it with --channel {i} SERIES "
+                f"(Slicer: Channel map \"{i}=PHASE\").")
         series.append(found.name)
     if len(set(series)) < len(series):
         log.warning("Several nnU-Net channels read the same series: %s", series)
@@ -142,17 +145,23 @@ def map_labels(model: NnUNetModel) -> dict[int, int]:
     return mapping
 
 
-def check_checkpoint(path: Path) -> None:
-    """Refuse a checkpoint that holds anything but tensors, plain containers and numpy scalars."""
+def check_checkpoint(path: Path, plans: dict | None = None) -> None:
+    """Refuse a checkpoint that holds anything but tensors, plain containers and numpy scalars (read with torch's
+    weights-only unpickler) or, given the plans, one whose configuration the plans lack."""
     import torch
 
     safe = [np.dtype, np._core.multiarray.scalar] + [type(np.dtype(t)) for t in ("float64", "float32", "int64")]
     try:
         with torch.serialization.safe_globals(safe):
-            torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError/RuntimeError/... for disallowed content
         raise IntegrityError(f"nnU-Net checkpoint '{path}' holds objects other than weights "
                              f"({str(exc).splitlines()[0][:160]}): refusing to unpickle it.") from None
+    configuration = checkpoint.get("init_args", {}).get("configuration") if isinstance(checkpoint, dict) else None
+    if plans is not None and (configuration not in plans.get("configurations", {})
+                              or "network_weights" not in checkpoint or "trainer_name" not in checkpoint):
+        raise ModelError(f"nnU-Net checkpoint '{path}' is not a trained nnU-Net v2 checkpoint for its plans.json "
+                         f"(configuration {configuration!r}; plans have {sorted(plans.get('configurations', {}))}).")
 
 
 def segment_study_nnunet(study, folder, *, folds=None, tta: bool = True, channel_map: dict | None = None,
@@ -169,18 +178,23 @@ def segment_study_nnunet(study, folder, *, folds=None, tta: bool = True, channel
     import torch
 
     for fold in model.folds:
-        check_checkpoint(model.path / f"fold_{fold}" / model.checkpoint)
+        check_checkpoint(model.path / f"fold_{fold}" / model.checkpoint, model.plans)
     ref = reference or ("PVP" if "PVP" in series or study.get("PVP") is not None else series[0])
     case = case_from_study(study, series, ref)
     progress(0.1, "nnU-Net: loading model")
-    predictor = predict_mod.nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=tta,
-                                            perform_everything_on_device=device != "cpu",
-                                            device=torch.device(device), allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(model.path), use_folds=tuple(
-        int(f) if f.isdigit() else f for f in model.folds), checkpoint_name=model.checkpoint)
+    chatter = io.StringIO()  # nnunetv2 prints to stdout, which the CLI keeps for progress lines
+    with contextlib.redirect_stdout(chatter):
+        predictor = predict_mod.nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=tta,
+                                                perform_everything_on_device=device != "cpu",
+                                                device=torch.device(device), allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(str(model.path), use_folds=tuple(
+            int(f) if f.isdigit() else f for f in model.folds), checkpoint_name=model.checkpoint)
     image = np.stack([sitk.GetArrayFromImage(case.images[s]).astype(np.float32) for s in series])  # (C, z, y, x)
     progress(0.2, "nnU-Net: predicting")
-    raw = predictor.predict_single_npy_array(image, {"spacing": list(case.reference.GetSpacing())[::-1]})
+    with contextlib.redirect_stdout(chatter):
+        raw = predictor.predict_single_npy_array(image, {"spacing": list(case.reference.GetSpacing())[::-1]})
+    if chatter.getvalue().strip():
+        log.debug("nnunetv2: %s", chatter.getvalue().strip())
     out = np.zeros(raw.shape, np.uint8)
     for value, target in label_map.items():
         out[raw == value] = target
