@@ -193,7 +193,8 @@ def cmd_segment(args, progress):
         from .segmentation.nnunet import segment_study_nnunet
 
         seg = segment_study_nnunet(study, args.nnunet, folds=args.folds, tta=not args.no_tta,
-                                   channel_map=dict(args.channel or []), reference=args.reference, progress=progress)
+                                   channel_map=dict(args.channel or []), reference=args.reference,
+                                   postprocess=not args.no_postprocess, progress=progress)
         info = {"engine": "nnunet", "model": str(args.nnunet)}
     else:
         from .segmentation.bundle import load_bundle
@@ -201,7 +202,8 @@ def cmd_segment(args, progress):
 
         bundle = load_bundle(args.model)
         seg = segment_study(study, bundle, reference=args.reference, tta=not args.no_tta, overlap=args.overlap,
-                            max_memory_mb=args.max_memory_mb, progress=progress)
+                            postprocess=not args.no_postprocess, max_memory_mb=args.max_memory_mb,
+                            progress=progress)
         info = {"engine": "bundle", "model": str(bundle.path), "channels": bundle.channels}
     out = save_segmentation(seg, args.out / "segmentation", info)
     print(f"{len(seg.lesions)} lesion(s); segmentation -> {out / 'segmentation.nii.gz'}")
@@ -218,6 +220,9 @@ def _segment_args(p):
                    help="nnU-Net: map a model channel (index or name) to a study series (repeatable)")
     p.add_argument("--reference", default=None, help="series whose grid the output uses (default: model's, PVP)")
     p.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation (faster)")
+    p.add_argument("--no-postprocess", action="store_true",
+                   help="keep the network's labels as they are (default: largest liver, tumours in the liver, "
+                        "no lesion under 0.05 ml)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (0-0.9; default: the model's)")
     p.add_argument("--max-memory-mb", type=float, default=None, help="refuse inputs estimated above this")
     p.add_argument("--out", type=Path, required=True)

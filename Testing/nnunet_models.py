@@ -103,10 +103,12 @@ def interval_model(root, channel_names, read_channel, spacing, labels=None):
         {"3d_fullres": config})
 
 
-def interval_labels(image: sitk.Image) -> np.ndarray:
-    """HCCFusion labels the interval net gives for the channel `image` (study.LABELS values)."""
+def interval_labels(image: sitk.Image) -> sitk.Image:
+    """HCCFusion labels (study.LABELS) that the interval net gives for the channel `image`, on its grid."""
     hu = sitk.GetArrayFromImage(image)
     out = np.zeros(hu.shape, np.uint8)
     out[(hu >= LIVER_HU) & (hu < TUMOUR_HU)] = LABELS["liver"]
     out[hu >= TUMOUR_HU] = LABELS["tumour"]
-    return out
+    labels = sitk.GetImageFromArray(out)
+    labels.CopyInformation(image)
+    return labels

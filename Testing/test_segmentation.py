@@ -384,6 +384,11 @@ def test_cli_plan_and_segment(trained, tmp_path, capsys):
     assert header == ",".join(predictor.LESION_COLUMNS)
     info = json.loads((out / "segmentation" / "segmentation.json").read_text())
     assert info["engine"] == "bundle" and info["labels"]["liver"] == 1
+    assert cli_main(["--progress", "none", "segment", str(tmp_path / "study"), "--model", str(trained.bundle.path),
+                     "--no-tta", "--no-postprocess", "--out", str(tmp_path / "raw")]) == 0
+    raw = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "raw" / "segmentation" / "segmentation.nii.gz")))
+    kept = sitk.GetArrayFromImage(seg) > 0  # post-processing only removes labels
+    assert np.array_equal(raw[kept], sitk.GetArrayFromImage(seg)[kept]) and (raw > 0).sum() > kept.sum()
     tampered = tmp_path / "tampered"
     shutil.copytree(trained.bundle.path, tampered)
     (tampered / "plans.json").write_text((tampered / "plans.json").read_text() + " ")

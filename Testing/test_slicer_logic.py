@@ -381,6 +381,8 @@ def test_segment_verb_with_shipped_model_gives_segmentation_node_and_lesion_tabl
 def test_segment_verb_with_an_nnunet_folder_and_the_panel_channel_map(logic, tmp_path, aligned_phantom):
     from nnunet_models import interval_labels, interval_model
 
+    from HCCFusionLib.segmentation.predictor import postprocess_in_box
+
     patient, folder, _ = aligned_phantom
     model = interval_model(tmp_path / "model", {"0": "CT"}, read_channel=0, spacing=[5.0, 3.7, 3.7])
     out = tmp_path / "out"
@@ -390,5 +392,8 @@ def test_segment_verb_with_an_nnunet_folder_and_the_panel_channel_map(logic, tmp
     assert job.args[3:8] == ["--nnunet", model, "--channel", "0", "AP"]
     result = logic.run(job, lambda: logic.loadSegmentation(out, logic.scene.GetFirstNodeByName("PVP"), "P2"),
                        waitForCompletion=True)
-    labels = mrml.segmentation_to_labels(result.nodes["segmentation"], patient.study["PVP"].image)
-    assert np.array_equal(sitk.GetArrayFromImage(labels), interval_labels(patient.study["AP"].image))
+    reference = patient.study["PVP"].image
+    labels = mrml.segmentation_to_labels(result.nodes["segmentation"], reference)
+    expected, _, table = postprocess_in_box(interval_labels(patient.study["AP"].image))
+    assert np.array_equal(sitk.GetArrayFromImage(labels), sitk.GetArrayFromImage(expected))
+    assert result.nodes["lesions"].GetNumberOfRows() == len(table)

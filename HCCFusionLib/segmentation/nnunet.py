@@ -165,10 +165,15 @@ def check_checkpoint(path: Path, plans: dict | None = None) -> None:
 
 
 def segment_study_nnunet(study, folder, *, folds=None, tta: bool = True, channel_map: dict | None = None,
-                         reference: str | None = None, device: str = "cpu", progress=None):
-    """Segment a study with an nnU-Net v2 model folder; labels on the reference series' grid (study.LABELS)."""
+                         reference: str | None = None, postprocess: bool = True, device: str = "cpu", progress=None):
+    """Segment a study with an nnU-Net v2 model folder; labels on the reference series' grid (study.LABELS).
+
+    `postprocess`: the same clean-up as the bundle predictor (largest liver, tumours in the liver, no lesion
+    under 0.05 ml), so lesion tables mean the same for both engines; nnU-Net's own postprocessing.pkl is a
+    pickle and is not read.
+    """
     from .data import case_from_study
-    from .predictor import Segmentation, lesion_table
+    from .predictor import Segmentation, postprocess_in_box
 
     progress = progress or silent
     model = open_model(folder, folds)
@@ -200,6 +205,7 @@ def segment_study_nnunet(study, folder, *, folds=None, tta: bool = True, channel
         out[raw == value] = target
     labels = sitk.GetImageFromArray(out)
     labels.CopyInformation(case.reference)
-    lesion_map, table = lesion_table(labels)
+    labels, lesion_map, table = postprocess_in_box(labels, postprocess)
     progress(1.0, "nnU-Net segmentation done")
-    return Segmentation(labels, table, lesion_map, {"tta": tta, "folds": model.folds, "channels": series})
+    return Segmentation(labels, table, lesion_map,
+                        {"tta": tta, "folds": model.folds, "channels": series, "postprocess": postprocess})
