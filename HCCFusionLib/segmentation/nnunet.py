@@ -186,7 +186,8 @@ def segment_study_nnunet(study, folder, *, folds=None, tta: bool = True, channel
         check_checkpoint(model.path / f"fold_{fold}" / model.checkpoint, model.plans)
     ref = reference or ("PVP" if "PVP" in series or study.get("PVP") is not None else series[0])
     case = case_from_study(study, series, ref)
-    progress(0.1, "nnU-Net: loading model")
+    image = np.stack([sitk.GetArrayFromImage(case.images[s]).astype(np.float32) for s in series])  # (C, z, y, x)
+    progress(0.1, "nnU-Net: loading the model and predicting")
     chatter = io.StringIO()  # nnunetv2 prints to stdout, which the CLI keeps for progress lines
     with contextlib.redirect_stdout(chatter):
         predictor = predict_mod.nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=tta,
@@ -194,9 +195,6 @@ def segment_study_nnunet(study, folder, *, folds=None, tta: bool = True, channel
                                                 device=torch.device(device), allow_tqdm=False)
         predictor.initialize_from_trained_model_folder(str(model.path), use_folds=tuple(
             int(f) if f.isdigit() else f for f in model.folds), checkpoint_name=model.checkpoint)
-    image = np.stack([sitk.GetArrayFromImage(case.images[s]).astype(np.float32) for s in series])  # (C, z, y, x)
-    progress(0.2, "nnU-Net: predicting")
-    with contextlib.redirect_stdout(chatter):
         raw = predictor.predict_single_npy_array(image, {"spacing": list(case.reference.GetSpacing())[::-1]})
     if chatter.getvalue().strip():
         log.debug("nnunetv2: %s", chatter.getvalue().strip())

@@ -5,8 +5,8 @@ finds the foreground box, that box at the model's overlap, mirroring TTA only ar
 model's "tta_labels", resampling back and post-processing only around the foreground) with and without
 mirroring TTA against MONAI's `sliding_window_inference` at its default settings (overlap 0.25, constant
 blending, sw_batch_size 1) on the same network, same plan spacing and the same pre/post-processing, in the
-same run. Times and peak RSS are medians over the phantom seeds; Dice
-(liver = liver + tumour, tumour) are means over the seeds with TTA. Not collected by pytest.
+same run. Times and peak RSS are medians over the phantom seeds; Dice (liver = liver + tumour, tumour) are
+means over the seeds with TTA. Not collected by pytest.
 
     .venv/bin/python Testing/Benchmarks/bench_segmentation.py [--seeds 9003 9004 9005 9101 9102 9103]
 """
