@@ -49,6 +49,18 @@ def _info_args(p):
 cmd_info.configure = _info_args
 
 
+@verb("models", "the shipped segmentation models (engine, modality, phases, labels, time, licence, SHA-256 check)")
+def cmd_models(args, progress):
+    from .segmentation import catalog
+
+    rows = catalog.rows()
+    print(format_table(rows, title=f"Segmentation models ({catalog.CATALOG})"))
+    return 0 if all(r["status"] in ("ok",) or r["status"].startswith("not installed") for r in rows) else 1
+
+
+cmd_models.configure = lambda p: None
+
+
 @verb("demo", "generate a phantom study, load it, summarise it and write a Slicer scene (.mrb)")
 def cmd_demo(args, progress):
     from .demo import run_demo
@@ -72,9 +84,9 @@ def _demo_args(p):
     p.add_argument("--registration-spacing", type=float, default=4.0,
                    help="registration working resolution in mm (default 4)")
     p.add_argument("--preset", default=None, help="radiomics preset name or YAML file (default: by modality)")
-    p.add_argument("--segmentation", choices=["truth", "model"], default="truth",
-                   help="segment with the phantom's ground truth (default: the shipped sample model finds the "
-                        "liver but not yet the tumours) or with the shipped model")
+    p.add_argument("--segmentation", choices=["model", "truth"], default="model",
+                   help="segment with a model (default; its Dice against the truth is printed beside the TRE) or "
+                        "enter the phantom's ground truth as your own segmentation")
 
 
 cmd_demo.configure = _demo_args
@@ -186,35 +198,33 @@ cmd_train_seg.configure = _train_seg_args
 @verb("segment", "segment liver and tumours of a (registered) study -> OUT/segmentation/")
 def cmd_segment(args, progress):
     from .io import load_study
+    from .segmentation.engines import segment
     from .segmentation.predictor import save_segmentation
 
     study = load_study(args.study)
-    if args.nnunet:
-        from .segmentation.nnunet import segment_study_nnunet
-
-        seg = segment_study_nnunet(study, args.nnunet, folds=args.folds, tta=not args.no_tta,
-                                   channel_map=dict(args.channel or []), reference=args.reference,
-                                   postprocess=not args.no_postprocess, progress=progress)
-        info = {"engine": "nnunet", "model": str(args.nnunet)}
-    else:
-        from .segmentation.bundle import load_bundle
-        from .segmentation.predictor import segment_study
-
-        bundle = load_bundle(args.model)
-        seg = segment_study(study, bundle, reference=args.reference, tta=not args.no_tta, overlap=args.overlap,
-                            postprocess=not args.no_postprocess, max_memory_mb=args.max_memory_mb,
-                            progress=progress)
-        info = {"engine": "bundle", "model": str(bundle.path), "channels": bundle.channels}
+    seg, info = segment(study, args.engine, model=args.model, nnunet=args.nnunet, reference=args.reference,
+                        tta=not args.no_tta, postprocess=not args.no_postprocess, progress=progress,
+                        folds=args.folds, channel_map=dict(args.channel or []), overlap=args.overlap,
+                        max_memory_mb=args.max_memory_mb)
     out = save_segmentation(seg, args.out / "segmentation", info)
+    print(f"engine {info['engine']} ({info['engine_reason']})")
     print(f"{len(seg.lesions)} lesion(s); segmentation -> {out / 'segmentation.nii.gz'}")
     return 0
 
 
+def _engine_arg(p):
+    from .segmentation.engines import ENGINES
+
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="segmentation engine (default auto: the real-data engine 'liverlesion' for real studies, "
+                        "the phantom sample model for synthetic AP+PVP studies; see `hccfusion models`)")
+
+
 def _segment_args(p):
     p.add_argument("study", type=Path, help="study folder (e.g. OUT/registration from `hccfusion register`)")
-    engine = p.add_mutually_exclusive_group()
-    engine.add_argument("--model", type=Path, default=None, help="model bundle folder (default: shipped sample)")
-    engine.add_argument("--nnunet", type=Path, default=None, help="nnU-Net v2 trained model folder")
+    _engine_arg(p)
+    p.add_argument("--model", type=Path, default=None, help="your own model bundle folder (engine bundle)")
+    p.add_argument("--nnunet", type=Path, default=None, help="nnU-Net v2 trained model folder (engine nnunet)")
     p.add_argument("--folds", nargs="+", default=None, help="nnU-Net folds to ensemble (default: all present)")
     p.add_argument("--channel", nargs=2, action="append", metavar=("CHANNEL", "SERIES"),
                    help="nnU-Net: map a model channel (index or name) to a study series (repeatable)")
@@ -640,7 +650,8 @@ def cmd_run(args, progress):
     if args.study is None and not args.pull:
         raise HCCFusionError("Give a STUDY folder or --pull STUDY_UID (with --pacs-url).")
     options = {"spacing_mm": args.registration_spacing} if args.registration_spacing else None
-    result = run(args.study, args.out, model=args.model, seg_model=args.seg_model, reference=args.reference,
+    result = run(args.study, args.out, model=args.model, seg_model=args.seg_model, engine=args.engine,
+                 reference=args.reference,
                  mode=args.mode, segmentation=args.segmentation, image_types=args.image_types.split(","),
                  presets={"*": args.preset} if args.preset else None, workers=args.workers, tta=args.tta,
                  pacs_url=args.pacs_url, pacs_study_uid=args.pull,
@@ -657,7 +668,8 @@ def _run_args(p):
     p.add_argument("--out", type=Path, required=True, help="output folder (writes OUT/<stage>/)")
     p.add_argument("--model", default=None, help="prediction bundle folder (default: the shipped demo bundle; "
                                                 "'none' skips prediction)")
-    p.add_argument("--seg-model", type=Path, default=None, help="segmentation bundle (default: shipped sample)")
+    _engine_arg(p)
+    p.add_argument("--seg-model", type=Path, default=None, help="your own segmentation bundle (engine bundle)")
     p.add_argument("--segmentation", type=Path, default=None,
                    help="your own label map (LABELS values) on the reference series' grid: skips segmentation")
     p.add_argument("--reference", default=None, help="reference series or phase (default PVP, HBP, T1)")

@@ -29,6 +29,7 @@ class DemoResult:
     run: object = None  # pipeline.RunResult
     tre: list[dict] = field(default_factory=list)  # per moving series: TRE (mm) before/after registration
     segmentation_source: str = ""
+    dice: dict = field(default_factory=dict)  # structure -> Dice of the pipeline's segmentation vs the truth
 
     def describe(self) -> str:
         lines = [f"Demo study {self.study_id}: {len(self.summary)} series, {len(self.lesions)} true lesion(s)."]
@@ -39,6 +40,9 @@ class DemoResult:
                          f"after registration (max {row['tre_max_mm']:.2f} mm, {row['landmarks']} landmarks)")
         if self.segmentation_source:
             lines.append(f"  segmentation: {self.segmentation_source}")
+        if self.dice:
+            lines.append("  Dice vs the phantom's truth: " + ", ".join(
+                f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in self.dice.items()))
         lines += [f"  {what}: {path}" for what, path in self.written.items()]
         return "\n".join(lines)
 
@@ -48,10 +52,10 @@ def run_demo(out: "str | Path", seed: int = 7, size: str = "full", progress: Pro
              truth_segmentation: bool = False, overwrite: bool = True) -> DemoResult:
     """Generate a phantom patient, run every pipeline stage on it into OUT/, write OUT/scene/HCCFusion_demo.mrb.
 
-    The segmentation is the phantom's ground truth when `truth_segmentation` (the CLI default: the shipped
-    sample model segments the liver but does not yet find tumours) or when no model is installed, else the
-    shipped sample model; the summary says which. `preset`: radiomics preset for every
-    series (default: by modality).
+    The segmentation is made by the engine `auto` picks for the study (the shipped phantom sample model), and
+    its Dice against the phantom's truth is reported beside the TRE; with `truth_segmentation` (or when no model
+    is installed) the ground truth is entered as the user's segmentation instead. The summary says which.
+    `preset`: radiomics preset for every series (default: by modality).
     `overwrite` replaces the stage folders of an earlier demo in OUT.
     """
     from . import pipeline
@@ -66,7 +70,7 @@ def run_demo(out: "str | Path", seed: int = 7, size: str = "full", progress: Pro
     progress(0.05, "saving study")
     study_dir = save_study(patient.study, out / "study", overwrite=True)
     study = load_study(study_dir)
-    segmentation, source = None, f"shipped sample model ({default_bundle_path().name})"
+    segmentation, source = None, f"model ({default_bundle_path().name}, chosen by engine auto)"
     if truth_segmentation or not (default_bundle_path() / "checksums.sha256").is_file():
         segmentation = save_image(patient.labels, out / "truth" / "labels.nii.gz")
         source = ("phantom ground truth (asked for)" if truth_segmentation
@@ -79,6 +83,7 @@ def run_demo(out: "str | Path", seed: int = 7, size: str = "full", progress: Pro
     transforms = {name: sitk.ReadTransform(str(out / "registration" / f"{name}_transform.h5"))
                   for name in patient.transforms}
     tre = target_registration_error(patient, transforms)
+    dice = truth_dice(patient.labels, out / "segmentation" / "segmentation.nii.gz") if segmentation is None else {}
     truth = lesion_table(patient)
     scene_path = write_scene(out / SCENE_FILE, study, patient, truth, result, transforms, tre)
     progress(1.0, "done")
@@ -86,7 +91,7 @@ def run_demo(out: "str | Path", seed: int = 7, size: str = "full", progress: Pro
                "DICOM SR": result.dicom.get("sr"), "Slicer scene": scene_path}
     written = {k: v for k, v in written.items() if v is not None}
     demo = DemoResult(study.study_id, study.summary(), truth.reset_index().to_dict("records"), written, result,
-                      tre.reset_index().to_dict("records"), source)
+                      tre.reset_index().to_dict("records"), source, dice)
     log.info("%s", demo.describe())
     return demo
 
@@ -108,6 +113,20 @@ def target_registration_error(patient, transforms: dict):
                      "tre_before_mm": round(float(np.linalg.norm(reference - true, axis=1).mean()), 3),
                      "tre_mean_mm": round(float(error.mean()), 3), "tre_max_mm": round(float(error.max()), 3)})
     return pd.DataFrame(rows).set_index("series")
+
+
+def truth_dice(truth: sitk.Image, segmentation: Path) -> dict:
+    """Dice of the segmentation against the truth: liver (liver + tumour, the whole organ) and tumour."""
+    from .io import read_image
+    from .study import LABELS
+
+    true, found = sitk.GetArrayFromImage(truth), sitk.GetArrayFromImage(read_image(segmentation))
+    dice = {}
+    for name, values in (("liver", (LABELS["liver"], LABELS["tumour"])), ("tumour", (LABELS["tumour"],))):
+        a, b = np.isin(true, values), np.isin(found, values)
+        total = int(a.sum() + b.sum())
+        dice[name] = round(2.0 * float((a & b).sum()) / total, 4) if total else None
+    return dice
 
 
 def lesion_table(patient):

@@ -97,6 +97,9 @@ def _read_headers(files: Sequence["str | Path"]):
     for ds in datasets:  # an empty SpecificCharacterSet means the default repertoire; highdicom rejects ''
         if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
             del ds.SpecificCharacterSet
+        for key in ("SOPClassUID", "SOPInstanceUID"):  # anonymisers may blank them; the file meta keeps them
+            if not str(ds.get(key) or "").strip() and str(ds.file_meta.get(f"MediaStorage{key}") or "").strip():
+                setattr(ds, key, ds.file_meta.get(f"MediaStorage{key}"))
     return datasets
 
 

@@ -147,7 +147,8 @@ def _categorise(obs: Observation) -> tuple[str, str]:
     feats = obs.features
     missing = [n for n in ("aphe", "washout", "capsule") if feats[n].present is None]
     if missing:
-        return "LR-NC", f"cannot assess {', '.join(missing)} (phase missing): provide AP, PVP/DP or override"
+        return "LR-NC", "cannot assess " + "; ".join(f"{n} ({feats[n].evidence})" for n in missing) + (
+            ": add the phase or record a reader override")
     growth = bool(feats["threshold_growth"].present)
     cat = category(feats["aphe"].present, obs.diameter_mm, feats["washout"].present, feats["capsule"].present, growth)
     present = [n for n in ("washout", "capsule", "threshold_growth") if feats[n].present]
@@ -361,7 +362,7 @@ def _measure(index, box, m, label_array, images, reference, modality, t: Thresho
         features["aphe"] = _decide("aphe", diff, t.aphe, se, unit, "AP",
                                    f"{describe(core_note, a)} vs {describe(liver_note, liver)}")
     else:
-        features["aphe"] = Feature("aphe", None, threshold=t.aphe, unit=unit, evidence="no arterial phase")
+        features["aphe"] = Feature("aphe", None, threshold=t.aphe, unit=unit, evidence="needs an arterial phase")
     washout, capsule = [], []
     for phase in (p for p in ("PVP", "DP") if p in arrays):
         a, liver = arrays[phase][core], liver_values[phase]
@@ -378,7 +379,7 @@ def _measure(index, box, m, label_array, images, reference, modality, t: Thresho
             capsule.append(_decide("capsule", diff, t.capsule, se, unit, phase,
                                    f"{describe(side_name, side)} minus brighter of core/liver: "
                                    f"{describe(other_name, other)}"))
-    missing = "no portal venous or delayed phase"
+    missing = "needs a portal venous or delayed phase"
     features["washout"] = max(washout, key=lambda f: f.value) if washout else Feature(
         "washout", None, threshold=t.washout, unit=unit, evidence=missing)
     features["capsule"] = max(capsule, key=lambda f: f.value) if capsule else Feature(

@@ -106,7 +106,8 @@ class _Stages:
 
 
 def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
-        seg_model: "str | Path | None" = None, reference: str | None = None, mode: str = "deformable",
+        seg_model: "str | Path | None" = None, engine: str = "auto", reference: str | None = None,
+        mode: str = "deformable",
         segmentation: "str | Path | None" = None, image_types=("Original",), regions=RUN_REGIONS,
         presets: dict | None = None, registration_options: dict | None = None, workers: int = 2,
         tta: bool = False, pacs_url: str | None = None, pacs_study_uid: str | None = None,
@@ -115,8 +116,9 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     """Run every stage on one study (a Study, a study/DICOM folder, or `pacs_study_uid` pulled from `pacs_url`).
 
     model: prediction bundle folder (default: the shipped demo bundle, when installed; "none" skips prediction).
-    seg_model: segmentation bundle (default: the shipped sample); segmentation: the user's label map (LABELS values,
-    on the reference series' grid) instead. push: send SEG + SR (and their source series) to `pacs_url`.
+    engine: segmentation engine (segmentation.engines: "auto" picks by the study's phases); seg_model: your own
+    segmentation bundle (engine "bundle"); segmentation: the user's label map (LABELS values, on the reference
+    series' grid) instead. push: send SEG + SR (and their source series) to `pacs_url`.
     image_types / regions / presets / workers go to radiomics.extract_study; registration_options (e.g.
     {"spacing_mm": 4.0}) to registration.register_study.
     overwrite: replace the stage folders of an earlier run in OUT (otherwise they must not exist).
@@ -164,14 +166,15 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         registered, ref = registration.study, registration.reference
 
     with stages.stage("segmentation") as step:
-        seg, info = _segment(registered, ref, segmentation, seg_model, tta, step)
+        seg, info = _segment(registered, ref, segmentation, engine, seg_model, tta, step)
         from .segmentation.predictor import save_segmentation
 
         written["segmentation"] = save_segmentation(seg, out / "segmentation", info)
         if segmentation:
             inputs["segmentation"] = Path(segmentation)
         else:
-            inputs["segmentation model"] = Path(info["model"]) / "checksums.sha256"
+            inputs.update({f"segmentation model {Path(m).name}": Path(m) / "checksums.sha256"
+                           for m in info.get("models", [info.get("model")]) if m})
 
     with stages.stage("radiomics") as step:
         from .radiomics import extract_study
@@ -264,8 +267,8 @@ def _prepare_out(out: Path, plan: list[str], overwrite: bool) -> None:
         shutil.rmtree(path)
 
 
-def _segment(registered, ref: str, segmentation, seg_model, tta: bool, progress):
-    """(Segmentation, info): the user's label map on the reference grid, or the segmentation model's output."""
+def _segment(registered, ref: str, segmentation, engine: str, seg_model, tta: bool, progress):
+    """(Segmentation, info): the user's label map on the reference grid, or the chosen engine's output."""
     from .segmentation.predictor import Segmentation, lesion_table as measure_lesions
 
     if segmentation:
@@ -283,12 +286,9 @@ def _segment(registered, ref: str, segmentation, seg_model, tta: bool, progress)
         lesion_map, table = measure_lesions(labels)
         info = {"engine": "user", "file": str(segmentation)}
         return Segmentation(labels, table, lesion_map, {"source": "user"}), info
-    from .segmentation.bundle import load_bundle
-    from .segmentation.predictor import segment_study
+    from .segmentation.engines import segment
 
-    bundle = load_bundle(seg_model)
-    seg = segment_study(registered, bundle, reference=ref, tta=tta, progress=progress)
-    return seg, {"engine": "bundle", "model": str(bundle.path), "channels": bundle.channels}
+    return segment(registered, engine, model=seg_model, reference=ref, tta=tta, progress=progress)
 
 
 def lesion_table(measured, assessment):

@@ -43,12 +43,21 @@ def test_demo_cli_prints_summary_and_writes_outputs(demo_run):
         assert (out / stage).is_dir(), stage
     assert printed.rstrip().endswith(f"HTML report: {out / 'report' / 'report.html'}")
     assert "TRE NC:" in printed and "lesion 1:" in printed and "LR-" in printed and "phases" in printed
+    # the demo shows the pipeline, not the truth: a model segments, and its Dice is printed beside the TRE
+    assert "segmentation: model (hcc_phantom_ct, chosen by engine auto)" in printed
+    dice = dict(part.split() for part in printed.split("Dice vs the phantom's truth: ")[1].splitlines()[0].split(", "))
+    assert float(dice["liver"]) > 0.9, dice
 
 
 def test_demo_runs_again_into_the_same_folder(demo_run):
     out, _, _ = demo_run
-    assert main(["--progress", "none", "demo", "--out", str(out), "--size", "small", "--seed", "3", "--mode", "rigid",
-                 "--registration-spacing", "8", "--preset", str(out.parent / "ct_fast_v1.yaml")]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["--progress", "none", "demo", "--out", str(out), "--size", "small", "--seed", "3", "--mode",
+                     "rigid", "--registration-spacing", "8", "--preset", str(out.parent / "ct_fast_v1.yaml"),
+                     "--segmentation", "truth"]) == 0
+    assert "segmentation: phantom ground truth (asked for)" in printed.getvalue()
+    assert "Dice vs the phantom's truth" not in printed.getvalue()
 
 
 def test_demo_scene_reloads_with_all_nodes(demo_run, tmp_path):

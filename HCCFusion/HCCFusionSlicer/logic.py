@@ -217,11 +217,12 @@ class HCCFusionLogic:
     # ------------------------------------------------------------ segmentation
     def segmentationJob(self, studyFolder, outFolder, modelFolder=None, nnunetFolder=None, tta: bool = True,
                         reference: "str | None" = None, overlap: "float | None" = None,
-                        channelMap: str = "") -> CliJob:
-        """`hccfusion segment`: the shipped sample model unless a model bundle or nnU-Net v2 folder is given;
-        `overlap` of the sliding windows (default: the verb's); `channelMap` ("0=AP, 1=PVP") maps nnU-Net
-        channels to phases."""
-        args = [studyFolder, "--out", outFolder]
+                        channelMap: str = "", engine: str = "auto") -> CliJob:
+        """`hccfusion segment` with `engine` (HCCFusionLib.segmentation.engines; "auto" picks by the study's
+        phases) or the model bundle / nnU-Net v2 folder given; `overlap` of the sliding windows (default: the
+        verb's); `channelMap` ("0=AP, 1=PVP") maps nnU-Net channels to phases."""
+        args = [studyFolder, "--out", outFolder] + (["--engine", engine] if engine not in ("auto", "bundle", "nnunet")
+                                                    else [])
         if nnunetFolder:
             args += ["--nnunet", nnunetFolder]
             for channel, phase in parseChannelMap(channelMap):

@@ -15,11 +15,16 @@ from .logic import UNKNOWN, clinicalFromPanel
 
 PHASES = [phase.value for phase in Phase]
 REGISTRATION_MODES = ["rigid", "affine", "deformable"]
-ENGINE_BUNDLED = "Bundled sample model"
+ENGINE_AUTO = "Automatic (by the study's phases)"
+ENGINE_LIVERLESION = "Real-data liver and lesion engine"
+ENGINE_PHANTOM = "Phantom sample model"
 ENGINE_FOLDER = "Model bundle folder"
 ENGINE_NNUNET = "nnU-Net v2 folder"
 ENGINE_EXISTING = "Existing segmentation"
-ENGINES = [ENGINE_BUNDLED, ENGINE_FOLDER, ENGINE_NNUNET, ENGINE_EXISTING]
+ENGINES = [ENGINE_AUTO, ENGINE_LIVERLESION, ENGINE_PHANTOM, ENGINE_FOLDER, ENGINE_NNUNET, ENGINE_EXISTING]
+#: panel choice -> `hccfusion segment --engine` name (HCCFusionLib.segmentation.engines)
+ENGINE_NAMES = {ENGINE_AUTO: "auto", ENGINE_LIVERLESION: "liverlesion", ENGINE_PHANTOM: "phantom",
+                ENGINE_FOLDER: "bundle", ENGINE_NNUNET: "nnunet"}
 PRESETS = ["auto", "ct", "mr", "pet"]  # `hccfusion extract --preset` names; auto: per modality
 Lab = Annotated[float, WithinRange(-1.0, 1.0e6)]
 Phases = Annotated[str, Choice(PHASES)]
@@ -63,7 +68,7 @@ class HCCFusionParameterNode:
     registrationUseLiverMask: bool = False
     registrationMaskSegmentation: vtkMRMLSegmentationNode
     # Segmentation
-    segmentationEngine: Annotated[str, Choice(ENGINES)] = ENGINE_BUNDLED
+    segmentationEngine: Annotated[str, Choice(ENGINES)] = ENGINE_AUTO
     modelPath: pathlib.Path
     existingSegmentation: vtkMRMLSegmentationNode
     nnunetChannelMap: str = ""

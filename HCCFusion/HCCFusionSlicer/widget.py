@@ -19,7 +19,7 @@ from HCCFusionLib.errors import HCCFusionError
 
 from . import install
 from .logic import HCCFusionLogic, StageResult
-from .parameters import (ENGINE_BUNDLED, ENGINE_EXISTING, ENGINE_FOLDER, ENGINE_NNUNET, INPUT_ROWS,
+from .parameters import (ENGINE_EXISTING, ENGINE_FOLDER, ENGINE_NAMES, ENGINE_NNUNET, INPUT_ROWS,
                          HCCFusionParameterNode)
 from .process import CancelledError, QtProcessRunner
 
@@ -189,10 +189,8 @@ class HCCFusionPanel(VTKObservationMixin):
     def _segmentationReason(self, p):
         if p.segmentationEngine == ENGINE_EXISTING:
             return _("Select the existing segmentation.") if not p.existingSegmentation else ""
-        if p.segmentationEngine != ENGINE_BUNDLED and not _isFolder(p.modelPath):
+        if p.segmentationEngine in (ENGINE_FOLDER, ENGINE_NNUNET) and not _isFolder(p.modelPath):
             return _("Choose the model folder.")
-        if p.segmentationEngine == ENGINE_BUNDLED and self._bundledModel() is None:
-            return _("No bundled sample model in this installation: choose a model folder.")
         return self._verbReason("segment")
 
     def _verbReason(self, verb):
@@ -223,7 +221,7 @@ class HCCFusionPanel(VTKObservationMixin):
         for name, (button, tip) in buttons.items():
             button.enabled = not reasons[name]
             button.toolTip = reasons[name] or tip
-        self.ui.modelPathLineEdit.enabled = self._parameterNode.segmentationEngine not in (ENGINE_BUNDLED, ENGINE_EXISTING)
+        self.ui.modelPathLineEdit.enabled = self._parameterNode.segmentationEngine in (ENGINE_FOLDER, ENGINE_NNUNET)
         self.ui.existingSegmentationSelector.enabled = self._parameterNode.segmentationEngine == ENGINE_EXISTING
         self.ui.nnunetChannelMapLineEdit.enabled = self._parameterNode.segmentationEngine == ENGINE_NNUNET
         self.ui.segmentationChannelsLabel.text = self._modelChannels()
@@ -351,7 +349,7 @@ class HCCFusionPanel(VTKObservationMixin):
         job = self.logic.segmentationJob(study, out, modelFolder=p.modelPath if engine == ENGINE_FOLDER else None,
                                          nnunetFolder=p.modelPath if engine == ENGINE_NNUNET else None,
                                          tta=p.segmentationTTA, reference=p.referencePhase,
-                                         channelMap=p.nnunetChannelMap)
+                                         channelMap=p.nnunetChannelMap, engine=ENGINE_NAMES[engine])
         return job, lambda: self.logic.loadSegmentation(out, reference, p.studyId, p.outputSegmentation)
 
     def show_segmentation(self, result):
@@ -464,17 +462,18 @@ class HCCFusionPanel(VTKObservationMixin):
                 mrml.table_to_dataframe(table).to_csv(tmp, index=False)
 
     # ------------------------------------------------------------ models and setup
-    def _bundledModel(self):
-        """The sample model shipped with HCCFusionLib, or None when this installation has none."""
-        from HCCFusionLib.segmentation.bundle import default_bundle_path
-
-        folder = default_bundle_path()
-        return folder if (folder / "plans.json").is_file() else None
-
     def _modelChannels(self) -> str:
+        """What the chosen engine reads: the catalogue entry of a shipped engine, or a model folder's channels."""
+        from HCCFusionLib.segmentation import catalog
+
         p = self._parameterNode
-        folder = self._bundledModel() if p.segmentationEngine == ENGINE_BUNDLED else p.modelPath
-        dataset = Path(folder) / "dataset.json" if _isFolder(folder) else None
+        name = ENGINE_NAMES.get(p.segmentationEngine)
+        if name in ("auto", "liverlesion", "phantom"):
+            rows = [r for r in catalog.rows() if name in ("auto", r["engine"])]
+            return "\n".join(_("{name}: {phases}; {seconds} s on CPU; {licence}; {status}").format(
+                name=r["name"], phases=r["phases"], seconds=r["seconds_cpu"], licence=r["licence"],
+                status=r["status"]) for r in rows)
+        dataset = Path(p.modelPath) / "dataset.json" if _isFolder(p.modelPath) else None
         if dataset is None or not dataset.is_file():
             return ""
         try:

@@ -54,9 +54,9 @@ def run(test):
     names = {segmentation.GetSegmentation().GetNthSegment(i).GetName()
              for i in range(segmentation.GetSegmentation().GetNumberOfSegments())}
     test.assertTrue({"liver", "tumour"} <= names)
-    if logic.hasVerb("segment") and panel._bundledModel() is not None:
-        test.delayDisplay("Segmentation with the bundled model")
-        p.segmentationEngine = "Bundled sample model"
+    if logic.hasVerb("segment"):
+        test.delayDisplay("Segmentation with the engine chosen by the study's phases")
+        p.segmentationEngine = "Automatic (by the study's phases)"
         p.outputSegmentation = None
         job, load = panel.startSegmentation()
         result = logic.run(job, load, waitForCompletion=True)
