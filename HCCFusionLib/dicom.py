@@ -257,7 +257,7 @@ def _missing(value) -> bool:
 
 def write_sr(lesions: pd.DataFrame, seg_path: "str | Path", source_files: Sequence["str | Path"],
              path: "str | Path", *, predictions: dict[str, float] | None = None, series_number: int = 101,
-             title: str = "HCCFusion liver lesion report") -> Path:
+             title: str = "HCCFusion liver lesion report", organ_volumes_mm3: dict[str, float] | None = None) -> Path:
     """Write a TID 1500 Measurement Report (Comprehensive 3D SR) referencing the SEG at `seg_path`.
 
     `lesions` has one row per lesion (the `lirads.Observations.table()` and segmentation `lesions.csv` layouts
@@ -265,7 +265,8 @@ def write_sr(lesions: pd.DataFrame, seg_path: "str | Path", source_files: Sequen
     `max_diameter_mm`), `lirads` (or `category`: "LR-3", …), booleans `aphe`, `washout`, `capsule`, `threshold_growth`
     and probabilities in `p_<endpoint>` columns (each optional; missing values are left out). Each lesion
     references its "Lesion <id>" segment, or else the SEG's tumour segment. `predictions` (endpoint ->
-    probability) become one study-level measurement group. Returns `path`, written atomically.
+    probability) become one study-level measurement group; `organ_volumes_mm3` (LABELS name -> volume, e.g.
+    the liver) one volume group per organ, referencing its segment. Returns `path`, written atomically.
     """
     hd = require("highdicom", "dicom")
     import pydicom
@@ -309,12 +310,25 @@ def write_sr(lesions: pd.DataFrame, seg_path: "str | Path", source_files: Sequen
                                                        segment_number=number, source_series=source_series),
             finding_type=codes.SCT.Neoplasm, finding_sites=[hd.sr.FindingSite(codes.SCT.Liver)],
             measurements=measurements or None, qualitative_evaluations=evaluations or None))
+    structures = _structures()
+    for name, volume in (organ_volumes_mm3 or {}).items():
+        label, _, kind = structures[name]
+        if label not in segments:
+            raise InputError(f"SEG '{seg_path}' has no '{label}' segment for the {name} volume: write the SEG from "
+                             "the same label map.")
+        groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=label),
+            referenced_segment=hd.sr.ReferencedSegment(sop_class_uid=seg.SOPClassUID,
+                                                       sop_instance_uid=seg.SOPInstanceUID,
+                                                       segment_number=segments[label], source_series=source_series),
+            finding_type=kind, measurements=[hd.sr.Measurement(name=codes.SCT.Volume, value=float(volume),
+                                                               unit=codes.UCUM.CubicMillimeter)]))
     if predictions:
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Prediction"),
             measurements=_probabilities(hd, codes, predictions)))
     if not groups:
-        raise InputError("Nothing to report: the lesion table is empty and no prediction was given.")
+        raise InputError("Nothing to report: no liver, an empty lesion table and no prediction.")
     modality = str(datasets[0].get("Modality") or "CT")
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
@@ -350,6 +364,13 @@ def _probabilities(hd, codes, values: dict) -> list:
     return out
 
 
+def organ_volumes(labels: sitk.Image, organs=("liver",)) -> dict[str, float]:
+    """LABELS name -> volume (mm³) of each of `organs` present in the label map (for the SR)."""
+    array, voxel = sitk.GetArrayViewFromImage(labels), float(np.prod(labels.GetSpacing()))
+    counts = {name: int((array == LABELS[name]).sum()) for name in organs}
+    return {name: n * voxel for name, n in counts.items() if n}
+
+
 def export_dicom(series: Series, labels: sitk.Image, lesions: pd.DataFrame, folder: "str | Path", *, study_id: str,
                  lesion_labels: sitk.Image | None = None, predictions: dict[str, float] | None = None,
                  study_uid: str | None = None) -> dict:
@@ -365,7 +386,8 @@ def export_dicom(series: Series, labels: sitk.Image, lesions: pd.DataFrame, fold
         with atomic_folder(folder) as tmp:
             files = source_series_files(series, tmp / "source", study_id=study_id, study_uid=study_uid)
             seg = write_seg(labels, files, tmp / "seg.dcm", lesion_labels=lesion_labels)
-            write_sr(lesions, seg, files, tmp / "sr.dcm", predictions=predictions)
+            write_sr(lesions, seg, files, tmp / "sr.dcm", predictions=predictions,
+                     organ_volumes_mm3=organ_volumes(labels))
     except BaseException:
         series.meta.clear()
         series.meta.update(before)

@@ -80,6 +80,9 @@ class RunResult:
 
 
 def _yes(value) -> str:
+    """yes / no, or n/a for a feature that could not be judged (None or NaN: its phase is missing)."""
+    if value is None or value != value:
+        return "n/a"
     return "yes" if bool(value) else "no"
 
 
@@ -195,16 +198,22 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         clinical, staging = stage_study(study, lesions)
         written["clinical"] = _write_csv(_staging_rows(staging), out / "clinical" / "staging.csv").parent
 
-    prediction = card = contributions = None
-    if model and not len(lesions):
-        log.warning("no lesion found: the tumour-level prediction is not made")
+    prediction = card = contributions = not_made = None
+    if model:
+        features, clinical_table = prediction_inputs(extraction, study.study_id, clinical, staging)
+        features, clinical_table, missing = _conform(features, clinical_table, model)
+        needed = _card(model)["features"]
+        if not len(lesions):
+            not_made = "no lesion found"
+        elif len(missing) == needed:
+            not_made = f"none of the model's {needed} inputs is available for this study ({', '.join(study_phases(study))})"
+    if not_made:
+        log.warning("prediction not made: %s", not_made)
         stages.plan.remove("prediction")
     elif model:
         with stages.stage("prediction") as step:
             from .fusion.workflow import predict
 
-            features, clinical_table = prediction_inputs(extraction, study.study_id, clinical, staging)
-            features, clinical_table, missing = _conform(features, clinical_table, model)
             result = predict(features, clinical_table, model, out, progress=step)
             prediction, contributions = result["prediction"], result["contributions"]
             prediction["missing_inputs"] = ";".join(missing)
@@ -221,13 +230,13 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             lesions=seg.lesion_map, modality=registered[ref].modality.value, lirads=assessment.table(),
             lirads_evidence=assessment.evidence(), lirads_overrides=assessment.overrides_table(),
             registration_qc=_qc_table(registration.qc), radiomics=radiomics_summary(extraction.kinetics),
-            prediction=_prediction_with_staging(prediction, staging, bool(model) and not len(lesions)),
+            prediction=_prediction_with_staging(prediction, staging, not_made),
             contributions=_named(contributions), model_card=card, inputs=inputs)
         written["report"] = write_report(data, out / "report")
 
     dicom = {}
-    if not len(lesions) and prediction is None:  # dicom.export_dicom needs something to measure for the SR
-        log.warning("no lesion and no prediction: no DICOM SEG/SR written, nothing pushed")
+    if not _labelled(seg.labels):  # dicom.export_dicom needs a segment for the SEG
+        log.warning("empty segmentation: no DICOM SEG/SR written, nothing pushed")
         stages.plan.remove("dicom")
         if push:
             stages.plan.remove("push")
@@ -249,7 +258,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
 
             pushed = Pacs(pacs_url).push([dicom["seg"], dicom["sr"], *dicom["source"]], progress=step)
     progress(1.0, "done")
-    result = RunResult(study.study_id, out, ref, [s.phase.value for s in registered], registration.qc, lesions,
+    result = RunResult(study.study_id, out, ref, study_phases(registered), registration.qc, lesions,
                        {k: str(v) for k, v in staging.items()}, prediction, written["report"], dicom, pushed,
                        stages.seconds, written)
     log.debug("%s", result.describe())
@@ -385,16 +394,26 @@ def _qc_table(qc):
     return table
 
 
-def _prediction_with_staging(prediction, staging: dict, no_lesion: bool = False):
-    """The prediction rows plus the clinical stages (so the report's Prediction section shows both)."""
+def _labelled(image) -> bool:
+    import SimpleITK as sitk
+
+    return bool(sitk.GetArrayViewFromImage(image).any())
+
+
+def study_phases(study) -> list[str]:
+    return [s.phase.value for s in study]
+
+
+def _prediction_with_staging(prediction, staging: dict, not_made: str | None = None):
+    """The prediction rows (or why none was made) plus the clinical stages (the report's Prediction section)."""
     import pandas as pd
 
     stages = pd.DataFrame({"result": [str(v) for v in staging.values()]},
                           index=pd.Index([k.replace("_", "-").upper() if k != "child_pugh" else "Child-Pugh"
                                           for k in staging], name="item"))
     if prediction is None:
-        return stages if no_lesion is False else pd.concat([pd.DataFrame(
-            {"result": ["not made: no lesion found"]}, index=pd.Index(["prediction"], name="item")), stages])
+        return stages if not not_made else pd.concat([pd.DataFrame(
+            {"result": [f"not made: {not_made}"]}, index=pd.Index(["prediction"], name="item")), stages])
     rows = prediction.reset_index(drop=True)
     main = [c for c in ("endpoint", "probability", "low", "high", "interval", "risk", "risk_group") if c in rows]
     pred = pd.DataFrame({"result": ["; ".join(f"{c}={_short(r[c])}" for c in main) for _, r in rows.iterrows()]},

@@ -333,3 +333,19 @@ def test_saved_study_keeps_its_dicom_source_while_the_grid_matches(tmp_path):
     reloaded.image.SetOrigin((0.0, 0.0, 0.0))  # e.g. a resampled series that inherited the metadata
     new = source_series_files(reloaded, tmp_path / "new", study_id="S")
     assert new[0].parent == tmp_path / "new" and reloaded.meta["files"] == [str(f) for f in new]
+
+
+def test_export_dicom_without_lesions_reports_the_liver_volume(tmp_path):
+    """A study with a liver and no lesion (e.g. a single real CT) still gets its SEG and an SR with the liver volume."""
+    series, labels, _ = synthetic_series()
+    labels[labels == LABELS["tumour"]] = LABELS["liver"]
+    empty = pd.DataFrame(columns=["lesion", "diameter_mm", "volume_ml", "category"]).set_index("lesion")
+    out = export_dicom(series, as_image(labels, series.image), empty, tmp_path / "dicom", study_id="SYN")
+    back = read_sr(out["sr"])
+    expected = (labels == LABELS["liver"]).sum() * 1.5 * 1.5 * 3.0
+    assert back["lesion"].tolist() == ["Liver"] and back["volume_mm3"].iloc[0] == pytest.approx(expected)
+    assert back["segment_number"].iloc[0] == 1  # the SEG's liver segment
+    with pytest.raises(InputError, match="Nothing to report: no liver"):
+        export_dicom(series, as_image((labels == LABELS["portal_vein"]).astype(np.uint8) * LABELS["portal_vein"],
+                                      series.image), empty, tmp_path / "dicom2", study_id="SYN")
+    assert not (tmp_path / "dicom2").exists()

@@ -154,7 +154,11 @@ def test_orthanc_round_trip(patient, study_dir, fast_preset, tmp_path, capsys):
         assert int((sitk.GetArrayFromImage(labels) == LABELS["tumour"]).sum()) > 0
         sr = read_sr(sr_file)
         assert set(sr["seg_uid"].dropna()) == {seg.SOPInstanceUID}
-        rows = sr.dropna(subset=["volume_mm3"]).reset_index(drop=True)
+        liver = sr[sr["lesion"] == "Liver"]  # the liver volume, referencing the SEG's liver segment
+        labels_pvp = sitk.ReadImage(str(out / "segmentation" / "segmentation.nii.gz"))
+        liver_mm3 = (sitk.GetArrayFromImage(labels_pvp) == LABELS["liver"]).sum() * np.prod(labels_pvp.GetSpacing())
+        assert len(liver) == 1 and liver["volume_mm3"].iloc[0] == pytest.approx(liver_mm3, rel=1e-6)
+        rows = sr[sr["lesion"].str.startswith("Lesion")].dropna(subset=["volume_mm3"]).reset_index(drop=True)
         assert len(rows) == len(lesions)
         assert np.allclose(rows["volume_mm3"], lesions["volume_ml"].to_numpy() * 1000.0, rtol=1e-3)
         assert np.allclose(rows["diameter_mm"], lesions["diameter_mm"].to_numpy(), atol=0.05)

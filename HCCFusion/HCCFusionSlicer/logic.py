@@ -428,7 +428,8 @@ class HCCFusionLogic:
             lesions = _liradsFrame(self.lirads).rename(columns={"category": "lirads"})
         else:
             lesions = tumourLesions(labels)
-        sr = dicom.write_sr(lesions, seg, source, folder / "sr.dcm", predictions=predictions)
+        sr = dicom.write_sr(lesions, seg, source, folder / "sr.dcm", predictions=predictions,
+                            organ_volumes_mm3=dicom.organ_volumes(labels))
         return {"seg": seg, "sr": sr, "source": source}
 
     def pacsPushJob(self, files: list, pacsUrl: str) -> CliJob:

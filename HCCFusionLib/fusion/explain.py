@@ -180,9 +180,10 @@ def _decision_contributions(model, X: pd.DataFrame) -> pd.DataFrame:
             full = logit(combiner.predict_proba(P)[:, 1])
             for b, block in enumerate(blocks):
                 rest = "+".join(k for k in blocks if k != block)
-                if rest not in model.combiners_:
+                if rest and rest not in model.combiners_:
                     continue
-                without = logit(model.combiners_[rest].predict_proba(np.delete(P, b, axis=1))[:, 1])
+                without = (logit(model.combiners_[rest].predict_proba(np.delete(P, b, axis=1))[:, 1]) if rest
+                           else np.full(len(index), logit(model.prior_[1])))  # no block left: the prior
                 rows.append(pd.DataFrame({"patient_id": index, "name": block, "kind": "leave-one-block-out",
                                           "block": block, "value": logit(P[:, b, 1]), "z": np.nan,
                                           "contribution": full - without}))
