@@ -197,6 +197,7 @@ cmd_train_seg.configure = _train_seg_args
 
 @verb("segment", "segment liver and tumours of a (registered) study -> OUT/segmentation/")
 def cmd_segment(args, progress):
+    from .errors import QualityError
     from .io import load_study
     from .segmentation.engines import segment
     from .segmentation.predictor import save_segmentation
@@ -208,7 +209,13 @@ def cmd_segment(args, progress):
                         max_memory_mb=args.max_memory_mb)
     out = save_segmentation(seg, args.out / "segmentation", info)
     print(f"engine {info['engine']} ({info['engine_reason']})")
+    for warning in info["qc_warnings"]:
+        print(f"QC warning: {warning}")
     print(f"{len(seg.lesions)} lesion(s); segmentation -> {out / 'segmentation.nii.gz'}")
+    if info["qc_failure"]:
+        raise QualityError(f"Segmentation QC failed: {info['qc_failure']} (engine {info['engine']}). The label map "
+                           f"is kept in {out} for review; try another engine (--engine) or give your own "
+                           "segmentation.")
     return 0
 
 

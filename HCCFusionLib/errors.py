@@ -32,6 +32,11 @@ class ModelError(HCCFusionError):
     """A model cannot be applied to this input (channels, phases, features, labels)."""
 
 
+class QualityError(HCCFusionError):
+    """A stage ran but its result failed a quality check (e.g. a segmentation with no liver); its output is kept
+    for review."""
+
+
 class PacsError(HCCFusionError):
     """The configured PACS could not be reached or refused a request."""
 

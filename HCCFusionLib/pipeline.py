@@ -51,6 +51,7 @@ class RunResult:
     pushed: "object | None" = None  # pacs.PushResult
     seconds: dict = field(default_factory=dict)  # stage -> wall seconds
     written: dict = field(default_factory=dict)
+    segmentation: dict = field(default_factory=dict)  # engine, engine_reason, qc_warnings (segmentation.json)
 
     def describe(self) -> str:
         """Plain-text summary: study, phases, registration QC, lesions with LI-RADS, staging, prediction."""
@@ -59,6 +60,10 @@ class RunResult:
             tre = f", TRE {row['tre_mm']:.1f} mm" if "tre_mm" in row else ""
             lines.append(f"  registration {row['series']}: metric {row['metric_before']:.3f} -> "
                          f"{row['metric_after']:.3f}{tre}; warnings: {row['warnings'] or 'none'}")
+        if self.segmentation:
+            lines.append(f"  segmentation: engine {self.segmentation['engine']} "
+                         f"({self.segmentation.get('engine_reason', '')})")
+            lines += [f"  QC warning: {w}" for w in self.segmentation.get("qc_warnings") or []]
         if len(self.lesions):
             for lesion, row in self.lesions.iterrows():
                 lines.append(f"  lesion {lesion}: {row['diameter_mm']:.1f} mm, {row['volume_ml']:.2f} mL, "
@@ -173,6 +178,13 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         from .segmentation.predictor import save_segmentation
 
         written["segmentation"] = save_segmentation(seg, out / "segmentation", info)
+        seg_summary = {k: info.get(k) for k in ("engine", "engine_reason", "qc_warnings")}
+        if info.get("qc_failure"):
+            from .errors import QualityError
+
+            raise QualityError(f"QC: {info['qc_failure']} (engine {info['engine']}); the label map is kept in "
+                               f"{written['segmentation']} for review: try another --engine or give your own "
+                               "--segmentation")
         if segmentation:
             inputs["segmentation"] = Path(segmentation)
         else:
@@ -231,7 +243,8 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             lirads_evidence=assessment.evidence(), lirads_overrides=assessment.overrides_table(),
             registration_qc=_qc_table(registration.qc), radiomics=radiomics_summary(extraction.kinetics),
             prediction=_prediction_with_staging(prediction, staging, not_made),
-            contributions=_named(contributions), model_card=card, inputs=inputs)
+            contributions=_named(contributions), model_card=card, inputs=inputs,
+            segmentation=seg_summary)
         written["report"] = write_report(data, out / "report")
 
     dicom = {}
@@ -260,7 +273,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     progress(1.0, "done")
     result = RunResult(study.study_id, out, ref, study_phases(registered), registration.qc, lesions,
                        {k: str(v) for k, v in staging.items()}, prediction, written["report"], dicom, pushed,
-                       stages.seconds, written)
+                       stages.seconds, written, seg_summary)
     log.debug("%s", result.describe())
     return result
 
@@ -293,7 +306,8 @@ def _segment(registered, ref: str, segmentation, engine: str, seg_model, tta: bo
         labels = sitk.Cast(labels, sitk.sitkUInt8)
         labels.CopyInformation(registered[ref].image)
         lesion_map, table = measure_lesions(labels)
-        info = {"engine": "user", "file": str(segmentation)}
+        info = {"engine": "user", "engine_reason": f"your label map {Path(segmentation).name}",
+                "file": str(segmentation)}
         return Segmentation(labels, table, lesion_map, {"source": "user"}), info
     from .segmentation.engines import segment
 

@@ -52,6 +52,7 @@ class ReportData:
     prediction: object = None  # DataFrame or dict (endpoint -> value / row)
     contributions: object = None  # DataFrame with a feature/name column and a numeric contribution column
     model_card: dict | None = None
+    segmentation: dict | None = None  # engine, why it was chosen, QC warnings / failure (segmentation.json)
     inputs: dict = field(default_factory=dict)  # name -> file or folder whose SHA-256 is listed
     patient: dict | None = None  # shown only with include_patient=True
     max_rows: int = 40  # longer tables are cut, with a note
@@ -107,6 +108,7 @@ def render_html(data: ReportData, folder: Path, *, embed_images: bool = False, i
         "contributions": _table(_top_contributions(data.contributions, 15), 15),
         "contribution_plot": _contribution_plot(data.contributions, images),
         "model_card": {str(k): _fmt(v) for k, v in (data.model_card or {}).items()},
+        "segmentation": data.segmentation,
         "input_hashes": {name: sha256_of(path) for name, path in data.inputs.items()},
     }
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),

@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 
+import numpy as np
 import pytest
 import SimpleITK as sitk
 
@@ -110,3 +111,63 @@ def test_a_modified_shipped_bundle_is_caught(monkeypatch, tmp_path):
     assert catalog.status(catalog.entry("phantom")) == "modified: hcc_phantom_ct"
     with pytest.raises(Exception, match="modified"):
         catalog.check("phantom")
+
+
+# ------------------------------------------------------------------ domain QC (model cards state their domain)
+@pytest.fixture(scope="module")
+def real_ct_as_two_phases(shared_data):
+    """The real contrast CT slab with its PVP copied as AP: what a new user tried with the phantom model."""
+    from HCCFusionLib.io import load_study
+
+    study = load_study(shared_data / "real" / "ct_dicom_slab")
+    pvp = study["PVP"]
+    study.add(Series("AP", "AP", pvp.image, meta=dict(pvp.meta)))
+    return study
+
+
+def test_real_ct_given_to_the_phantom_model_is_warned_about_and_fails_qc(real_ct_as_two_phases):
+    from HCCFusionLib.segmentation.bundle import load_bundle
+    from HCCFusionLib.segmentation.engines import segment
+    from HCCFusionLib.segmentation.predictor import segment_study
+
+    seg, info = segment(real_ct_as_two_phases, "phantom", tta=False)
+    assert any("trained on synthetic phantoms only" in w for w in info["qc_warnings"]), info["qc_warnings"]
+    assert info["qc_failure"] == "no liver found"  # never a silent empty result
+    plain = segment_study(real_ct_as_two_phases, load_bundle(), tta=False)  # the checks change no label
+    assert np.array_equal(sitk.GetArrayFromImage(seg.labels), sitk.GetArrayFromImage(plain.labels))
+
+
+def test_inside_the_domain_no_warning_and_a_small_liver_fails(phantom_study):
+    from HCCFusionLib.segmentation.bundle import load_bundle
+    from HCCFusionLib.segmentation.domain import check_input, check_output
+
+    domain = load_bundle().card["domain"]
+    assert domain["synthetic"] and domain["modality"] == ["CT"] and len(domain["liver_ml"]) == 2
+    medium = make_patient(123, "medium", phases=("AP", "PVP"), misalignment="none").study  # as the model was trained
+    assert check_input(medium, ["AP", "PVP"], domain) == []
+    # the small test phantoms (3.7 mm voxels) blur air into the body: outside the training intensities, and said
+    assert any("p5" in w for w in check_input(phantom_study, ["AP", "PVP"], domain))
+    labels = sitk.Image([100, 100, 10], sitk.sitkUInt8)
+    labels.SetSpacing((1.0, 1.0, 2.0))
+    assert check_output(labels, domain) == "no liver found"
+    labels[10:60, 10:60, 0:5] = 1  # 25 ml
+    assert "far smaller than any training case" in check_output(labels, domain)
+    assert check_output(labels, None) is None  # a model without a stated domain: only "no liver" fails
+    coarse = Study("coarse")
+    image = sitk.Image([40, 40, 10], sitk.sitkInt16) + 500
+    image.SetSpacing((8.0, 8.0, 8.0))
+    coarse.add(Series("PVP", "PVP", image))
+    warnings = check_input(coarse, ["PVP"], domain)
+    assert any("spacing 8x8x8 mm is far from the training range" in w for w in warnings)
+    assert any("body intensity p50 500 HU is outside the training range" in w for w in warnings)
+
+
+def test_run_stops_at_a_failed_segmentation_qc_and_keeps_the_label_map(real_ct_as_two_phases, tmp_path, capsys):
+    from HCCFusionLib.errors import QualityError
+    from HCCFusionLib.pipeline import run
+
+    with pytest.raises(QualityError, match="Stage 'segmentation' failed: QC: no liver found \\(engine phantom\\)"):
+        run(real_ct_as_two_phases, tmp_path / "out", engine="phantom", mode="rigid", model="none")
+    info = json.loads((tmp_path / "out" / "segmentation" / "segmentation.json").read_text())
+    assert info["qc_failure"] == "no liver found" and info["qc_warnings"]
+    assert not (tmp_path / "out" / "radiomics").exists()

@@ -255,6 +255,10 @@ class HCCFusionLogic:
         count = node.GetSegmentation().GetNumberOfSegments()
         result.summary = f"{count} segment(s)" + (
             f", {result.nodes['lesions'].GetNumberOfRows()} lesion(s)" if "lesions" in result.nodes else "")
+        info = json.loads((folder / "segmentation.json").read_text()) if (folder / "segmentation.json").exists() else {}
+        if info.get("engine_reason"):
+            result.summary += f"; engine {info['engine']} ({info['engine_reason']})"
+        result.summary += "".join(f"\nQC warning: {w}" for w in info.get("qc_warnings") or [])
         return result
 
     def exportSegmentation(self, segmentationNode, referenceNode, path: "str | Path") -> Path:

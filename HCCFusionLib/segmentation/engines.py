@@ -70,9 +70,13 @@ def choose_engine(study, engine: str = "auto", *, model: "str | Path | None" = N
 
 def segment(study, engine: str = "auto", *, model=None, nnunet=None, reference: str | None = None,
             tta: bool = True, postprocess: bool = True, progress=None, **options):
-    """(Segmentation, info) of a (registered) study by the chosen engine; `info` says which and why.
+    """(Segmentation, info) of a (registered) study by the chosen engine; `info` says which engine and why, and
+    holds the domain QC (segmentation.domain): "qc_warnings" (study outside the model's domain, checked before it
+    runs) and "qc_failure" (no liver, or far too small; None when fine). Neither changes the label map.
 
     `options` go to the engine that takes them (OPTIONS); a set option the chosen engine does not take is refused."""
+    from .domain import check_input, check_output
+
     choice = choose_engine(study, engine, model=model, nnunet=nnunet)
     options = {k: v for k, v in options.items() if v not in (None, {}, [])}
     unused = sorted(set(options) - set(OPTIONS[choice.engine]))
@@ -88,22 +92,33 @@ def segment(study, engine: str = "auto", *, model=None, nnunet=None, reference: 
     if choice.engine == "nnunet":
         from .nnunet import segment_study_nnunet
 
-        seg = segment_study_nnunet(study, nnunet, tta=tta, reference=reference, postprocess=postprocess,
-                                   progress=progress, **options)
+        run = lambda: segment_study_nnunet(study, nnunet, tta=tta, reference=reference,  # noqa: E731
+                                           postprocess=postprocess, progress=progress, **options)
+        domain, read = None, []
         info["model"] = str(nnunet)
     elif choice.engine == "liverlesion":
-        from .liverlesion import segment_study_liverlesion
+        from . import liverlesion
 
-        seg = segment_study_liverlesion(study, reference=reference, postprocess=postprocess, progress=progress)
-        info.update({k: seg.meta[k] for k in ("series", "models") if k in seg.meta})
+        name = liverlesion.choose_series(study, reference)
+        run = lambda: liverlesion.segment_study_liverlesion(study, reference=name, progress=progress)  # noqa: E731
+        domain, read = liverlesion.domain(), [name]
     else:
         from .bundle import default_bundle_path, load_bundle
         from .predictor import segment_study
 
         bundle = load_bundle(model if choice.engine == "bundle" else default_bundle_path())
-        seg = segment_study(study, bundle, reference=reference, tta=tta, postprocess=postprocess,
-                            progress=progress, **options)
+        run = lambda: segment_study(study, bundle, reference=reference, tta=tta,  # noqa: E731
+                                    postprocess=postprocess, progress=progress, **options)
+        domain, read = bundle.card.get("domain"), [study[c].name for c in bundle.channels if study.get(c)]
         info.update(model=str(bundle.path), channels=bundle.channels)
+    info["qc_warnings"] = check_input(study, read, domain)
+    for warning in info["qc_warnings"]:
+        log.warning("segmentation QC: %s", warning)
+    seg = run()
+    info.update({k: seg.meta[k] for k in ("series", "models") if k in seg.meta})
+    info["qc_failure"] = check_output(seg.labels, domain)
+    if info["qc_failure"]:
+        log.error("segmentation QC failed: %s", info["qc_failure"])
     return seg, info
 
 
