@@ -5,6 +5,7 @@ values are not in the shared data, against the three configuration C values the 
 project issue quotes, and against the rules of the mode (grid, masks, re-segmentation)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -24,12 +25,12 @@ CONFIGS = ("a", "b", "c", "d", "e")
 
 
 def _tag(tag: str, aggregation: str) -> str:
-    """The map's 3D texture tag for the preset's aggregation (2.5D: in-plane neighbourhoods merged over slices,
-    features per direction averaged: IBSI's "2.5D averaged" / "2.5D" variants)."""
-    if aggregation == "2.5D":
-        for old, new in (("_3D_avg", "_2_5D_avg"), ("_3D", "_2_5D")):
-            if tag.endswith(old):
-                return tag[: -len(old)] + new
+    """The map's 3D texture tag for the preset's aggregation: IBSI's "2D averaged" / "2D" variants (features per
+    slice, averaged) or its "2.5D averaged" / "2.5D" variants (in-plane matrices merged over slices)."""
+    suffix = {"2D": "_2D", "2.5D": "_2_5D"}.get(aggregation)
+    for old in ("_3D_avg", "_3D"):
+        if suffix and tag.endswith(old):
+            return tag[: -len(old)] + suffix + old[3:]
     return tag
 
 
@@ -41,20 +42,23 @@ def phantom(shared_data):
 
 @pytest.fixture(scope="module")
 def computed(phantom):
-    """Per configuration, computed once: (preset, image, morphological mask, features, seconds)."""
+    """Per configuration (and texture aggregation, default the preset's), computed once: (preset, image,
+    morphological mask, features, seconds)."""
     image, mask, _ = phantom
     cache = {}
 
-    def get(cfg: str):
-        if cfg not in cache:
+    def get(cfg: str, aggregation: str | None = None):
+        if (cfg, aggregation) not in cache:
             preset = R.load_preset(f"ibsi1_ct_{cfg}")
+            if aggregation:
+                preset = dataclasses.replace(preset, preprocess={**preset.preprocess, "aggregation": aggregation})
             start = time.perf_counter()
             pre = R.preprocess_image(image, preset)
             roi = R.preprocess_mask(mask, image, preset)
             found = R.series_features(pre, {"roi": roi}, preset)
             assert not found.reasons["roi"]
-            cache[cfg] = (preset, pre, roi, found.values["roi"], time.perf_counter() - start)
-        return cache[cfg]
+            cache[(cfg, aggregation)] = (preset, pre, roi, found.values["roi"], time.perf_counter() - start)
+        return cache[(cfg, aggregation)]
 
     return get
 
@@ -63,10 +67,11 @@ def _reference(folder: Path, cfg: str) -> pd.DataFrame:
     return pd.read_csv(folder / f"config_{cfg}.csv", sep=";").dropna(subset=["reference value"]).set_index("tag")
 
 
-@pytest.mark.parametrize("cfg", ["a", "b"])
-def test_ct_phantom_configurations_a_and_b_match_ibsi(cfg, phantom, computed):
+@pytest.mark.parametrize("cfg,aggregation", [("a", None), ("a", "2.5D"), ("b", None), ("b", "2.5D")])
+def test_ct_phantom_configurations_a_and_b_match_ibsi(cfg, aggregation, phantom, computed):
     image, _, folder = phantom
-    preset, pre, roi, values, seconds = computed(cfg)
+    preset, pre, roi, values, seconds = computed(cfg, aggregation)
+    assert preset.preprocess["aggregation"] == (aggregation or "2D")
     ref = _reference(folder, cfg)
 
     def within(tag, value, tol_scale=1.0):
@@ -156,7 +161,7 @@ def test_grid_alignment_and_mask_partial_volume():
 
 def test_ibsi_presets_record_their_choices_and_legacy_stays(tmp_path, phantom):
     cards = {cfg: R.load_preset(f"ibsi1_ct_{cfg}").card() for cfg in CONFIGS}
-    assert cards["a"]["resampling"] == "native grid" and cards["a"]["aggregation"] == "2.5D"
+    assert cards["a"]["resampling"] == "native grid" and cards["a"]["aggregation"] == "2D"
     assert cards["b"]["discretisation"] == "fixed bin number 32" and cards["c"]["discretisation"] == "fixed bin size 25"
     assert "outliers mean ± 3σ" in cards["d"]["re-segmentation"] and cards["e"]["interpolator"] == "cubic"
     assert cards["c"]["mask"] == "linear interpolation, partial-volume threshold 0.5"
@@ -171,7 +176,7 @@ def test_ibsi_presets_record_their_choices_and_legacy_stays(tmp_path, phantom):
     for old, new, match in (("interpolator: linear ", "interpolator: sitkBSpline ", "not one of"),
                             ("mode: ibsi", "mode: ibsi2", "not one of"),
                             ("binWidth: 25", "binWidth: 25\n  resegmentRange: [-1000, 400]", "resegment_range"),
-                            ("aggregation: 3D", "aggregation: 2D", "aggregation")):
+                            ("aggregation: 3D", "aggregation: 2.5d", "aggregation")):
         bad.write_text(text.replace(old, new))
         with pytest.raises(InputError, match=match):
             R.load_preset(bad)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -192,7 +193,8 @@ def _binned_once(feature_class, store: dict, lower_bound=False):
                 binned = super()._applyBinning(matrix)
             if "matrix" not in store:
                 binned.flags.writeable = False
-                store.update(matrix=binned, grayLevels=self.coefficients["grayLevels"], Ng=self.coefficients["Ng"])
+                store.update(matrix=binned, grayLevels=self.coefficients["grayLevels"],
+                             Ng=max(self.coefficients["Ng"], store.get("ng", 0)))
             self.coefficients["grayLevels"] = store["grayLevels"].copy()
             self.coefficients["Ng"] = store["Ng"]
             return store["matrix"]
@@ -203,10 +205,10 @@ def _binned_once(feature_class, store: dict, lower_bound=False):
 
 
 def _class_features(classes_impl, image, mask, image_type: str, classes, enabled: dict, kwargs: dict,
-                    lower_bound=False) -> dict:
+                    lower_bound=False, ng: int = 0) -> dict:
     """`RadiomicsFeatureExtractor.computeFeatures` restricted to `classes`, the image binned once for all of them
-    (`lower_bound`: see `_binned_once`)."""
-    out, binned = {}, {}
+    (`lower_bound`: see `_binned_once`; `ng`: at least this many grey levels, e.g. the whole ROI's for a slice)."""
+    out, binned = {}, {"ng": ng}
     for cls in classes:
         calculator = _binned_once(classes_impl[cls], binned, lower_bound)(image, mask, **kwargs)
         for feature in enabled[cls] or []:
@@ -286,9 +288,38 @@ def _filtered_features(image, prepared, extractor, settings, result, classes_imp
         for filtered, type_name, kwargs in generator:
             for name, (lbb, mask, todo) in local.items():
                 cropped_image, cropped_mask = imageoperations.cropToTumorMask(filtered, mask, lbb, padDistance=0)
-                result.values[name].update(_class_features(classes_impl, cropped_image, cropped_mask, type_name,
-                                                           todo, extractor.enabledFeatures, kwargs,
-                                                           _lower_bound(prep, type_name)))
+                bound, per_slice = _lower_bound(prep, type_name), []
+                if prep is not None and prep["aggregation"] == "2D":
+                    per_slice = [c for c in todo if c != "firstorder"]
+                    result.values[name].update(_slice_features(classes_impl, cropped_image, cropped_mask, type_name,
+                                                               per_slice, extractor.enabledFeatures, kwargs, bound))
+                result.values[name].update(_class_features(
+                    classes_impl, cropped_image, cropped_mask, type_name, [c for c in todo if c not in per_slice],
+                    extractor.enabledFeatures, kwargs, bound))
+
+
+def _slice_features(classes_impl, image, mask, type_name: str, classes, enabled: dict, kwargs: dict,
+                    lower_bound) -> dict:
+    """IBSI "2D" texture: the features of each slice (in-plane neighbourhoods), averaged over the slices where they
+    are defined. Grey levels are discretised once over the whole ROI, then each slice keeps them."""
+    arr, roi = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(mask) > 0
+    levels = np.zeros(arr.shape, np.float32)
+    levels[roi] = ibsi.discretise(arr[roi], kwargs, lower_bound)
+    level_image = sitk.GetImageFromArray(levels)
+    level_image.CopyInformation(image)
+    mask = sitk.Cast(mask > 0, sitk.sitkUInt8)
+    same = {**{k: v for k, v in kwargs.items() if k != "binCount"}, "binWidth": 1}  # level l stays level l
+    values: dict[str, list] = {}
+    size = [image.GetSize()[0], image.GetSize()[1], 1]
+    for z in np.flatnonzero(roi.any(axis=(1, 2))):
+        with warnings.catch_warnings():  # a slice of one voxel or one row: pyradiomics' NaNs, averaged out below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            part = _class_features(classes_impl, sitk.RegionOfInterest(level_image, size, [0, 0, int(z)]),
+                                   sitk.RegionOfInterest(mask, size, [0, 0, int(z)]), type_name, classes, enabled,
+                                   same, 1.0, int(levels.max()))
+        for key, value in part.items():
+            values.setdefault(key, []).append(value)
+    return {k: float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for k, v in values.items()}
 
 
 def _lower_bound(prep: dict | None, type_name: str):

@@ -7,8 +7,8 @@ intensity mask (range and outlier filtering, mean ± k·σ of the interpolated R
 both ranges), then discretisation (fixed bin size from the lower bound of the re-segmentation range, or fixed bin
 number between the ROI's minimum and maximum). The morphological mask is the interpolated ROI, not re-segmented.
 
-Texture aggregation ("3D", or "2.5D": per-slice neighbourhoods, matrices merged over slices) is done by
-pyradiomics (``force2D``); the preset records which (see `describe`).
+Texture aggregation: "3D"; "2.5D" (in-plane neighbourhoods, matrices merged over slices: pyradiomics' ``force2D``);
+"2D" (in-plane neighbourhoods, features of each slice averaged over the slices). The preset records which.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from ..errors import InputError
 MODES = ("legacy", "ibsi")
 #: interpolation name -> spline order (scipy.ndimage); "cubic" is the tricubic spline IBSI configuration E uses.
 INTERPOLATORS = {"nearest": 0, "linear": 1, "cubic": 3}
-AGGREGATIONS = ("3D", "2.5D")
+AGGREGATIONS = ("3D", "2.5D", "2D")
 DEFAULTS = {"mode": "ibsi", "resample_mm": None, "interpolator": "linear", "mask_interpolator": "linear",
             "mask_threshold": 0.5, "round_intensities": False, "resegment_range": None, "resegment_sigma": None,
             "aggregation": "3D", "normalize": None}

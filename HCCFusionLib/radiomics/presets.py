@@ -89,7 +89,7 @@ class Preset:
     def params(self) -> dict:
         """pyradiomics parameter dictionary (no resampling/normalisation inside pyradiomics: done per series)."""
         setting = {**self.setting, "additionalInfo": False, "label": 1}
-        if self.mode == "ibsi" and self.preprocess.get("aggregation") == "2.5D":
+        if self.mode == "ibsi" and self.preprocess.get("aggregation") in ("2D", "2.5D"):
             setting.update(force2D=True, force2Ddimension=0)  # in-plane neighbourhoods, merged over slices
         classes = self.feature_classes
         if self.mode == "ibsi" and not classes:  # all classes but shape2D (3D shape only, also for 2.5D texture)

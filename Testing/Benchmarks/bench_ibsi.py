@@ -1,7 +1,7 @@
 """Benchmark: IBSI-1 CT phantom, configurations A–E, HCCFusion's 'ibsi' presets (pyradiomics formulas) vs mirp.
 
 For each configuration: the HCCFusion preset's features (Testing/data/ibsi1_pyradiomics_map.csv, 102 features;
-2.5D texture tags for A and B), how many are within the IBSI tolerance (A and B: the reference values in
+2D texture tags, per slice averaged, for A and B), how many are within the IBSI tolerance (A and B: the reference values in
 ../shared/data/ibsi1_ct_phantom), the largest relative difference to mirp's value of the same IBSI feature (pyradiomics'
 kurtosis converted to excess kurtosis first), and both run times. mirp (PyPI `mirp`, IBSI-validated by its
 authors) is optional: without it only the HCCFusion side runs. mirp is scored on every IBSI feature it computes too.
@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-MIRP_2D = dict(by_slice=True, glcm_spatial_method=["2.5d_direction_merge"], glrlm_spatial_method=["2.5d_direction_merge"],
-               glszm_spatial_method=["2.5d"], gldzm_spatial_method=["2.5d"], ngtdm_spatial_method=["2.5d"],
-               ngldm_spatial_method=["2.5d"])
+MIRP_2D = dict(by_slice=True, glcm_spatial_method=["2d_average"], glrlm_spatial_method=["2d_average"],
+               glszm_spatial_method=["2d"], gldzm_spatial_method=["2d"], ngtdm_spatial_method=["2d"],
+               ngldm_spatial_method=["2d"])
 MIRP_3D = dict(by_slice=False, glcm_spatial_method=["3d_average"], glrlm_spatial_method=["3d_average"],
                glszm_spatial_method=["3d"], gldzm_spatial_method=["3d"], ngtdm_spatial_method=["3d"],
                ngldm_spatial_method=["3d"], new_spacing=2.0)
@@ -40,9 +40,9 @@ def mirp_tag(name: str) -> str:
     """mirp's feature name -> IBSI tag (aggregation suffixes as in the IBSI reference tables)."""
     name = re.sub(r"_(fbs|fbn)_[wn][0-9.]+$", "", name)
     name = re.sub(r"_d1(_a0\.0)?", "", name)
-    for old, new in (("_2.5d_d_mrg", "_2_5D_avg"), ("_3d_avg", "_3D_avg")):
+    for old, new in (("_2d_avg", "_2D_avg"), ("_3d_avg", "_3D_avg")):
         name = name.replace(old, new)
-    return re.sub(r"_(2\.5d|3d)$", lambda m: "_2_5D" if m.group(1) == "2.5d" else "_3D", name)
+    return re.sub(r"_(2d|3d)$", lambda m: "_" + m.group(1).upper(), name)
 
 
 def run_mirp(folder: Path, cfg: str) -> tuple[dict, float]:
@@ -98,8 +98,8 @@ def main(argv=None) -> int:
         within, worst, deviating = 0, (0.0, ""), []
         for row in mapping.itertuples():
             tag = row.ibsi_tag
-            if preset.preprocess["aggregation"] == "2.5D":
-                tag = re.sub(r"_3D(_avg)?$", lambda m: "_2_5D" + (m.group(1) or ""), tag)
+            if preset.preprocess["aggregation"] == "2D":
+                tag = re.sub(r"_3D(_avg)?$", lambda m: "_2D" + (m.group(1) or ""), tag)
             value = values[f"original_{row.feature_class}_{row.feature}"]
             if ref is not None:
                 if abs(value - ref.loc[tag, "reference value"]) <= ref.loc[tag, "tolerance"] * 1.0001:
