@@ -243,8 +243,8 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             lirads_evidence=assessment.evidence(), lirads_overrides=assessment.overrides_table(),
             registration_qc=_qc_table(registration.qc), radiomics=radiomics_summary(extraction.kinetics),
             prediction=_prediction_with_staging(prediction, staging, not_made),
-            contributions=_named(contributions), model_card=card, inputs=inputs,
-            segmentation=seg_summary)
+            contributions=_named(contributions), model_card={**(card or {}), **extraction.feature_card},
+            inputs=inputs, segmentation=seg_summary)
         written["report"] = write_report(data, out / "report")
 
     dicom = {}

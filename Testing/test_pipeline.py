@@ -73,6 +73,7 @@ def test_run_writes_every_stage(result, patient):
     assert list(staging["system"]) == ["child_pugh", "albi", "bclc"]
     html = result.report.read_text()
     assert patient.study.study_id in html and "LI-RADS" in html and "Registration quality" in html
+    assert "radiomics ct_fast_v1" in html and "preprocessing: legacy" in html  # the feature card lists the choices
     for src in pd.Series(html.split('src="')[1:]).str.split('"').str[0]:
         if not src.startswith("data:"):
             assert (result.report.parent / src).is_file(), src

@@ -79,17 +79,7 @@ def _study(study_id="S1", phases=("AP", "PVP"), noise=8.0, labels=None, own_labe
 
 # ---------------------------------------------------------------- IBSI-1 digital phantom
 #: pyradiomics' documented deviations from the IBSI definitions: feature -> (reason, correction to IBSI).
-KNOWN_DEVIATIONS = {
-    ("firstorder", "Kurtosis"): ("pyradiomics reports kurtosis m4/m2^2, IBSI the excess kurtosis (minus 3)",
-                                 lambda v, n: v - 3.0),
-    ("shape", "MajorAxisLength"): ("pyradiomics' PCA divides the coordinate covariance by N, IBSI's reference by "
-                                   "N-1: axis lengths differ by sqrt(N/(N-1))",
-                                   lambda v, n: v * math.sqrt(n / (n - 1))),
-    ("shape", "MinorAxisLength"): ("same covariance normalisation (N vs N-1) as MajorAxisLength",
-                                   lambda v, n: v * math.sqrt(n / (n - 1))),
-    ("shape", "LeastAxisLength"): ("same covariance normalisation (N vs N-1) as MajorAxisLength",
-                                   lambda v, n: v * math.sqrt(n / (n - 1))),
-}
+KNOWN_DEVIATIONS = R.ibsi.PYRADIOMICS_DEVIATIONS
 
 
 def _rounding_tolerance(reference: float, tolerance: float) -> float:

@@ -4,7 +4,10 @@ Pipeline of `extract_study` (`extraction`) for every series (CT phase, MRI seque
 
 1. label map: the `segmentation` given (on the series grid, or resampled to it with nearest neighbour when
    `resample_masks=True`), else the series' own ``masks["labels"]``; regions from `regions.build_regions`.
-2. preprocessing once per series, by the modality's versioned preset (`presets`, ``HCCFusionLib/presets/*.yaml``):
+2. preprocessing once per series, by the modality's versioned preset (`presets`, ``HCCFusionLib/presets/*.yaml``).
+   Mode ``ibsi`` (`ibsi`; new presets, e.g. ``ibsi1_ct_a`` … ``ibsi1_ct_e``): IBSI-1 grid (centres aligned),
+   image and mask interpolation with a partial-volume threshold, CT rounding, range and outlier re-segmentation,
+   IBSI discretisation, 3D or 2.5D texture. Mode ``legacy`` (the v1 presets, and any preset without a mode):
    optional z-score normalisation (pyradiomics' `normalizeImage`) and resampling of the whole series to the preset
    spacing (B-spline; masks nearest neighbour). pyradiomics itself then runs without resampling, so each filter sees
    the whole (preprocessed) series instead of a crop padded by a few voxels.
@@ -22,6 +25,7 @@ region, image_type, feature_class, feature, value, reason), ``features_wide.csv`
 ``kinetics.csv``, ``definitions.csv`` and ``diagnostics.json``. Also: kinetic features and deltas (`kinetics`),
 stability screening by ICC(3,1) (`stability`) and cohort extraction with resume (`cohort`).
 """
+from . import ibsi
 from .cohort import cohort_extract
 from .extraction import LONG_COLUMNS, Extraction, extract_study, outputs_complete, write_outputs
 from .features import (SeriesFeatures, image_hash, max_relative_difference, naive_extract, naive_series_features,
@@ -36,7 +40,7 @@ from .stability import PERTURBATIONS, icc_3_1, perturb, stability_screen, stabil
 __all__ = [
     "CACHE_VERSION", "DEFAULT_IMAGE_TYPE_ARGS", "DEFAULT_PRESETS", "IMAGE_TYPES", "KINETIC_DEFINITIONS", "LONG_COLUMNS",
     "PERTURBATIONS", "PHASE_PAIRS", "PRESET_DIR", "Extraction", "Preset", "SeriesFeatures", "available_presets",
-    "cohort_extract", "column_name", "definitions_table", "expected_keys", "extract_study", "feature_names",
+    "cohort_extract", "ibsi", "column_name", "definitions_table", "expected_keys", "extract_study", "feature_names",
     "icc_3_1", "image_hash", "image_type_names", "kinetic_features", "load_preset", "max_relative_difference",
     "naive_extract", "naive_series_features", "outputs_complete", "perturb", "phase_deltas", "preprocess_image",
     "preprocess_mask", "preset_for", "region_statistics", "series_features", "stability_screen", "stability_subjects",

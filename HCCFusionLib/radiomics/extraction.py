@@ -45,6 +45,12 @@ class Extraction:
         return pd.DataFrame([cols], index=pd.Index([self.study_id], name="study"))
 
     @property
+    def feature_card(self) -> dict:
+        """{"radiomics <preset>": its preprocessing and discretisation choices} for the report's card."""
+        return {f"radiomics {key}": "; ".join(f"{k}: {v}" for k, v in p.get("card", {}).items() if k != "preset")
+                for key, p in self.diagnostics.get("presets", {}).items()}
+
+    @property
     def failures(self):
         """Rows of the long table without a value, with their reason."""
         return self.long[self.long["reason"] != ""]
@@ -171,7 +177,7 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
             preset = preset_for(series, presets)
             if image_types:
                 preset = preset.with_image_types(image_types)
-            diag["presets"][preset.key] = {**preset.as_dict(), "sha256": preset.sha256()}
+            diag["presets"][preset.key] = {**preset.as_dict(), "sha256": preset.sha256(), "card": preset.card()}
             expected = expected_keys(preset)
             info = {"phase": series.phase.value, "modality": series.modality.value, "preset": preset.key,
                     "image_sha256": image_hash(series.image), "regions": {}}

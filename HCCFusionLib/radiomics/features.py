@@ -16,18 +16,24 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
 
+from ..errors import InputError
 from ..regions import size_reason
+from . import ibsi
 from .presets import Preset, pyradiomics
 
 
 # ---------------------------------------------------------------- preprocessing
 def preprocess_image(image: sitk.Image, preset: Preset) -> sitk.Image:
-    """Series image as pyradiomics sees it: float32, normalised and resampled per the preset."""
+    """Series image as pyradiomics sees it: float32, normalised and resampled per the preset (mode 'ibsi': see
+    `ibsi.preprocess_image`)."""
+    if preset.mode == "ibsi":
+        return ibsi.preprocess_image(image, preset.preprocess)
     imageoperations = pyradiomics()[2]
     image = sitk.Cast(image, sitk.sitkFloat32)
     norm = preset.preprocess.get("normalize")
@@ -43,6 +49,10 @@ def preprocess_image(image: sitk.Image, preset: Preset) -> sitk.Image:
 
 
 def preprocess_mask(mask: sitk.Image, image: sitk.Image, preset: Preset) -> sitk.Image:
+    """Binary mask of `image` (the original series) on the preprocessed grid (mode 'ibsi': interpolated and
+    thresholded, `ibsi.preprocess_mask`; legacy: nearest neighbour)."""
+    if preset.mode == "ibsi":
+        return ibsi.preprocess_mask(mask, image, preset.preprocess)
     grid = _target_grid(image, preset)
     mask = sitk.Cast(mask > 0, sitk.sitkUInt8)
     if grid is None:
@@ -100,7 +110,9 @@ class _Region:
     shape_mask: sitk.Image | None = None
 
 
-def _prepare_region(image: sitk.Image, mask: sitk.Image, settings: dict, classes: list[str], name: str) -> _Region:
+def _prepare_region(image: sitk.Image, mask: sitk.Image, settings: dict, classes: list[str], name: str,
+                    prep: dict | None = None) -> _Region:
+    """`prep`: the preprocessing of an 'ibsi' preset (re-segmentation by `ibsi.resegment`); None: pyradiomics'."""
     imageoperations = pyradiomics()[2]
     m = sitk.GetArrayViewFromImage(mask) > 0
     voxels = int(m.sum())
@@ -114,7 +126,10 @@ def _prepare_region(image: sitk.Image, mask: sitk.Image, settings: dict, classes
     try:
         own_box = box = check_mask(mask, settings)
         feature_mask = mask
-        if settings.get("resegmentRange") is not None:
+        if prep is not None and (prep["resegment_range"] is not None or prep["resegment_sigma"]):
+            feature_mask = ibsi.resegment(image, mask, prep)
+            box = check_mask(feature_mask, settings)
+        elif prep is None and settings.get("resegmentRange") is not None:
             feature_mask = imageoperations.resegmentMask(image, mask, **settings)
             box = check_mask(feature_mask, settings)
     except ValueError as exc:
@@ -159,18 +174,27 @@ def compute_shape(extractor, shape_mask: sitk.Image, bb, settings: dict) -> dict
 
 
 # ---------------------------------------------------------------- the optimised path
-def _binned_once(feature_class, store: dict):
+def _binned_once(feature_class, store: dict, lower_bound=False):
     """`feature_class` whose grey-level discretisation is done by its first instance and reused by the next ones.
 
     pyradiomics' classes each call `_applyBinning` on the same image and mask with the same settings; the first
     result (kept read-only, so no class can alter it for the next) and its grey levels are handed to the others.
+    `lower_bound` False: pyradiomics' binning; else IBSI's (`ibsi.discretise`, fixed bins from `lower_bound`, a
+    number, or from the ROI minimum when None).
     """
     class BinnedOnce(feature_class):
         def _applyBinning(self, matrix):
-            if "matrix" not in store:
+            if "matrix" not in store and lower_bound is not False:
+                binned = np.zeros(matrix.shape, dtype=int)
+                binned[self.maskArray] = ibsi.discretise(matrix[self.maskArray], self.settings, lower_bound)
+                self.coefficients["grayLevels"] = np.unique(binned[self.maskArray])
+                self.coefficients["Ng"] = int(self.coefficients["grayLevels"].max())
+            elif "matrix" not in store:
                 binned = super()._applyBinning(matrix)
+            if "matrix" not in store:
                 binned.flags.writeable = False
-                store.update(matrix=binned, grayLevels=self.coefficients["grayLevels"], Ng=self.coefficients["Ng"])
+                store.update(matrix=binned, grayLevels=self.coefficients["grayLevels"],
+                             Ng=max(self.coefficients["Ng"], store.get("ng", 0)))
             self.coefficients["grayLevels"] = store["grayLevels"].copy()
             self.coefficients["Ng"] = store["Ng"]
             return store["matrix"]
@@ -180,11 +204,13 @@ def _binned_once(feature_class, store: dict):
     return BinnedOnce
 
 
-def _class_features(classes_impl, image, mask, image_type: str, classes, enabled: dict, kwargs: dict) -> dict:
-    """`RadiomicsFeatureExtractor.computeFeatures` restricted to `classes`, the image binned once for all of them."""
-    out, binned = {}, {}
+def _class_features(classes_impl, image, mask, image_type: str, classes, enabled: dict, kwargs: dict,
+                    lower_bound=False, ng: int = 0) -> dict:
+    """`RadiomicsFeatureExtractor.computeFeatures` restricted to `classes`, the image binned once for all of them
+    (`lower_bound`: see `_binned_once`; `ng`: at least this many grey levels, e.g. the whole ROI's for a slice)."""
+    out, binned = {}, {"ng": ng}
     for cls in classes:
-        calculator = _binned_once(classes_impl[cls], binned)(image, mask, **kwargs)
+        calculator = _binned_once(classes_impl[cls], binned, lower_bound)(image, mask, **kwargs)
         for feature in enabled[cls] or []:
             calculator.enableFeatureByName(feature)
         for feature, value in calculator.execute().items():
@@ -205,6 +231,7 @@ def series_features(image: sitk.Image, masks: dict, preset: Preset, shapes: dict
     extractor = preset.extractor()
     settings = {**extractor.settings, "label": 1}
     classes = [c for c in extractor.enabledFeatures if c != "shape2D"]
+    prep = preset.preprocess if preset.mode == "ibsi" else None
     result = SeriesFeatures()
     prepared, first_of = {}, {}
     duplicates = {}
@@ -214,7 +241,7 @@ def series_features(image: sitk.Image, masks: dict, preset: Preset, shapes: dict
             duplicates[name] = first_of[digest]
             continue
         first_of[digest] = name
-        region = _prepare_region(image, mask, settings, classes, name)
+        region = _prepare_region(image, mask, settings, classes, name, prep)
         result.values[name], result.reasons[name] = {}, dict(region.reasons)
         if region.box is None:
             continue
@@ -233,7 +260,7 @@ def series_features(image: sitk.Image, masks: dict, preset: Preset, shapes: dict
         if todo:
             prepared[name] = (region.box, region.feature_mask, todo)
     if prepared:
-        _filtered_features(image, prepared, extractor, settings, result, classes_impl, imageoperations)
+        _filtered_features(image, prepared, extractor, settings, result, classes_impl, imageoperations, prep)
     for name, same in duplicates.items():
         result.values[name] = dict(result.values[same])
         result.reasons[name] = dict(result.reasons[same])
@@ -243,7 +270,7 @@ def series_features(image: sitk.Image, masks: dict, preset: Preset, shapes: dict
     return result
 
 
-def _filtered_features(image, prepared, extractor, settings, result, classes_impl, imageoperations):
+def _filtered_features(image, prepared, extractor, settings, result, classes_impl, imageoperations, prep=None):
     for image_type, custom in extractor.enabledImagetypes.items():
         args = {**settings, **custom}
         source, offset = image, np.zeros(3, int)
@@ -261,8 +288,47 @@ def _filtered_features(image, prepared, extractor, settings, result, classes_imp
         for filtered, type_name, kwargs in generator:
             for name, (lbb, mask, todo) in local.items():
                 cropped_image, cropped_mask = imageoperations.cropToTumorMask(filtered, mask, lbb, padDistance=0)
-                result.values[name].update(_class_features(classes_impl, cropped_image, cropped_mask, type_name,
-                                                           todo, extractor.enabledFeatures, kwargs))
+                bound, per_slice = _lower_bound(prep, type_name), []
+                if prep is not None and prep["aggregation"] == "2D":
+                    per_slice = [c for c in todo if c != "firstorder"]
+                    result.values[name].update(_slice_features(classes_impl, cropped_image, cropped_mask, type_name,
+                                                               per_slice, extractor.enabledFeatures, kwargs, bound))
+                result.values[name].update(_class_features(
+                    classes_impl, cropped_image, cropped_mask, type_name, [c for c in todo if c not in per_slice],
+                    extractor.enabledFeatures, kwargs, bound))
+
+
+def _slice_features(classes_impl, image, mask, type_name: str, classes, enabled: dict, kwargs: dict,
+                    lower_bound) -> dict:
+    """IBSI "2D" texture: the features of each slice (in-plane neighbourhoods), averaged over the slices where they
+    are defined. Grey levels are discretised once over the whole ROI, then each slice keeps them."""
+    arr, roi = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(mask) > 0
+    levels = np.zeros(arr.shape, np.float32)
+    levels[roi] = ibsi.discretise(arr[roi], kwargs, lower_bound)
+    level_image = sitk.GetImageFromArray(levels)
+    level_image.CopyInformation(image)
+    mask = sitk.Cast(mask > 0, sitk.sitkUInt8)
+    same = {**{k: v for k, v in kwargs.items() if k != "binCount"}, "binWidth": 1}  # level l stays level l
+    values: dict[str, list] = {}
+    size = [image.GetSize()[0], image.GetSize()[1], 1]
+    for z in np.flatnonzero(roi.any(axis=(1, 2))):
+        with warnings.catch_warnings():  # a slice of one voxel or one row: pyradiomics' NaNs, averaged out below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            part = _class_features(classes_impl, sitk.RegionOfInterest(level_image, size, [0, 0, int(z)]),
+                                   sitk.RegionOfInterest(mask, size, [0, 0, int(z)]), type_name, classes, enabled,
+                                   same, 1.0, int(levels.max()))
+        for key, value in part.items():
+            values.setdefault(key, []).append(value)
+    return {k: float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for k, v in values.items()}
+
+
+def _lower_bound(prep: dict | None, type_name: str):
+    """IBSI fixed-bin-size origin: the re-segmentation range's lower bound on the original image, else the ROI
+    minimum (None); False for legacy presets (pyradiomics' binning)."""
+    if prep is None:
+        return False
+    rng = prep["resegment_range"]
+    return float(rng[0]) if type_name == "original" and rng is not None and rng[0] is not None else None
 
 
 def _wavelet_crop(image: sitk.Image, boxes, custom: dict):
@@ -284,7 +350,11 @@ def _wavelet_crop(image: sitk.Image, boxes, custom: dict):
 # ---------------------------------------------------------------- the naive reference
 def naive_series_features(image: sitk.Image, masks: dict, preset: Preset) -> SeriesFeatures:
     """Reference: one `RadiomicsFeatureExtractor.execute(preprocessed image, mask)` per region (filters recomputed
-    each time); the same size rules and failure reasons as `series_features`."""
+    each time); the same size rules and failure reasons as `series_features`. Legacy presets only: `execute` has
+    no IBSI re-segmentation or discretisation."""
+    if preset.mode == "ibsi":
+        raise InputError(f"Preset '{preset.key}' uses IBSI preprocessing, which pyradiomics' `execute` does not do: "
+                         "use series_features (the naive loop reproduces legacy presets only).")
     start = time.perf_counter()
     extractor = preset.extractor()
     settings = {**extractor.settings, "label": 1}

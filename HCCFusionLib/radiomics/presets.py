@@ -15,6 +15,7 @@ import SimpleITK as sitk
 from .. import __version__
 from ..errors import InputError, require
 from ..study import Series
+from .ibsi import MODES, check_preprocess
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 DEFAULT_PRESETS = {"CT": "ct", "MR": "mr", "PT": "pet"}
@@ -64,14 +65,36 @@ class Preset:
     description: str = ""
     source: str = ""
 
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise InputError(f"Radiomics preset '{self.source or self.key}': preprocess.mode '{self.mode}' is not "
+                             f"one of {', '.join(MODES)}.")
+        if self.mode == "ibsi":  # completed with the defaults and validated, so each preset records every choice
+            object.__setattr__(self, "preprocess", check_preprocess(self.preprocess, self.source or self.key))
+            if "resegmentRange" in self.setting:
+                raise InputError(f"Radiomics preset '{self.source or self.key}': mode 'ibsi' re-segments in "
+                                 "preprocessing: put the range under preprocess.resegment_range, not "
+                                 "setting.resegmentRange.")
+
     @property
     def key(self) -> str:
         return f"{self.name}_v{self.version}"
 
+    @property
+    def mode(self) -> str:
+        """'ibsi' (IBSI-1 preprocessing, `ibsi`) or 'legacy' (HCCFusion v1 presets: pyradiomics-style grid, masks
+        resampled by nearest neighbour, pyradiomics' re-segmentation and binning)."""
+        return self.preprocess.get("mode", "legacy")
+
     def params(self) -> dict:
         """pyradiomics parameter dictionary (no resampling/normalisation inside pyradiomics: done per series)."""
         setting = {**self.setting, "additionalInfo": False, "label": 1}
-        return {"setting": setting, "imageType": self.image_types, "featureClass": self.feature_classes}
+        if self.mode == "ibsi" and self.preprocess.get("aggregation") in ("2D", "2.5D"):
+            setting.update(force2D=True, force2Ddimension=0)  # in-plane neighbourhoods, merged over slices
+        classes = self.feature_classes
+        if self.mode == "ibsi" and not classes:  # all classes but shape2D (3D shape only, also for 2.5D texture)
+            classes = {c: [] for c in pyradiomics()[3] if c != "shape2D"}
+        return {"setting": setting, "imageType": self.image_types, "featureClass": classes}
 
     def extractor(self):
         """The pyradiomics extractor of this preset (shared: do not modify it)."""
@@ -87,6 +110,13 @@ class Preset:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def card(self) -> dict:
+        """The preprocessing and discretisation choices, as a report's model/feature card lists them."""
+        from .ibsi import describe
+
+        return {"preset": self.key, "modality": self.modality, **describe(self.preprocess, self.setting),
+                "image types": ", ".join(self.image_types)}
 
     def sha256(self) -> str:
         data = {k: v for k, v in self.as_dict().items() if k not in ("source", "description")}
@@ -126,7 +156,9 @@ def load_preset(spec: "str | Path | Preset") -> Preset:
     missing = [k for k in ("name", "version", "modality", "setting", "imageType") if k not in (data or {})]
     if missing:
         raise InputError(f"Radiomics preset '{path}' lacks {missing}: see HCCFusionLib/presets/ct_v1.yaml.")
-    prep = {"resample_mm": None, "interpolator": "sitkBSpline", "normalize": None, **(data.get("preprocess") or {})}
+    prep = dict(data.get("preprocess") or {})
+    if prep.get("mode", "legacy") == "legacy":  # presets without a mode predate it and keep their (v1) meaning
+        prep = {"resample_mm": None, "interpolator": "sitkBSpline", "normalize": None, **prep}
     preset = Preset(name=str(data["name"]), version=int(data["version"]), modality=str(data["modality"]),
                     preprocess=prep, setting=dict(data["setting"] or {}),
                     image_types={_image_type(k): dict(v or {}) for k, v in (data["imageType"] or {}).items()},
