@@ -151,7 +151,7 @@ def test_real_sts_multimodal_extraction(shared_data):
             voxels = result.diagnostics["series"][series]["regions"][region]["voxels"]
             if voxels >= 27:
                 assert group["value"].notna().all(), (study.study_id, series, region, group["reason"].unique())
-        assert result.diagnostics["presets"].keys() >= {"ct_v1", "mr_v1", "pet_v1"}
+        assert result.diagnostics["presets"].keys() >= {"ct_v2", "mr_v1", "pet_v1"}  # CT: IBSI mode by default
         wide = result.wide
         assert "PET__tumour__original_firstorder_Maximum" in wide and "T1__ring0-5mm__original_glcm_Contrast" in wide
         kin = result.kinetics.set_index(["phase", "region", "feature"])["value"]

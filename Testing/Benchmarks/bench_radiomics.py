@@ -36,7 +36,8 @@ def main(argv=None) -> int:
 
     patient = make_patient(args.seed, args.size, misalignment="none")
     study = patient.study
-    preset = R.load_preset("ct").with_image_types(args.image_types.split(","))
+    # the naive per-region loop exists for the legacy preprocessing only (IBSI mode interpolates the mask per region)
+    preset = R.load_preset("ct_v1").with_image_types(args.image_types.split(","))
     names, rings = ("tumour", "rings", "background_liver"), ((0.0, 5.0),)
     regions = build_regions(study["PVP"].masks["labels"], names=names, rings_mm=rings)
     masks = {n: r.mask for n, r in regions.items()}
