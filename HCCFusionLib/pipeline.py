@@ -217,7 +217,8 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             study.study_id, images={s.phase.value: s.image for s in registered}, labels=seg.labels,
             lesions=seg.lesion_map, modality=registered[ref].modality.value, lirads=assessment.table(),
             lirads_evidence=assessment.evidence(), lirads_overrides=assessment.overrides_table(),
-            registration_qc=_qc_table(registration.qc), radiomics=radiomics_summary(extraction.kinetics),
+            registration_qc=_qc_table(registration.qc), registration_images=registration.checkerboards,
+            radiomics=radiomics_summary(extraction.kinetics),
             prediction=_prediction_with_staging(prediction, staging, bool(model) and not len(lesions)),
             contributions=_named(contributions), model_card=card, inputs=inputs)
         written["report"] = write_report(data, out / "report")
