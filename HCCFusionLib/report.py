@@ -27,6 +27,7 @@ import SimpleITK as sitk
 from .errors import InputError
 from .io import sha256_file
 from .study import LABELS, check_same_grid
+from .views import display_slice, show
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class ReportData:
     lirads_evidence: object = None  # DataFrame (LiradsAssessment.evidence())
     lirads_overrides: object = None  # DataFrame (LiradsAssessment.overrides_table())
     registration_qc: object = None  # DataFrame (registration qc.csv)
+    registration_images: dict = field(default_factory=dict)  # series -> checkerboard (registration QC)
     radiomics: object = None  # DataFrame (a selection of features)
     prediction: object = None  # DataFrame or dict (endpoint -> value / row)
     contributions: object = None  # DataFrame with a feature/name column and a numeric contribution column
@@ -90,19 +92,23 @@ def render_html(data: ReportData, folder: Path, *, embed_images: bool = False, i
     from . import __version__
 
     images = _ImageSink(folder / "images", embed_images)
+    point, lesion = (_key_point(data.labels, _lesion_instances(data)) if data.images or data.registration_images
+                     else (None, 0))
     context = {
         "study_id": data.study_id,
         "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "version": __version__,
         "python": platform.python_version(),
         "patient": data.patient if include_patient and data.patient else None,
-        "key_images": _key_images(data, images),
-        "key_images_note": "Axial slice through the centre of the largest observation (or the liver); "
+        "key_images": _key_images(data, images, point, lesion),
+        "key_images_note": "Axial slice through the centre of the largest observation (else the liver's largest "
+                           "cross-section), radiological convention (patient right on the image's left, anterior up); "
                            "contours: " + ", ".join(f"{k} ({c})" for k, c in _CONTOURS.items()) + ".",
         "lirads": _table(_compact_features(data.lirads), data.max_rows, index=True),
         "lirads_evidence": _table(data.lirads_evidence, data.max_rows),
         "lirads_overrides": _table(data.lirads_overrides, data.max_rows),
         "registration": _table(data.registration_qc, data.max_rows),
+        "registration_images": _registration_images(data, images, point),
         "radiomics": _table(data.radiomics, data.max_rows, index=True),
         "prediction": _table(_frame(data.prediction), data.max_rows, index=True),
         "contributions": _table(_top_contributions(data.contributions, 15), 15),
@@ -240,72 +246,78 @@ class _ImageSink:
         return f"{self.folder.name}/{name}.png"
 
 
-def _key_images(data: ReportData, sink: _ImageSink) -> list[dict]:
+def _key_images(data: ReportData, sink: _ImageSink, point, lesion: int) -> list[dict]:
+    """One axial picture per phase (radiological convention, via views.display_slice) through `point`."""
     if not data.images:
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     reference = data.labels if data.labels is not None else next(iter(data.images.values()))
     for phase, image in data.images.items():
         check_same_grid(reference, image, f"{phase} image of the report (give registered phases)")
-    labels = sitk.GetArrayFromImage(data.labels) if data.labels is not None else None
-    lesions = _lesion_instances(data)
-    slice_index, lesion, centre = _key_slice(labels, lesions, reference.GetSize()[2])
-    spacing = reference.GetSpacing()
+    labels = display_slice(data.labels, "axial", point, nearest=True).array if data.labels is not None else None
     out = []
     for phase, image in data.images.items():
-        array = sitk.GetArrayViewFromImage(image)[slice_index].astype(float)
-        if data.modality == "CT":
-            low, high = CT_WINDOW[1] - CT_WINDOW[0] / 2, CT_WINDOW[1] + CT_WINDOW[0] / 2
-        else:
-            low, high = np.percentile(array, [1, 99])
-        figure, axes = plt.subplots(figsize=(3.2, 3.2 * array.shape[0] * spacing[1] / (array.shape[1] * spacing[0])))
-        figure.patch.set_facecolor("black")
-        extent = (0, array.shape[1] * spacing[0], array.shape[0] * spacing[1], 0)
-        axes.imshow(array, cmap="gray", vmin=low, vmax=high, extent=extent, interpolation="nearest")
-        if labels is not None:
-            for name, colour in _CONTOURS.items():
-                mask = labels[slice_index] == LABELS[name]
-                if mask.any():
-                    axes.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=0.8, extent=extent,
-                                 origin="upper")
+        picture = display_slice(image, "axial", point)
+        figure, axes = show(picture, *_window(picture.array, data.modality))
+        for name, colour in _CONTOURS.items() if labels is not None else ():
+            mask = labels == LABELS[name]
+            if mask.any():
+                axes.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=0.8,
+                             extent=picture.extent, origin="upper")
         if lesion:
-            x, y = (centre[2] + 0.5) * spacing[0], (centre[1] + 0.5) * spacing[1]
-            axes.annotate(f"{lesion}", xy=(x, y), xytext=(x + 30, y - 30), color="#00ff6a", fontsize=10,
-                          arrowprops={"arrowstyle": "->", "color": "#00ff6a", "lw": 1.5})
-        axes.set_axis_off()
-        figure.subplots_adjust(0, 0, 1, 1)
-        caption = f"{phase} · slice {slice_index + 1}/{reference.GetSize()[2]}" + (
+            axes.annotate(f"{lesion}", xy=picture.to_display(point), xytext=(18, 18), textcoords="offset points",
+                          color="#00ff6a", fontsize=10, arrowprops={"arrowstyle": "->", "color": "#00ff6a", "lw": 1.5})
+        caption = f"{phase} · axial slice {picture.index + 1}/{picture.count}" + (
             f" · observation {lesion}" if lesion else "")
         out.append({"src": sink.add(figure, f"key_{phase}"), "caption": caption})
     return out
 
 
-def _lesion_instances(data: ReportData):
+def _registration_images(data: ReportData, sink: _ImageSink, point) -> list[dict]:
+    """Axial checkerboard (reference / registered series) per moving series, through the key images' point."""
+    out = []
+    for name, image in data.registration_images.items():
+        picture = display_slice(image, "axial", point)
+        figure, _axes = show(picture, 0.0, 1.0)
+        out.append({"src": sink.add(figure, f"checkerboard_{name}"),
+                    "caption": f"{name} / reference checkerboard · axial slice {picture.index + 1}/{picture.count}"})
+    return out
+
+
+def _window(array: np.ndarray, modality: str) -> tuple[float, float]:
+    if modality == "CT":
+        return CT_WINDOW[1] - CT_WINDOW[0] / 2, CT_WINDOW[1] + CT_WINDOW[0] / 2
+    low, high = np.percentile(array, [1, 99])
+    return float(low), float(high)
+
+
+def _lesion_instances(data: ReportData) -> sitk.Image | None:
     if data.lesions is not None:
-        check_same_grid(data.labels if data.labels is not None else next(iter(data.images.values())), data.lesions,
-                        "lesion instance map of the report")
-        return sitk.GetArrayFromImage(data.lesions)
+        reference = data.labels if data.labels is not None else next(iter(data.images.values()), None)
+        if reference is not None:
+            check_same_grid(reference, data.lesions, "lesion instance map of the report")
+        return data.lesions
     if data.labels is None:
         return None
-    components = sitk.RelabelComponent(sitk.ConnectedComponent(data.labels == LABELS["tumour"], True))
-    return sitk.GetArrayFromImage(components)
+    return sitk.RelabelComponent(sitk.ConnectedComponent(data.labels == LABELS["tumour"], True))
 
 
-def _key_slice(labels, lesions, depth: int) -> tuple[int, int, tuple]:
-    """Axial slice through the largest observation's centre (else the liver's largest slice, else the middle)."""
-    if lesions is not None and lesions.any():
-        counts = np.bincount(lesions.ravel())
-        counts[0] = 0
-        lesion = int(np.argmax(counts))
-        centre = np.argwhere(lesions == lesion).mean(axis=0)
-        return int(round(centre[0])), lesion, tuple(centre)
-    if labels is not None and (labels == LABELS["liver"]).any():
-        return int(np.argmax((labels == LABELS["liver"]).sum(axis=(1, 2)))), 0, ()
-    return depth // 2, 0, ()
+def _key_point(labels: sitk.Image | None, lesions: sitk.Image | None) -> tuple[tuple | None, int]:
+    """Physical point (LPS mm) of the key slice and the observation it shows (0: none): the largest
+    observation's centroid, else the middle of the liver's largest axial cross-section, else None (centre)."""
+    if lesions is not None:
+        stats = sitk.LabelShapeStatisticsImageFilter()
+        stats.Execute(sitk.Cast(lesions, sitk.sitkUInt32))
+        if stats.GetLabels():
+            lesion = max(sorted(stats.GetLabels()), key=stats.GetNumberOfPixels)
+            return stats.GetCentroid(lesion), int(lesion)
+    if labels is not None:
+        liver = sitk.DICOMOrient(labels == LABELS["liver"], "LPS")
+        areas = sitk.GetArrayViewFromImage(liver).sum(axis=(1, 2))
+        if areas.any():
+            size = liver.GetSize()
+            return liver.TransformContinuousIndexToPhysicalPoint(
+                [(size[0] - 1) / 2, (size[1] - 1) / 2, float(np.argmax(areas))]), 0
+    return None, 0
 
 
 def _contribution_plot(contributions, sink: _ImageSink) -> str | None:

@@ -313,12 +313,18 @@ def test_report_from_stage_outputs(logic, tmp_path, aligned_phantom):
     logic.assessLirads(folder, truth, out, "P2")
     (out / "prediction").mkdir(parents=True)
     pd.DataFrame({"endpoint": ["mvi"], "probability": [0.7]}).to_csv(out / "prediction" / "prediction.csv", index=False)
+    from HCCFusionLib.registration import quality
+
+    (out / "registration" / "qc").mkdir(parents=True)
+    board = quality.checkerboard(patient.study["PVP"].image, patient.study["AP"].image)
+    io.save_image(board, out / "registration" / "qc" / "AP_checkerboard.nii.gz")
     path = logic.saveReport(folder, truth, out, "P2", tmp_path / "reports")
     html = path.read_text()
     assert path == tmp_path / "reports" / "report" / "report.html"
     assert "P2" in html and "LR-5" in html and "mvi" in html
     images = list((path.parent / "images").glob("*.png"))
     assert images and all(f'images/{image.name}' in html for image in images)  # key images with contours
+    assert "images/checkerboard_AP.png" in html  # the registration QC checkerboard
 
 
 def test_register_verb_places_moving_volume_under_a_transform_that_aligns_it(logic, tmp_path):

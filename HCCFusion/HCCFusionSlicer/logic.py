@@ -447,7 +447,7 @@ class HCCFusionLogic:
         """HTML report of the study from what the stages wrote under `outFolder` (and the LI-RADS assessment)."""
         import pandas as pd
 
-        from HCCFusionLib.io import load_study
+        from HCCFusionLib.io import load_study, read_image
         from HCCFusionLib.report import ReportData, write_report
 
         study = load_study(studyFolder)
@@ -461,6 +461,8 @@ class HCCFusionLogic:
         data = ReportData(study_id=studyId, modality=next(iter(study)).modality.value,
                           images={s.name: s.image for s in study if same_grid(s.image, grid)}, labels=labels,
                           registration_qc=csv("registration/qc.csv"), radiomics=csv("radiomics/kinetics.csv"),
+                          registration_images={p.name[:-len("_checkerboard.nii.gz")]: read_image(p) for p in
+                                               sorted((out / "registration" / "qc").glob("*_checkerboard.nii.gz"))},
                           prediction=csv("prediction/prediction.csv"),
                           contributions=csv("prediction/contributions.csv"), inputs={"study": Path(studyFolder)})
         if getattr(self, "lirads", None) is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from .. import views
 from ..errors import InputError
 from ..progress import ProgressFn, scaled, silent
 from ..study import LABELS, Phase, Series, Study
@@ -44,7 +45,8 @@ class RegistrationResult:
     def save(self, folder: "str | Path") -> Path:
         """Write a new registration folder atomically: <series>_transform.h5 (ITK, reference → series),
         <series>.nii.gz (+ <series>_<mask>.nii.gz) on the reference grid with study.json, fused.nii.gz +
-        channels.json, qc.csv, qc/<series>_checkerboard.nii.gz and qc/<series>_difference.nii.gz."""
+        channels.json, qc.csv, qc/<series>_checkerboard.nii.gz and qc/<series>_difference.nii.gz, and
+        their axial slices through the reference liver's centroid (else the centre) as .png (radiological)."""
         from ..io import atomic_folder, save_study
 
         folder = Path(folder)
@@ -59,11 +61,23 @@ class RegistrationResult:
             table["warnings"] = ["; ".join(w) for w in table["warnings"]]
             table.to_csv(tmp / "qc.csv", index=False)
             (tmp / "qc").mkdir()
+            point = self._qc_point()
             for name in self.checkerboards:
                 sitk.WriteImage(self.checkerboards[name], str(tmp / "qc" / f"{name}_checkerboard.nii.gz"), True)
                 sitk.WriteImage(self.differences[name], str(tmp / "qc" / f"{name}_difference.nii.gz"), True)
+                views.write_png(self.checkerboards[name], tmp / "qc" / f"{name}_checkerboard.png", 0.0, 1.0,
+                                point=point)
+                views.write_png(self.differences[name], tmp / "qc" / f"{name}_difference.png", -1.0, 1.0,
+                                point=point, cmap="RdBu_r")
             save_study(self.study, tmp, overwrite=True)
         return folder
+
+    def _qc_point(self):
+        """Centroid (LPS mm) of the reference's liver, or None (the volume's centre) without a liver mask."""
+        try:
+            return views.centroid(liver_mask(self.study[self.reference]))
+        except InputError:
+            return None
 
 
 def choose_reference(study: Study, reference: "str | Phase | None" = None) -> Series:
