@@ -4,13 +4,16 @@
 (`sitk.DICOMOrient`) and block-averaged to ~2 mm voxels:
 
 - body: the largest connected component above -300 HU, holes filled slice by slice;
-- spine (anchor): per slice the largest filled bone component (> 400 HU) in the central, posterior part of the body;
-- aorta: per slice the brightest 9 mm box anterior (3-70 mm) and left/right (-25..+45 mm) of the vertebral body's
-  anterior edge, away from bone; the positions relative to the spine must agree over slices (a vertical tube),
-  and the aorta HU is the lower quartile (calcified walls) of the voxels within 4 mm of the consensus position on every slice;
+- spine (anchor): per slice the largest filled bone component (> 400 HU, grown into > 180 HU marrow) in the
+  central, posterior part of the body; its anterior edge is the most posterior of the per-column edges within 8 mm
+  of the midline (an aorta touching the bone is not the vertebra); median over 7 slices (disc levels);
+- aorta: per slice the brightest 9 mm box (HU clipped to 250: calcified walls) 3-70 mm anterior and 25 mm right
+  to 45 mm left of the vertebral body's anterior edge, 6 mm away from bone; the position relative to the spine
+  that most slices agree on (a vertical tube) is the aorta, and its HU the lower quartile (calcified walls) of the
+  voxels within 4 mm of that position on every slice;
 - liver (unless a `liver` mask on the image's grid is given): among the main soft-tissue histogram peaks of the
-  patient's right side, the HU band (±22 HU) whose largest connected component is biggest; the liver HU is the
-  median of that eroded component on the patient's right;
+  patient's right side, the HU band (±22 HU) with the biggest thick (> 7 mm from the band's edge: an organ, not
+  the muscle wall) component on the right; the liver HU is the median of that region on the patient's right;
 - portal vein: the brightest 1 ml (6 mm box mean) in the liver's hull (closed by 10 mm, holes filled: vessels and
   hilum), 12 mm inside the body, right of and not posterior to the aorta, away from anything above 400 HU.
 
@@ -20,9 +23,9 @@ late arterial ~35 s, portal venous ~70 s, delayed ~3 min, interpolated between),
 s (prior 1 ± 0.3). The measured aorta/portal vein are the brightest structures of their regions, so their
 predicted values never drop below soft tissue (aorta ≥ 55 HU, portal vein ≥ liver + 8 HU). Cost = Σ((measured −
 predicted)/σ)² (σ: aorta 35, portal vein 30, liver 15 HU) + ((s − 1)/0.3)², minimised over t in 0..300 s and s.
-Phase from the best t: NC < 15 s (no contrast arrived yet) ≤ AP < 50 s ≤ PVP < 150 s ≤ DP (the tag timing limits of `phases`); AP is "early
-arterial" below 30 s. Confidence = the posterior of the chosen phase, exp(−cost/2) of each phase's best fit,
-normalised over the four phases (capped at 0.95).
+Phase from the best t: NC < 15 s (no contrast arrived yet) ≤ AP < 50 s ≤ PVP < 150 s ≤ DP (the tag timing
+limits of `phases`); AP is "early arterial" below 30 s. Confidence = the posterior of the chosen phase
+(exp(−cost/2) of each phase's best fit, normalised over the four phases; capped at 0.95).
 """
 from __future__ import annotations
 
@@ -136,14 +139,15 @@ def measure_phase(image: sitk.Image, liver: sitk.Image | None = None) -> PhaseMe
         raise InputError(f"Image intensities {lo:.0f}..{hi:.0f} do not look like CT in HU (no air around the body): "
                          "the image-based phase reads CT only; set the phase by hand (--phase SERIES PHASE).")
     body = _body(a)
+    ys, xs = np.flatnonzero(body.any(axis=(0, 2))), np.flatnonzero(body.any(axis=(0, 1)))
+    crop = (slice(None), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))  # the body's box: no air to process
+    a, body, mask = a[crop], body[crop], None if mask is None else mask[crop]
+    far = _distance(a > 400, (sx, sy, sz)) > 6.0  # centres 6 mm away from bone
     spine = _spine(a, body, sx, sy)
-    aorta_hu, aorta_xy = _aorta(a, body, spine, sx, sy)
-    if mask is not None:
-        liver_mask = mask
-    else:
-        liver_mask = _liver(a, body, spine, sx, sy, sz)
+    aorta_hu, aorta_xy = _aorta(a, body, far, spine, sx, sy)
+    liver_mask = mask if mask is not None else _liver(a, body, spine, sx, sy, sz)
     liver_hu = _liver_hu(a, liver_mask, spine, sx)
-    portal_hu = _portal_vein(a, body, liver_mask, aorta_xy, (sx, sy, sz)) if liver_mask is not None else None
+    portal_hu = None if liver_mask is None else _portal_vein(a, body, far, liver_mask, aorta_xy, (sx, sy, sz))
     result = classify(aorta_hu, portal_hu, liver_hu)
     log.debug("%s", result.reason)
     return result
@@ -212,8 +216,10 @@ def _spine(a, body, sx, sy):
         k = int(index[ok][np.argmax(area[ok])])
         comp = labels == k
         x0 = float(np.median(xs[comp & seeds]))  # posterior elements are midline; the aorta is not
-        near = comp & (np.abs(xs - x0) * sx < 8)
-        out[z] = (x0, my[k - 1], ys[near].min() if near.any() else ys[comp].min())
+        strip = comp[:, np.abs(np.arange(comp.shape[1]) - x0) * sx < 8]
+        strip = strip[:, strip.any(axis=0)]
+        # anterior edge per column, the most posterior of them: an aorta touching the bone is not the vertebra
+        out[z] = (x0, my[k - 1], np.argmax(strip, axis=0).max() if strip.size else ys[comp].min())
     found = ~np.isnan(out[:, 0])
     if not found.any():
         return None
@@ -222,13 +228,12 @@ def _spine(a, body, sx, sy):
     return ndimage.median_filter(out, size=(7, 1), mode="nearest")  # disc levels have no bright vertebral body
 
 
-def _aorta(a, body, spine, sx, sy):
+def _aorta(a, body, far, spine, sx, sy):
     """Median HU around the aorta (consensus of per-slice brightest boxes anterior to the spine) and its (x, y)."""
     if spine is None:
         return None, None
     box = (1, max(3, int(round(9 / sy))), max(3, int(round(9 / sx))))
     mean = ndimage.uniform_filter(np.clip(a, -100, 250), box)  # wall calcification must not win
-    far = _distance(a > 400, (sx, sy, sy)) > 6.0
     ys, xs = np.mgrid[:a.shape[1], :a.shape[2]]
     picks = []
     for z in range(a.shape[0]):
@@ -274,7 +279,10 @@ def _liver(a, body, spine, sx, sy, sz):
     peaks = sorted(peaks, key=lambda i: -hist[i])[:4]
     voxel_ml = sx * sy * sz / 1000
     best, best_size = None, 0.0
-    for i in peaks:
+    counts = [int(np.sum(np.abs(values - (edges[i] + edges[i + 1]) / 2) < 22)) for i in peaks]
+    for i, count in zip(peaks, counts):
+        if count < 0.25 * max(counts):
+            continue
         centre = (edges[i] + edges[i + 1]) / 2
         band = body & (np.abs(smooth - centre) < 22)
         core = _distance(~band, (sx, sy, sz)) > 7  # thick: an organ, not the muscle wall
@@ -304,19 +312,22 @@ def _liver_hu(a, mask, spine, sx):
     return float(np.median(a[core]))
 
 
-def _portal_vein(a, body, liver, aorta_xy, spacing):
+def _portal_vein(a, body, far, liver, aorta_xy, spacing):
     """Median HU of the brightest 1 ml (6 mm box mean) in the liver hull, right of and not behind the aorta."""
     sx, sy, sz = spacing
+    radius = max(1, int(round(10 / sx)))
+    ys, xs = np.flatnonzero(liver.any(axis=(0, 2))), np.flatnonzero(liver.any(axis=(0, 1)))
+    y0, x0 = max(0, ys[0] - radius - 2), max(0, xs[0] - radius - 2)
+    crop = (slice(None), slice(y0, ys[-1] + radius + 3), slice(x0, xs[-1] + radius + 3))
+    a, body, far, liver = a[crop], body[crop], far[crop], liver[crop]
     plane = np.zeros((3, 3, 3), bool)
     plane[1] = True
-    radius = max(1, int(round(10 / sx)))
     closed = sitk.BinaryMorphologicalClosing(sitk.GetImageFromArray(liver.astype(np.uint8)), (radius, radius, 0))
     hull = ndimage.binary_fill_holes(sitk.GetArrayFromImage(closed) > 0, plane)  # with its vessels and the hilum
-    inner = _distance(~body, spacing) > 12  # no ribs, no body wall
-    region = hull & inner & (_distance(a > 400, spacing) > 6)
+    region = hull & far & (_distance(~body, spacing) > 12)  # no ribs, no body wall
     if aorta_xy is not None:
         ys, xs = np.mgrid[:a.shape[1], :a.shape[2]]
-        px, py = aorta_xy
+        px, py = aorta_xy[0] - x0, aorta_xy[1] - y0
         keep = (xs < px - 5 / sx) & (ys < py + 5 / sy) & (np.hypot((xs - px) * sx, (ys - py) * sy) > 15)
         region &= keep[None]
     if region.sum() < 20:

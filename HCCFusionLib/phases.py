@@ -276,8 +276,8 @@ def refine_with_image(series: list[Series]) -> None:
 
     for s in series:
         tags = (s.phase, float(s.meta.get("phase_confidence", 0.0)), str(s.meta.get("phase_reason", "")))
-        if s.phase not in (Phase.NC, Phase.AP, Phase.PVP, Phase.DP) or (tags[1] > WEAK_TAGS and s.phase is not Phase.NC):
-            continue
+        if s.phase.modality.value != "CT" or (tags[1] > WEAK_TAGS and s.phase is not Phase.NC):
+            continue  # strong contrast tags are not measured (time); strong NC tags are, for the contradiction
         try:
             image = measure_phase(s.image)
         except HCCFusionError as exc:

@@ -1,4 +1,4 @@
-"""phase_image: contrast phase of a CT from the image (aorta, portal vein, liver HU), combined with the tags; --phase."""
+"""phase_image: a CT's contrast phase from the image (aorta, portal vein, liver HU), combined with tags; --phase."""
 import os
 import shutil
 
@@ -52,7 +52,8 @@ def test_real_slab_from_the_image_alone_and_regions_on_the_right_structures(shar
     sx, sy, sz = work.GetSpacing()
     body = phase_image._body(a)
     spine = phase_image._spine(a, body, sx, sy)
-    _, (ax, ay) = phase_image._aorta(a, body, spine, sx, sy)
+    far = phase_image._distance(a > 400, (sx, sy, sz)) > 6
+    _, (ax, ay) = phase_image._aorta(a, body, far, spine, sx, sy)
     assert (truth[:, int(round(ay)), int(round(ax))] == 52).mean() > 0.8
     liver = phase_image._liver(a, body, spine, sx, sy, sz)
     assert (truth[liver] == 5).mean() > 0.9 and liver.sum() > 0.5 * (truth == 5).sum()
@@ -140,7 +141,8 @@ def test_mr_image_is_refused_or_measured_cleanly(shared_data):
 # ---------------------------------------------------------------- --phase on every verb
 @pytest.fixture(scope="module")
 def small_study(tmp_path_factory):
-    return save_patient(make_patient(seed=3, size="small", phases=("AP", "PVP")), tmp_path_factory.mktemp("phantom") / "study")
+    patient = make_patient(seed=3, size="small", phases=("AP", "PVP"))
+    return save_patient(patient, tmp_path_factory.mktemp("phantom") / "study")
 
 
 @pytest.mark.parametrize("verb", ["info", "run", "register", "segment", "extract", "lirads"])
@@ -158,7 +160,7 @@ def test_phase_override_reaches_load_study(verb, small_study, monkeypatch, tmp_p
 
 
 def test_phase_override_end_to_end_on_register(small_study, tmp_path, capsys):
-    assert cli.main(["--progress", "none", "register", str(small_study), "--phase", "AP", "DP", "--mode", "rigid",
-                     "--out", str(tmp_path / "out")]) == 0
+    argv = ["register", str(small_study), "--phase", "AP", "DP", "--mode", "rigid", "--out", str(tmp_path / "out")]
+    assert cli.main(["--progress", "none", *argv]) == 0
     registered = load_study(tmp_path / "out" / "registration")
     assert Phase.DP in {s.phase for s in registered} and Phase.AP not in {s.phase for s in registered}
