@@ -7,8 +7,9 @@
 - spine (anchor): per slice the largest filled bone component (> 400 HU, grown into > 180 HU marrow) in the
   central, posterior part of the body; its anterior edge is the most posterior of the per-column edges within 8 mm
   of the midline (an aorta touching the bone is not the vertebra); median over 7 slices (disc levels);
-- aorta: per slice the brightest 9 mm box (HU clipped to 250: calcified walls) 3-70 mm anterior and 25 mm right
-  to 45 mm left of the vertebral body's anterior edge, 6 mm away from bone; the position relative to the spine
+- aorta: per slice the brightest 13 mm box (aorta-sized; HU clipped to 250: calcified walls; minus 0.5 HU per mm
+  beyond 10 mm from the usual place, 15 mm left and 15 mm anterior) 3-70 mm anterior and 10 mm right to 45 mm
+  left of the vertebral body's anterior edge, 6 mm away from bone; the position relative to the spine
   that most slices agree on (a vertical tube) is the aorta, and its HU the lower quartile (calcified walls) of the
   voxels within 4 mm of that position on every slice;
 - liver (unless a `liver` mask on the image's grid is given): among the main soft-tissue histogram peaks of the
@@ -58,6 +59,7 @@ _NAMES = {Phase.NC: "non-contrast", Phase.AP: "arterial", Phase.PVP: "portal ven
 _TIMES = np.arange(0.0, 301.0, 1.0)
 _DOSES = np.linspace(0.5, 1.7, 25)
 WORK_MM = 2.0  # working grid: block-averaged to about this spacing
+AORTA_BOX_MM = 13.0  # fits inside an aorta (diameter 18-30 mm), not inside the portal/mesenteric vein or small arteries
 
 
 @dataclass
@@ -232,17 +234,18 @@ def _aorta(a, body, far, spine, sx, sy):
     """Median HU around the aorta (consensus of per-slice brightest boxes anterior to the spine) and its (x, y)."""
     if spine is None:
         return None, None
-    box = (1, max(3, int(round(9 / sy))), max(3, int(round(9 / sx))))
+    box = (1, max(3, int(round(AORTA_BOX_MM / sy))), max(3, int(round(AORTA_BOX_MM / sx))))
     mean = ndimage.uniform_filter(np.clip(a, -100, 250), box)  # wall calcification must not win
     ys, xs = np.mgrid[:a.shape[1], :a.shape[2]]
     picks = []
     for z in range(a.shape[0]):
         x0, _, front = spine[z]
         dx, dy = (xs - x0) * sx, (ys - front) * sy
-        roi = body[z] & far[z] & (dx > -25) & (dx < 45) & (dy < -3) & (dy > -70)
+        roi = body[z] & far[z] & (dx > -10) & (dx < 45) & (dy < -3) & (dy > -70)
         if roi.sum() < 4:
             continue
-        i = np.argmax(np.where(roi, mean[z], -np.inf))
+        prior = 0.5 * np.maximum(np.hypot(dx - 15, dy + 15) - 10, 0)  # HU per mm away from the usual place
+        i = np.argmax(np.where(roi, mean[z] - prior, -np.inf))
         picks.append((z, (xs.flat[i] - x0) * sx, (ys.flat[i] - front) * sy))
     if not picks:
         return None, None
