@@ -252,7 +252,8 @@ def order_contrast_series(candidates: list[Series]) -> None:
 def combine_with_image(tags: tuple[Phase, float, str], image) -> tuple[Phase, float, str]:
     """Combine a CT series' tag answer (phase, confidence, reason) with its image-based `PhaseMeasurement`.
 
-    Weak tags (confidence <= WEAK_TAGS: no keyword, no timing) give way to the image. Strong tags win, unless the
+    Weak tags (confidence <= WEAK_TAGS: no keyword, no timing) give way to a more confident image, or to an image
+    that is sure (>= 0.9) about contrast itself (NC vs a contrast phase). Strong tags win, unless the
     image contradicts them about contrast itself (tags NC but the image's probability of a contrast phase >= 0.9,
     or the reverse): then the image wins with a warning. The reason shows both answers.
     """
@@ -260,10 +261,11 @@ def combine_with_image(tags: tuple[Phase, float, str], image) -> tuple[Phase, fl
     both = f"tags: {reason} ({phase.value}, {confidence:.2f}); {image.reason}"
     if image.phase is phase:
         return phase, round(max(confidence, image.confidence), 2), both
-    if confidence <= WEAK_TAGS and image.confidence > confidence:
-        return image.phase, image.confidence, f"{both} → image wins over weak tags"
     p_nc = (image.probabilities or {}).get(Phase.NC.value, 1.0 if image.phase is Phase.NC else 0.0)
-    if (p_nc if phase is not Phase.NC else 1.0 - p_nc) >= 0.9:  # the image is sure about contrast itself
+    contradiction = (p_nc if phase is not Phase.NC else 1.0 - p_nc) >= 0.9  # the image is sure about contrast
+    if confidence <= WEAK_TAGS and (image.confidence > confidence or contradiction):
+        return image.phase, image.confidence, f"{both} → image wins over weak tags"
+    if contradiction:
         log.warning("Tags say %s but the image says %s: %s", phase.value, image.phase.value, image.reason)
         return image.phase, image.confidence, f"{both} → image contradicts the tags about contrast: image wins"
     return phase, confidence, f"{both} → tags win"

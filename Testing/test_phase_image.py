@@ -11,7 +11,7 @@ from HCCFusionLib import cli, phase_image
 from HCCFusionLib.errors import HCCFusionError
 from HCCFusionLib.io import load_study
 from HCCFusionLib.phantom import make_patient, save_patient
-from HCCFusionLib.phase_image import classify, measure_phase
+from HCCFusionLib.phase_image import PhaseMeasurement, classify, measure_phase
 from HCCFusionLib.phases import combine_with_image
 from HCCFusionLib.study import Phase
 
@@ -115,6 +115,10 @@ def test_combination_rules():
     assert kept[0] is Phase.AP and "tags win" in kept[2] and "image:" in kept[2]
     contradicted = combine_with_image((Phase.NC, 0.9, "description keyword 'NATIV'"), classify(250, 180, 110))
     assert contradicted[0] is not Phase.NC and "contradicts" in contradicted[2]
+    unsure_but_enhanced = PhaseMeasurement(Phase.PVP, 0.35, 120, 140, 140, 98, reason="image: …",
+                                           probabilities={"NC": 0.01, "AP": 0.3, "PVP": 0.35, "DP": 0.34})
+    assert combine_with_image((Phase.NC, 0.4, "no tags"), unsure_but_enhanced)[0] is Phase.PVP
+    assert combine_with_image((Phase.AP, 0.5, "order"), unsure_but_enhanced)[0] is Phase.AP  # not about contrast
 
 
 # ---------------------------------------------------------------- robustness
