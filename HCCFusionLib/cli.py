@@ -35,15 +35,25 @@ def verb(name: str, help: str):
 def cmd_info(args, progress):
     from .io import load_study
 
-    study = load_study(args.study, phase_overrides=dict(args.phase or []))
+    study = load_study(args.study, phase_overrides=phase_overrides(args))
     print(format_table(study.summary(), title=f"Study {study.study_id}"))
     return 0
 
 
+def add_phase_override(p):
+    """`--phase SERIES PHASE` (repeatable) for a verb that loads a study; read back with `phase_overrides`."""
+    p.add_argument("--phase", nargs=2, action="append", metavar=("SERIES", "PHASE"),
+                   help="override the detected phase of a series (name, SeriesInstanceUID or file; repeatable)")
+
+
+def phase_overrides(args) -> dict:
+    """The `--phase` pairs as the `phase_overrides` of io.load_study."""
+    return dict(getattr(args, "phase", None) or [])
+
+
 def _info_args(p):
     p.add_argument("study", type=Path, help="study folder (study.json/yaml manifest) or DICOM folder")
-    p.add_argument("--phase", nargs=2, action="append", metavar=("SERIES", "PHASE"),
-                   help="override the detected phase of a series (repeatable)")
+    add_phase_override(p)
 
 
 cmd_info.configure = _info_args
@@ -202,7 +212,7 @@ def cmd_segment(args, progress):
     from .segmentation.engines import segment
     from .segmentation.predictor import save_segmentation
 
-    study = load_study(args.study)
+    study = load_study(args.study, phase_overrides=phase_overrides(args))
     seg, info = segment(study, args.engine, model=args.model, nnunet=args.nnunet, reference=args.reference,
                         tta=not args.no_tta, postprocess=not args.no_postprocess, progress=progress,
                         folds=args.folds, channel_map=dict(args.channel or []), overlap=args.overlap,
@@ -229,6 +239,7 @@ def _engine_arg(p):
 
 def _segment_args(p):
     p.add_argument("study", type=Path, help="study folder (e.g. OUT/registration from `hccfusion register`)")
+    add_phase_override(p)
     _engine_arg(p)
     p.add_argument("--model", type=Path, default=None, help="your own model bundle folder (engine bundle)")
     p.add_argument("--nnunet", type=Path, default=None, help="nnU-Net v2 trained model folder (engine nnunet)")
@@ -348,7 +359,7 @@ def cmd_extract(args, progress):
     from .io import load_study, read_image
     from .radiomics import LONG_COLUMNS, extract_study, phase_deltas, write_outputs
 
-    study = load_study(args.study)
+    study = load_study(args.study, phase_overrides=phase_overrides(args))
     segmentation = read_image(args.segmentation) if args.segmentation else None
     result = extract_study(study, segmentation, progress=progress, **_radiomics_options(args))
     wide = result.wide
@@ -370,6 +381,7 @@ def cmd_extract(args, progress):
 def _extract_args(p):
     p.add_argument("study", type=Path, help="study folder (study.json, NIfTI/NRRD or DICOM), best the registered "
                                             "one (OUT/registration)")
+    add_phase_override(p)
     p.add_argument("--segmentation", type=Path,
                    help="label map (LABELS values) on the series grid; default: each series' masks['labels']")
     _radiomics_args(p)
@@ -441,7 +453,7 @@ def cmd_lirads(args, progress):
     from .io import load_study, read_image
     from .lirads import assess_study, read_prior
 
-    study = load_study(args.study)
+    study = load_study(args.study, phase_overrides=phase_overrides(args))
     if args.segmentation:
         labels = read_image(args.segmentation)
     else:
@@ -462,6 +474,7 @@ def cmd_lirads(args, progress):
 
 def _lirads_args(p):
     p.add_argument("study", type=Path, help="registered study folder (e.g. OUT/registration)")
+    add_phase_override(p)
     p.add_argument("--segmentation", type=Path, default=None,
                    help="label map on the study grid (default: the reference series' 'labels' mask)")
     p.add_argument("--reference", default="PVP", help="series whose 'labels' mask is used without --segmentation")
@@ -620,7 +633,7 @@ def cmd_register(args, progress):
     from .io import load_study
     from .registration import register_study
 
-    study = load_study(args.study)
+    study = load_study(args.study, phase_overrides=phase_overrides(args))
     result = register_study(study, reference=args.reference, mode=args.mode,
                             mask=None if args.mask == "none" else args.mask, engine=args.engine, seed=args.seed,
                             progress=progress)
@@ -634,6 +647,7 @@ def cmd_register(args, progress):
 
 def _register_args(p):
     p.add_argument("study", type=Path, help="study folder (study.json manifest, NIfTI/NRRD files or DICOM)")
+    add_phase_override(p)
     p.add_argument("--reference", default=None,
                    help="reference series or phase (default: PVP, else HBP, else T1, else the first series)")
     p.add_argument("--mode", choices=["rigid", "affine", "deformable"], default="deformable",
@@ -662,7 +676,8 @@ def cmd_run(args, progress):
                  mode=args.mode, segmentation=args.segmentation, image_types=args.image_types.split(","),
                  presets={"*": args.preset} if args.preset else None, workers=args.workers, tta=args.tta,
                  pacs_url=args.pacs_url, pacs_study_uid=args.pull,
-                 push=args.push, overwrite=args.overwrite, registration_options=options, progress=progress)
+                 push=args.push, overwrite=args.overwrite, registration_options=options,
+                 phase_overrides=phase_overrides(args), progress=progress)
     print(result.describe())
     if result.pushed is not None:
         print(f"pushed SEG + SR: {len(result.pushed.stored)} stored, {len(result.pushed.skipped)} already present")
@@ -672,6 +687,7 @@ def cmd_run(args, progress):
 def _run_args(p):
     p.add_argument("study", type=Path, nargs="?", help="study folder (study.json, NIfTI/NRRD or DICOM); "
                                                         "omit with --pull")
+    add_phase_override(p)
     p.add_argument("--out", type=Path, required=True, help="output folder (writes OUT/<stage>/)")
     p.add_argument("--model", default=None, help="prediction bundle folder (default: the shipped demo bundle; "
                                                 "'none' skips prediction)")

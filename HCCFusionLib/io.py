@@ -1,7 +1,8 @@
 """Images in and files out: NIfTI/NRRD/DICOM loading, phase detection, study manifests, atomic writes.
 
 `load_study(path)` accepts a study folder with a `study.json`/`study.yaml` manifest, a DICOM folder (any
-depth; series grouped by SeriesInstanceUID, geometry checked, phase detected from the tags by `phases`) or
+depth; series grouped by SeriesInstanceUID, geometry checked, phase from the tags by `phases`, weak CT tags
+settled by the image, `phase_image`) or
 a plain folder of NIfTI/NRRD files (phase from the file name). `save_study` writes NIfTI files plus a
 manifest atomically. (DICOM out: `dicom.write_dicom_series`, SEG and SR.)
 Logs never carry patient identifiers: a study is named by its folder (or the manifest's study_id).
@@ -27,7 +28,7 @@ import SimpleITK as sitk
 
 from .errors import GeometryError, InputError
 from .phases import (UNTIMED_CONTRAST, acquisition_seconds, b_value, detect_phase, guess_from_intensity,
-                     order_contrast_series, phase_from_name)
+                     order_contrast_series, phase_from_name, refine_with_image)
 from .study import Clinical, Modality, Phase, Series, Study, check_same_grid, same_grid
 
 __all__ = ["atomic_write", "atomic_folder", "save_image", "read_image", "load_study", "save_study", "detect_phase"]
@@ -177,7 +178,7 @@ def load_study(path: "str | Path", phase_overrides: dict | None = None, study_id
                 f"Folder '{path}' is empty: point to a folder holding DICOM files, NIfTI/NRRD images or a study.json."
             )
         study = _load_files(files, path, study_id or path.resolve().name)
-    _apply_overrides(study, phase_overrides or {})
+    apply_phase_overrides(study, phase_overrides or {})
     log.info("Loaded study %s: %s", study.study_id, ", ".join(f"{s.name}={s.phase.value}" for s in study))
     return study
 
@@ -199,7 +200,8 @@ def _override_keys(series: Series) -> set[str]:
     return {str(k) for k in keys if k}
 
 
-def _apply_overrides(study: Study, overrides: dict) -> None:
+def apply_phase_overrides(study: Study, overrides: dict) -> None:
+    """Set the phase of the series each key names (name, SeriesInstanceUID, file); confidence 1.0."""
     for key, value in overrides.items():
         phase = Phase.parse(value)
         matches = [s for s in study if str(key) in _override_keys(s)]
@@ -440,6 +442,7 @@ def _add_dicom_series(study: Study, headers) -> None:
             if reason.endswith(UNTIMED_CONTRAST):
                 untimed.append(series)
     order_contrast_series(untimed)
+    refine_with_image([s for s in study if s.modality is Modality.CT])
     _name_by_phase(study)
     for path, ds in segs:
         _attach_dicom_seg(study, path, ds, skipped)

@@ -8,12 +8,15 @@ confidence (0..1) and a human-readable reason, stored by `io.load_study` in `Ser
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 
 import SimpleITK as sitk
 
 from .errors import InputError
 from .study import Phase, Series
+
+log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"[^\W_]+")
 # (phase, exact tokens, token prefixes, regular expressions on the upper-case text)
@@ -43,6 +46,10 @@ _HEPATOBILIARY_AGENTS = ("EOB", "PRIMOVIST", "EOVIST", "GADOXET")
 _NO_AGENT = {"", "NONE", "NO", "N/A", "NA", "0", "NIL", "WITHOUT"}
 #: End of the reason given to contrast CT series without keyword or timing (refined by acquisition order).
 UNTIMED_CONTRAST = "no phase keyword or timing: assumed portal venous"
+#: Reason given to CT series without contrast tags or keyword.
+NO_CONTRAST_TAGS = "no contrast tags and no phase keyword: assumed non-contrast"
+#: Tag answers at or below this confidence are settled by the image (`combine_with_image`).
+WEAK_TAGS = 0.5
 #: Seconds after bolus start: late arterial ~35-45 s, portal venous ~60-90 s, delayed 3-5 min.
 _TIMING = ((50.0, Phase.AP), (150.0, Phase.PVP), (float("inf"), Phase.DP))
 
@@ -88,6 +95,12 @@ def _contrast_named(texts: list[str]) -> bool:
 def _has_contrast_agent(ds) -> bool:
     agent = str(ds.get("ContrastBolusAgent") or "").strip().upper()
     return agent not in _NO_AGENT or bool(str(ds.get("ContrastBolusStartTime") or "").strip())
+
+
+def _iv_route(ds) -> bool:
+    """ContrastBolusRoute names an intravenous route ("IV", "Oral & IV", "intravenous")."""
+    route = str(ds.get("ContrastBolusRoute") or "").upper()
+    return "IV" in _TOKEN.findall(route) or "INTRAVEN" in route
 
 
 def _seconds(value) -> float | None:
@@ -205,8 +218,10 @@ def _detect_ct(datasets, texts: list[str]) -> tuple[Phase, float, str]:
             return phase, 0.6, f"description keyword '{word}' (although ContrastBolusAgent is set)"
         return phase, 0.9, f"description keyword '{word}'"
     agent_text = str(ds.get("ContrastBolusAgent") or "").strip()
-    if agent or text_contrast:
-        why = f"ContrastBolusAgent '{agent_text}'" if agent_text else "contrast named in the description"
+    route = _iv_route(ds)
+    if agent or text_contrast or route:
+        why = (f"ContrastBolusAgent '{agent_text}'" if agent_text else "contrast named in the description"
+               if text_contrast else f"ContrastBolusRoute '{ds.get('ContrastBolusRoute')}'")
         start = _seconds(ds.get("ContrastBolusStartTime"))
         acquired = acquisition_seconds(datasets)
         if start is not None and acquired is not None and acquired >= start:
@@ -214,7 +229,7 @@ def _detect_ct(datasets, texts: list[str]) -> tuple[Phase, float, str]:
             phase = next(p for limit, p in _TIMING if delay < limit)
             return phase, 0.7, f"contrast given ({why}); acquired {delay:.0f} s after bolus start"
         return Phase.PVP, 0.4, f"contrast given ({why}), {UNTIMED_CONTRAST}"
-    return Phase.NC, 0.4, "no contrast tags and no phase keyword: assumed non-contrast"
+    return Phase.NC, 0.4, NO_CONTRAST_TAGS
 
 
 def order_contrast_series(candidates: list[Series]) -> None:
@@ -232,6 +247,49 @@ def order_contrast_series(candidates: list[Series]) -> None:
             s.phase = phase
             s.meta["phase_confidence"] = 0.5
             s.meta["phase_reason"] = f"contrast CT #{rank} of {len(timed)} by acquisition time → {phase.value}"
+
+
+def combine_with_image(tags: tuple[Phase, float, str], image) -> tuple[Phase, float, str]:
+    """Combine a CT series' tag answer (phase, confidence, reason) with its image-based `PhaseMeasurement`.
+
+    Weak tags (confidence <= WEAK_TAGS: no keyword, no timing) give way to a more confident image, or to an image
+    that is sure (>= 0.9) about contrast itself (NC vs a contrast phase). Strong tags win, unless the
+    image contradicts them about contrast itself (tags NC but the image's probability of a contrast phase >= 0.9,
+    or the reverse): then the image wins with a warning. The reason shows both answers.
+    """
+    phase, confidence, reason = tags
+    both = f"tags: {reason} ({phase.value}, {confidence:.2f}); {image.reason}"
+    if image.phase is phase:
+        return phase, round(max(confidence, image.confidence), 2), both
+    p_nc = (image.probabilities or {}).get(Phase.NC.value, 1.0 if image.phase is Phase.NC else 0.0)
+    contradiction = (p_nc if phase is not Phase.NC else 1.0 - p_nc) >= 0.9  # the image is sure about contrast
+    if confidence <= WEAK_TAGS and (image.confidence > confidence or contradiction):
+        return image.phase, image.confidence, f"{both} → image wins over weak tags"
+    if contradiction:
+        log.warning("Tags say %s but the image says %s: %s", phase.value, image.phase.value, image.reason)
+        return image.phase, image.confidence, f"{both} → image contradicts the tags about contrast: image wins"
+    return phase, confidence, f"{both} → tags win"
+
+
+def refine_with_image(series: list[Series]) -> None:
+    """Measure the image of CT series whose tags are weak or say non-contrast, and combine (`combine_with_image`)."""
+    from .errors import HCCFusionError
+    from .phase_image import measure_phase
+
+    for s in series:
+        tags = (s.phase, float(s.meta.get("phase_confidence", 0.0)), str(s.meta.get("phase_reason", "")))
+        if s.phase.modality.value != "CT" or (tags[1] > WEAK_TAGS and s.phase is not Phase.NC):
+            continue  # strong contrast tags are not measured (time); strong NC tags are, for the contradiction
+        try:
+            image = measure_phase(s.image)
+        except HCCFusionError as exc:
+            log.info("Series %s: no image-based phase (%s); the tags stand", s.name, exc)
+            continue
+        s.phase, confidence, reason = combine_with_image(tags, image)
+        s.meta.update(phase_confidence=confidence, phase_reason=reason, phase_image={
+            "phase": image.phase.value, "sub_label": image.sub_label, "confidence": image.confidence,
+            "seconds": image.seconds, "aorta_hu": image.aorta_hu, "portal_vein_hu": image.portal_vein_hu,
+            "liver_hu": image.liver_hu})
 
 
 def phase_from_name(name: str) -> tuple[Phase, float, str] | None:

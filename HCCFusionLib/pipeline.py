@@ -119,7 +119,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         segmentation: "str | Path | None" = None, image_types=("Original",), regions=RUN_REGIONS,
         presets: dict | None = None, registration_options: dict | None = None, workers: int = 2,
         tta: bool = False, pacs_url: str | None = None, pacs_study_uid: str | None = None,
-        push: bool = False, overwrite: bool = False, seed: int = 0,
+        push: bool = False, overwrite: bool = False, seed: int = 0, phase_overrides: dict | None = None,
         progress: ProgressFn | None = None) -> RunResult:
     """Run every stage on one study (a Study, a study/DICOM folder, or `pacs_study_uid` pulled from `pacs_url`).
 
@@ -130,6 +130,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     image_types / regions / presets / workers go to radiomics.extract_study; registration_options (e.g.
     {"spacing_mm": 4.0}) to registration.register_study.
     overwrite: replace the stage folders of an earlier run in OUT (otherwise they must not exist).
+    phase_overrides: series name/UID/file -> phase, as in io.load_study (also applied to a given Study).
     """
     from .study import Study
 
@@ -157,13 +158,14 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             Pacs(pacs_url).pull(pacs_study_uid, folder, progress=step)
             study_or_path, written["pacs"] = folder, folder
     with stages.stage("load"):
+        from .io import apply_phase_overrides, load_study
+
         if isinstance(study_or_path, Study):
             study = study_or_path
+            apply_phase_overrides(study, phase_overrides or {})
         else:
-            from .io import load_study
-
             inputs["study"] = Path(study_or_path)
-            study = load_study(study_or_path)
+            study = load_study(study_or_path, phase_overrides=phase_overrides)
 
     with stages.stage("registration") as step:
         from .registration import register_study
