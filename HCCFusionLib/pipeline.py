@@ -57,8 +57,9 @@ class RunResult:
         lines = [f"Study {self.study_id}: phases {', '.join(self.phases)}; reference {self.reference}"]
         for row in self.registration_qc.to_dict("records"):
             tre = f", TRE {row['tre_mm']:.1f} mm" if "tre_mm" in row else ""
-            lines.append(f"  registration {row['series']}: metric {row['metric_before']:.3f} -> "
-                         f"{row['metric_after']:.3f}{tre}; warnings: {row['warnings'] or 'none'}")
+            lines.append(f"  registration {row['series']} ({row.get('status', 'ok')}): metric "
+                         f"{row['metric_before']:.3f} -> {row['metric_after']:.3f}{tre}; "
+                         f"warnings: {row['warnings'] or 'none'}")
         if len(self.lesions):
             for lesion, row in self.lesions.iterrows():
                 lines.append(f"  lesion {lesion}: {row['diameter_mm']:.1f} mm, {row['volume_ml']:.2f} mL, "
