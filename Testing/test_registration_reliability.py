@@ -153,4 +153,4 @@ def test_multimodal_rigid_recovery_holds(shared_data, case, modality):
         limit = 4.5 if modality == "MR_T1" else 5.0  # PET voxels are 4.7-5.5 mm
         for region in ("body", "tumour"):
             assert run[f"after_{region}"] < limit and run[f"after_{region}"] < 0.7 * run[f"before_{region}"], label
-        assert qc["dice_after_tumour"] > qc["dice_before_tumour"] + 0.05, label
+        assert qc["dice_after_tumour"] > max(qc["dice_before_tumour"], 0.85), label
