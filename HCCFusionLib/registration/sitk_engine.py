@@ -32,9 +32,9 @@ BSPLINE_ITERATIONS = 20
 BSPLINE_CONVERGENCE = 1e7
 #: Threads of every Mattes MI metric evaluation and optimisation. ITK sums the metric's histogram and derivative
 #: contributions across threads in an order that depends on the thread count and on scheduling: with 2 threads
-#: the same call gave different rigid transforms from run to run (real MR to CT: TRE 3.5-6.5 mm), and code that
-#: changed SimpleITK's global thread count (radiomics workers) changed them too. The metric takes the global
-#: default when it is built, so `metric_threads()` sets it for the call and restores it.
+#: the same call gave different rigid transforms from run to run (real MR to CT: TRE 3.0-6.5 mm), and results
+#: changed with SimpleITK's global thread count, which any caller may set. The metric takes the global default
+#: when it is built, so `metric_threads()` sets it for the call and restores it.
 METRIC_THREADS = 1
 #: Multi-start: the best of identity / image centres / centres of mass is also tried turned by ±START_DEGREES
 #: about each axis and shifted by ±START_MM along each axis; the start with the best metric is kept.
