@@ -638,7 +638,8 @@ def cmd_register(args, progress):
                             mask=None if args.mask == "none" else args.mask, engine=args.engine, seed=args.seed,
                             progress=progress)
     out = result.save(args.out / "registration")
-    rows = [{"series": r["series"], "metric": f"{r['metric_before']:.3f} -> {r['metric_after']:.3f}",
+    rows = [{"series": r["series"], "status": r["status"],
+             "metric": f"{r['metric_before']:.3f} -> {r['metric_after']:.3f}",
              "max_disp_mm": f"{r['max_displacement_mm']:.1f}", "min_jacobian": f"{r['min_jacobian']:.2f}",
              "warnings": "; ".join(r["warnings"]) or "-"} for r in result.qc.to_dict("records")]
     print(format_table(rows, title=f"Registered to {result.reference} ({args.mode}) -> {out}"))

@@ -58,8 +58,9 @@ class RunResult:
         lines = [f"Study {self.study_id}: phases {', '.join(self.phases)}; reference {self.reference}"]
         for row in self.registration_qc.to_dict("records"):
             tre = f", TRE {row['tre_mm']:.1f} mm" if "tre_mm" in row else ""
-            lines.append(f"  registration {row['series']}: metric {row['metric_before']:.3f} -> "
-                         f"{row['metric_after']:.3f}{tre}; warnings: {row['warnings'] or 'none'}")
+            lines.append(f"  registration {row['series']} ({row.get('status', 'ok')}): metric "
+                         f"{row['metric_before']:.3f} -> {row['metric_after']:.3f}{tre}; "
+                         f"warnings: {row['warnings'] or 'none'}")
         if self.segmentation:
             lines.append(f"  segmentation: engine {self.segmentation['engine']} "
                          f"({self.segmentation.get('engine_reason', '')})")

@@ -144,16 +144,24 @@ def _stage(run, *args):
 REPRODUCIBLE_MM = {"affine": 0.8, "bspline": 1.4}
 
 
+#: QC status of a pair: "ok", or FAILED when no stage improved the metric and the input alignment is returned.
+OK = "ok"
+FAILED = "failed: initial alignment kept"
+
+
 class _Judge:
-    """Decides whether an affine / B-spline stage is kept: it must improve the metric on held-out samples
-    (another seed), not fold, keep the reference region inside the moving image, and be reproducible (a
-    refit from other samples agrees): a stage that diverged, drifted or is not determined by the images is
-    dropped rather than returned. Metric values and displacement stats are cached per transform object."""
+    """Decides whether a stage is kept. Every stage must improve the metric evaluated on every working voxel
+    (the optimisers saw a random subset) over what it started from, else the previous result stays (for the
+    rigid stage: the input alignment). An affine / B-spline stage must also not fold, keep the reference region
+    inside the moving image, and be reproducible (a refit from other samples agrees): a stage that diverged,
+    drifted or is not determined by the images is dropped rather than returned. Metric values and
+    displacement stats are cached per transform object."""
 
     def __init__(self, work: sitk_engine.WorkingImages, seed: int, grid: sitk.Image, region: sitk.Image | None,
                  moving: sitk.Image):
         self.work, self.seed, self.grid, self.region, self.moving = work, seed, grid, region, moving
         self._cache: dict = {}
+        self.rejected: sitk.Transform | None = None  # a result that ended worse than the input alignment
 
     def _cached(self, kind: str, transform: sitk.Transform, compute):
         key = (kind, id(transform))
@@ -167,15 +175,18 @@ class _Judge:
             transform, self.grid, self.region, self.moving))
 
     def held_out(self, transform: sitk.Transform) -> float:
-        """Mattes MI on samples not used for fitting (another seed)."""
-        return self._cached("metric", transform,
-                            lambda: sitk_engine.metric_value(self.work, transform, self.seed + 7919))
+        """Mattes MI on every working voxel (sitk_engine.metric_value)."""
+        return self._cached("metric", transform, lambda: sitk_engine.metric_value(self.work, transform))
 
-    def _improves(self, previous: sitk.Transform, candidate: sitk.Transform | None) -> bool:
+    def better(self, previous: sitk.Transform, candidate: sitk.Transform | None) -> bool:
+        """`candidate`'s metric is finite and lower (better) than `previous`'s (or `previous`'s is not finite)."""
         if candidate is None:
             return False
         before, after = self.held_out(previous), self.held_out(candidate)
-        if not np.isfinite(after) or (np.isfinite(before) and after >= before):
+        return bool(np.isfinite(after) and (not np.isfinite(before) or after < before))
+
+    def _improves(self, previous: sitk.Transform, candidate: sitk.Transform | None) -> bool:
+        if not self.better(previous, candidate):
             return False
         old, new = self.stats(previous), self.stats(candidate)
         return new["min_jacobian"] > 0.05 and new["overlap_fraction"] >= old["overlap_fraction"] - 0.05
@@ -196,6 +207,44 @@ class _Judge:
         return candidate if spread <= REPRODUCIBLE_MM[stage] else None
 
 
+def _sitk_stages(work: sitk_engine.WorkingImages, judge: _Judge, initial: sitk.Transform, mode: str, seed: int,
+                 init: str, grid_spacing_mm: float, progress: ProgressFn, name: str):
+    """Rigid, then affine, then B-spline (as `mode` asks); each stage is kept only if the judge finds it better
+    than what it started from. Returns (transform, chosen initialisation, kept stages, dropped stages); no kept
+    stage means the rigid stage ended worse than `initial` (kept in judge.rejected), which is returned (and later
+    stages are not tried)."""
+    start, chosen_init = sitk_engine.initial_transform(work, init)
+    progress(0.05, f"{name}: initialised ({chosen_init})")
+    rigid = sitk_engine.rigid(work, start, seed, scaled(progress, 0.05, 0.3))
+    if not judge.better(initial, rigid):
+        judge.rejected = rigid
+        return initial, chosen_init, [], ["rigid"]
+    transform, stages, dropped = rigid, ["rigid"], []
+    if mode in ("affine", "deformable"):
+        def fit_affine(s, step):
+            return _stage(sitk_engine.affine, work, rigid, s, step)
+
+        candidate = judge.keep("affine", fit_affine, lambda t: t, transform, scaled(progress, 0.3, 0.45))
+        if candidate is None:
+            dropped.append("affine")
+        else:
+            transform, stages = candidate, stages + ["affine"]
+    if mode == "deformable":
+        linear = transform
+
+        def fit_spline(s, step):
+            return _stage(sitk_engine.bspline, work, linear, s, grid_spacing_mm, step)
+
+        # the spline is applied first, then the linear part
+        candidate = judge.keep("bspline", fit_spline, lambda t: sitk.CompositeTransform([linear, t]), linear,
+                               scaled(progress, 0.45, 0.85))
+        if candidate is None:
+            dropped.append("bspline")
+        else:
+            transform, stages = candidate, stages + ["bspline"]
+    return transform, chosen_init, stages, dropped
+
+
 def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mode: str = "deformable",
              fixed_mask: sitk.Image | None = None, engine: str = "sitk", seed: int = 0,
              progress: ProgressFn | None = None, init: str = "auto", spacing_mm: float = 2.0,
@@ -204,9 +253,12 @@ def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mod
 
     mode: "rigid" (Euler3D), "affine" (rigid then affine) or "deformable" (rigid, affine, then a cubic
     B-spline with control points `grid_spacing_mm` apart; breathing is smooth, and finer grids overfit the
-    metric's noise, most on the low-contrast non-contrast CT). An affine / B-spline stage is kept only if it
-    improves the metric on held-out samples without folding or losing overlap, and a refit from other samples
-    agrees with it (REPRODUCIBLE_MM); otherwise it is dropped and the QC warns.
+    metric's noise, most on the low-contrast non-contrast CT). No result is worse than its input: each stage
+    is kept only if it improves the metric evaluated on every working voxel over what it started from; a rigid
+    stage that does not returns the input alignment (identity) with QC status "failed: initial alignment kept"
+    and a warning. An affine / B-spline stage must also not fold or lose overlap, and a refit from other samples
+    must agree with it (REPRODUCIBLE_MM); otherwise it is dropped and the QC warns. The result depends only on
+    the inputs, options and `seed` (single-threaded metric, seeded sampling), not on thread settings.
     fixed_mask: binary mask on the fixed grid (e.g. the liver); it is dilated by `mask_dilation_mm`, the
     metric only samples inside it, and registration runs on the fixed image cropped to it, so the organ
     (not the spine) is aligned; the B-spline then covers that crop only (outside it the transform is the
@@ -214,7 +266,8 @@ def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mod
     spine) in the metric: an unenhanced liver has almost no inner contrast, and a narrow band leaves its
     deformation to the liver outline alone. The SimpleITK engine registers on images downsampled to `spacing_mm`.
     engine: "sitk" (default) or "elastix" (itk-elastix default rigid/affine/B-spline maps, full resolution).
-    init: "auto" (best metric of identity / image centres / centres of mass), "identity", "geometry", "moments".
+    init: "auto" (best metric of identity / image centres / centres of mass, then of that start turned and
+    shifted a little), "identity", "geometry", "moments".
     Raises GeometryError / InputError for 2D images, sheared or degenerate directions, empty masks,
     images without physical overlap and series whose intensities contradict their declared modality.
     """
@@ -235,6 +288,7 @@ def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mod
     region = work.fixed_mask if work.fixed_mask is not None else body_mask(fixed_raw, fixed_in.modality)
 
     judge = _Judge(work, seed, fixed_raw, region, moving_in.image)
+    initial = sitk.Transform()  # the input alignment (scanner frames as they are)
     if engine == "elastix":
         from .elastix_engine import MAPS, elastix_register
 
@@ -244,38 +298,17 @@ def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mod
                                      sitk.Cast(moving_in.image, sitk.sitkFloat32), native_mask, mode, seed,
                                      scaled(progress, 0.05, 0.85))
         chosen_init, stages, dropped = "elastix", list(MAPS[mode]), []
+        if not judge.better(initial, transform):
+            judge.rejected, transform, stages, dropped = transform, initial, [], ["elastix " + "+".join(stages)]
     else:
-        start, chosen_init = sitk_engine.initial_transform(work, seed, init)
-        progress(0.05, f"{moving_in.name}: initialised ({chosen_init})")
-        rigid = sitk_engine.rigid(work, start, seed, scaled(progress, 0.05, 0.3))
-        transform, stages, dropped = rigid, ["rigid"], []
-        if mode in ("affine", "deformable"):
-            def fit_affine(s, step):
-                return _stage(sitk_engine.affine, work, rigid, s, step)
-
-            candidate = judge.keep("affine", fit_affine, lambda t: t, transform, scaled(progress, 0.3, 0.45))
-            if candidate is None:
-                dropped.append("affine")
-            else:
-                transform, stages = candidate, stages + ["affine"]
-        if mode == "deformable":
-            linear = transform
-
-            def fit_spline(s, step):
-                return _stage(sitk_engine.bspline, work, linear, s, grid_spacing_mm, step)
-
-            # the spline is applied first, then the linear part
-            candidate = judge.keep("bspline", fit_spline, lambda t: sitk.CompositeTransform([linear, t]), linear,
-                                   scaled(progress, 0.45, 0.85))
-            if candidate is None:
-                dropped.append("bspline")
-            else:
-                transform, stages = candidate, stages + ["bspline"]
+        transform, chosen_init, stages, dropped = _sitk_stages(work, judge, initial, mode, seed, init,
+                                                               grid_spacing_mm, progress, moving_in.name)
+    status = OK if stages else FAILED
 
     progress(0.85, f"{moving_in.name}: resampling and QC")
     qc = {"series": moving_in.name, "reference": fixed_in.name, "mode": mode, "engine": engine, "init": chosen_init,
-          "stages": "+".join(stages),
-          "metric_before": judge.held_out(sitk.Transform()), "metric_after": judge.held_out(transform)}
+          "stages": "+".join(stages) or "none", "status": status,
+          "metric_before": judge.held_out(initial), "metric_after": judge.held_out(transform)}
     qc.update(judge.stats(transform))
     if not isinstance(transform, sitk.CompositeTransform):
         transform = sitk.CompositeTransform([transform])
@@ -289,11 +322,15 @@ def register(fixed: "Series | sitk.Image", moving: "Series | sitk.Image", *, mod
         qc.update({f"dice_before_{prefix}{label}": value for label, value in before.items()})
         qc.update({f"dice_after_{prefix}{label}": value for label, value in after.items()})
     resampled = quality.resample(moving_in.image, fixed_in.image, transform)
-    qc["warnings"] = quality.warnings_for(qc) + [
+    failed = [] if stages else [
+        f"{FAILED}: the {'+'.join(dropped)} registration ended with a worse metric than the input alignment "
+        f"({judge.held_out(judge.rejected):.4f} >= {qc['metric_before']:.4f}), so no stage was applied; check that "
+        "both series show the same anatomy, or align them roughly by hand first"]
+    qc["warnings"] = failed + quality.warnings_for(qc) + [
         f"{stage} stage dropped: it diverged, folded, did not improve the held-out metric or was not "
         f"reproducible (a refit from other samples disagreed: the images do not determine it) "
         f"(result is {'+'.join(stages)})"
-        for stage in dropped]
+        for stage in dropped if stages]
     qc["seconds"] = time.perf_counter() - started
     for warning in qc["warnings"]:
         log.warning("registration of '%s' to '%s': %s", moving_in.name, fixed_in.name, warning)

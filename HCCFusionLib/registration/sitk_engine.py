@@ -1,12 +1,14 @@
 """SimpleITK engine: initialisation → rigid (Euler3D) → affine → B-spline, Mattes MI, multi-resolution.
 
 All stages run on the small working images prepared by `pair.py` (cropped around the fixed mask,
-downsampled); every stage optimises the fixed→moving transform with deterministic random sampling.
+downsampled); every stage optimises the fixed→moving transform with seeded random sampling and a
+single-threaded metric (METRIC_THREADS), so a result depends on its inputs and seed only.
 """
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import SimpleITK as sitk
@@ -28,6 +30,16 @@ BSPLINE_SAMPLES = 10000
 #: LBFGSB iterations and cost convergence factor (x machine precision) of the B-spline stage.
 BSPLINE_ITERATIONS = 20
 BSPLINE_CONVERGENCE = 1e7
+#: Threads of every Mattes MI metric evaluation and optimisation. ITK sums the metric's histogram and derivative
+#: contributions across threads in an order that depends on the thread count and on scheduling: with 2 threads
+#: the same call gave different rigid transforms from run to run (real MR to CT: TRE 3.0-6.5 mm), and results
+#: changed with SimpleITK's global thread count, which any caller may set. The metric takes the global default
+#: when it is built, so `metric_threads()` sets it for the call and restores it.
+METRIC_THREADS = 1
+#: Multi-start: the best of identity / image centres / centres of mass is also tried turned by ±START_DEGREES
+#: about each axis and shifted by ±START_MM along each axis; the start with the best metric is kept.
+START_DEGREES = 8.0
+START_MM = 8.0
 
 
 @dataclass
@@ -38,6 +50,17 @@ class WorkingImages:
     moving: sitk.Image
     fixed_mask: sitk.Image | None = None
     moving_mask: sitk.Image | None = None
+
+
+@contextmanager
+def metric_threads():
+    """SimpleITK's global default thread count at METRIC_THREADS inside the block, restored after it."""
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(METRIC_THREADS)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
 
 
 def metric_method(work: WorkingImages, seed: int, samples: int = SAMPLES, bins: int = 32) -> sitk.ImageRegistrationMethod:
@@ -57,14 +80,17 @@ def metric_method(work: WorkingImages, seed: int, samples: int = SAMPLES, bins: 
     return method
 
 
-def metric_value(work: WorkingImages, transform: sitk.Transform, seed: int) -> float:
-    """Mattes MI (negative; lower is better) of the moving image under `transform` on the fixed samples."""
-    method = metric_method(work, seed)
+def metric_value(work: WorkingImages, transform: sitk.Transform) -> float:
+    """Mattes MI (negative; lower is better) of the moving image under `transform` on every fixed working voxel
+    within the masks (the optimisers see a random subset of them)."""
+    method = metric_method(work, 0)
+    method.SetMetricSamplingStrategy(method.NONE)
     method.MetricUseMovingImageGradientFilterOff()  # a value needs no gradient image of the moving image: 4x faster
     method.SetMovingInitialTransform(transform)
     method.SetInitialTransform(sitk.TranslationTransform(3), inPlace=False)
     try:
-        return float(method.MetricEvaluate(work.fixed, work.moving))
+        with metric_threads():
+            return float(method.MetricEvaluate(work.fixed, work.moving))
     except RuntimeError:  # too few samples map inside the moving image
         return float("nan")
 
@@ -91,7 +117,8 @@ def _run(method: sitk.ImageRegistrationMethod, work: WorkingImages, factors, sig
     method.AddCommand(sitk.sitkMultiResolutionIterationEvent, on_level)
     started = time.perf_counter()
     try:
-        method.Execute(work.fixed, work.moving)
+        with metric_threads():
+            method.Execute(work.fixed, work.moving)
     except RuntimeError as exc:
         raise RegistrationError(
             f"The {stage} registration failed ({str(exc).strip().splitlines()[-1][:200]}): the images barely "
@@ -103,9 +130,28 @@ def _run(method: sitk.ImageRegistrationMethod, work: WorkingImages, factors, sig
     progress(1.0, f"{stage}: done")
 
 
-def initial_transform(work: WorkingImages, seed: int, init: str = "auto") -> tuple[sitk.Euler3DTransform, str]:
+def _perturbed(start: sitk.Euler3DTransform) -> dict[str, sitk.Euler3DTransform]:
+    """`start` turned by ±START_DEGREES about each axis (about its centre) or shifted by ±START_MM along each."""
+    out = {}
+    for axis, name in enumerate("xyz"):
+        for sign in (-1, 1):
+            turned = sitk.Euler3DTransform(start)
+            angles = [turned.GetAngleX(), turned.GetAngleY(), turned.GetAngleZ()]
+            angles[axis] += sign * np.deg2rad(START_DEGREES)
+            turned.SetRotation(*angles)
+            out[f"turned {sign * START_DEGREES:+g} deg about {name}"] = turned
+            shifted = sitk.Euler3DTransform(start)
+            translation = list(shifted.GetTranslation())
+            translation[axis] += sign * START_MM
+            shifted.SetTranslation(translation)
+            out[f"shifted {sign * START_MM:+g} mm along {name}"] = shifted
+    return out
+
+
+def initial_transform(work: WorkingImages, init: str = "auto") -> tuple[sitk.Euler3DTransform, str]:
     """Euler3D start: scanner frame as is ('identity'), image centres ('geometry') or centres of mass
-    ('moments'); 'auto' keeps whichever gives the best metric."""
+    ('moments'); 'auto' keeps whichever gives the best metric, then tries that one turned and shifted a little
+    (multi-start, for a flat metric) and keeps the best of those too."""
     if init not in INITS:
         raise RegistrationError(f"Unknown initialisation '{init}': use one of {', '.join(INITS)}.")
     fixed = work.fixed
@@ -122,11 +168,20 @@ def initial_transform(work: WorkingImages, seed: int, init: str = "auto") -> tup
                 fixed, work.moving, sitk.Euler3DTransform(), how))
     if len(candidates) == 1:
         return next(iter(candidates.values())), init
-    scores = {name: metric_value(work, tx, seed) for name, tx in candidates.items()}
+    best = _best(work, candidates, "identity")
+    nearby = {f"{best} {how}": tx for how, tx in _perturbed(candidates[best]).items()}
+    best = _best(work, {best: candidates[best], **nearby}, best)
+    return {**candidates, **nearby}[best], best
+
+
+def _best(work: WorkingImages, candidates: dict[str, sitk.Transform], fallback: str) -> str:
+    """Name of the candidate with the lowest (best) finite metric; `fallback` when none is finite. Ties keep
+    the earlier candidate."""
+    scores = {name: metric_value(work, tx) for name, tx in candidates.items()}
     finite = {k: v for k, v in scores.items() if np.isfinite(v)}
-    best = min(finite, key=finite.get) if finite else "identity"
-    log.debug("initialisation metrics %s -> %s", scores, best)
-    return candidates[best], best
+    best = min(finite, key=finite.get) if finite else fallback
+    log.debug("initialisation metrics %s -> %s", {k: round(v, 4) for k, v in scores.items()}, best)
+    return best
 
 
 def rigid(work: WorkingImages, start: sitk.Euler3DTransform, seed: int, progress: ProgressFn = silent):

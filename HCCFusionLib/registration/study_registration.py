@@ -141,7 +141,7 @@ def register_study(study: Study, reference: "str | Phase | None" = None, *, mode
         rows.append(pair.qc)
         checkerboards[series.name] = quality.checkerboard(ref.image, pair.resampled)
         differences[series.name] = quality.difference(ref.image, pair.resampled)
-    columns = ["series", "reference", "mode", "engine", "init", "stages", "metric_before", "metric_after"]
+    columns = ["series", "reference", "mode", "engine", "init", "stages", "status", "metric_before", "metric_after"]
     qc = pd.DataFrame(rows)
     if qc.empty:
         qc = pd.DataFrame(columns=columns + ["warnings"])
