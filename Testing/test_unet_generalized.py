@@ -219,7 +219,8 @@ def test_bundles_load_verified_and_tampering_is_refused(tmp_path):
         assert plans["target_spacing"] == ([3.0, 3.0, 3.0] if kind == "liver" else [1.0, 1.0, 3.0])
         assert grid_plan(plans["network"], plans["output_segment_size"])["input_size"] == plans["input_segment_size"]
         card = bundle.card
-        assert card["licence"] == "Apache-2.0" and "04800-3" in card["paper"] and len(card["source"]["hdf5_sha256"]) == 64
+        assert card["licence"] == "Apache-2.0" and "04800-3" in card["paper"]
+        assert len(card["source"]["hdf5_sha256"]) == 64 and card["source"]["wheel_sha256"].startswith("ffe1576a")
         assert "NOTICE (Apache License 2.0)" in (bundle.path / "model_card.md").read_text()
     copy = tmp_path / "liverlesion_liver"
     shutil.copytree(bundle_path("liver"), copy)
@@ -280,3 +281,18 @@ def test_tile_layout_follows_deepvoxnet_start_list():
     kept = needed_tiles(tiles, (200, 170, 57))
     assert len(tiles) == 48 and len(kept) == 18
     assert all(t[1][0].start != 184 for t in kept)
+
+
+def test_roi_skips_tiles_without_roi_and_masks_the_output():
+    net, config = delta_net("valid", "copy")
+    out = (4, 7, 4)
+    grid = grid_plan(config, out)
+    plans = {"input_segment_size": grid["input_size"], "output_segment_size": list(out), "center_sampling": False}
+    vol = np.random.default_rng(2).normal(size=(17, 11, 10)).astype(np.float32)
+    roi = np.zeros(vol.shape, bool)
+    roi[2:5, 3:6, 1:3] = True
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    np.testing.assert_allclose(predict_volume(net, vol, plans, roi=roi), vol * roi, atol=1e-6)
+    n_all = len(tile_layout(vol.shape, grid["input_size"], out, False))
+    assert 0 < len(calls) < n_all

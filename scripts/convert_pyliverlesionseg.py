@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import json
 import logging
 import sys
 import zipfile
@@ -56,7 +55,8 @@ scripts/convert_pyliverlesionseg.py to a PyTorch state dict (kernels transposed 
 (kx, ky, kz, in, out) to (out, in, kx, ky, kz); values unchanged, float32) and stored as safetensors.
 
 Distributed on an "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or
-implied. See the License for the specific language governing permissions and limitations.
+implied. See the License for the specific language governing permissions and limitations
+under the License.
 """
 
 log = logging.getLogger("convert_pyliverlesionseg")

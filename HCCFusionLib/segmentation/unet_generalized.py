@@ -1,12 +1,14 @@
 """PyTorch port of pyliverlesionseg 0.3's Keras U-Net (`create_unet_like_model`, DeepVoxNet v1 family).
 
-Only the options its two trained models use are supported: max (or average) pooling by per-pathway
-subsample factors, convolutions with 'valid' or 'same' padding (odd kernels), pre-activation instance
-normalisation ((x - mean) / (std + 1e-7) over the spatial axes of each tile and channel, population std,
-no learned parameters), leaky ReLU (alpha 0.01), optional residual connections (a 1x1x1 convolution on the
-shortcut when the channel count changes), 'copy' (nearest) or 'linear' upsampling (copy, then a box average
-of the factor's size with stride 1: Keras' UpSampling3D + AveragePooling3D), the grid-alignment box
-averages of the upward path, symmetric cropping of the skip connections, and a 1x1x1 sigmoid output layer.
+Only the options its two trained models use are supported: max pooling by per-pathway subsample factors,
+convolutions with 'valid' or 'same' padding (odd kernels: TF pads (k - 1) / 2 zeros on each side), optional
+pre-activation instance normalisation ((x - mean) / (std + 1e-7) over the spatial axes of each tile and
+channel, population std, no learned parameters; no batch norm), leaky ReLU (alpha 0.01) or linear, optional
+residual connections (a 1x1x1 convolution on the shortcut when the channel count changes), 'copy' (repeat)
+or 'linear' upsampling (repeat, then a box average of the factor's size with stride 1: Keras' UpSampling3D +
+AveragePooling3D, n voxels -> f * n - f + 1), symmetric cropping of the skip connections (Cropping3D), and
+a 1x1x1 output convolution with sigmoid. With odd kernels the Keras code's grid-alignment average pools are
+always of size 1 (identities); configs needing others are refused.
 
 Layout: tensors are (batch, channel, x, y, z); the three spatial axes are the Keras model's axes 1..3 in the
 same order, i.e. the (x, y, z) voxel axes of the arrays pyliverlesionseg feeds it (see liverlesion_models).
@@ -21,8 +23,8 @@ from ..errors import ModelError
 
 EPSILON = 1e-7  # keras.backend.epsilon(), added to the std in the instance normalisation
 LRELU_SLOPE = 0.01
-SUPPORTED = {"padding": ("valid", "same"), "pooling": ("max", "avg"), "upsampling": ("copy", "linear"),
-             "activation": ("lrelu", "relu", "linear"), "activation_final_layer": ("sigmoid", "linear")}
+SUPPORTED = {"padding": ("valid", "same"), "pooling": ("max",), "upsampling": ("copy", "linear"),
+             "activation": ("lrelu", "linear"), "activation_final_layer": ("sigmoid", "linear")}
 _SEARCH = 500  # input sizes considered per axis, as in create_unet_like_model
 
 
@@ -46,7 +48,8 @@ def check_config(config: dict) -> dict:
             raise ModelError("unet_generalized: each subsample factor must divide the next pathway's factor.")
     for ks, nf in zip(config["kernel_sizes_per_pathway"], config["number_features_per_pathway"]):
         if len(ks) != 2 or len(nf) != 2 or any(len(k) != len(n) for k, n in zip(ks, nf)):
-            raise ModelError("unet_generalized: each pathway needs [down, up] kernel and feature lists of equal length.")
+            raise ModelError("unet_generalized: each pathway needs [down, up] kernel and feature lists of equal "
+                             "length.")
         if any(k % 2 == 0 for side in ks for kernel in side for k in kernel):
             raise ModelError("unet_generalized: only odd kernel sizes are supported.")
     if len(config["kernel_sizes_common_pathway"]) != len(config["number_features_common_pathway"]):
@@ -123,14 +126,6 @@ def grid_plan(config: dict, output_size) -> dict:
                              f"possible sizes start with {possible}.")
         input_size.append(int(hits[0]))
     return {"input_size": input_size, "output_size": [int(s) for s in output_size], "align_pools": align}
-
-
-def output_size_for(config: dict, input_size) -> list:
-    """The network's output size for an input size (ModelError if the input size is impossible)."""
-    sizes, _ = _walk(check_config(config), np.array([list(input_size)], dtype=np.int64))
-    if (sizes <= 0).any():
-        raise ModelError(f"unet_generalized: input size {list(input_size)} is not possible for this network.")
-    return [int(s) for s in sizes[0]]
 
 
 def conv_specs(config: dict) -> list[dict]:
@@ -241,7 +236,7 @@ def build_unet(config: dict):
             a = self.config["activation"]
             if a == "linear":
                 return x
-            return rec(a, F.leaky_relu(x, LRELU_SLOPE) if a == "lrelu" else F.relu(x))
+            return rec(a, F.leaky_relu(x, LRELU_SLOPE))
 
         def _block(self, x, tag, n_convs, first_is_raw, rec):
             shortcut = x
@@ -270,8 +265,7 @@ def build_unet(config: dict):
                 step = tuple(b // a for a, b in zip(prev, sf))
                 prev = sf
                 if step != (1, 1, 1):
-                    pool = F.max_pool3d if cfg["pooling"] == "max" else F.avg_pool3d
-                    x = rec(f"{cfg['pooling']}_pool", pool(x, step, step))
+                    x = rec("max_pool", F.max_pool3d(x, step, step))
                 x = self._block(x, f"down{p + 1}", len(kss[p][0]), p == 0, rec)
                 left.append(x)
             prev = sfs[-1]
