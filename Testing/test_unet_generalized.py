@@ -130,6 +130,8 @@ def layer_by_layer(kind):
     taps = []
     with torch.inference_mode():
         got = net(torch.from_numpy(x)[None, None], taps)[0, 0].numpy()
+        plain = net(torch.from_numpy(x)[None, None])[0, 0].numpy()  # unrecorded path: in-place activations
+    np.testing.assert_array_equal(plain, got)
     isolated = KerasReference(bundle.plans["network"], weights, forced=taps)
     isolated(x)
     return isolated.layers, taps, KerasReference(bundle.plans["network"], weights)(x), got

@@ -174,10 +174,9 @@ def _torch():
 
 def instance_norm(x):
     """Keras Lambda: (x - mean) / (std + epsilon) per sample and channel over the spatial axes."""
-    torch, _ = _torch()
-    mean = x.mean(dim=(2, 3, 4), keepdim=True)
-    std = torch.sqrt(((x - mean) ** 2).mean(dim=(2, 3, 4), keepdim=True))
-    return (x - mean) / (std + EPSILON)
+    dev = x - x.mean(dim=(2, 3, 4), keepdim=True)
+    std = dev.square().mean(dim=(2, 3, 4), keepdim=True).sqrt_()
+    return dev.div_(std.add_(EPSILON))
 
 
 def crop_to(x, like):
@@ -230,19 +229,20 @@ def build_unet(config: dict):
             name = self._by_role[role]
             return rec("conv", self.convs[name](x), name)
 
-        def _pre(self, x, rec):
+        def _pre(self, x, rec, recording):
             if self.config["instance_normalization"]:
                 x = rec("instance_norm", instance_norm(x))
-            a = self.config["activation"]
-            if a == "linear":
+            if self.config["activation"] == "linear":
                 return x
-            return rec(a, F.leaky_relu(x, LRELU_SLOPE))
+            # in place on the fresh normalised tensor, unless the layers are being recorded
+            inplace = self.config["instance_normalization"] and not recording
+            return rec("lrelu", F.leaky_relu(x, LRELU_SLOPE, inplace=inplace))
 
         def _block(self, x, tag, n_convs, first_is_raw, rec):
             shortcut = x
             for j in range(n_convs):
                 if not (first_is_raw and j == 0):
-                    x = self._pre(x, rec)
+                    x = self._pre(x, rec, rec.recording)
                 x = self._conv(f"{tag}.{j}", x, rec)
             if self.config["residual_connections"] and n_convs:
                 shortcut = rec("crop", crop_to(shortcut, x))
@@ -256,6 +256,8 @@ def build_unet(config: dict):
                 if taps is not None:
                     taps.append((kind, name, y))
                 return y
+
+            rec.recording = taps is not None
 
             cfg = self.config
             sfs = [tuple(s) for s in cfg["subsample_factors_per_pathway"]]
@@ -282,7 +284,7 @@ def build_unet(config: dict):
                     if cfg["upsampling"] == "linear":
                         x = rec("avg_pool_stride1", F.avg_pool3d(x, step, 1))
             for j in range(len(cfg["kernel_sizes_common_pathway"])):
-                x = self._conv(f"common.{j}", self._pre(x, rec), rec)
+                x = self._conv(f"common.{j}", self._pre(x, rec, rec.recording), rec)
             if cfg["activation_final_layer"] == "sigmoid":
                 x = rec("sigmoid", torch.sigmoid(x))
             return x
