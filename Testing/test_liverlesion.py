@@ -133,6 +133,7 @@ def test_slab_liver_dice_against_reference_labels(slab, shared_data):
     d = dice(np.isin(_arr(seg.labels), (1, 2)), _arr(ref) == 5)
     print(f"slab liver Dice {d:.3f}, liver {_liver_ml(seg):.0f} mL, lesions {len(seg.lesions)}")
     assert d >= 0.90
+    assert seg.meta["crop"]["mirrored_z_slices"]  # a 40 mm slab through the liver: both ends mirrored
     assert seg.meta["engine"] == "liverlesion" and seg.meta["series"] == "PVP"
     assert {m["sha256"] for m in seg.meta["models"].values()} and len(seg.meta["models"]) == 2
     _check_lesions_inside(seg)
@@ -146,6 +147,7 @@ def test_crlm_ct_liver_is_plausible_and_lesions_are_inside(crlm):
     print(f"CRLM-CT-1004 liver {volume:.0f} mL, {len(seg.lesions)} lesion(s) "
           f"{seg.lesions.volume_ml.round(2).tolist()} mL, {seg.meta['timings']}")
     assert 900 <= volume <= 3000
+    assert "mirrored_z_slices" not in seg.meta["crop"]  # the whole liver is in the scan: the original's cascade
     # in the right upper abdomen: the liver's centroid lies to the patient's right of the body's centre
     # (LPS: smaller x) and its top is in the upper half of the scan
     body = ndimage.binary_opening(_arr(image) > -300, iterations=2)
@@ -173,6 +175,9 @@ def test_three_slice_ct_runs_and_reports_its_dice(shared_data, models):
     seg = ll.segment_image_liverlesion(series.image, "CT", lesions=False, models=models)
     truth = _arr(series.masks["liver_seg"]) > 0
     d = dice(_arr(seg.labels) == LABELS["liver"], truth)
-    # 3 slices (3 mm in z) become a single 3 mm slice for a net trained on whole abdomens: only report
-    print(f"3-slice CT liver Dice {d:.3f} ({int(truth.sum())} reference voxels)")
-    assert seg.labels.GetSize() == series.image.GetSize() and 0.0 <= d <= 1.0
+    # 3 slices (3 mm in z) become a single 3 mm net slice: the original's zero padding and 3x3x3 erosion find
+    # no liver there; mirrored in z (the scan ends inside the liver) it is found. Dice over 3 slices is noisy:
+    # assert a clear agreement only, report the number.
+    print(f"3-slice CT liver Dice {d:.3f} ({int(truth.sum())} reference voxels), crop {seg.meta['crop']}")
+    assert seg.labels.GetSize() == series.image.GetSize()
+    assert seg.meta["crop"]["mirrored_z_slices"] and d >= 0.8

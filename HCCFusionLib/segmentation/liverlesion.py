@@ -8,11 +8,12 @@ Cascade, as the original (see liverlesion_prep for each step):
    onto the original voxels;
 3. lesions: the normalised image at 1x1x3 mm, restricted to the dilated liver (-0.5 elsewhere) and cropped to
    its box, lesion net, threshold 0.5, back onto the original voxels;
-   If the liver reaches the first or last slice of the scan (a partial scan that ends inside the liver),
-   the liver net runs again with the 3 mm input mirrored in z at that end over 70 mm (the context the
+   If the net sees liver (p > 0.5) in the first or last slice of the scan (a partial scan that ends inside
+   the liver), it runs again with the 3 mm input mirrored in z at that end over 70 mm (the context the
    original's crop keeps above the liver dome) instead of its zero (= water) padding, which the net never
-   met inside a liver: on a 40 mm slab the zero padding halves the liver (Dice 0.56 vs 0.94 mirrored);
-   scans that contain the whole liver are unchanged;
+   met inside a liver, and the liver post-processing runs on the mirrored grid (its 3x3x3 erosion would
+   empty a scan of 1-2 net slices): on a 40 mm slab the zero padding halves the liver (Dice 0.56 vs 0.94
+   mirrored); scans that contain the whole liver are unchanged;
 4. labels (study.LABELS: liver 1, tumour 2) on the input's exact grid, then the library's post-processing
    and lesion table (`postprocess_in_box`: tumours only within 5 mm of the liver, no lesion < 0.05 mL).
 """
@@ -152,15 +153,16 @@ def segment_image_liverlesion(image: sitk.Image, modality, *, lesions: bool = Tr
     progress(0.1, "liverlesion: liver network")
     t = time.time()
     probs = _predict(liver_net, net_in, liver_bundle.plans)
-    liver = prep.liver_mask_from_probs(probs, box, vol.shape)
-    ends = prep.cut_ends(liver, box)
+    ends = prep.cut_ends(probs, box, vol.shape[2])
     if any(ends):  # the scan ends inside the liver: mirror those ends instead of the original's zero padding
         progress(0.3, "liverlesion: liver network (scan ends inside the liver)")
         margin = int(round(LIVER_MIRROR_MM / target[2]))
         mirrored, keep = prep.mirror_z(net_in, ends, margin, liver_bundle.plans["output_segment_size"][2])
-        probs = _predict(liver_net, mirrored, liver_bundle.plans)[:, :, keep]
-        liver = prep.liver_mask_from_probs(probs, box, vol.shape)
+        small = prep.liver_net_mask(_predict(liver_net, mirrored, liver_bundle.plans))[:, :, keep]
         crop_info["mirrored_z_slices"] = [keep.start, mirrored.shape[2] - keep.stop]
+    else:
+        small = prep.liver_net_mask(probs)
+    liver = prep.liver_to_full(small, box, vol.shape)
     times["liver_network_s"] = round(time.time() - t, 2)
     del probs, net_in
     log.info("liverlesion: %s crop %s (%s), liver %.0f mL", modality, [[s.start, s.stop] for s in box],

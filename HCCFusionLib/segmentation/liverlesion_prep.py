@@ -5,7 +5,7 @@ as the original reads them; spacings are (x, y, z) in mm. Reimplemented from the
 - `zoom3d`: pymirc.image_operations.zoom3d (centre-aligned grids; linear interpolation when upsampling,
   box averaging when downsampling; zeros outside), as separable 1D linear operators;
 - `crop_ct_box` / `crop_mr_box`: the body/abdomen box of `crop_ct_image` / `crop_mr_image`;
-- `liver_input` / `liver_mask_from_probs`: liver-net input and output handling;
+- `liver_input` / `liver_net_mask` / `liver_to_full`: liver-net input and output handling;
 - `lesion_input` / `lesion_mask_from_probs`: the liver-restricted lesion-net input and output handling.
 """
 from __future__ import annotations
@@ -314,30 +314,36 @@ def liver_input(cropped: np.ndarray, voxsize, target, modality: str) -> np.ndarr
     return ((np.clip(vol, lo, upper) - lo) / (upper - lo) - 0.5).astype(np.float32)
 
 
-def liver_mask_from_probs(probs: np.ndarray, box: tuple, shape, threshold: float = 0.5) -> np.ndarray:
-    """Liver mask on the full grid: threshold, erode (3x3x3, 18-connected), largest 6-connected component,
-    dilate back, linear zoom (corner-aligned, > 0) onto the crop's voxels, paste into the box."""
+def liver_net_mask(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The original's liver post-processing on the net grid: threshold, erode (3x3x3, 18-connected), largest
+    6-connected component, dilate back."""
     ss = ndimage.iterate_structure(ndimage.generate_binary_structure(3, 2), 1)
     eroded = ndimage.binary_erosion(probs > threshold, structure=ss)
     lab, n = ndimage.label(eroded, structure=ndimage.generate_binary_structure(3, 1))
-    full = np.zeros(shape, bool)
     if not n:
-        return full
+        return np.zeros(probs.shape, bool)
     counts = np.bincount(lab.ravel())
     counts[0] = 0
-    liver = ndimage.binary_dilation(lab == int(np.argmax(counts)), structure=ss)
-    crop_shape = tuple(s.stop - s.start for s in box)
-    factor = np.asarray(crop_shape, float) / np.asarray(liver.shape, float)
-    full[box] = ndimage.zoom(liver.astype(np.float32), factor, order=1, prefilter=False) > 0
+    return ndimage.binary_dilation(lab == int(np.argmax(counts)), structure=ss)
+
+
+def liver_to_full(liver: np.ndarray, box: tuple, shape) -> np.ndarray:
+    """Net-grid liver mask onto the full grid: linear zoom (corner-aligned, > 0) onto the crop's voxels, pasted
+    into the box."""
+    full = np.zeros(shape, bool)
+    if liver.any():
+        crop_shape = tuple(s.stop - s.start for s in box)
+        factor = np.asarray(crop_shape, float) / np.asarray(liver.shape, float)
+        full[box] = ndimage.zoom(liver.astype(np.float32), factor, order=1, prefilter=False) > 0
     return full
 
 
-def cut_ends(liver: np.ndarray, box: tuple) -> tuple[bool, bool]:
-    """(bottom, top): whether the liver reaches the image's first / last slice inside the crop, i.e. the scan
-    ends inside the liver (the crop never cuts it: it keeps 20 mm below the hip and 70 mm above the dome)."""
-    nz = liver.shape[2]
-    return (box[2].start == 0 and bool(liver[:, :, 0].any()),
-            box[2].stop == nz and bool(liver[:, :, nz - 1].any()))
+def cut_ends(probs: np.ndarray, box: tuple, nz: int, threshold: float = 0.5) -> tuple[bool, bool]:
+    """(bottom, top): whether the net sees liver (p > threshold) in the scan's first / last slice, i.e. the
+    scan ends inside the liver (the crop itself never cuts it: it keeps 20 mm below the hip and 70 mm above
+    the dome). `probs` on the net grid of the crop `box` of an image with `nz` slices."""
+    return (box[2].start == 0 and bool((probs[:, :, 0] > threshold).any()),
+            box[2].stop == nz and bool((probs[:, :, -1] > threshold).any()))
 
 
 def mirror_z(vol: np.ndarray, ends: tuple[bool, bool], margin_vox: int, max_slices: int):

@@ -7,9 +7,11 @@ same process with the same loaded networks:
   zooms, dilates and zooms back only inside the liver box);
 - "original": the cascade in the original's order and settings: no mirroring (zero padding), the
   lesion stage zooms the whole image and mask to 1x1x3 mm, dilates over the whole grid and zooms the whole
-  grid back, network tiles one at a time (batch 1).
-Printed per case: seconds, peak RSS, liver Dice/volume, lesions, agreement of the two lesion masks. The last
-line is machine-readable. Not collected by pytest.
+  grid back, network tiles one at a time (batch 1). Both skip the DeepVoxNet tiles whose output later tiles
+  overwrite entirely (predict_volume always does; same result): "lesion_tiles" says run/original count.
+Printed per case: seconds, CPU seconds (user + system of this process: on a busy shared machine
+cpu_seconds / threads estimates the wall time on idle cores; the load average is printed), peak RSS, liver
+Dice/volume, lesions, agreement of the two lesion masks. The last line is machine-readable. Not collected by pytest.
 
     HCCFUSION_SHARED_DATA=/work/shared/data .venv/bin/python Testing/Benchmarks/bench_realseg.py [--repeats 1]
 """
@@ -31,14 +33,14 @@ from scipy import ndimage
 from HCCFusionLib.io import load_study, read_image
 from HCCFusionLib.segmentation import liverlesion as ll
 from HCCFusionLib.segmentation import liverlesion_prep as prep
-from HCCFusionLib.segmentation.liverlesion_models import load_liverlesion, predict_volume
+from HCCFusionLib.segmentation.liverlesion_models import load_liverlesion, needed_tiles, predict_volume, tile_layout
 from HCCFusionLib.segmentation.trainer import dice
 
 DATA = Path(os.environ.get("HCCFUSION_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 
 
 def measured(fn):
-    """(result, seconds, peak RSS in MB sampled every 20 ms while fn runs)."""
+    """(result, seconds, peak RSS in MB sampled every 20 ms while fn runs, CPU seconds of the process)."""
     proc, peak, done = psutil.Process(), [0], threading.Event()
 
     def sample():
@@ -48,12 +50,13 @@ def measured(fn):
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
+    cpu0 = sum(proc.cpu_times()[:2])
     t0 = time.perf_counter()
     result = fn()
     seconds = time.perf_counter() - t0
     done.set()
     thread.join()
-    return result, seconds, max(peak[0], proc.memory_info().rss) / 2 ** 20
+    return result, seconds, max(peak[0], proc.memory_info().rss) / 2 ** 20, sum(proc.cpu_times()[:2]) - cpu0
 
 
 def original_order(image, modality, models):
@@ -66,8 +69,8 @@ def original_order(image, modality, models):
     vol, spacing, _, _ = ll.to_lps(image)
     box, _ = prep.crop_ct_box(vol, spacing) if modality == "CT" else prep.crop_mr_box(vol, spacing)
     target = np.asarray(models["liver"][0].plans["target_spacing"], float)
-    liver = prep.liver_mask_from_probs(net("liver", prep.liver_input(vol[box], spacing, target, modality)), box,
-                                       vol.shape)
+    probs = net("liver", prep.liver_input(vol[box], spacing, target, modality))
+    liver = prep.liver_to_full(prep.liver_net_mask(probs), box, vol.shape)
     zoom = np.asarray(spacing) / np.asarray(models["lesion"][0].plans["target_spacing"], float)
     image_r = prep.zoom3d(prep.lesion_normalise(vol, liver, modality), zoom)
     liver_r = prep.zoom3d(liver.astype(np.float32), zoom) > 0.5
@@ -97,18 +100,24 @@ def main() -> None:
         runs = [measured(lambda: ll.segment_image_liverlesion(image, "CT", models=models))
                 for _ in range(args.repeats)]
         seg = runs[0][0]
-        (liver_o, lesion_o), s_orig, m_orig = measured(lambda: original_order(image, "CT", models))
+        (liver_o, lesion_o), s_orig, m_orig, c_orig = measured(lambda: original_order(image, "CT", models))
         labels = sitk.GetArrayFromImage(seg.labels)
         _, spacing, perm, flips = ll.to_lps(image)
         liver_o, lesion_o = (ll.from_lps(a, perm, flips) for a in (liver_o, lesion_o))
         voxel_ml = float(np.prod(spacing)) / 1000.0
         row = {"case": name, "seconds": statistics.median(r[1] for r in runs), "peak_rss_mb": max(r[2] for r in runs),
-               "original_seconds": s_orig, "original_rss_mb": m_orig,
+               "cpu_seconds": statistics.median(r[3] for r in runs), "original_seconds": s_orig,
+               "original_cpu_seconds": c_orig, "original_rss_mb": m_orig,
                "liver_ml": float(np.isin(labels, (1, 2)).sum() * voxel_ml), "lesions": len(seg.lesions),
                "lesion_ml": float(seg.lesions.volume_ml.sum()) if len(seg.lesions) else 0.0,
                "mirrored": "mirrored_z_slices" in seg.meta["crop"],
-               "lesion_agreement_dice": dice((labels == 2), lesion_o & np.isin(labels, (1, 2))),
+               "lesion_dice_vs_original_in_liver": dice((labels == 2), lesion_o & np.isin(labels, (1, 2))),
                "timings": seg.meta["timings"]}
+        if "lesion_input_shape" in seg.meta:
+            plans = models["lesion"][0].plans
+            tiles = tile_layout(seg.meta["lesion_input_shape"], plans["input_segment_size"],
+                                plans["output_segment_size"], False)
+            row["lesion_tiles"] = f"{len(needed_tiles(tiles, seg.meta['lesion_input_shape']))}/{len(tiles)}"
         if name == "slab":
             truth = sitk.GetArrayFromImage(reference) == 5
             row["dice_liver"] = dice(np.isin(labels, (1, 2)), truth)
@@ -117,10 +126,13 @@ def main() -> None:
         print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     seconds = statistics.median(r["seconds"] for r in rows.values())
     original = statistics.median(r["original_seconds"] for r in rows.values())
+    cpu = statistics.median(r["cpu_seconds"] for r in rows.values())
+    cpu_original = statistics.median(r["original_cpu_seconds"] for r in rows.values())
     print(f"BENCH realseg seconds={seconds:.1f} dice_liver={rows['slab']['dice_liver']:.3f} "
           f"peak_rss_mb={max(r['peak_rss_mb'] for r in rows.values()):.0f} "
           f"crlm_seconds={rows['CRLM-CT-1004']['seconds']:.1f} original_seconds={original:.1f} "
-          f"speedup={original / seconds:.2f} dice_liver_original={rows['slab']['dice_liver_original']:.3f} "
+          f"speedup={original / seconds:.2f} cpu_seconds={cpu:.1f} cpu_speedup={cpu_original / cpu:.2f} "
+          f"load_avg={os.getloadavg()[0]:.1f} dice_liver_original={rows['slab']['dice_liver_original']:.3f} "
           f"crlm_liver_ml={rows['CRLM-CT-1004']['liver_ml']:.0f} crlm_lesions={rows['CRLM-CT-1004']['lesions']} "
           f"threads={args.threads}")
 
