@@ -43,12 +43,18 @@ class Bundle:
         return dict(self.dataset["labels"])
 
     def build_network(self):
-        """The DynUNet of the plans with the bundle's weights, in eval mode."""
+        """The network of the plans with the bundle's weights, in eval mode: plans "architecture"
+        "unet_generalized" (ported pyliverlesionseg U-Net, config in plans "network"), else the DynUNet."""
         from safetensors.torch import load_model
 
-        from .network import build_network
+        if self.plans.get("architecture") == "unet_generalized":
+            from .unet_generalized import build_unet
 
-        net = build_network(self.plans)
+            net = build_unet(self.plans["network"])
+        else:
+            from .network import build_network
+
+            net = build_network(self.plans)
         try:
             load_model(net, str(self.path / "weights.safetensors"), strict=True)
         except (RuntimeError, KeyError) as exc:
@@ -109,28 +115,32 @@ def dataset_description(plans: dict, num_training: int, reference: str = "PVP") 
             "axes": "xyz"}
 
 
-def card_markdown(card: dict) -> str:
-    lines = [f"# {card.get('name', 'Segmentation model')}", "", f"**{NOT_FOR_CLINICAL_USE}**", ""]
+def card_markdown(card: dict, notice: str = "") -> str:
+    """The card as Markdown; `notice` (e.g. a licence NOTICE) is appended verbatim."""
+    lines = [f"# {card.get('name', 'Segmentation model')}", "", f"**{card.get('intended_use', NOT_FOR_CLINICAL_USE)}**",
+             ""]
     for key, value in card.items():
         if key != "name":
             lines.append(f"- **{key}**: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (f"\n{notice.strip()}\n" if notice else "")
 
 
-def save_bundle(folder: "str | Path", plans: dict, dataset: dict, network, card: dict) -> Path:
-    """Write a bundle (network: the trained DynUNet) atomically (temporary sibling folder, then rename)."""
+def save_bundle(folder: "str | Path", plans: dict, dataset: dict, network, card: dict, *,
+                intended_use: str = NOT_FOR_CLINICAL_USE, notice: str = "") -> Path:
+    """Write a bundle (network: the trained torch module) atomically (temporary sibling folder, then rename).
+    `notice` is appended to model_card.md (bundles hold no other files)."""
     from safetensors.torch import save_model
 
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    card = {**card, "intended_use": NOT_FOR_CLINICAL_USE}
+    card = {**card, "intended_use": intended_use}
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         (tmp / "plans.json").write_text(json.dumps(plans, indent=2))
         (tmp / "dataset.json").write_text(json.dumps(dataset, indent=2))
         save_model(network.cpu(), str(tmp / "weights.safetensors"))
         (tmp / "model_card.json").write_text(json.dumps(card, indent=2))
-        (tmp / "model_card.md").write_text(card_markdown(card))
+        (tmp / "model_card.md").write_text(card_markdown(card, notice))
         (tmp / CHECKSUMS).write_text("".join(f"{sha256(tmp / f)}  {f}\n" for f in FILES))
         for path in [tmp, *tmp.iterdir()]:
             path.chmod(0o755 if path.is_dir() else 0o644)
