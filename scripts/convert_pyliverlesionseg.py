@@ -62,6 +62,12 @@ under the License.
 log = logging.getLogger("convert_pyliverlesionseg")
 
 
+#: What segmentation.domain checks: real CT/MR of whole livers. The package publishes no training volumes; the
+#: lower liver bound is adult anatomy (a whole liver is rarely under 700 ml), so half of it fails QC.
+DOMAIN = {"modality": ["CT", "MR"], "synthetic": False, "liver_ml": [700.0, 3000.0],
+          "cases": "clinical CT and MR of SIRT patients (Tang et al. 2020); liver_ml from adult anatomy"}
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -162,6 +168,7 @@ def convert(wheel: "str | Path", out_dir: "str | Path") -> dict:
             "copyright": COPYRIGHT,
             "paper": PAPER,
             "training_data": TRAINING[kind],
+            "domain": DOMAIN,
             "conversion": {"script": "scripts/convert_pyliverlesionseg.py", "hccfusion": __version__,
                            "torch": torch.__version__, "weights": "float32, values unchanged"},
         }

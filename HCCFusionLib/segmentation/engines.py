@@ -97,11 +97,13 @@ def segment(study, engine: str = "auto", *, model=None, nnunet=None, reference: 
         domain, read = None, []
         info["model"] = str(nnunet)
     elif choice.engine == "liverlesion":
-        from . import liverlesion
+        from .liverlesion import choose_series, segment_study_liverlesion
+        from .bundle import load_bundle
+        from .liverlesion_models import bundle_path
 
-        name = liverlesion.choose_series(study, reference)
-        run = lambda: liverlesion.segment_study_liverlesion(study, reference=name, progress=progress)  # noqa: E731
-        domain, read = liverlesion.domain(), [name]
+        series, _ = choose_series(study, reference)
+        run = lambda: segment_study_liverlesion(study, reference=series.name, progress=progress)  # noqa: E731
+        domain, read = load_bundle(bundle_path("liver")).card.get("domain"), [series.name]
     else:
         from .bundle import default_bundle_path, load_bundle
         from .predictor import segment_study
@@ -115,7 +117,11 @@ def segment(study, engine: str = "auto", *, model=None, nnunet=None, reference: 
     for warning in info["qc_warnings"]:
         log.warning("segmentation QC: %s", warning)
     seg = run()
-    info.update({k: seg.meta[k] for k in ("series", "models") if k in seg.meta})
+    info.update({k: seg.meta[k] for k in ("series", "series_choice") if k in seg.meta})
+    if choice.engine == "liverlesion":
+        from .liverlesion_models import bundle_path
+
+        info["models"] = [str(bundle_path(kind)) for kind in seg.meta["models"]]
     info["qc_failure"] = check_output(seg.labels, domain)
     if info["qc_failure"]:
         log.error("segmentation QC failed: %s", info["qc_failure"])
