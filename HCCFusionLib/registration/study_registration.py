@@ -19,7 +19,8 @@ from .pair import PairResult, register
 log = logging.getLogger(__name__)
 
 #: Default reference, in order of preference: portal venous CT, else hepatobiliary MRI, else T1.
-DEFAULT_REFERENCES = (Phase.PVP, Phase.HBP, Phase.T1)
+#: reference preference: anatomy-rich series first (a single series of any phase serves itself; DWI/ADC/PET last)
+DEFAULT_REFERENCES = (Phase.PVP, Phase.HBP, Phase.T1, Phase.DCE, Phase.T2, Phase.DP, Phase.AP, Phase.NC)
 MASKS = ("liver",)
 #: Labels that make up the liver region used as registration mask (parenchyma, tumours, portal vein).
 LIVER_LABELS = (LABELS["liver"], LABELS["tumour"], LABELS["portal_vein"])
@@ -81,7 +82,7 @@ class RegistrationResult:
 
 
 def choose_reference(study: Study, reference: "str | Phase | None" = None) -> Series:
-    """The named series / phase, else PVP, HBP or T1 (the first present), else the first series."""
+    """The named series / phase, else the first present of DEFAULT_REFERENCES, else the first series."""
     if reference is not None:
         return study[reference]
     for phase in DEFAULT_REFERENCES:
