@@ -367,8 +367,7 @@ def _probabilities(hd, codes, values: dict) -> list:
 def organ_volumes(labels: sitk.Image, organs=("liver",)) -> dict[str, float]:
     """LABELS name -> volume (mm³) of each of `organs` present in the label map (for the SR)."""
     array, voxel = sitk.GetArrayViewFromImage(labels), float(np.prod(labels.GetSpacing()))
-    counts = {name: int((array == LABELS[name]).sum()) for name in organs}
-    return {name: n * voxel for name, n in counts.items() if n}
+    return {name: n * voxel for name in organs if (n := int((array == LABELS[name]).sum()))}
 
 
 def export_dicom(series: Series, labels: sitk.Image, lesions: pd.DataFrame, folder: "str | Path", *, study_id: str,
