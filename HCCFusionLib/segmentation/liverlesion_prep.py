@@ -14,6 +14,7 @@ import logging
 import math
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 from scipy.signal import argrelextrema, convolve
 
@@ -82,6 +83,18 @@ def _largest_box(mask: np.ndarray):
     return ndimage.find_objects((lab == int(np.argmax(counts))).astype(np.uint8))[0]
 
 
+def _box_erosion(mask: np.ndarray, size) -> np.ndarray:
+    """ndimage.binary_erosion by np.ones(size) (outside = background), as separable 1D minimum filters
+    (same result, several times faster on large bodies)."""
+    return ndimage.minimum_filter(mask.view(np.uint8), size=size, mode="constant", cval=0).view(bool)
+
+
+def _box_opening(mask: np.ndarray, size) -> np.ndarray:
+    """ndimage.binary_opening by np.ones(size) with odd sizes, as separable 1D minimum/maximum filters."""
+    return ndimage.maximum_filter(_box_erosion(mask, size).view(np.uint8), size=size, mode="constant",
+                                  cval=0).view(bool)
+
+
 def _local_extrema(profile: np.ndarray, compare, order: int, step: int) -> np.ndarray:
     """argrelextrema, lowering the order by `step` until something is found (as the original; [] at order 1)."""
     while True:
@@ -125,7 +138,7 @@ def _ct_dome_and_centre(body: np.ndarray, voxsize, lung_th: float):
     vol[:, :, -1] = 0  # a lung cut by the top of the FOV must not join the outside air
     air = vol < lung_th
     if air.shape[2] > 1:
-        air[:, :, :-1] = ndimage.binary_opening(air[:, :, :-1], np.ones((5, 5, 5)))
+        air[:, :, :-1] = _box_opening(air[:, :, :-1], (5, 5, 5))
     lab, n = ndimage.label(np.pad(air, ((3, 3), (3, 3), (0, 0)), constant_values=1))
     lab = lab[3:-3, 3:-3, :]
     if n < 3:
@@ -207,8 +220,8 @@ def crop_ct_box(vol: np.ndarray, voxsize, size_mm_max=LIVER_FOV_MM, tissue_th: f
     if z.stop - z.start < 1:
         z, info = slice(0, vol.shape[2]), {"z_crop": "whole z-range (empty landmark range)"}
     box = (body[0], body[1], z)
-    erosion = np.ones((5, 5, min(5, z.stop - z.start)))
-    tight = _largest_box(ndimage.binary_erosion(vol[box] > tissue_th, erosion))
+    erosion = (5, 5, min(5, z.stop - z.start))
+    tight = _largest_box(_box_erosion(vol[box] > tissue_th, erosion))
     if tight is not None:
         box = (slice(body[0].start + tight[0].start, body[0].start + tight[0].stop),
                slice(body[1].start + tight[1].start, body[1].start + tight[1].stop), z)
@@ -281,8 +294,8 @@ def crop_mr_box(vol: np.ndarray, voxsize, size_mm_max=LIVER_FOV_MM, tissue_ratio
     z = slice(zstart, vol.shape[2])
     y_abd = _mr_y_range(vol)
     sub = vol[:, :, z]
-    erosion = np.ones((5, 5, min(5, z.stop - z.start)))
-    body = _largest_box(ndimage.binary_erosion(sub > tissue_ratio * sub.max(), erosion))
+    erosion = (5, 5, min(5, z.stop - z.start))
+    body = _largest_box(_box_erosion(sub > tissue_ratio * sub.max(), erosion))
     if body is None:
         body = tuple(slice(0, s) for s in sub.shape)
     y = slice(max(body[1].start, y_abd.start), min(body[1].stop, y_abd.stop))
@@ -298,12 +311,18 @@ def normalise_ct(vol: np.ndarray) -> np.ndarray:
     return (np.clip(vol / 1000.0, -0.2, 0.2) * 2.5).astype(np.float32)
 
 
+def _median3(vol: np.ndarray) -> np.ndarray:
+    """ndimage.median_filter(vol, size=3) by SimpleITK's multi-threaded median (same values: at radius 1
+    scipy's 'reflect' border repeats the edge voxel, as ITK's zero-flux Neumann border does)."""
+    return sitk.GetArrayFromImage(sitk.Median(sitk.GetImageFromArray(vol), [1, 1, 1])).astype(vol.dtype, copy=False)
+
+
 def liver_input(cropped: np.ndarray, voxsize, target, modality: str) -> np.ndarray:
     """Liver-net input: zoom to half the target spacing, 3x3x3 median filter, zoom to the target, normalise
     (CT window; MR min..min+80 % of the range to -0.5..0.5)."""
     half = np.asarray(target, float) / 2.0
     vol = zoom3d(cropped, np.asarray(voxsize, float) / half)
-    vol = ndimage.median_filter(vol, size=3)
+    vol = _median3(vol)
     vol = zoom3d(vol, half / np.asarray(target, float))
     if modality == "CT":
         return normalise_ct(vol)
