@@ -22,11 +22,11 @@ from HCCFusionLib import scene as mrml
 from HCCFusionLib.errors import InputError
 from HCCFusionLib.study import same_grid
 
+from .choices import UNKNOWN, clinicalFromPanel  # noqa: F401 (re-exported: the panel's vocabulary)
 from .process import CliJob, CliResult, SubprocessRunner
 
 log = logging.getLogger(__name__)
 
-UNKNOWN = "not known"  # the panel's value for a clinical variable that is not known
 CT_WINDOW_LEVEL = (350.0, 50.0)  # abdominal soft-tissue window
 
 
@@ -339,7 +339,9 @@ class HCCFusionLogic:
 
             contributions = pd.read_csv(folder / "contributions.csv")
             result.nodes["contributions"] = mrml.dataframe_to_table(self.scene, contributions, f"{studyId}_contributions")
-            top = topContributions(contributions, studyId)
+            from HCCFusionLib.fusion.explain import top_contributions
+
+            top = top_contributions(contributions, studyId)
             if len(top):
                 table = mrml.dataframe_to_table(self.scene, top, f"{studyId}_top_contributions")
                 result.nodes["top"] = table
@@ -389,26 +391,11 @@ class HCCFusionLogic:
         Every changed cell becomes a recorded override (who, when, old → new); the categories are recomputed
         unless overridden themselves, the table node is refreshed and the CSVs rewritten.
         """
-        from HCCFusionLib.lirads import FEATURES
+        from HCCFusionLib import lirads
 
         if getattr(self, "lirads", None) is None:
             raise InputError("No LI-RADS assessment to override: run 'Assess LI-RADS' first.")
-        edited = mrml.table_to_dataframe(tableNode).set_index("lesion")
-        before = _liradsFrame(self.lirads).set_index("lesion")
-        made = []
-        for lesion in before.index:
-            for column in (*FEATURES, "diameter_mm", "category"):
-                old, new = before.at[lesion, column], edited.at[lesion, column]
-                if column in FEATURES:
-                    old, new = _yesNo(old), _yesNo(new, f"lesion {lesion} {column}")
-                    changed = new is not None and new != old
-                elif column == "diameter_mm":
-                    changed = abs(float(new) - float(old)) > 0.05
-                else:
-                    changed = str(new).strip() != str(old)
-                    new = str(new).strip()
-                if changed:
-                    made.append(self.lirads.override(int(lesion), column, new, reader))
+        made = lirads.apply_table_edits(self.lirads, mrml.table_to_dataframe(tableNode), reader)
         refreshed = mrml.dataframe_to_table(self.scene, _liradsFrame(self.lirads), "refreshed")
         tableNode.GetTable().DeepCopy(refreshed.GetTable())
         tableNode.Modified()
@@ -475,15 +462,12 @@ class HCCFusionLogic:
 
     def bclcStage(self, clinical: dict, lesionTableNode=None) -> str:
         """BCLC (2022) stage from the clinical fields, with tumour number/size from the lesion table if given."""
-        from HCCFusionLib.clinical import stage_clinical
+        from HCCFusionLib.clinical import stage_clinical, tumour_burden
 
         values = dict(clinical)
         if lesionTableNode is not None:
-            lesions = mrml.table_to_dataframe(lesionTableNode)
-            size = next((c for c in lesions.columns if "diameter" in c.lower()), None)
-            values.setdefault("tumour_number", len(lesions))
-            if size is not None and len(lesions):
-                values.setdefault("tumour_size_mm", float(lesions[size].max()))
+            for key, value in tumour_burden(mrml.table_to_dataframe(lesionTableNode)).items():
+                values.setdefault(key, value)
         staging = stage_clinical(values)
         return f"{staging['bclc']}; {staging['child_pugh']}; {staging['albi']}"
 
@@ -511,32 +495,6 @@ class HCCFusionLogic:
         node.Modified()
         self.scene.RemoveNode(created)
         return node
-
-
-def clinicalFromPanel(values: dict) -> dict:
-    """Panel values → Clinical fields: negative numbers and "not known" left out, yes/no and ECOG PS converted."""
-    result = {}
-    for key, value in values.items():
-        if value is None or value == UNKNOWN or (isinstance(value, float) and value < 0):
-            continue
-        if key == "performance_status":
-            value = int(value)
-        elif value in ("yes", "no"):
-            value = value == "yes"
-        result[key] = value
-    return result
-
-
-def topContributions(contributions, studyId: str, n: int = 15):
-    """The `n` largest feature contributions (by magnitude) of one patient: name, block, value, contribution."""
-    frame = contributions
-    if "kind" in frame.columns:
-        frame = frame[frame["kind"] == "feature"]
-    if "patient_id" in frame.columns and frame["patient_id"].nunique() > 1:
-        frame = frame[frame["patient_id"].astype(str) == str(studyId)]
-    keep = [c for c in ("name", "block", "value", "contribution") if c in frame.columns]
-    order = frame["contribution"].abs().sort_values(ascending=False, kind="stable").index
-    return frame.loc[order[:n], keep].reset_index(drop=True)
 
 
 def predictionText(prediction) -> str:
@@ -587,25 +545,14 @@ def tumourLesions(labels: sitk.Image):
 
 def _liradsFrame(assessment):
     """The assessment's table with the lesion as a column (what the panel shows and the reader edits)."""
-    frame = assessment.table()
-    return frame.reset_index() if len(frame) else frame
+    from HCCFusionLib.lirads import reader_table
+
+    return reader_table(assessment)
 
 
 def _liradsSummary(assessment) -> str:
     cats = ", ".join(f"{o.lesion}: {o.category}" for o in assessment.observations)
     return f"{len(assessment.observations)} observation(s)" + (f" ({cats})" if cats else "")
-
-
-def _yesNo(value, what: str = ""):
-    """True/False/None from a table cell (bool, 0/1 or yes/no/true/false text; empty = not measured)."""
-    if value is None or (isinstance(value, float) and value != value) or str(value).strip() == "":
-        return None
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1", "1.0"):
-        return True
-    if text in ("false", "no", "0", "0.0"):
-        return False
-    raise InputError(f"LI-RADS table: '{value}' for {what} is not yes/no (use true or false).")
 
 
 def _channel_names(path: Path) -> "list[str] | None":
