@@ -23,7 +23,9 @@ from HCCFusionLib.errors import InputError
 from HCCFusionLib.study import same_grid
 
 from .choices import UNKNOWN, clinicalFromPanel  # noqa: F401 (re-exported: the panel's vocabulary)
+from .interfaces import Installer, ProcessRunner
 from .process import CliJob, CliResult, SubprocessRunner
+from .steps import PanelSteps, PreparedStage, isFolder as _isFolder  # noqa: F401 (PreparedStage re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +48,40 @@ class StageResult:
         return [n for n in found if n is not None]
 
 
-class HCCFusionLogic:
-    """Runs HCCFusion stages on scene nodes; `runner` runs the `hccfusion` verbs."""
+class HCCFusionLogic(PanelSteps):
+    """Runs HCCFusion stages on scene nodes; `runner` runs the `hccfusion` verbs, `installer` the packages."""
 
-    def __init__(self, runner=None, scene=None):
-        """`scene`: default the current `slicer.mrmlScene` (Slicer's own in the application), else a new one."""
+    def __init__(self, runner: "ProcessRunner | None" = None, scene=None, installer: "Installer | None" = None):
+        """`runner`: default a `SubprocessRunner`; `installer`: default `install.SlicerInstaller` (made on first
+        use: it needs the Slicer application); `scene`: default the current `slicer.mrmlScene`, else a new one."""
         import slicer
 
         self.runner = runner or SubprocessRunner()
+        self._installer = installer
         if scene is None:
             scene = getattr(slicer, "mrmlScene", None) or mrml.new_scene()
         self.scene = scene
+        self.lirads = None
+
+    @property
+    def installer(self) -> Installer:
+        if self._installer is None:
+            from .install import SlicerInstaller
+
+            self._installer = SlicerInstaller()
+        return self._installer
+
+    def installStage(self, step: str, engine: str = "") -> str:
+        """The installer stage a panel step needs (the nnU-Net v2 engine also needs nnunetv2; others: dicom)."""
+        from .choices import ENGINE_NNUNET
+
+        if step == "segmentation" and engine == ENGINE_NNUNET:
+            return "nnunet"
+        return step if step in self.installer.stages() else "dicom"
+
+    def ensureDependencies(self, step: str, engine: str = "") -> bool:
+        """Packages of a panel step installed (asking first); False when the user declined."""
+        return self.installer.ensure(self.installStage(step, engine))
 
     # ------------------------------------------------------------ running verbs
     @staticmethod
@@ -71,10 +96,16 @@ class HCCFusionLogic:
             waitForCompletion: bool = False) -> "StageResult | None":
         """Run `job`, then `load()` its outputs into the scene.
 
-        With `waitForCompletion` (or a runner without `start`) this blocks and returns the result; otherwise the
-        runner starts the job in the background and `finished(result, error)` is called when it ends.
+        With `waitForCompletion` (or a runner that is not `asynchronous`) this blocks and returns the result;
+        otherwise the runner starts the job in the background and `finished(result, error)` is called when it ends.
+        A `job` of None is done in-process: only `load()` runs.
         """
-        if waitForCompletion or not hasattr(self.runner, "start"):
+        if job is None:
+            result = load()
+            if finished:
+                finished(result, None)
+            return result
+        if waitForCompletion or not self.runner.asynchronous:
             self.runner.run(job, progress)
             result = load()
             if finished:
@@ -393,7 +424,7 @@ class HCCFusionLogic:
         """
         from HCCFusionLib import lirads
 
-        if getattr(self, "lirads", None) is None:
+        if self.lirads is None:
             raise InputError("No LI-RADS assessment to override: run 'Assess LI-RADS' first.")
         made = lirads.apply_table_edits(self.lirads, mrml.table_to_dataframe(tableNode), reader)
         refreshed = mrml.dataframe_to_table(self.scene, _liradsFrame(self.lirads), "refreshed")
@@ -415,7 +446,7 @@ class HCCFusionLogic:
         source = dicom.source_series_files(series, folder / f"source_{referencePhase}", study_id=studyId)
         labels = mrml.segmentation_to_labels(segmentationNode, series.image)
         seg = dicom.write_seg(labels, source, folder / "seg.dcm")
-        if getattr(self, "lirads", None) is not None:
+        if self.lirads is not None:
             lesions = _liradsFrame(self.lirads).rename(columns={"category": "lirads"})
         else:
             lesions = tumourLesions(labels)
@@ -432,33 +463,8 @@ class HCCFusionLogic:
     def saveReport(self, studyFolder, segmentationNode, outFolder, studyId: str, reportFolder,
                    bundleFolder=None) -> Path:
         """HTML report of the study from what the stages wrote under `outFolder` (and the LI-RADS assessment)."""
-        import pandas as pd
-
-        from HCCFusionLib.io import load_study, read_image
-        from HCCFusionLib.report import ReportData, write_report
-
-        study = load_study(studyFolder)
-        grid = next(iter(study)).image
-        labels = mrml.segmentation_to_labels(segmentationNode, grid) if segmentationNode is not None else None
-        out = Path(outFolder)
-
-        def csv(relative):
-            return pd.read_csv(out / relative) if (out / relative).is_file() else None
-
-        data = ReportData(study_id=studyId, modality=next(iter(study)).modality.value,
-                          images={s.name: s.image for s in study if same_grid(s.image, grid)}, labels=labels,
-                          registration_qc=csv("registration/qc.csv"), radiomics=csv("radiomics/kinetics.csv"),
-                          registration_images={p.name[:-len("_checkerboard.nii.gz")]: read_image(p) for p in
-                                               sorted((out / "registration" / "qc").glob("*_checkerboard.nii.gz"))},
-                          prediction=csv("prediction/prediction.csv"),
-                          contributions=csv("prediction/contributions.csv"), inputs={"study": Path(studyFolder)})
-        if getattr(self, "lirads", None) is not None:
-            data.lirads, data.lirads_evidence = self.lirads.table(), self.lirads.evidence()
-            data.lirads_overrides = self.lirads.overrides_table()
-        card = Path(bundleFolder) / "model_card.json" if bundleFolder else None
-        if card is not None and card.is_file():
-            data.model_card = json.loads(card.read_text(encoding="utf-8"))
-        return write_report(data, Path(reportFolder) / "report")
+        return writeReportFromFolder(studyFolder, segmentationNode, outFolder, studyId, reportFolder, bundleFolder,
+                                     self.lirads)
 
     def bclcStage(self, clinical: dict, lesionTableNode=None) -> str:
         """BCLC (2022) stage from the clinical fields, with tumour number/size from the lesion table if given."""
@@ -470,6 +476,15 @@ class HCCFusionLogic:
                 values.setdefault(key, value)
         staging = stage_clinical(values)
         return f"{staging['bclc']}; {staging['child_pugh']}; {staging['albi']}"
+
+    def exportTable(self, tableNode, path) -> Path:
+        """Save a table node as CSV (atomically)."""
+        from HCCFusionLib.io import atomic_write
+
+        path = Path(path)
+        with atomic_write(path) as tmp:
+            mrml.table_to_dataframe(tableNode).to_csv(tmp, index=False)
+        return path
 
     # ------------------------------------------------------------ helpers
     def _removePrevious(self, prefix: str, suffixes: tuple) -> None:
@@ -526,6 +541,38 @@ def _number(value) -> bool:
         return value is not None and float(value) == float(value)
     except (TypeError, ValueError):
         return False
+
+
+def writeReportFromFolder(studyFolder, segmentationNode, outFolder, studyId: str, reportFolder, bundleFolder=None,
+                          assessment=None) -> Path:
+    """Report assembly from a run folder (the one place; to be replaced by `report.from_folder`)."""
+    import pandas as pd
+
+    from HCCFusionLib.io import load_study, read_image
+    from HCCFusionLib.report import ReportData, write_report
+
+    study = load_study(studyFolder)
+    grid = next(iter(study)).image
+    labels = mrml.segmentation_to_labels(segmentationNode, grid) if segmentationNode is not None else None
+    out = Path(outFolder)
+
+    def csv(relative):
+        return pd.read_csv(out / relative) if (out / relative).is_file() else None
+
+    data = ReportData(study_id=studyId, modality=next(iter(study)).modality.value,
+                      images={s.name: s.image for s in study if same_grid(s.image, grid)}, labels=labels,
+                      registration_qc=csv("registration/qc.csv"), radiomics=csv("radiomics/kinetics.csv"),
+                      registration_images={p.name[:-len("_checkerboard.nii.gz")]: read_image(p) for p in
+                                           sorted((out / "registration" / "qc").glob("*_checkerboard.nii.gz"))},
+                      prediction=csv("prediction/prediction.csv"),
+                      contributions=csv("prediction/contributions.csv"), inputs={"study": Path(studyFolder)})
+    if assessment is not None:
+        data.lirads, data.lirads_evidence = assessment.table(), assessment.evidence()
+        data.lirads_overrides = assessment.overrides_table()
+    card = Path(bundleFolder) / "model_card.json" if bundleFolder else None
+    if card is not None and card.is_file():
+        data.model_card = json.loads(card.read_text(encoding="utf-8"))
+    return write_report(data, Path(reportFolder) / "report")
 
 
 def tumourLesions(labels: sitk.Image):
