@@ -20,7 +20,7 @@ class HCCFusion(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("HCCFusion")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Liver")]
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "HCCFusion")]
         self.parent.dependencies = []
         self.parent.contributors = ["HCCFusion developers"]
         self.parent.helpText = _(

@@ -89,7 +89,7 @@ class PanelSteps:
 
     def prepareRadiomics(self, inputs: list, out: Path, studyId: str, clinical: dict, referencePhase: str,
                          segmentationNode, preset: str = "auto", regions: str = "", selectedIds: "set | None" = None,
-                         tableNode=None) -> PreparedStage:
+                         tableNode=None, imageTypes: str = "") -> PreparedStage:
         """`extract` on the (registered) study, only the checked volumes' phases if any, with the segmentation."""
         out = Path(out)
         study = self.studyForNextStage(inputs, out, studyId, clinical)
@@ -98,7 +98,7 @@ class PanelSteps:
             study = self.subsetStudy(study, phases, out / "radiomics_input" / "study")
         segmentationFile = self.exportSegmentation(segmentationNode, self.referenceNode(inputs, referencePhase),
                                                    out / "radiomics_input" / "segmentation.nii.gz")
-        job = self.radiomicsJob(study, segmentationFile, out, preset, regions)
+        job = self.radiomicsJob(study, segmentationFile, out, preset, regions, imageTypes)
         return PreparedStage(job, lambda: self.loadFeatures(out, studyId, tableNode))
 
     def preparePrediction(self, out: Path, studyId: str, clinical: dict, bundleFolder) -> PreparedStage:
