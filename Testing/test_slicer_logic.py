@@ -20,7 +20,8 @@ import SimpleITK as sitk
 mrml = pytest.importorskip("HCCFusionLib.scene", reason="slicer-core (MRML) is not installed")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "HCCFusion"))
 from HCCFusionSlicer import process  # noqa: E402
-from HCCFusionSlicer.logic import UNKNOWN, HCCFusionLogic, clinicalFromPanel, predictionText  # noqa: E402
+from HCCFusionSlicer.choices import UNKNOWN, clinicalFromPanel  # noqa: E402
+from HCCFusionSlicer.logic import HCCFusionLogic, predictionText  # noqa: E402
 
 from HCCFusionLib import io  # noqa: E402
 from HCCFusionLib.errors import InputError  # noqa: E402
