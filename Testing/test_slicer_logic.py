@@ -176,7 +176,7 @@ def fusion_bundle(tmp_path_factory):
     features = cohort.simulated_features(seed=0)
     features.to_csv(folder / "features.csv")
     cohort.table.to_csv(folder / "clinical.csv")
-    process.SubprocessRunner().run(process.CliJob("train", [folder / "features.csv", folder / "clinical.csv",
+    process.InProcessRunner().run(process.CliJob("train", [folder / "features.csv", folder / "clinical.csv",
                                                             "--endpoint", "mvi", "--cv", "3", "--out", folder / "bundle"]))
     return folder / "bundle", features, cohort.table
 
@@ -277,7 +277,7 @@ def test_lirads_table_rejects_non_boolean_edit(logic, tmp_path, aligned_phantom)
 def test_export_dicom_seg_and_sr_reload(logic, tmp_path, aligned_phantom):
     pytest.importorskip("highdicom")
     from HCCFusionLib import dicom
-    from HCCFusionSlicer.logic import tumourLesions
+    from HCCFusionSlicer.interim import tumourLesions
 
     patient, folder, truth = aligned_phantom
     written = logic.exportDicom(folder, truth, "PVP", tmp_path / "out", "P2")

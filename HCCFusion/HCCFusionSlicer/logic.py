@@ -20,12 +20,11 @@ import SimpleITK as sitk
 
 from HCCFusionLib import scene as mrml
 from HCCFusionLib.errors import InputError
-from HCCFusionLib.study import same_grid
 
-from .choices import UNKNOWN, clinicalFromPanel  # noqa: F401 (re-exported: the panel's vocabulary)
 from .interfaces import Installer, ProcessRunner
+from .interim import tumourLesions, writeReportFromFolder
 from .process import CliJob, CliResult, SubprocessRunner
-from .steps import PanelSteps, PreparedStage, isFolder as _isFolder  # noqa: F401 (PreparedStage re-exported)
+from .steps import PanelSteps
 
 log = logging.getLogger(__name__)
 
@@ -541,53 +540,6 @@ def _number(value) -> bool:
         return value is not None and float(value) == float(value)
     except (TypeError, ValueError):
         return False
-
-
-def writeReportFromFolder(studyFolder, segmentationNode, outFolder, studyId: str, reportFolder, bundleFolder=None,
-                          assessment=None) -> Path:
-    """Report assembly from a run folder (the one place; to be replaced by `report.from_folder`)."""
-    import pandas as pd
-
-    from HCCFusionLib.io import load_study, read_image
-    from HCCFusionLib.report import ReportData, write_report
-
-    study = load_study(studyFolder)
-    grid = next(iter(study)).image
-    labels = mrml.segmentation_to_labels(segmentationNode, grid) if segmentationNode is not None else None
-    out = Path(outFolder)
-
-    def csv(relative):
-        return pd.read_csv(out / relative) if (out / relative).is_file() else None
-
-    data = ReportData(study_id=studyId, modality=next(iter(study)).modality.value,
-                      images={s.name: s.image for s in study if same_grid(s.image, grid)}, labels=labels,
-                      registration_qc=csv("registration/qc.csv"), radiomics=csv("radiomics/kinetics.csv"),
-                      registration_images={p.name[:-len("_checkerboard.nii.gz")]: read_image(p) for p in
-                                           sorted((out / "registration" / "qc").glob("*_checkerboard.nii.gz"))},
-                      prediction=csv("prediction/prediction.csv"),
-                      contributions=csv("prediction/contributions.csv"), inputs={"study": Path(studyFolder)})
-    if assessment is not None:
-        data.lirads, data.lirads_evidence = assessment.table(), assessment.evidence()
-        data.lirads_overrides = assessment.overrides_table()
-    card = Path(bundleFolder) / "model_card.json" if bundleFolder else None
-    if card is not None and card.is_file():
-        data.model_card = json.loads(card.read_text(encoding="utf-8"))
-    return write_report(data, Path(reportFolder) / "report")
-
-
-def tumourLesions(labels: sitk.Image):
-    """Lesions (connected tumour components of ≥ 3 voxels): volume (mm³) and Feret diameter (mm)."""
-    import pandas as pd
-
-    from HCCFusionLib.study import LABELS
-
-    components = sitk.RelabelComponent(sitk.ConnectedComponent(labels == LABELS["tumour"], True), 3)
-    shapes = sitk.LabelShapeStatisticsImageFilter()
-    shapes.ComputeFeretDiameterOn()
-    shapes.Execute(components)
-    rows = [{"lesion": int(i), "volume_mm3": shapes.GetPhysicalSize(i), "diameter_mm": shapes.GetFeretDiameter(i)}
-            for i in shapes.GetLabels()]
-    return pd.DataFrame(rows, columns=["lesion", "volume_mm3", "diameter_mm"])
 
 
 def _liradsFrame(assessment):
