@@ -20,7 +20,7 @@ class HCCFusion(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("HCCFusion")
-        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Liver")]
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "HCCFusion")]
         self.parent.dependencies = []
         self.parent.contributors = ["HCCFusion developers"]
         self.parent.helpText = _(
@@ -78,7 +78,9 @@ class HCCFusionWidget(ScriptedLoadableModuleWidget):
     def onReload(self):
         """Reload the library and the glue package too (modules others import first), then the module."""
         first = ["HCCFusionLib.errors", "HCCFusionLib.study", "HCCFusionLib.progress", "HCCFusionLib.io",
-                 "HCCFusionLib.scene", "HCCFusionSlicer.process", "HCCFusionSlicer.parameters"]
+                 "HCCFusionLib.scene", "HCCFusionSlicer.i18n", "HCCFusionSlicer.choices", "HCCFusionSlicer.interfaces",
+                 "HCCFusionSlicer.process", "HCCFusionSlicer.parameters", "HCCFusionSlicer.steps",
+                 "HCCFusionSlicer.readiness", "HCCFusionSlicer.interim", "HCCFusionSlicer.logic"]
         loaded = [n for n in sys.modules if n.startswith(("HCCFusionLib.", "HCCFusionSlicer.")) and sys.modules[n]]
         for name in sorted(loaded, key=lambda n: (n.startswith("HCCFusionSlicer."), n not in first,
                                                    first.index(n) if n in first else 0, n)):

@@ -180,6 +180,16 @@ def stage_clinical(clinical) -> dict:
     return {"child_pugh": cp, "albi": albi(get("bilirubin"), get("albumin")), "bclc": stage}
 
 
+def tumour_burden(lesions) -> dict:
+    """BCLC tumour inputs from a lesion table: `tumour_number` (rows) and `tumour_size_mm` (the largest value of
+    the first column whose name contains "diameter"; left out without such a column or without lesions)."""
+    burden = {"tumour_number": len(lesions)}
+    size = next((c for c in lesions.columns if "diameter" in str(c).lower()), None)
+    if size is not None and len(lesions):
+        burden["tumour_size_mm"] = float(lesions[size].max())
+    return burden
+
+
 def _bool_or_none(value):
     if _is_missing(value):
         return None

@@ -495,3 +495,50 @@ def _hull_points(points: np.ndarray) -> np.ndarray:
         return points[ConvexHull(points).vertices]
     except (QhullError, ValueError):  # flat (single-slice) or tiny sets: use them all
         return points
+
+
+def reader_table(assessment: LiradsAssessment):
+    """The assessment's table with the lesion as a column: what a reader sees and edits."""
+    frame = assessment.table()
+    return frame.reset_index() if len(frame) else frame
+
+
+def yes_no(value, what: str = "") -> "bool | None":
+    """True/False/None from a table cell (bool, 0/1 or yes/no/true/false text; empty = not measured)."""
+    if value is None or (isinstance(value, float) and value != value) or str(value).strip() == "":
+        return None
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "1.0"):
+        return True
+    if text in ("false", "no", "0", "0.0"):
+        return False
+    raise InputError(f"LI-RADS table: '{value}' for {what} is not yes/no (use true or false).")
+
+
+def table_edits(before, edited) -> list[tuple[int, str, object]]:
+    """(lesion, what, new value) for every cell a reader changed: features, diameter (> 0.05 mm), category.
+
+    `before` and `edited` are `reader_table` frames (a "lesion" column); an empty feature cell is no edit.
+    """
+    before, edited = before.set_index("lesion"), edited.set_index("lesion")
+    edits = []
+    for lesion in before.index:
+        for column in (*FEATURES, "diameter_mm", "category"):
+            old, new = before.at[lesion, column], edited.at[lesion, column]
+            if column in FEATURES:
+                old, new = yes_no(old), yes_no(new, f"lesion {lesion} {column}")
+                changed = new is not None and new != old
+            elif column == "diameter_mm":
+                changed = abs(float(new) - float(old)) > 0.05
+            else:
+                new = str(new).strip()
+                changed = new != str(old)
+            if changed:
+                edits.append((int(lesion), column, new))
+    return edits
+
+
+def apply_table_edits(assessment: LiradsAssessment, edited, reader: str) -> list[Override]:
+    """Record each of a reader's edits of `reader_table(assessment)` as an override; returns the overrides."""
+    return [assessment.override(lesion, what, new, reader)
+            for lesion, what, new in table_edits(reader_table(assessment), edited)]

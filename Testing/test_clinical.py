@@ -166,3 +166,16 @@ def test_staging_table_on_a_clinical_table():
     assert staged.bclc_stage.tolist() == ["0", "C", ""]
     assert "child_pugh:bilirubin" in staged.loc["p3", "bclc_missing"]
     assert math.isnan(staged.loc["p3", "albi_score"])
+
+
+def test_tumour_burden_from_a_lesion_table():
+    from HCCFusionLib.clinical import tumour_burden
+
+    lesions = pd.DataFrame({"lesion": [1, 2], "volume_mm3": [900.0, 50.0], "max_diameter_mm": [18.0, 31.5]})
+    assert tumour_burden(lesions) == {"tumour_number": 2, "tumour_size_mm": 31.5}
+    assert tumour_burden(lesions.iloc[:0]) == {"tumour_number": 0}
+    assert tumour_burden(lesions[["lesion"]]) == {"tumour_number": 2}
+    staged = stage_clinical({"bilirubin": 1.0, "albumin": 4.0, "inr": 1.0, "ascites": "none", "encephalopathy": "none",
+                             "performance_status": 0, "vascular_invasion": False, "extrahepatic_spread": False,
+                             **tumour_burden(lesions)})
+    assert staged["bclc"].stage == "B"  # two nodules, the largest over 3 cm

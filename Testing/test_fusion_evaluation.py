@@ -168,3 +168,16 @@ def test_nomogram_from_radiomics_score_and_raw_labs(cohort, mvi, tmp_path):
     cox = Nomogram(kind="cox").fit(clinical_covariates(cohort.table).join(
         radiomics_score(SurvivalFusion(), Xs[[c for c in Xs.columns if "__" in c]], ys)), ys)
     assert cox.draw(tmp_path / "cox.png", time=24.0).is_file()
+
+
+def test_top_contributions_of_one_patient_by_magnitude():
+    from HCCFusionLib.fusion.explain import top_contributions
+
+    table = pd.DataFrame({"patient_id": ["a", "a", "a", "a", "b"], "name": ["x", "y", "z", "ct", "x"],
+                          "kind": ["feature", "feature", "feature", "block", "feature"],
+                          "block": ["ct", "ct", "clin", "ct", "ct"], "value": [1.0, 2.0, 3.0, 0.0, 9.0],
+                          "z": [0.1, 0.2, 0.3, 0.0, 0.9], "contribution": [0.2, -0.5, 0.2, 3.0, 9.0]})
+    top = top_contributions(table, "a", n=2)
+    assert list(top.columns) == ["name", "block", "value", "contribution"]
+    assert top["name"].tolist() == ["y", "x"]  # |-0.5| first; ties keep table order; block rows left out
+    assert top_contributions(table[table.patient_id == "b"], "other")["name"].tolist() == ["x"]  # one patient

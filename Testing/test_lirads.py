@@ -193,3 +193,23 @@ def test_lirads_cli(small, tmp_path, capsys):
     assert main(["--progress", "none", "lirads", str(study), "--reference", "NC", "--segmentation",
                  str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "bad")]) == 2
     assert "missing.nii.gz" in capsys.readouterr().err
+
+
+def test_reader_table_edits_become_recorded_overrides(small):
+    result = lirads.assess_study(small.study, small.labels)
+    before = lirads.reader_table(result)
+    lesion = int(before["lesion"].iloc[0])
+    edited = before.astype({f: object for f in lirads.FEATURES})
+    edited.loc[0, "washout"] = "no" if lirads.yes_no(before.loc[0, "washout"]) else "yes"
+    edited.loc[0, "diameter_mm"] = float(before.loc[0, "diameter_mm"]) + 0.04  # rounding noise: no edit
+    edited.loc[0, "aphe"] = ""  # emptied: not an edit
+    assert lirads.table_edits(before, edited) == [(lesion, "washout", not lirads.yes_no(before.loc[0, "washout"]))]
+    edited.loc[0, "category"] = " LR-M "
+    made = lirads.apply_table_edits(result, edited, reader="dr_a")
+    assert [(o.lesion, o.what, o.new, o.reader) for o in made] == [
+        (lesion, "washout", not lirads.yes_no(before.loc[0, "washout"]), "dr_a"), (lesion, "category", "LR-M", "dr_a")]
+    assert lirads.reader_table(result).loc[0, "category"] == "LR-M"
+    assert lirads.apply_table_edits(result, lirads.reader_table(result), reader="dr_a") == []
+    with pytest.raises(InputError, match="'maybe' for lesion .* capsule is not yes/no"):
+        lirads.table_edits(before, before.astype({"capsule": object}).assign(capsule="maybe"))
+    assert [lirads.yes_no(v) for v in (True, "0", "Yes", float("nan"), " ")] == [True, False, True, None, None]

@@ -1,8 +1,8 @@
 """The Slicer module's logic on real MRML (slicer-core wheel) driving the real `hccfusion` verbs.
 
-The logic is the part of HCCFusion/HCCFusionSlicer without Qt: scene nodes → study folder → verb in a child
-process (SubprocessRunner, the synchronous runner also used by `waitForCompletion=True`) → nodes back in the
-scene. The widget and the Qt runner are covered by the self-test inside Slicer (HCCFusion/Testing/Python).
+The logic is the part of HCCFusion/HCCFusionSlicer without Qt: scene nodes → study folder → verb → nodes back
+in the scene. The verbs run in-process (`InProcessRunner`, calling `HCCFusionLib.cli.main`: fast); the tests
+marked "child process" run them through `SubprocessRunner`, as the panel does. The widget and the Qt runner are covered by the self-test inside Slicer (HCCFusion/Testing/Python).
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ import SimpleITK as sitk
 mrml = pytest.importorskip("HCCFusionLib.scene", reason="slicer-core (MRML) is not installed")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "HCCFusion"))
 from HCCFusionSlicer import process  # noqa: E402
-from HCCFusionSlicer.logic import UNKNOWN, HCCFusionLogic, clinicalFromPanel, predictionText  # noqa: E402
+from HCCFusionSlicer.choices import UNKNOWN, clinicalFromPanel  # noqa: E402
+from HCCFusionSlicer.logic import HCCFusionLogic, predictionText  # noqa: E402
 
 from HCCFusionLib import io  # noqa: E402
 from HCCFusionLib.errors import InputError  # noqa: E402
@@ -29,6 +30,12 @@ from HCCFusionLib.study import LABELS  # noqa: E402
 
 @pytest.fixture
 def logic(tmp_path):
+    return HCCFusionLogic(process.InProcessRunner(), mrml.new_scene(cache_dir=tmp_path / "cache"))
+
+
+@pytest.fixture
+def child_logic(tmp_path):
+    """The logic with the real runner: each verb in a child process."""
     return HCCFusionLogic(process.SubprocessRunner(), mrml.new_scene(cache_dir=tmp_path / "cache"))
 
 
@@ -87,7 +94,8 @@ def test_export_study_bad_inputs_write_nothing(logic, tmp_path):
         logic.outputFolder(tmp_path, "../escape")
 
 
-def test_info_verb_runs_in_child_process_on_exported_study(logic, tmp_path):
+def test_info_verb_runs_in_child_process_on_exported_study(child_logic, tmp_path):
+    logic = child_logic
     nodes = [(mrml.image_to_volume(logic.scene, phase_image(v, s), f"v{s}"), p)
              for v, s, p in ((40, 1, "NC"), (90, 2, "AP"), (120, 3, "PVP"))]
     folder = logic.exportStudy(nodes, logic.outputFolder(tmp_path, "S3") / "study", "S3")
@@ -97,12 +105,16 @@ def test_info_verb_runs_in_child_process_on_exported_study(logic, tmp_path):
         assert phase in text
 
 
-def test_failed_verb_raises_its_own_error_message(logic, tmp_path):
+@pytest.mark.parametrize("runner", [process.SubprocessRunner, process.InProcessRunner])
+def test_failed_verb_raises_its_own_error_message(runner, tmp_path):
     missing = tmp_path / "no_such_study"
     with pytest.raises(process.CliError) as err:
-        logic.runner.run(process.CliJob("info", [missing]))
+        runner().run(process.CliJob("info", [missing]))
     assert str(missing) in str(err.value)
     assert "Traceback" not in str(err.value)
+    finished = []
+    runner().start(process.CliJob("info", [missing]), None, lambda result, error: finished.append((result, error)))
+    assert finished[0][0] is None and str(missing) in str(finished[0][1])
 
 
 def test_progress_lines_are_parsed():
@@ -164,7 +176,7 @@ def fusion_bundle(tmp_path_factory):
     features = cohort.simulated_features(seed=0)
     features.to_csv(folder / "features.csv")
     cohort.table.to_csv(folder / "clinical.csv")
-    process.SubprocessRunner().run(process.CliJob("train", [folder / "features.csv", folder / "clinical.csv",
+    process.InProcessRunner().run(process.CliJob("train", [folder / "features.csv", folder / "clinical.csv",
                                                             "--endpoint", "mvi", "--cv", "3", "--out", folder / "bundle"]))
     return folder / "bundle", features, cohort.table
 
@@ -265,7 +277,7 @@ def test_lirads_table_rejects_non_boolean_edit(logic, tmp_path, aligned_phantom)
 def test_export_dicom_seg_and_sr_reload(logic, tmp_path, aligned_phantom):
     pytest.importorskip("highdicom")
     from HCCFusionLib import dicom
-    from HCCFusionSlicer.logic import tumourLesions
+    from HCCFusionSlicer.interim import tumourLesions
 
     patient, folder, truth = aligned_phantom
     written = logic.exportDicom(folder, truth, "PVP", tmp_path / "out", "P2")

@@ -1,5 +1,7 @@
-"""Slicer glue of the HCCFusion module: parameter node, widget, logic, background process, installer.
+"""Slicer glue shared by the HCCFusion modules (the workflow and the four per-stage modules).
 
-Only `logic.py` and `process.py` are used outside the Slicer application (tests on the slicer-core wheel);
-`parameters.py`, `widget.py` and `install.py` need the full application.
+Qt-free, used outside the Slicer application too (tests on the slicer-core wheel): `choices` (panel vocabulary),
+`interfaces` (runner and installer protocols), `process` (runners: child process, Qt background, in-process),
+`readiness` (which buttons may run), `steps` + `logic` (jobs, scene nodes). Slicer application only:
+`parameters` (parameter node), `widget` (panels), `install` (pip installs).
 """

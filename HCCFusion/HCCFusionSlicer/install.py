@@ -13,9 +13,10 @@ import tempfile
 from pathlib import Path
 
 import slicer
-from slicer.i18n import tr as _
 
 from HCCFusionLib.errors import DependencyError
+
+from .i18n import _
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 PROTECTED = ("SimpleITK", "numpy", "torch")
@@ -131,3 +132,19 @@ def report() -> str:
         missing = missingRequirements(stage) + (["torch"] if torchMissing(stage) else [])
         lines.append(f"{stage}: " + (_("ready") if not missing else _("missing") + " " + ", ".join(missing)))
     return "\n".join(lines)
+
+
+class SlicerInstaller:
+    """The real `interfaces.Installer`: this module's pinned, ask-first installation inside Slicer."""
+
+    def stages(self) -> tuple:
+        return tuple(STAGES)
+
+    def onDemand(self) -> tuple:
+        return ON_DEMAND
+
+    def ensure(self, stage: str, ask: bool = True) -> bool:
+        return ensure(stage, ask)
+
+    def report(self) -> str:
+        return report()

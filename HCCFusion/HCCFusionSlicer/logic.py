@@ -20,13 +20,14 @@ import SimpleITK as sitk
 
 from HCCFusionLib import scene as mrml
 from HCCFusionLib.errors import InputError
-from HCCFusionLib.study import same_grid
 
+from .interfaces import Installer, ProcessRunner
+from .interim import tumourLesions, writeReportFromFolder
 from .process import CliJob, CliResult, SubprocessRunner
+from .steps import PanelSteps
 
 log = logging.getLogger(__name__)
 
-UNKNOWN = "not known"  # the panel's value for a clinical variable that is not known
 CT_WINDOW_LEVEL = (350.0, 50.0)  # abdominal soft-tissue window
 
 
@@ -46,17 +47,40 @@ class StageResult:
         return [n for n in found if n is not None]
 
 
-class HCCFusionLogic:
-    """Runs HCCFusion stages on scene nodes; `runner` runs the `hccfusion` verbs."""
+class HCCFusionLogic(PanelSteps):
+    """Runs HCCFusion stages on scene nodes; `runner` runs the `hccfusion` verbs, `installer` the packages."""
 
-    def __init__(self, runner=None, scene=None):
-        """`scene`: default the current `slicer.mrmlScene` (Slicer's own in the application), else a new one."""
+    def __init__(self, runner: "ProcessRunner | None" = None, scene=None, installer: "Installer | None" = None):
+        """`runner`: default a `SubprocessRunner`; `installer`: default `install.SlicerInstaller` (made on first
+        use: it needs the Slicer application); `scene`: default the current `slicer.mrmlScene`, else a new one."""
         import slicer
 
         self.runner = runner or SubprocessRunner()
+        self._installer = installer
         if scene is None:
             scene = getattr(slicer, "mrmlScene", None) or mrml.new_scene()
         self.scene = scene
+        self.lirads = None
+
+    @property
+    def installer(self) -> Installer:
+        if self._installer is None:
+            from .install import SlicerInstaller
+
+            self._installer = SlicerInstaller()
+        return self._installer
+
+    def installStage(self, step: str, engine: str = "") -> str:
+        """The installer stage a panel step needs (the nnU-Net v2 engine also needs nnunetv2; others: dicom)."""
+        from .choices import ENGINE_NNUNET
+
+        if step == "segmentation" and engine == ENGINE_NNUNET:
+            return "nnunet"
+        return step if step in self.installer.stages() else "dicom"
+
+    def ensureDependencies(self, step: str, engine: str = "") -> bool:
+        """Packages of a panel step installed (asking first); False when the user declined."""
+        return self.installer.ensure(self.installStage(step, engine))
 
     # ------------------------------------------------------------ running verbs
     @staticmethod
@@ -71,10 +95,16 @@ class HCCFusionLogic:
             waitForCompletion: bool = False) -> "StageResult | None":
         """Run `job`, then `load()` its outputs into the scene.
 
-        With `waitForCompletion` (or a runner without `start`) this blocks and returns the result; otherwise the
-        runner starts the job in the background and `finished(result, error)` is called when it ends.
+        With `waitForCompletion` (or a runner that is not `asynchronous`) this blocks and returns the result;
+        otherwise the runner starts the job in the background and `finished(result, error)` is called when it ends.
+        A `job` of None is done in-process: only `load()` runs.
         """
-        if waitForCompletion or not hasattr(self.runner, "start"):
+        if job is None:
+            result = load()
+            if finished:
+                finished(result, None)
+            return result
+        if waitForCompletion or not self.runner.asynchronous:
             self.runner.run(job, progress)
             result = load()
             if finished:
@@ -339,7 +369,9 @@ class HCCFusionLogic:
 
             contributions = pd.read_csv(folder / "contributions.csv")
             result.nodes["contributions"] = mrml.dataframe_to_table(self.scene, contributions, f"{studyId}_contributions")
-            top = topContributions(contributions, studyId)
+            from HCCFusionLib.fusion.explain import top_contributions
+
+            top = top_contributions(contributions, studyId)
             if len(top):
                 table = mrml.dataframe_to_table(self.scene, top, f"{studyId}_top_contributions")
                 result.nodes["top"] = table
@@ -389,26 +421,11 @@ class HCCFusionLogic:
         Every changed cell becomes a recorded override (who, when, old → new); the categories are recomputed
         unless overridden themselves, the table node is refreshed and the CSVs rewritten.
         """
-        from HCCFusionLib.lirads import FEATURES
+        from HCCFusionLib import lirads
 
-        if getattr(self, "lirads", None) is None:
+        if self.lirads is None:
             raise InputError("No LI-RADS assessment to override: run 'Assess LI-RADS' first.")
-        edited = mrml.table_to_dataframe(tableNode).set_index("lesion")
-        before = _liradsFrame(self.lirads).set_index("lesion")
-        made = []
-        for lesion in before.index:
-            for column in (*FEATURES, "diameter_mm", "category"):
-                old, new = before.at[lesion, column], edited.at[lesion, column]
-                if column in FEATURES:
-                    old, new = _yesNo(old), _yesNo(new, f"lesion {lesion} {column}")
-                    changed = new is not None and new != old
-                elif column == "diameter_mm":
-                    changed = abs(float(new) - float(old)) > 0.05
-                else:
-                    changed = str(new).strip() != str(old)
-                    new = str(new).strip()
-                if changed:
-                    made.append(self.lirads.override(int(lesion), column, new, reader))
+        made = lirads.apply_table_edits(self.lirads, mrml.table_to_dataframe(tableNode), reader)
         refreshed = mrml.dataframe_to_table(self.scene, _liradsFrame(self.lirads), "refreshed")
         tableNode.GetTable().DeepCopy(refreshed.GetTable())
         tableNode.Modified()
@@ -428,7 +445,7 @@ class HCCFusionLogic:
         source = dicom.source_series_files(series, folder / f"source_{referencePhase}", study_id=studyId)
         labels = mrml.segmentation_to_labels(segmentationNode, series.image)
         seg = dicom.write_seg(labels, source, folder / "seg.dcm")
-        if getattr(self, "lirads", None) is not None:
+        if self.lirads is not None:
             lesions = _liradsFrame(self.lirads).rename(columns={"category": "lirads"})
         else:
             lesions = tumourLesions(labels)
@@ -445,47 +462,28 @@ class HCCFusionLogic:
     def saveReport(self, studyFolder, segmentationNode, outFolder, studyId: str, reportFolder,
                    bundleFolder=None) -> Path:
         """HTML report of the study from what the stages wrote under `outFolder` (and the LI-RADS assessment)."""
-        import pandas as pd
-
-        from HCCFusionLib.io import load_study, read_image
-        from HCCFusionLib.report import ReportData, write_report
-
-        study = load_study(studyFolder)
-        grid = next(iter(study)).image
-        labels = mrml.segmentation_to_labels(segmentationNode, grid) if segmentationNode is not None else None
-        out = Path(outFolder)
-
-        def csv(relative):
-            return pd.read_csv(out / relative) if (out / relative).is_file() else None
-
-        data = ReportData(study_id=studyId, modality=next(iter(study)).modality.value,
-                          images={s.name: s.image for s in study if same_grid(s.image, grid)}, labels=labels,
-                          registration_qc=csv("registration/qc.csv"), radiomics=csv("radiomics/kinetics.csv"),
-                          registration_images={p.name[:-len("_checkerboard.nii.gz")]: read_image(p) for p in
-                                               sorted((out / "registration" / "qc").glob("*_checkerboard.nii.gz"))},
-                          prediction=csv("prediction/prediction.csv"),
-                          contributions=csv("prediction/contributions.csv"), inputs={"study": Path(studyFolder)})
-        if getattr(self, "lirads", None) is not None:
-            data.lirads, data.lirads_evidence = self.lirads.table(), self.lirads.evidence()
-            data.lirads_overrides = self.lirads.overrides_table()
-        card = Path(bundleFolder) / "model_card.json" if bundleFolder else None
-        if card is not None and card.is_file():
-            data.model_card = json.loads(card.read_text(encoding="utf-8"))
-        return write_report(data, Path(reportFolder) / "report")
+        return writeReportFromFolder(studyFolder, segmentationNode, outFolder, studyId, reportFolder, bundleFolder,
+                                     self.lirads)
 
     def bclcStage(self, clinical: dict, lesionTableNode=None) -> str:
         """BCLC (2022) stage from the clinical fields, with tumour number/size from the lesion table if given."""
-        from HCCFusionLib.clinical import stage_clinical
+        from HCCFusionLib.clinical import stage_clinical, tumour_burden
 
         values = dict(clinical)
         if lesionTableNode is not None:
-            lesions = mrml.table_to_dataframe(lesionTableNode)
-            size = next((c for c in lesions.columns if "diameter" in c.lower()), None)
-            values.setdefault("tumour_number", len(lesions))
-            if size is not None and len(lesions):
-                values.setdefault("tumour_size_mm", float(lesions[size].max()))
+            for key, value in tumour_burden(mrml.table_to_dataframe(lesionTableNode)).items():
+                values.setdefault(key, value)
         staging = stage_clinical(values)
         return f"{staging['bclc']}; {staging['child_pugh']}; {staging['albi']}"
+
+    def exportTable(self, tableNode, path) -> Path:
+        """Save a table node as CSV (atomically)."""
+        from HCCFusionLib.io import atomic_write
+
+        path = Path(path)
+        with atomic_write(path) as tmp:
+            mrml.table_to_dataframe(tableNode).to_csv(tmp, index=False)
+        return path
 
     # ------------------------------------------------------------ helpers
     def _removePrevious(self, prefix: str, suffixes: tuple) -> None:
@@ -511,32 +509,6 @@ class HCCFusionLogic:
         node.Modified()
         self.scene.RemoveNode(created)
         return node
-
-
-def clinicalFromPanel(values: dict) -> dict:
-    """Panel values → Clinical fields: negative numbers and "not known" left out, yes/no and ECOG PS converted."""
-    result = {}
-    for key, value in values.items():
-        if value is None or value == UNKNOWN or (isinstance(value, float) and value < 0):
-            continue
-        if key == "performance_status":
-            value = int(value)
-        elif value in ("yes", "no"):
-            value = value == "yes"
-        result[key] = value
-    return result
-
-
-def topContributions(contributions, studyId: str, n: int = 15):
-    """The `n` largest feature contributions (by magnitude) of one patient: name, block, value, contribution."""
-    frame = contributions
-    if "kind" in frame.columns:
-        frame = frame[frame["kind"] == "feature"]
-    if "patient_id" in frame.columns and frame["patient_id"].nunique() > 1:
-        frame = frame[frame["patient_id"].astype(str) == str(studyId)]
-    keep = [c for c in ("name", "block", "value", "contribution") if c in frame.columns]
-    order = frame["contribution"].abs().sort_values(ascending=False, kind="stable").index
-    return frame.loc[order[:n], keep].reset_index(drop=True)
 
 
 def predictionText(prediction) -> str:
@@ -570,42 +542,16 @@ def _number(value) -> bool:
         return False
 
 
-def tumourLesions(labels: sitk.Image):
-    """Lesions (connected tumour components of ≥ 3 voxels): volume (mm³) and Feret diameter (mm)."""
-    import pandas as pd
-
-    from HCCFusionLib.study import LABELS
-
-    components = sitk.RelabelComponent(sitk.ConnectedComponent(labels == LABELS["tumour"], True), 3)
-    shapes = sitk.LabelShapeStatisticsImageFilter()
-    shapes.ComputeFeretDiameterOn()
-    shapes.Execute(components)
-    rows = [{"lesion": int(i), "volume_mm3": shapes.GetPhysicalSize(i), "diameter_mm": shapes.GetFeretDiameter(i)}
-            for i in shapes.GetLabels()]
-    return pd.DataFrame(rows, columns=["lesion", "volume_mm3", "diameter_mm"])
-
-
 def _liradsFrame(assessment):
     """The assessment's table with the lesion as a column (what the panel shows and the reader edits)."""
-    frame = assessment.table()
-    return frame.reset_index() if len(frame) else frame
+    from HCCFusionLib.lirads import reader_table
+
+    return reader_table(assessment)
 
 
 def _liradsSummary(assessment) -> str:
     cats = ", ".join(f"{o.lesion}: {o.category}" for o in assessment.observations)
     return f"{len(assessment.observations)} observation(s)" + (f" ({cats})" if cats else "")
-
-
-def _yesNo(value, what: str = ""):
-    """True/False/None from a table cell (bool, 0/1 or yes/no/true/false text; empty = not measured)."""
-    if value is None or (isinstance(value, float) and value != value) or str(value).strip() == "":
-        return None
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "1", "1.0"):
-        return True
-    if text in ("false", "no", "0", "0.0"):
-        return False
-    raise InputError(f"LI-RADS table: '{value}' for {what} is not yes/no (use true or false).")
 
 
 def _channel_names(path: Path) -> "list[str] | None":

@@ -9,29 +9,12 @@ from typing import Annotated
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 
-from HCCFusionLib.study import Phase
+from .choices import (ASCITES, ENCEPHALOPATHY, ENGINE_AUTO, ENGINES, ETIOLOGIES, INPUT_ROWS, PERFORMANCE_STATUS,
+                      PHASES, PRESETS, REGISTRATION_MODES, UNKNOWN, YES_NO, clinicalFromPanel)
 
-from .logic import UNKNOWN, clinicalFromPanel
-
-PHASES = [phase.value for phase in Phase]
-REGISTRATION_MODES = ["rigid", "affine", "deformable"]
-ENGINE_AUTO = "Automatic (by the study's phases)"
-ENGINE_LIVERLESION = "Real-data liver and lesion engine"
-ENGINE_PHANTOM = "Phantom sample model"
-ENGINE_FOLDER = "Model bundle folder"
-ENGINE_NNUNET = "nnU-Net v2 folder"
-ENGINE_EXISTING = "Existing segmentation"
-ENGINES = [ENGINE_AUTO, ENGINE_LIVERLESION, ENGINE_PHANTOM, ENGINE_FOLDER, ENGINE_NNUNET, ENGINE_EXISTING]
-#: panel choice -> `hccfusion segment --engine` name (HCCFusionLib.segmentation.engines)
-ENGINE_NAMES = {ENGINE_AUTO: "auto", ENGINE_LIVERLESION: "liverlesion", ENGINE_PHANTOM: "phantom",
-                ENGINE_FOLDER: "bundle", ENGINE_NNUNET: "nnunet"}
-PRESETS = ["auto", "ct", "mr", "pet"]  # `hccfusion extract --preset` names; auto: per modality
 Lab = Annotated[float, WithinRange(-1.0, 1.0e6)]
 Phases = Annotated[str, Choice(PHASES)]
-YesNo = Annotated[str, Choice([UNKNOWN, "no", "yes"])]
-
-#: Number of (volume, phase) rows in the Inputs section.
-INPUT_ROWS = 6
+YesNo = Annotated[str, Choice(YES_NO)]
 
 
 @parameterNodeWrapper
@@ -56,10 +39,10 @@ class HCCFusionParameterNode:
     bilirubin: Lab = -1.0
     albumin: Lab = -1.0
     inr: Lab = -1.0
-    ascites: Annotated[str, Choice([UNKNOWN, "none", "mild", "moderate-severe"])] = UNKNOWN
-    encephalopathy: Annotated[str, Choice([UNKNOWN, "none", "grade1-2", "grade3-4"])] = UNKNOWN
-    etiology: Annotated[str, Choice([UNKNOWN, "HBV", "HCV", "NASH", "alcohol", "other"])] = UNKNOWN
-    performanceStatus: Annotated[str, Choice([UNKNOWN, "0", "1", "2", "3", "4"])] = UNKNOWN
+    ascites: Annotated[str, Choice(ASCITES)] = UNKNOWN
+    encephalopathy: Annotated[str, Choice(ENCEPHALOPATHY)] = UNKNOWN
+    etiology: Annotated[str, Choice(ETIOLOGIES)] = UNKNOWN
+    performanceStatus: Annotated[str, Choice(PERFORMANCE_STATUS)] = UNKNOWN
     vascularInvasion: YesNo = UNKNOWN
     extrahepaticSpread: YesNo = UNKNOWN
     # Registration

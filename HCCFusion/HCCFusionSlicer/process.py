@@ -7,6 +7,8 @@ tree. Neither imports Qt at module level, so this file also runs outside the Sli
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import queue
@@ -22,9 +24,10 @@ from typing import Callable
 import HCCFusionLib
 from HCCFusionLib.errors import HCCFusionError
 
+from .interfaces import FinishedCallback, ProgressCallback
+
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[float, str], None]
 PROGRESS_PREFIX = "PROGRESS "
 #: Folder holding the HCCFusionLib package (the source tree, or Slicer's qt-scripted-modules folder).
 LIBRARY_PARENT = Path(HCCFusionLib.__file__).resolve().parents[1]
@@ -121,7 +124,9 @@ def killProcessTree(proc: subprocess.Popen) -> None:
 
 
 class SubprocessRunner:
-    """Runs a verb synchronously, forwarding its PROGRESS lines to a callback."""
+    """Runs a verb synchronously in a child process, forwarding its PROGRESS lines (an `interfaces.ProcessRunner`)."""
+
+    asynchronous = False
 
     def __init__(self, python: "str | None" = None, workingDirectory: "str | Path | None" = None):
         self.python = python
@@ -165,11 +170,27 @@ class SubprocessRunner:
             raise CliError(result.errorMessage(job.verb))
         return result
 
+    def start(self, job: CliJob, progress: "ProgressCallback | None", finished: FinishedCallback) -> None:
+        """Synchronous `start`: run `job`, then call `finished(result, error)` before returning."""
+        try:
+            result = self.run(job, progress)
+        except CliError as error:
+            finished(None, error)
+            return
+        finished(result, None)
+
+    def cancel(self) -> None:
+        """Nothing to cancel: `run` returns only when the verb has ended."""
+
+    def isRunning(self) -> bool:
+        return False
+
 
 class QtProcessRunner(SubprocessRunner):
     """Runs a verb in the background of the Slicer GUI; one job at a time."""
 
     POLL_INTERVAL_MS = 100
+    asynchronous = True
 
     def __init__(self, python: "str | None" = None, workingDirectory: "str | Path | None" = None):
         super().__init__(python, workingDirectory)
@@ -181,8 +202,7 @@ class QtProcessRunner(SubprocessRunner):
     def isRunning(self) -> bool:
         return self._proc is not None
 
-    def start(self, job: CliJob, progress: "ProgressCallback | None",
-              finished: "Callable[[CliResult | None, Exception | None], None]") -> None:
+    def start(self, job: CliJob, progress: "ProgressCallback | None", finished: FinishedCallback) -> None:
         """Start `job`; `finished(result, error)` is called on the GUI thread when it ends."""
         import qt
 
@@ -235,3 +255,56 @@ class QtProcessRunner(SubprocessRunner):
         if self._proc is not None:
             self._cancelled = True
             killProcessTree(self._proc)
+
+
+class _LineSink(io.TextIOBase):
+    """A text stream that hands each complete line to `handle` (stdout/stderr of an in-process verb)."""
+
+    def __init__(self, handle: Callable[[str], None]):
+        super().__init__()
+        self._handle, self._pending = handle, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        lines = (self._pending + text).split("\n")
+        self._pending = lines.pop()
+        for line in lines:
+            self._handle(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            line, self._pending = self._pending, ""
+            self._handle(line)
+
+
+class InProcessRunner(SubprocessRunner):
+    """Runs a verb in this process by calling `HCCFusionLib.cli.main(argv)` (same protocol, same output parsing):
+    fast logic tests and scripts; no process to cancel, and a crash of the verb is a crash of the caller."""
+
+    def run(self, job: CliJob, progress: "ProgressCallback | None" = None) -> CliResult:
+        from HCCFusionLib import cli
+
+        argv = job.command("python")[3:]  # drop "python -m HCCFusionLib.cli"
+        log.info("Running in-process: hccfusion %s", " ".join(argv[2:]))
+        output: list[str] = []
+        sink = _LineSink(lambda line: self._handleLine(line, output, progress))
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                try:
+                    returncode = cli.main(argv)
+                except SystemExit as exit_:  # argparse usage errors
+                    returncode = exit_.code if isinstance(exit_.code, int) else 2
+        finally:
+            sink.flush()
+            for handler in set(root.handlers) - set(handlers):  # cli.main's basicConfig wrote to the sink
+                root.removeHandler(handler)
+            root.setLevel(level)
+        result = CliResult(int(returncode or 0), output)
+        if result.returncode != 0:
+            raise CliError(result.errorMessage(job.verb))
+        return result

@@ -1,33 +1,67 @@
-"""The HCCFusion panel: wiring between Resources/UI/HCCFusion.ui, the parameter node and the logic.
+"""HCCFusion panels: wiring between a .ui file, the shared parameter node and the logic. No science, no rules.
 
-No science here. Each Apply button starts its stage's `hccfusion` verb in the background (QtProcessRunner)
-and turns into a Cancel button while it runs; disabled buttons say in their tooltip what is missing.
+One class serves the workflow module (Resources/UI/HCCFusion.ui, every section) and the per-stage modules
+(their own small .ui with one section): it connects only the widgets its .ui has. Jobs come from the
+logic's `prepare...` methods, button states from `readiness.reasons`; the runner and the installer are
+injected (`interfaces.ProcessRunner`, `interfaces.Installer`). Each Apply button runs its verb in the
+background and turns into a Cancel button meanwhile; disabled buttons say in their tooltip what is missing.
 """
 import getpass
-import json
 import logging
 from pathlib import Path
 
 import qt
 import slicer
 import vtk
-from slicer.i18n import tr as _
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 from slicer.util import VTKObservationMixin
 
 from HCCFusionLib.errors import HCCFusionError
 
-from . import install
-from .logic import HCCFusionLogic, StageResult
-from .parameters import (ENGINE_EXISTING, ENGINE_FOLDER, ENGINE_NAMES, ENGINE_NNUNET, INPUT_ROWS,
-                         HCCFusionParameterNode)
-from .process import CancelledError, QtProcessRunner
+from . import readiness
+from .choices import INPUT_ROWS
+from .i18n import _
+from .logic import HCCFusionLogic
+from .parameters import HCCFusionParameterNode
+from .process import CancelledError
+from .steps import isFolder
 
-MODULE_NAME = "HCCFusion"
+MODULE_NAME = "HCCFusion"  # the parameter node all HCCFusion modules share
+#: link button → module it selects (the workflow links to the stages, each stage back to the workflow)
+MODULE_LINKS = {"openRegistrationModuleButton": "HCCFusionRegistration",
+                "openSegmentationModuleButton": "HCCFusionSegmentation",
+                "openRadiomicsModuleButton": "HCCFusionRadiomics", "openPredictionModuleButton": "HCCFusionPrediction",
+                "openWorkflowModuleButton": "HCCFusion"}
+#: stage → (apply button, progress bar, status label, tooltip when ready)
+STAGES = {
+    "registration": ("registrationApplyButton", "registrationProgressBar", "registrationStatusLabel",
+                     _("Align the moving volumes to the reference (background process).")),
+    "segmentation": ("segmentationApplyButton", "segmentationProgressBar", "segmentationStatusLabel",
+                     _("Segment liver and tumours (background process, except an existing segmentation).")),
+    "radiomics": ("radiomicsApplyButton", "radiomicsProgressBar", "radiomicsStatusLabel",
+                  _("Extract features per phase and region (background process).")),
+    "prediction": ("predictApplyButton", "predictionProgressBar", "predictionStatusLabel",
+                   _("Predict with the model bundle (background process).")),
+    "pacs": ("pushPacsButton", "predictionProgressBar", "reportStatusLabel",
+             _("Store the exported SEG and SR in the PACS (STOW-RS, background process).")),
+}
+#: in-process buttons → (handler name, tooltip when ready)
+ACTIONS = {
+    "checkInputs": ("checkInputsButton", "onCheckInputs", _("Save the study folder and summarise it.")),
+    "exportFeatures": ("exportFeaturesButton", "onExportFeatures", _("Save the feature table as CSV.")),
+    "lirads": ("liradsApplyButton", "onAssessLirads", _("Measure APHE, washout, capsule and size per observation.")),
+    "liradsOverrides": ("liradsOverridesButton", "onLiradsOverrides",
+                        _("Record your edits of the LI-RADS table as overrides (with your name).")),
+    "exportDicom": ("exportDicomButton", "onExportDicom", _("Write DICOM SEG and a TID 1500 SR into the output folder.")),
+    "saveReport": ("saveReportButton", "onSaveReport", _("Write the HTML report.")),
+}
+#: readiness.engineWidgets key → the widget it enables
+ENGINE_WIDGETS = {"modelPath": "modelPathLineEdit", "existingSegmentation": "existingSegmentationSelector",
+                  "nnunetChannelMap": "nnunetChannelMapLineEdit"}
 
 
 def getParameterNode() -> HCCFusionParameterNode:
-    """The module's parameter node in the current scene (created on first use)."""
+    """The shared HCCFusion parameter node of the current scene (created on first use)."""
     moduleLogic = ScriptedLoadableModuleLogic()
     moduleLogic.moduleName = MODULE_NAME
     return HCCFusionParameterNode(moduleLogic.getParameterNode())
@@ -60,46 +94,49 @@ class Stage:
 
 
 class HCCFusionPanel(VTKObservationMixin):
-    """Builds the panel from the .ui file and keeps it in sync with the parameter node."""
+    """Builds a panel from a .ui file and keeps it in sync with the shared parameter node."""
 
-    def __init__(self, uiPath: str):
+    def __init__(self, uiPath: str, runner=None, installer=None, logic=None):
+        """`runner` (interfaces.ProcessRunner): default a QtProcessRunner; `installer` (interfaces.Installer):
+        default install.SlicerInstaller; `logic`: default an HCCFusionLogic on them and the current scene."""
+        from .install import SlicerInstaller
+        from .process import QtProcessRunner
+
         VTKObservationMixin.__init__(self)
         self.uiWidget = slicer.util.loadUI(uiPath)
         self.ui = slicer.util.childWidgetVariables(self.uiWidget)
         self.uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.runner = QtProcessRunner()
-        self.logic = HCCFusionLogic(self.runner, slicer.mrmlScene)
+        self.logic = logic or HCCFusionLogic(runner or QtProcessRunner(), slicer.mrmlScene,
+                                             installer or SlicerInstaller())
+        self.runner = self.logic.runner
         self._parameterNode = None
         self._guiTag = None
         self._running = None  # the Stage whose verb is running
-        ui = self.ui
-        self.stages = {
-            "registration": Stage("registration", ui.registrationApplyButton, ui.registrationProgressBar,
-                                  ui.registrationStatusLabel),
-            "segmentation": Stage("segmentation", ui.segmentationApplyButton, ui.segmentationProgressBar,
-                                  ui.segmentationStatusLabel),
-            "radiomics": Stage("radiomics", ui.radiomicsApplyButton, ui.radiomicsProgressBar, ui.radiomicsStatusLabel),
-            "prediction": Stage("prediction", ui.predictApplyButton, ui.predictionProgressBar, ui.predictionStatusLabel),
-            "pacs": Stage("pacs", ui.pushPacsButton, ui.predictionProgressBar, ui.reportStatusLabel),
-        }
-        ui.loadPhantomButton.connect("clicked(bool)", self.onLoadPhantom)
-        ui.checkInputsButton.connect("clicked(bool)", self.onCheckInputs)
-        ui.registrationApplyButton.connect("clicked(bool)", lambda: self.onApply("registration", self.startRegistration))
-        ui.segmentationApplyButton.connect("clicked(bool)", lambda: self.onApply("segmentation", self.startSegmentation))
-        ui.radiomicsApplyButton.connect("clicked(bool)", lambda: self.onApply("radiomics", self.startRadiomics))
-        ui.predictApplyButton.connect("clicked(bool)", lambda: self.onApply("prediction", self.startPrediction))
-        ui.pushPacsButton.connect("clicked(bool)", lambda: self.onApply("pacs", self.startPacs))
-        ui.liradsApplyButton.connect("clicked(bool)", self.onAssessLirads)
-        ui.liradsOverridesButton.connect("clicked(bool)", self.onLiradsOverrides)
-        ui.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
-        ui.saveReportButton.connect("clicked(bool)", self.onSaveReport)
-        ui.featureFilterLineEdit.connect("textChanged(QString)", self.onFeatureFilter)
-        ui.exportFeaturesButton.connect("clicked(bool)", self.onExportFeatures)
-        ui.dependenciesButton.connect("clicked(bool)", self.onDependencies)
-        ui.featureTableSelector.connect("currentNodeChanged(vtkMRMLNode*)", ui.featureTableView.setMRMLTableNode)
+        self.stages = {name: Stage(name, *(self._widget(w) for w in widgets[:3]))
+                       for name, widgets in STAGES.items() if self._widget(widgets[0])}
+        for name, stage in self.stages.items():
+            stage.button.connect("clicked(bool)", lambda _checked=False, n=name: self.onApply(n))
+        for buttonName, handler, _tip in ACTIONS.values():
+            self._connect(buttonName, "clicked(bool)", getattr(self, handler))
+        for buttonName, module in MODULE_LINKS.items():
+            self._connect(buttonName, "clicked(bool)", lambda _checked=False, m=module: slicer.util.selectModule(m))
+        self._connect("loadPhantomButton", "clicked(bool)", self.onLoadPhantom)
+        self._connect("featureFilterLineEdit", "textChanged(QString)", self.onFeatureFilter)
+        self._connect("dependenciesButton", "clicked(bool)", self.onDependencies)
+        if self._widget("featureTableSelector") and self._widget("featureTableView"):
+            self.ui.featureTableSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.featureTableView.setMRMLTableNode)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
+
+    def _widget(self, name):
+        """The widget of that name in this panel's .ui, or None (a stage module's .ui has one section)."""
+        return getattr(self.ui, name, None)
+
+    def _connect(self, name, signal, slot):
+        widget = self._widget(name)
+        if widget is not None:
+            widget.connect(signal, slot)
 
     # ------------------------------------------------------------ parameter node
     def initializeParameterNode(self):
@@ -130,43 +167,6 @@ class HCCFusionPanel(VTKObservationMixin):
         self.removeObservers()
 
     # ------------------------------------------------------------ enabling
-    def _reasons(self):
-        """Per button: why it cannot run now ("" when it can)."""
-        p = self._parameterNode
-        inputs = p.inputs() if p else []
-        phases = [phase for _node, phase in inputs]
-        busy = _("Another HCCFusion step is running.") if self._running else ""
-        noInput = _("Select at least one input volume and its phase in Inputs.") if not inputs else ""
-        reasons = {"checkInputs": noInput or busy}
-        if len(inputs) < 2:
-            reasons["registration"] = _("Registration needs at least two input volumes.")
-        elif p.referencePhase not in phases:
-            reasons["registration"] = _("No input has the reference phase {phase}.").format(phase=p.referencePhase)
-        else:
-            reasons["registration"] = self._verbReason("register") or busy
-        reasons["segmentation"] = noInput or self._segmentationReason(p) or busy
-        reasons["radiomics"] = (noInput or (_("Select the segmentation to measure.") if not p.radiomicsSegmentation else "")
-                                or self._verbReason("extract") or busy)
-        bundle = p.predictionBundle if p else None
-        reasons["prediction"] = (
-            (_("Run Radiomics first: prediction uses its feature table.") if not self._featuresFile().is_file() else "")
-            or (_("Choose a model bundle folder.") if not _isFolder(bundle) else "") or self._verbReason("predict") or busy)
-        reasons["exportFeatures"] = _("No feature table yet.") if not (p and p.featureTable) else ""
-        segmentation = self._segmentationNode()
-        noSegmentation = _("Segment first (or pick a segmentation in Radiomics).") if not segmentation else ""
-        registered = (self._outputOrNone() / "registration" / "study.json") if self._outputOrNone() else None
-        reasons["lirads"] = (noInput or noSegmentation or (
-            _("Run Registration first: LI-RADS compares the phases on one grid.")
-            if not (registered and registered.exists()) else "") or busy)
-        reasons["liradsOverrides"] = _("Assess LI-RADS first.") if getattr(self.logic, "lirads", None) is None else ""
-        reasons["exportDicom"] = noInput or noSegmentation or busy
-        reasons["saveReport"] = noInput or busy
-        dicomFolder = self._reportBase() / "dicom" if self._outputOrNone() else None
-        reasons["pacs"] = ((_("Enter the PACS DICOMweb URL.") if not (p and p.pacsUrl.strip()) else "")
-                           or (_("Export SEG/SR first.") if not (dicomFolder and (dicomFolder / "sr.dcm").exists()) else "")
-                           or self._verbReason("pacs") or busy)
-        return reasons
-
     def _outputOrNone(self):
         try:
             return self.outputFolder()
@@ -174,61 +174,51 @@ class HCCFusionPanel(VTKObservationMixin):
             return None
 
     def _reportBase(self) -> Path:
-        """Where reports and DICOM objects go: the Output folder of Prediction & Report, else the study's."""
-        folder = self._parameterNode.reportFolder
-        return Path(folder) if _isFolder(folder) else self.outputFolder()
-
-    def _lesionTable(self):
-        """The lesion table node shown in Segmentation, if any (tumour number and size for BCLC)."""
-        return self.ui.lesionTableView.mrmlTableNode()
+        return self.logic.reportBase(self._parameterNode.reportFolder, self.outputFolder())
 
     def _segmentationNode(self):
         p = self._parameterNode
         return (p.radiomicsSegmentation or p.outputSegmentation) if p else None
 
-    def _segmentationReason(self, p):
-        if p.segmentationEngine == ENGINE_EXISTING:
-            return _("Select the existing segmentation.") if not p.existingSegmentation else ""
-        if p.segmentationEngine in (ENGINE_FOLDER, ENGINE_NNUNET) and not _isFolder(p.modelPath):
-            return _("Choose the model folder.")
-        return self._verbReason("segment")
+    def state(self) -> readiness.PanelState:
+        """What the readiness rules look at, from the parameter node and the run folder."""
+        from HCCFusionLib import cli
 
-    def _verbReason(self, verb):
-        if self.logic.hasVerb(verb):
-            return ""
-        return _("This HCCFusionLib version has no 'hccfusion {verb}' command.").format(verb=verb)
+        p, out = self._parameterNode, self._outputOrNone()
+        return readiness.PanelState(
+            phases=[phase for _node, phase in p.inputs()], referencePhase=p.referencePhase,
+            running=self._running is not None, verbs=frozenset(cli.VERBS), segmentationEngine=p.segmentationEngine,
+            existingSegmentation=bool(p.existingSegmentation), modelFolder=isFolder(p.modelPath),
+            radiomicsSegmentation=bool(p.radiomicsSegmentation), segmentation=bool(self._segmentationNode()),
+            featuresFile=self.logic.featuresFile(out).is_file(), predictionBundle=isFolder(p.predictionBundle),
+            featureTable=bool(p.featureTable), registered=bool(out and (out / "registration" / "study.json").exists()),
+            liradsAssessed=self.logic.lirads is not None, pacsUrl=p.pacsUrl,
+            dicomExported=bool(out and (self._reportBase() / "dicom" / "sr.dcm").exists()))
 
     def updateButtons(self, caller=None, event=None):
         if not self._parameterNode:
             return
-        reasons = self._reasons()
-        buttons = {"checkInputs": (self.ui.checkInputsButton, _("Save the study folder and summarise it.")),
-                   "exportFeatures": (self.ui.exportFeaturesButton, _("Save the feature table as CSV.")),
-                   "lirads": (self.ui.liradsApplyButton, _("Measure APHE, washout, capsule and size per observation.")),
-                   "liradsOverrides": (self.ui.liradsOverridesButton,
-                                       _("Record your edits of the LI-RADS table as overrides (with your name).")),
-                   "exportDicom": (self.ui.exportDicomButton,
-                                   _("Write DICOM SEG and a TID 1500 SR into the output folder.")),
-                   "saveReport": (self.ui.saveReportButton, _("Write the HTML report."))}
-        tips = {"registration": _("Align the moving volumes to the reference (background process)."),
-                "segmentation": _("Segment liver and tumours (background process, except an existing segmentation)."),
-                "radiomics": _("Extract features per phase and region (background process)."),
-                "prediction": _("Predict with the model bundle (background process)."),
-                "pacs": _("Store the exported SEG and SR in the PACS (STOW-RS, background process).")}
-        for name, stage in self.stages.items():
-            if stage is not self._running:
-                buttons[name] = (stage.button, tips[name])
+        reasons = readiness.reasons(self.state())
+        buttons = {name: (self._widget(button), tip) for name, (button, _handler, tip) in ACTIONS.items()}
+        buttons.update({name: (stage.button, STAGES[name][3]) for name, stage in self.stages.items()
+                        if stage is not self._running})
         for name, (button, tip) in buttons.items():
-            button.enabled = not reasons[name]
-            button.toolTip = reasons[name] or tip
-        self.ui.modelPathLineEdit.enabled = self._parameterNode.segmentationEngine in (ENGINE_FOLDER, ENGINE_NNUNET)
-        self.ui.existingSegmentationSelector.enabled = self._parameterNode.segmentationEngine == ENGINE_EXISTING
-        self.ui.nnunetChannelMapLineEdit.enabled = self._parameterNode.segmentationEngine == ENGINE_NNUNET
-        self.ui.segmentationChannelsLabel.text = self._modelChannels()
-        try:
-            self.ui.bclcStageLabel.text = self.logic.bclcStage(self._parameterNode.clinical(), self._lesionTable())
-        except HCCFusionError as error:
-            self.ui.bclcStageLabel.text = str(error)
+            if button is not None:
+                button.enabled = not reasons[name]
+                button.toolTip = reasons[name] or tip
+        engine = self._parameterNode.segmentationEngine
+        for name, enabled in readiness.engineWidgets(engine).items():
+            widget = self._widget(ENGINE_WIDGETS[name])
+            if widget is not None:
+                widget.enabled = enabled
+        if self._widget("segmentationChannelsLabel"):
+            self.ui.segmentationChannelsLabel.text = self.logic.modelChannels(engine, self._parameterNode.modelPath)
+        if self._widget("bclcStageLabel"):
+            lesions = self.ui.lesionTableView.mrmlTableNode() if self._widget("lesionTableView") else None
+            try:
+                self.ui.bclcStageLabel.text = self.logic.bclcStage(self._parameterNode.clinical(), lesions)
+            except HCCFusionError as error:
+                self.ui.bclcStageLabel.text = str(error)
 
     # ------------------------------------------------------------ inputs
     def onLoadPhantom(self):
@@ -237,7 +227,7 @@ class HCCFusionPanel(VTKObservationMixin):
 
     def loadPhantom(self, seed=1):
         """Generate the phantom sample and assign its phases to the input rows."""
-        if not install.ensure("inputs"):
+        if not self.logic.ensureDependencies("inputs"):
             return None
         sample = self.logic.loadPhantom(seed=seed)
         p = self._parameterNode
@@ -251,7 +241,8 @@ class HCCFusionPanel(VTKObservationMixin):
         p.existingSegmentation = sample.nodes["segmentation"]
         p.EndModify(wasModified)
         slicer.util.setSliceViewerLayers(background=sample.nodes["volumes"].get(p.referencePhase), fit=True)
-        self.ui.inputsSummaryTextEdit.setPlainText(sample.summary)
+        if self._widget("inputsSummaryTextEdit"):
+            self.ui.inputsSummaryTextEdit.setPlainText(sample.summary)
         return sample
 
     def outputFolder(self) -> Path:
@@ -264,37 +255,30 @@ class HCCFusionPanel(VTKObservationMixin):
 
     def onCheckInputs(self):
         with slicer.util.tryWithErrorDisplay(_("The inputs cannot be used as given."), waitCursor=True):
-            if install.ensure("inputs"):
+            if self.logic.ensureDependencies("inputs"):
                 self.ui.inputsSummaryTextEdit.setPlainText(self.logic.info(self.exportStudy()))
 
-    def _referenceNode(self):
-        p = self._parameterNode or getParameterNode()
-        nodes = {phase: node for node, phase in p.inputs()}
-        return nodes.get(p.referencePhase) or next(iter(nodes.values()))
-
     def _studyForNextStage(self, useRegistered=True) -> Path:
-        registered = self.outputFolder() / "registration"
-        if useRegistered and (registered / "study.json").exists():
-            return registered
-        return self.exportStudy()
+        p = self._parameterNode
+        return self.logic.studyForNextStage(p.inputs(), self.outputFolder(), p.studyId, p.clinical(), useRegistered)
 
     # ------------------------------------------------------------ stages
-    def onApply(self, name, start):
+    def onApply(self, name):
         stage = self.stages[name]
         if self._running is stage:
             self.runner.cancel()
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to start {name}.").format(name=name), waitCursor=True):
-            if not install.ensure(self._installStage(name)):
+            if not self.logic.ensureDependencies(name, self._parameterNode.segmentationEngine):
                 return
-            job, load = start()
-            if job is None:  # done in-process
-                self._done(stage, load(), None)
+            prepared = getattr(self, f"prepare_{name}")()
+            if prepared.job is None:  # done in-process
+                self._done(stage, prepared.load(), None)
                 return
             self._running = stage
             stage.started()
             self.updateButtons()
-            self.logic.run(job, load, progress=stage.progress,
+            self.logic.run(prepared.job, prepared.load, progress=stage.progress,
                            finished=lambda result, error: self._done(stage, result, error))
 
     def _done(self, stage, result, error):
@@ -312,45 +296,29 @@ class HCCFusionPanel(VTKObservationMixin):
             logging.error("HCCFusion %s failed: %s", stage.name, error)
         self.updateButtons()
 
-    def startRegistration(self):
+    def _common(self) -> dict:
+        p = self._parameterNode
+        return {"inputs": p.inputs(), "out": self.outputFolder(), "studyId": p.studyId, "clinical": p.clinical()}
+
+    def prepare_registration(self):
         p = self._parameterNode
         moving = {node.GetID() for node in self.ui.movingVolumesSelector.checkedNodes()}
-        inputs = [(n, ph) for n, ph in p.inputs() if ph == p.referencePhase or not moving or n.GetID() in moving]
-        masks = {p.referencePhase: p.registrationMaskSegmentation} if p.registrationMaskSegmentation else None
-        out = self.outputFolder()
-        study = self.logic.exportStudy(inputs, out / "study", p.studyId, p.clinical(), masks)
-        staging = self.logic.stagingFolder(out)
-        job = self.logic.registrationJob(study, staging, p.referencePhase, p.registrationMode,
-                                         p.registrationUseLiverMask)
-        nodes = dict((ph, n) for n, ph in inputs if ph != p.referencePhase)
-        return job, lambda: self.logic.loadRegistration(self.logic.promote(staging, out, "registration"), nodes,
-                                                        p.studyId)
+        return self.logic.prepareRegistration(**self._common(), referencePhase=p.referencePhase,
+                                              mode=p.registrationMode, useLiverMask=p.registrationUseLiverMask,
+                                              maskSegmentation=p.registrationMaskSegmentation, movingIds=moving)
 
     def show_registration(self, result):
-        reference = self._referenceNode()
+        p = self._parameterNode or getParameterNode()
+        reference = self.logic.referenceNode(p.inputs(), p.referencePhase)
         moving = next(iter(result.nodes["resampled"].values()), None)
         slicer.util.setSliceViewerLayers(background=reference, foreground=moving, foregroundOpacity=0.5, fit=True)
 
-    def _installStage(self, name):
-        """The install.STAGES entry that a stage needs (the nnU-Net v2 engine also needs nnunetv2)."""
-        if name == "segmentation" and self._parameterNode.segmentationEngine == ENGINE_NNUNET:
-            return "nnunet"
-        return name if name in install.STAGES else "dicom"
-
-    def startSegmentation(self):
-        p, out = self._parameterNode, self.outputFolder()
-        reference = self._referenceNode()
-        if p.segmentationEngine == ENGINE_EXISTING:
-            path = out / "segmentation" / "segmentation.nii.gz"
-            self.logic.exportSegmentation(p.existingSegmentation, reference, path)
-            return None, lambda: self.logic.loadSegmentation(out, reference, p.studyId, p.outputSegmentation)
-        study = self._studyForNextStage(p.segmentationUseRegistered)
-        engine = p.segmentationEngine
-        job = self.logic.segmentationJob(study, out, modelFolder=p.modelPath if engine == ENGINE_FOLDER else None,
-                                         nnunetFolder=p.modelPath if engine == ENGINE_NNUNET else None,
-                                         tta=p.segmentationTTA, reference=p.referencePhase,
-                                         channelMap=p.nnunetChannelMap, engine=ENGINE_NAMES[engine])
-        return job, lambda: self.logic.loadSegmentation(out, reference, p.studyId, p.outputSegmentation)
+    def prepare_segmentation(self):
+        p = self._parameterNode
+        return self.logic.prepareSegmentation(
+            **self._common(), referencePhase=p.referencePhase, engine=p.segmentationEngine, modelPath=p.modelPath,
+            existingSegmentation=p.existingSegmentation, channelMap=p.nnunetChannelMap,
+            useRegistered=p.segmentationUseRegistered, tta=p.segmentationTTA, outputNode=p.outputSegmentation)
 
     def show_segmentation(self, result):
         p = self._parameterNode or getParameterNode()  # the module may have been left while the step ran
@@ -359,36 +327,25 @@ class HCCFusionPanel(VTKObservationMixin):
         p.outputSegmentation = node
         p.radiomicsSegmentation = node
         p.EndModify(wasModified)
-        if "lesions" in result.nodes:
+        if "lesions" in result.nodes and self._widget("lesionTableView"):
             self.ui.lesionTableView.setMRMLTableNode(result.nodes["lesions"])
             self.updateButtons()  # BCLC uses the lesion count and size
 
-    def startRadiomics(self):
-        p, out = self._parameterNode, self.outputFolder()
-        study = self._studyForNextStage()
+    def prepare_radiomics(self):
+        p = self._parameterNode
         selected = {n.GetID() for n in self.ui.radiomicsVolumesSelector.checkedNodes()}
-        if selected:
-            phases = [ph for n, ph in p.inputs() if n.GetID() in selected]
-            study = self.logic.subsetStudy(study, phases, out / "radiomics_input" / "study")
-        segmentationFile = self.logic.exportSegmentation(p.radiomicsSegmentation, self._referenceNode(),
-                                                         out / "radiomics_input" / "segmentation.nii.gz")
-        job = self.logic.radiomicsJob(study, segmentationFile, out, p.radiomicsPreset, p.radiomicsRegions)
-        return job, lambda: self.logic.loadFeatures(out, p.studyId, p.featureTable)
+        return self.logic.prepareRadiomics(**self._common(), referencePhase=p.referencePhase,
+                                           segmentationNode=p.radiomicsSegmentation, preset=p.radiomicsPreset,
+                                           regions=p.radiomicsRegions, selectedIds=selected, tableNode=p.featureTable)
 
     def show_radiomics(self, result):
         (self._parameterNode or getParameterNode()).featureTable = result.nodes["features"]
         self.ui.featureTableView.setMRMLTableNode(result.nodes["features"])
         self.onFeatureFilter(self.ui.featureFilterLineEdit.text)
 
-    def _featuresFile(self) -> Path:
-        out = self._outputOrNone()
-        return out / "radiomics" / "features_wide.csv" if out else Path()
-
-    def startPrediction(self):
-        p, out = self._parameterNode, self.outputFolder()
-        clinical = self.logic.writeClinical(p.clinical(), p.studyId, out / "prediction_input" / "clinical.csv")
-        job = self.logic.predictionJob(self._featuresFile(), p.predictionBundle, out, clinical)
-        return job, lambda: self.logic.loadPrediction(out, p.studyId)
+    def prepare_prediction(self):
+        p = self._parameterNode
+        return self.logic.preparePrediction(self.outputFolder(), p.studyId, p.clinical(), p.predictionBundle)
 
     def show_prediction(self, result):
         self.ui.predictionResultLabel.text = result.summary
@@ -397,16 +354,13 @@ class HCCFusionPanel(VTKObservationMixin):
         if "chart" in result.nodes:
             slicer.modules.plots.logic().ShowChartInLayout(result.nodes["chart"])
 
-    def startPacs(self):
-        p, folder = self._parameterNode, self._reportBase() / "dicom"
-        job = self.logic.pacsPushJob([folder / "seg.dcm", folder / "sr.dcm"], p.pacsUrl)
-        url = p.pacsUrl.strip()
-        return job, lambda: StageResult(folder, {}, _("SEG and SR stored on {url}").format(url=url))
+    def prepare_pacs(self):
+        return self.logic.preparePacs(self._reportBase() / "dicom", self._parameterNode.pacsUrl)
 
-    # ------------------------------------------------------------ LI-RADS and DICOM (in-process)
+    # ------------------------------------------------------------ LI-RADS, DICOM and report (in-process)
     def onAssessLirads(self):
         with slicer.util.tryWithErrorDisplay(_("LI-RADS assessment failed."), waitCursor=True):
-            if not install.ensure("inputs"):
+            if not self.logic.ensureDependencies("inputs"):
                 return
             p, out = self._parameterNode, self.outputFolder()
             result = self.logic.assessLirads(out / "registration", self._segmentationNode(), out, p.studyId)
@@ -421,7 +375,7 @@ class HCCFusionPanel(VTKObservationMixin):
 
     def onExportDicom(self):
         with slicer.util.tryWithErrorDisplay(_("DICOM export failed."), waitCursor=True):
-            if not install.ensure("dicom"):
+            if not self.logic.ensureDependencies("dicom"):
                 return
             p = self._parameterNode
             written = self.logic.exportDicom(self._studyForNextStage(), self._segmentationNode(), p.referencePhase,
@@ -432,17 +386,17 @@ class HCCFusionPanel(VTKObservationMixin):
 
     def onSaveReport(self):
         with slicer.util.tryWithErrorDisplay(_("The report could not be written."), waitCursor=True):
-            if not install.ensure("inputs"):
+            if not self.logic.ensureDependencies("inputs"):
                 return
             p = self._parameterNode
-            bundle = p.predictionBundle if _isFolder(p.predictionBundle) else None
+            bundle = p.predictionBundle if isFolder(p.predictionBundle) else None
             path = self.logic.saveReport(self._studyForNextStage(), self._segmentationNode(), self.outputFolder(),
                                          p.studyId, self._reportBase(), bundle)
             self.ui.reportStatusLabel.text = _("Report written to {path}").format(path=path)
             if not slicer.app.testingEnabled():
                 qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path)))
 
-    # ------------------------------------------------------------ radiomics table
+    # ------------------------------------------------------------ radiomics table and setup
     def onFeatureFilter(self, text):
         proxy = self.ui.featureTableView.sortFilterProxyModel()
         proxy.setFilterKeyColumn(-1)  # any column
@@ -453,46 +407,12 @@ class HCCFusionPanel(VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Failed to export the feature table."), waitCursor=True):
             path = qt.QFileDialog.getSaveFileName(self.uiWidget, _("Export feature table"),
                                                   str(self.outputFolder() / f"{table.GetName()}.csv"), "CSV (*.csv)")
-            if not path:
-                return
-            from HCCFusionLib import scene as mrml
-            from HCCFusionLib.io import atomic_write
-
-            with atomic_write(path) as tmp:
-                mrml.table_to_dataframe(table).to_csv(tmp, index=False)
-
-    # ------------------------------------------------------------ models and setup
-    def _modelChannels(self) -> str:
-        """What the chosen engine reads: the catalogue entry of a shipped engine, or a model folder's channels."""
-        from HCCFusionLib.segmentation import catalog
-
-        p = self._parameterNode
-        name = ENGINE_NAMES.get(p.segmentationEngine)
-        if name in ("auto", "liverlesion", "phantom"):
-            rows = [r for r in catalog.rows() if name in ("auto", r["engine"])]
-            return "\n".join(_("{name}: {phases}; {seconds} s on CPU; {licence}; {status}").format(
-                name=r["name"], phases=r["phases"], seconds=r["seconds_cpu"], licence=r["licence"],
-                status=r["status"]) for r in rows)
-        dataset = Path(p.modelPath) / "dataset.json" if _isFolder(p.modelPath) else None
-        if dataset is None or not dataset.is_file():
-            return ""
-        try:
-            description = json.loads(dataset.read_text(encoding="utf-8"))
-            if p.segmentationEngine == ENGINE_NNUNET:  # nnU-Net v2: {"0": "CT", ...}
-                names = description.get("channel_names") or {}
-                return ", ".join(f"{k}: {names[k]}" for k in sorted(names, key=int))
-        except (OSError, ValueError):
-            return _("dataset.json of the model is unreadable")
-        channels = description.get("channels", [])
-        return ", ".join(str(c.get("name", c)) if isinstance(c, dict) else str(c) for c in channels)
+            if path:
+                self.logic.exportTable(table, path)
 
     def onDependencies(self):
+        installer = self.logic.installer
         with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages."), waitCursor=True):
-            self.ui.dependenciesLabel.text = install.report()
-            if all(install.ensure(stage) for stage in install.STAGES if stage not in install.ON_DEMAND):
-                self.ui.dependenciesLabel.text = install.report()
-
-
-def _isFolder(path) -> bool:
-    return bool(path) and str(path) not in ("", ".") and Path(path).is_dir()
-
+            self.ui.dependenciesLabel.text = installer.report()
+            if all(installer.ensure(stage) for stage in installer.stages() if stage not in installer.onDemand()):
+                self.ui.dependenciesLabel.text = installer.report()

@@ -199,3 +199,17 @@ def _block_features(model, block: str, X: pd.DataFrame, weight: float) -> pd.Dat
     terms, _ = linear_terms(calibrated.estimator_, X, final.coef_[0], final.intercept_[0])
     # base log-odds = baseline + sum(terms); block score = a + slope * base log-odds
     return terms.assign(contribution=terms.contribution * weight * calibrated.calibrator_[1])
+
+
+def top_contributions(contributions: pd.DataFrame, patient_id, n: int = 15) -> pd.DataFrame:
+    """The `n` largest feature contributions (by magnitude, stable order) of one patient of a `contributions`
+    table: its name, block, value and contribution columns. Rows of other kinds (blocks) are left out; the
+    patient filter applies only when the table holds several patients."""
+    frame = contributions
+    if "kind" in frame.columns:
+        frame = frame[frame["kind"] == "feature"]
+    if "patient_id" in frame.columns and frame["patient_id"].nunique() > 1:
+        frame = frame[frame["patient_id"].astype(str) == str(patient_id)]
+    keep = [c for c in ("name", "block", "value", "contribution") if c in frame.columns]
+    order = frame["contribution"].abs().sort_values(ascending=False, kind="stable").index
+    return frame.loc[order[:n], keep].reset_index(drop=True)

@@ -31,8 +31,8 @@ def run(test):
     if logic.hasVerb("register"):
         test.delayDisplay("Registration (rigid, waitForCompletion)")
         p.registrationMode = "rigid"
-        job, load = panel.startRegistration()
-        result = logic.run(job, load, waitForCompletion=True)
+        prepared = panel.prepare_registration()
+        result = logic.run(prepared.job, prepared.load, waitForCompletion=True)
         moving = [ph for ph in sample.nodes["volumes"] if ph != p.referencePhase]
         test.assertEqual(sorted(result.nodes["transforms"]), sorted(moving))
         for phase in moving:
@@ -48,7 +48,7 @@ def run(test):
     test.delayDisplay("Segmentation from an existing segmentation")
     p.segmentationEngine = "Existing segmentation"
     p.existingSegmentation = sample.nodes["segmentation"]
-    panel.onApply("segmentation", panel.startSegmentation)
+    panel.onApply("segmentation")
     segmentation = p.outputSegmentation
     test.assertIsNotNone(segmentation)
     names = {segmentation.GetSegmentation().GetNthSegment(i).GetName()
@@ -58,15 +58,15 @@ def run(test):
         test.delayDisplay("Segmentation with the engine chosen by the study's phases")
         p.segmentationEngine = "Automatic (by the study's phases)"
         p.outputSegmentation = None
-        job, load = panel.startSegmentation()
-        result = logic.run(job, load, waitForCompletion=True)
+        prepared = panel.prepare_segmentation()
+        result = logic.run(prepared.job, prepared.load, waitForCompletion=True)
         test.assertGreater(result.nodes["segmentation"].GetSegmentation().GetNumberOfSegments(), 1)
 
     if logic.hasVerb("extract"):
         test.delayDisplay("Radiomics")
         p.radiomicsSegmentation = segmentation
-        job, load = panel.startRadiomics()
-        result = logic.run(job, load, waitForCompletion=True)
+        prepared = panel.prepare_radiomics()
+        result = logic.run(prepared.job, prepared.load, waitForCompletion=True)
         panel.show_radiomics(result)
         test.assertGreater(result.nodes["features"].GetNumberOfRows(), 0)
         panel.ui.featureFilterLineEdit.text = "tumour"
@@ -95,8 +95,7 @@ def run(test):
 def cancelRunningStage(test, panel, name):
     """Start `name` in the background, cancel it at its first progress line, check the process tree is gone."""
     stage = panel.stages[name]
-    start = getattr(panel, f"start{name.capitalize()}")
-    panel.onApply(name, start)
+    panel.onApply(name)
     test.assertIs(panel._running, stage)
     test.assertEqual(stage.button.text, "Cancel")
     proc = panel.runner._proc
@@ -106,7 +105,7 @@ def cancelRunningStage(test, panel, name):
     if not panel._running:
         test.delayDisplay(f"{name} finished before it could be cancelled")
         return
-    panel.onApply(name, start)  # the button is Cancel now
+    panel.onApply(name)  # the button is Cancel now
     while panel._running and time.time() < deadline:
         slicer.app.processEvents(qt.QEventLoop.AllEvents, 50)
     test.assertIsNone(panel._running)

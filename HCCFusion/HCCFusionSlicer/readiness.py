@@ -1,0 +1,85 @@
+"""Which panel buttons may run now, and why not: pure functions of a `PanelState` (no Slicer, no Qt).
+
+`reasons(state)` maps each button to "" (ready) or the sentence its tooltip shows; the panels build the
+state from their parameter node and the run folder, then only copy the answers onto their widgets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .choices import ENGINE_EXISTING, ENGINE_FOLDER, ENGINE_NNUNET
+from .i18n import _
+
+
+@dataclass
+class PanelState:
+    """What the rules look at: inputs, choices, and which outputs exist already."""
+
+    phases: list = field(default_factory=list)  # phase of every input row with a volume
+    referencePhase: str = "PVP"
+    running: bool = False
+    verbs: frozenset = frozenset()  # `hccfusion` verbs of the installed HCCFusionLib
+    segmentationEngine: str = ""
+    existingSegmentation: bool = False
+    modelFolder: bool = False  # the model path is a folder
+    radiomicsSegmentation: bool = False
+    segmentation: bool = False  # a segmentation to assess/export (radiomics' or segmentation's output)
+    featuresFile: bool = False  # OUT/radiomics/features_wide.csv exists
+    predictionBundle: bool = False  # the bundle path is a folder
+    featureTable: bool = False
+    registered: bool = False  # OUT/registration/study.json exists
+    liradsAssessed: bool = False
+    pacsUrl: str = ""
+    dicomExported: bool = False  # the report folder's dicom/sr.dcm exists
+
+
+def verbReason(state: PanelState, verb: str) -> str:
+    if verb in state.verbs:
+        return ""
+    return _("This HCCFusionLib version has no 'hccfusion {verb}' command.").format(verb=verb)
+
+
+def segmentationReason(state: PanelState) -> str:
+    if state.segmentationEngine == ENGINE_EXISTING:
+        return _("Select the existing segmentation.") if not state.existingSegmentation else ""
+    if state.segmentationEngine in (ENGINE_FOLDER, ENGINE_NNUNET) and not state.modelFolder:
+        return _("Choose the model folder.")
+    return verbReason(state, "segment")
+
+
+def reasons(state: PanelState) -> dict:
+    """Per button name: why it cannot run now ("" when it can)."""
+    s = state
+    busy = _("Another HCCFusion step is running.") if s.running else ""
+    noInput = _("Select at least one input volume and its phase in Inputs.") if not s.phases else ""
+    noSegmentation = _("Segment first (or pick a segmentation in Radiomics).") if not s.segmentation else ""
+    if len(s.phases) < 2:
+        registration = _("Registration needs at least two input volumes.")
+    elif s.referencePhase not in s.phases:
+        registration = _("No input has the reference phase {phase}.").format(phase=s.referencePhase)
+    else:
+        registration = verbReason(s, "register") or busy
+    return {
+        "checkInputs": noInput or busy,
+        "registration": registration,
+        "segmentation": noInput or segmentationReason(s) or busy,
+        "radiomics": (noInput or (_("Select the segmentation to measure.") if not s.radiomicsSegmentation else "")
+                      or verbReason(s, "extract") or busy),
+        "prediction": ((_("Run Radiomics first: prediction uses its feature table.") if not s.featuresFile else "")
+                       or (_("Choose a model bundle folder.") if not s.predictionBundle else "")
+                       or verbReason(s, "predict") or busy),
+        "exportFeatures": _("No feature table yet.") if not s.featureTable else "",
+        "lirads": noInput or noSegmentation or (
+            _("Run Registration first: LI-RADS compares the phases on one grid.") if not s.registered else "") or busy,
+        "liradsOverrides": _("Assess LI-RADS first.") if not s.liradsAssessed else "",
+        "exportDicom": noInput or noSegmentation or busy,
+        "saveReport": noInput or busy,
+        "pacs": ((_("Enter the PACS DICOMweb URL.") if not s.pacsUrl.strip() else "")
+                 or (_("Export SEG/SR first.") if not s.dicomExported else "") or verbReason(s, "pacs") or busy),
+    }
+
+
+def engineWidgets(engine: str) -> dict:
+    """Which engine-specific inputs are enabled: model folder, existing segmentation, nnU-Net channel map."""
+    return {"modelPath": engine in (ENGINE_FOLDER, ENGINE_NNUNET), "existingSegmentation": engine == ENGINE_EXISTING,
+            "nnunetChannelMap": engine == ENGINE_NNUNET}

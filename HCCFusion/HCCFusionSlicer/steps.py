@@ -1,0 +1,143 @@
+"""The panel's steps as jobs: what each Apply button exports, which verb it runs, and how its outputs load.
+
+Mixed into `HCCFusionLogic` (which provides exportStudy, the `...Job` builders and the `load...` methods), so
+the panels only read their widgets and call one `prepare...` method; no Qt here.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .logic import StageResult
+    from .process import CliJob
+
+
+@dataclass
+class PreparedStage:
+    """A stage ready to run: the verb (None: done in-process by `load`) and `load()` of its outputs."""
+
+    job: "CliJob | None"
+    load: "Callable[[], StageResult]"
+
+
+def isFolder(path) -> bool:
+    return bool(path) and str(path) not in ("", ".") and Path(path).is_dir()
+
+
+class PanelSteps:
+    # ------------------------------------------------------------ panel steps: build the job, say how to load it
+    @staticmethod
+    def referenceNode(inputs: list, referencePhase: str):
+        """The input volume of the reference phase, else the first input."""
+        nodes = {phase: node for node, phase in inputs}
+        return nodes.get(referencePhase) or next(iter(nodes.values()))
+
+    def studyForNextStage(self, inputs: list, out: Path, studyId: str, clinical: dict,
+                          useRegistered: bool = True) -> Path:
+        """OUT/registration when registered (and wanted), else the inputs exported as OUT/study."""
+        registered = Path(out) / "registration"
+        if useRegistered and (registered / "study.json").exists():
+            return registered
+        return self.exportStudy(inputs, Path(out) / "study", studyId, clinical)
+
+    @staticmethod
+    def featuresFile(out: "Path | None") -> Path:
+        """The wide feature table Radiomics writes and Prediction reads."""
+        return Path(out) / "radiomics" / "features_wide.csv" if out else Path()
+
+    @staticmethod
+    def reportBase(reportFolder, out: Path) -> Path:
+        """Where reports and DICOM objects go: the chosen report folder when it exists, else the study's OUT."""
+        return Path(reportFolder) if isFolder(reportFolder) else Path(out)
+
+    def prepareRegistration(self, inputs: list, out: Path, studyId: str, clinical: dict, referencePhase: str,
+                            mode: str, useLiverMask: bool = False, maskSegmentation=None,
+                            movingIds: "set | None" = None) -> PreparedStage:
+        """Export the study (only the moving volumes checked, if any), stage `register`, promote on load."""
+        inputs = [(n, ph) for n, ph in inputs if ph == referencePhase or not movingIds or n.GetID() in movingIds]
+        masks = {referencePhase: maskSegmentation} if maskSegmentation else None
+        study = self.exportStudy(inputs, Path(out) / "study", studyId, clinical, masks)
+        staging = self.stagingFolder(out)
+        job = self.registrationJob(study, staging, referencePhase, mode, useLiverMask)
+        moving = {ph: n for n, ph in inputs if ph != referencePhase}
+        return PreparedStage(job, lambda: self.loadRegistration(self.promote(staging, out, "registration"), moving,
+                                                                studyId))
+
+    def prepareSegmentation(self, inputs: list, out: Path, studyId: str, clinical: dict, referencePhase: str,
+                            engine: str, modelPath=None, existingSegmentation=None, channelMap: str = "",
+                            useRegistered: bool = True, tta: bool = True, outputNode=None) -> PreparedStage:
+        """`segment` with the panel's engine choice; an existing segmentation is exported in-process instead."""
+        from .choices import ENGINE_EXISTING, ENGINE_FOLDER, ENGINE_NAMES, ENGINE_NNUNET
+
+        reference = self.referenceNode(inputs, referencePhase)
+        out = Path(out)
+
+        def load():
+            return self.loadSegmentation(out, reference, studyId, outputNode)
+
+        if engine == ENGINE_EXISTING:
+            self.exportSegmentation(existingSegmentation, reference, out / "segmentation" / "segmentation.nii.gz")
+            return PreparedStage(None, load)
+        study = self.studyForNextStage(inputs, out, studyId, clinical, useRegistered)
+        job = self.segmentationJob(study, out, modelFolder=modelPath if engine == ENGINE_FOLDER else None,
+                                   nnunetFolder=modelPath if engine == ENGINE_NNUNET else None, tta=tta,
+                                   reference=referencePhase, channelMap=channelMap, engine=ENGINE_NAMES[engine])
+        return PreparedStage(job, load)
+
+    def prepareRadiomics(self, inputs: list, out: Path, studyId: str, clinical: dict, referencePhase: str,
+                         segmentationNode, preset: str = "auto", regions: str = "", selectedIds: "set | None" = None,
+                         tableNode=None, imageTypes: str = "") -> PreparedStage:
+        """`extract` on the (registered) study, only the checked volumes' phases if any, with the segmentation."""
+        out = Path(out)
+        study = self.studyForNextStage(inputs, out, studyId, clinical)
+        if selectedIds:
+            phases = [ph for n, ph in inputs if n.GetID() in selectedIds]
+            study = self.subsetStudy(study, phases, out / "radiomics_input" / "study")
+        segmentationFile = self.exportSegmentation(segmentationNode, self.referenceNode(inputs, referencePhase),
+                                                   out / "radiomics_input" / "segmentation.nii.gz")
+        job = self.radiomicsJob(study, segmentationFile, out, preset, regions, imageTypes)
+        return PreparedStage(job, lambda: self.loadFeatures(out, studyId, tableNode))
+
+    def preparePrediction(self, out: Path, studyId: str, clinical: dict, bundleFolder) -> PreparedStage:
+        """`predict` on Radiomics' wide feature table and the panel's clinical values."""
+        out = Path(out)
+        clinicalFile = self.writeClinical(clinical, studyId, out / "prediction_input" / "clinical.csv")
+        job = self.predictionJob(self.featuresFile(out), bundleFolder, out, clinicalFile)
+        return PreparedStage(job, lambda: self.loadPrediction(out, studyId))
+
+    def preparePacs(self, dicomFolder: Path, pacsUrl: str) -> PreparedStage:
+        """`pacs push` of the exported SEG and SR."""
+        job = self.pacsPushJob([Path(dicomFolder) / "seg.dcm", Path(dicomFolder) / "sr.dcm"], pacsUrl)
+        url = pacsUrl.strip()
+        from .logic import StageResult
+
+        return PreparedStage(job, lambda: StageResult(Path(dicomFolder), {}, f"SEG and SR stored on {url}"))
+
+    @staticmethod
+    def modelChannels(engine: str, modelPath) -> str:
+        """What an engine reads: the catalogue rows of a shipped engine, or a model folder's channels."""
+        from HCCFusionLib.segmentation import catalog
+
+        from .choices import ENGINE_NAMES, ENGINE_NNUNET
+
+        name = ENGINE_NAMES.get(engine)
+        if name in ("auto", "liverlesion", "phantom"):
+            rows = [r for r in catalog.rows() if name in ("auto", r["engine"])]
+            return "\n".join(f"{r['name']}: {r['phases']}; {r['seconds_cpu']} s on CPU; {r['licence']}; {r['status']}"
+                             for r in rows)
+        dataset = Path(modelPath) / "dataset.json" if isFolder(modelPath) else None
+        if dataset is None or not dataset.is_file():
+            return ""
+        try:
+            description = json.loads(dataset.read_text(encoding="utf-8"))
+            if engine == ENGINE_NNUNET:  # nnU-Net v2: {"0": "CT", ...}
+                names = description.get("channel_names") or {}
+                return ", ".join(f"{k}: {names[k]}" for k in sorted(names, key=int))
+        except (OSError, ValueError):
+            return "dataset.json of the model is unreadable"
+        channels = description.get("channels", [])
+        return ", ".join(str(c.get("name", c)) if isinstance(c, dict) else str(c) for c in channels)
+
