@@ -87,7 +87,8 @@ def test_find_cycle_reports_a_cycle():
 def test_import_graph_sees_function_level_imports():
     graph = import_graph()
     assert "HCCFusionLib.study" in graph["HCCFusionLib.io"]  # module level
-    assert "HCCFusionLib.phantom" in graph["HCCFusionLib.demo"]  # function level in demo
+    assert "HCCFusionLib.phantom" in graph["HCCFusionLib.demo"]
+    assert "HCCFusionLib.pipeline" in graph["HCCFusionLib.demo"]  # inside run_demo
 
 
 def test_no_import_cycle():
