@@ -2,7 +2,9 @@
 
 phantom → study folder → `pipeline.run` (register, segment, radiomics, LI-RADS, staging, prediction, report,
 DICOM SEG/SR) → registration error against the phantom's true landmarks → scene (.mrb) with the volumes,
-the registration transforms, the segmentations and the tables.
+the registration transforms, the segmentations and the tables. Also the synthetic data behind the
+`phantom`, `phantom-cohort` and `train-seg --phantoms` verbs: `demo` is the only library module that imports
+`phantom`.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .phantom import make_cohort, make_patient, phantom_case, save_cohort, save_patient
 from .progress import ProgressFn, scaled, silent
 
 log = logging.getLogger(__name__)
@@ -60,7 +63,6 @@ def run_demo(out: "str | Path", seed: int = 7, size: str = "full", progress: Pro
     """
     from . import pipeline
     from .io import load_study, save_image, save_study
-    from .phantom import make_patient
     from .segmentation.bundle import default_bundle_path
 
     progress = progress or silent
@@ -174,3 +176,31 @@ def write_scene(path: Path, study, patient, truth, result, transforms: dict, tre
             extra.append(mrml.transform_to_node(scene, patient.transforms[name], f"{name} to {reference} (true)"))
     mrml.place_in_study(scene, extra, study.study_id)
     return mrml.save_scene_mrb(scene, path)
+
+
+# ---------------------------------------------------------------- synthetic data for the CLI verbs
+def write_phantom(out: "str | Path", seed: int = 0, size: str = "small", *, mri: bool = False,
+                  n_tumours: int | None = None, misalignment: str = "deformable", progress: ProgressFn | None = None):
+    """Make a phantom patient and save it (study folder + truth/) into the new folder `out`; return the patient."""
+    progress = progress or silent
+    patient = make_patient(seed, size, mri=mri, n_tumours=n_tumours, misalignment=misalignment,
+                           progress=scaled(progress, 0.0, 0.7))
+    progress(0.7, "writing")
+    save_patient(patient, out)
+    progress(1.0, "done")
+    return patient
+
+
+def write_phantom_cohort(out: "str | Path", n: int, seed: int, centers: int = 3) -> Path:
+    """A simulated cohort (`phantom.make_cohort`) saved as CSV files into the new folder `out`."""
+    return save_cohort(make_cohort(n, seed, centers=centers), out, feature_seed=seed)
+
+
+def phantom_cases(n: int, seed: int, channels, size: str = "small", progress: ProgressFn | None = None) -> list:
+    """`n` phantom segmentation cases (seeds `seed`, `seed`+1, ...) for training."""
+    progress = progress or silent
+    cases = []
+    for i in range(n):
+        cases.append(phantom_case(seed + i, channels, size))
+        progress(0.1 * (i + 1) / n, f"phantom {i + 1}/{n}")
+    return cases

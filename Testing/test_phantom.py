@@ -109,7 +109,7 @@ def test_designed_lesions_match_truth(designed):
     lesion = arr(designed.lesion_labels)
     image = designed.study["PVP"].image
     voxel = max(image.GetSpacing()[:2])
-    dirs = P._unit_directions(256)
+    dirs = P.lesions._unit_directions(256)
     assert set(np.unique(lesion)) == {0, 1, 2, 3}
     for truth in designed.lesions:
         pts = physical_points(image, lesion == truth.index)
@@ -159,7 +159,7 @@ def test_images_are_rendered_through_the_transforms(small):
 
 def test_inverse_used_for_rendering_is_accurate(small):
     transform = small.transforms["AP"]
-    inverse = P._InverseMap(transform.GetNthTransform(0), transform.GetNthTransform(1))
+    inverse = P.InverseMap(transform.GetNthTransform(0), transform.GetNthTransform(1))
     pts = np.random.default_rng(0).uniform(-150, 150, (200, 3))
     back = np.array([transform.TransformPoint(tuple(p)) for p in inverse(pts)])
     assert np.abs(back - pts).max() < 0.1

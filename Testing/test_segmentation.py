@@ -16,7 +16,8 @@ from HCCFusionLib import phantom  # noqa: E402
 from HCCFusionLib.cli import main as cli_main  # noqa: E402
 from HCCFusionLib.errors import IntegrityError, InputError, ModelError  # noqa: E402
 from HCCFusionLib.segmentation import bundle as bundles, planner, predictor  # noqa: E402
-from HCCFusionLib.segmentation.data import Case, phantom_case, plan_grid  # noqa: E402
+from HCCFusionLib.phantom import phantom_case  # noqa: E402
+from HCCFusionLib.segmentation.data import Case, plan_grid  # noqa: E402
 from HCCFusionLib.segmentation.trainer import PatchSampler, dice, kfold_split, train  # noqa: E402
 from HCCFusionLib.study import LABELS  # noqa: E402
 

@@ -316,7 +316,7 @@ def test_module_cmakelists_ships_every_library_file():
     resources = {f for f in shipped_files(ROOT / "HCCFusionLib")
                  if any(fnmatch.fnmatch(f"HCCFusionLib/{f}", g) for g in globs["HCCFUSIONLIB_RESOURCES"])
                  and not re.search(excluded, f"HCCFusionLib/{f}")}
-    assert "__init__.py" in scripts and "cli.py" in scripts
+    assert "__init__.py" in scripts and "cli/__init__.py" in scripts
     assert scripts | resources == shipped_files(ROOT / "HCCFusionLib")
     assert not scripts & resources
     call = re.search(r"ctkMacroCompilePythonScript\((.*?)\n  \)", text, re.S).group(1)

@@ -33,7 +33,7 @@ import SimpleITK as sitk
 
 from HCCFusionLib import __version__
 from HCCFusionLib.segmentation.bundle import dataset_description, default_bundle_path, load_bundle, save_bundle
-from HCCFusionLib.segmentation.data import phantom_case
+from HCCFusionLib.phantom import phantom_case
 from HCCFusionLib.segmentation.planner import fingerprint, make_plans
 from HCCFusionLib.segmentation.predictor import predict_case
 from HCCFusionLib.segmentation.trainer import dice, train

@@ -1,4 +1,6 @@
-"""Segmentation datasets: cases (multi-channel images + label map on one grid) from studies, folders, phantoms.
+"""Segmentation datasets: cases (multi-channel images + label map on one grid) from studies and folders.
+
+Phantom cases for training come from `phantom.phantom_case` (phantom imports segmentation, not the reverse).
 
 A `Case` holds one image per channel (channel = a phase/sequence name such as "AP" or "PVP"), all on the
 grid of its reference series, plus an optional ground-truth label map on that grid. `preprocess` turns a
@@ -91,21 +93,6 @@ def cases_from_folder(folder: "str | Path", channels, reference: str | None = No
     if not cases:
         raise InputError(f"Dataset folder '{folder}' holds no study folders.")
     return cases
-
-
-def phantom_case(seed: int, channels, size: str = "small") -> Case:
-    """One phantom patient (contract: phantom.make_patient) as a case on its reference grid."""
-    from .. import phantom
-
-    patient = phantom.make_patient(seed, size, phases=tuple(_ct_phases(channels)), misalignment="none")
-    case = case_from_study(patient.study, channels, patient.reference, case_id=f"phantom-{seed}")
-    case.labels = patient.labels
-    return case
-
-
-def _ct_phases(channels):
-    phases = [c for c in ("NC", "AP", "PVP", "DP") if c in channels or c == "PVP"]
-    return phases
 
 
 # ------------------------------------------------------------------ preprocessing

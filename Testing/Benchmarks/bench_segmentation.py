@@ -23,7 +23,8 @@ import SimpleITK as sitk
 import torch
 
 from HCCFusionLib.segmentation.bundle import load_bundle
-from HCCFusionLib.segmentation.data import phantom_case, preprocess
+from HCCFusionLib.phantom import phantom_case
+from HCCFusionLib.segmentation.data import preprocess
 from HCCFusionLib.segmentation.predictor import postprocess_in_box, predict_case, resample_to_reference
 from HCCFusionLib.segmentation.trainer import dice
 from HCCFusionLib.study import LABELS

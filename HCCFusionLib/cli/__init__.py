@@ -1,0 +1,60 @@
+"""`hccfusion` command: one verb per pipeline stage, plus `run` (all stages) and `demo`.
+
+Every verb reads files and writes files (atomically), so each stage can be entered with the user's own
+inputs. With `--progress lines` (used by the Slicer module's background process) progress is printed
+as `PROGRESS <fraction> <message>` lines on stdout instead of bars.
+
+Modules: `common` (the verb registry), then one per stage group, imported here in the order the verbs are
+listed: `study`, `segment`, `pacs`, `features`, `predict`, `synthetic`, `register`, `run`. Verb modules import
+only `common` and library modules (lazily, inside the verbs, so `--help` stays fast).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .. import __version__
+from ..errors import HCCFusionError
+from ..progress import Progress
+# verb modules, imported in the order their verbs are listed (importing one registers its verbs)
+from . import study  # noqa: F401
+from . import segment  # noqa: F401
+from . import pacs  # noqa: F401
+from . import features  # noqa: F401
+from . import predict  # noqa: F401
+from . import synthetic  # noqa: F401
+from . import register  # noqa: F401
+from . import run  # noqa: F401
+from .common import VERBS, add_phase_override, format_table, phase_overrides, verb
+
+__all__ = ["VERBS", "add_phase_override", "build_parser", "format_table", "main", "phase_overrides", "verb"]
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hccfusion", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"hccfusion {__version__}")
+    parser.add_argument("--progress", choices=["bar", "lines", "none"], default="bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name, (func, help_text) in VERBS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        getattr(func, "configure", lambda _p: None)(p)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args, Progress(args.progress)) or 0)
+    except HCCFusionError as exc:
+        print(f"hccfusion {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hccfusion {args.verb}: cancelled", file=sys.stderr)
+        return 130

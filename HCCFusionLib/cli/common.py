@@ -1,0 +1,41 @@
+"""The verb registry (`VERBS`, `@verb`) and helpers shared by the verb modules."""
+from __future__ import annotations
+
+
+
+
+VERBS = {}
+
+
+def verb(name: str, help: str):
+    """Register `func(args, progress)` as a verb; `func.configure(parser)` adds its arguments."""
+
+    def wrap(func):
+        VERBS[name] = (func, help)
+        return func
+
+    return wrap
+
+
+def add_phase_override(p):
+    """`--phase SERIES PHASE` (repeatable) for a verb that loads a study; read back with `phase_overrides`."""
+    p.add_argument("--phase", nargs=2, action="append", metavar=("SERIES", "PHASE"),
+                   help="override the detected phase of a series (name, SeriesInstanceUID or file; repeatable)")
+
+
+def phase_overrides(args) -> dict:
+    """The `--phase` pairs as the `phase_overrides` of io.load_study."""
+    return dict(getattr(args, "phase", None) or [])
+
+
+# ---------------------------------------------------------------- helpers
+def format_table(rows: list[dict], title: str = "") -> str:
+    """Plain-text table of dict rows (same keys), for terminal summaries."""
+    if not rows:
+        return f"{title}\n(empty)"
+    keys = list(rows[0])
+    cells = [[str(r.get(k, "")) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    line = "  ".join(k.ljust(w) for k, w in zip(keys, widths))
+    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(([title] if title else []) + [line, "-" * len(line)] + body)

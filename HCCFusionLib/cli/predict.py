@@ -1,0 +1,103 @@
+"""Fusion verbs: train, evaluate, predict."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .common import format_table, verb
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- fusion: train, evaluate, predict
+def _model_args(p, with_out_help: str):
+    p.add_argument("features", type=Path, help="feature table (CSV/Parquet), one row per patient, columns "
+                   "'<PHASE>__<region>__<feature>', indexed by a patient_id/study_id column")
+    p.add_argument("clinical", type=Path, help="clinical table (CSV/Parquet): Clinical fields, center, endpoints")
+    p.add_argument("--endpoint", required=True,
+                   help="mvi | early_recurrence | response | survival (survival_months + event) | diagnosis | any "
+                        "column of the clinical table")
+    p.add_argument("--fusion", choices=["feature", "decision"], default="feature")
+    p.add_argument("--combine", choices=["weighted", "vote", "majority", "stack", "bayes"], default="stack",
+                   help="decision-level combination (default: stack)")
+    p.add_argument("--classifier", choices=["logistic", "svm", "rf", "gb"], default="logistic")
+    p.add_argument("--selection", choices=["lasso", "mrmr", "univariate", "none"], default="lasso")
+    p.add_argument("--k", type=int, default=10, help="features kept per block by the selection (default 10)")
+    p.add_argument("--pca", type=float, default=None, help="per-block PCA keeping this variance fraction (0-1)")
+    p.add_argument("--harmonize", action="store_true", help="ComBat by the clinical 'center' column (fitted on "
+                   "training folds only)")
+    p.add_argument("--survival-model", choices=["coxnet", "coxph"], default="coxnet")
+    p.add_argument("--groups", choices=["median", "tertiles"], default="median", help="survival risk groups")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help=with_out_help)
+
+
+def _model_spec(args):
+    from ..fusion.workflow import ModelSpec
+
+    return ModelSpec(fusion=args.fusion, combine=args.combine, classifier=args.classifier,
+                     selection=None if args.selection == "none" else args.selection, k=args.k, pca=args.pca,
+                     harmonize=args.harmonize, survival_model=args.survival_model, groups=args.groups, seed=args.seed)
+
+
+@verb("train", "train a fused prediction model (feature- or decision-level) -> model bundle folder")
+def cmd_train(args, progress):
+    from ..fusion.workflow import train
+
+    path = train(args.features, args.clinical, args.endpoint, args.out, _model_spec(args),
+                 definitions=args.definitions, cv=args.cv, progress=progress)
+    log.info("model bundle: %s", path)
+    return 0
+
+
+def _train_args(p):
+    _model_args(p, "bundle folder to write (model.skops, model_card.json, checksums.sha256)")
+    p.add_argument("--definitions", type=Path, help="CSV feature,definition (e.g. radiomics definitions.csv)")
+    p.add_argument("--cv", type=int, default=5, help="folds of the cross-validated metrics in the model card")
+
+
+cmd_train.configure = _train_args
+
+
+@verb("evaluate", "nested cross-validation report (AUC CI, DeLong, calibration, DCA, C-index, KM) -> OUT/evaluation/")
+def cmd_evaluate(args, progress):
+    from ..fusion.workflow import evaluate
+
+    metrics = evaluate(args.features, args.clinical, args.endpoint, args.out, _model_spec(args), outer=args.outer,
+                       inner=args.inner, tune=not args.no_tune, compare_blocks=not args.no_compare_blocks,
+                       progress=progress)
+    print(format_table([{k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in metrics.items()}],
+                       title=f"Nested CV, endpoint {args.endpoint}"))
+    return 0
+
+
+def _evaluate_args(p):
+    _model_args(p, "output folder (writes OUT/evaluation/)")
+    p.add_argument("--outer", type=int, default=5)
+    p.add_argument("--inner", type=int, default=3, help="inner folds choosing C (or the Cox alpha) per outer fold")
+    p.add_argument("--no-tune", action="store_true", help="no inner grid search: default hyper-parameters")
+    p.add_argument("--no-compare-blocks", action="store_true", help="skip the single-block models and DeLong tests")
+
+
+cmd_evaluate.configure = _evaluate_args
+
+
+@verb("predict", "apply a model bundle -> OUT/prediction/prediction.csv, contributions.csv, evidence.csv")
+def cmd_predict(args, progress):
+    from ..fusion.workflow import predict
+
+    result = predict(args.features, args.clinical, args.model, args.out, definitions=args.definitions,
+                     progress=progress)
+    log.info("prediction for %d patient(s) written to %s", len(result["prediction"]), args.out / "prediction")
+    return 0
+
+
+def _predict_args(p):
+    p.add_argument("features", type=Path, help="feature table (CSV/Parquet) with the model's feature columns")
+    p.add_argument("clinical", type=Path, nargs="?", help="clinical table (needed when the model uses clinical data)")
+    p.add_argument("--model", type=Path, required=True, help="model bundle folder written by `hccfusion train`")
+    p.add_argument("--definitions", type=Path, help="CSV feature,definition (default: the bundle's, if any)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (writes OUT/prediction/)")
+
+
+cmd_predict.configure = _predict_args

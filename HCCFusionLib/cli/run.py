@@ -1,0 +1,60 @@
+"""Integration verb: run (all stages)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import HCCFusionError
+from .common import add_phase_override, phase_overrides, verb
+from .segment import engine_arg
+
+
+# ---------------------------------------------------------------- integration: run (all stages)
+@verb("run", "all stages for one study (optionally pulled from / pushed to a PACS) -> OUT/<stage>/ + report")
+def cmd_run(args, progress):
+    from ..pipeline import run
+
+    if args.study is None and not args.pull:
+        raise HCCFusionError("Give a STUDY folder or --pull STUDY_UID (with --pacs-url).")
+    options = {"spacing_mm": args.registration_spacing} if args.registration_spacing else None
+    result = run(args.study, args.out, model=args.model, seg_model=args.seg_model, engine=args.engine,
+                 reference=args.reference,
+                 mode=args.mode, segmentation=args.segmentation, image_types=args.image_types.split(","),
+                 presets={"*": args.preset} if args.preset else None, workers=args.workers, tta=args.tta,
+                 pacs_url=args.pacs_url, pacs_study_uid=args.pull,
+                 push=args.push, overwrite=args.overwrite, registration_options=options,
+                 phase_overrides=phase_overrides(args), progress=progress)
+    print(result.describe())
+    if result.pushed is not None:
+        print(f"pushed SEG + SR: {len(result.pushed.stored)} stored, {len(result.pushed.skipped)} already present")
+    return 0
+
+
+def _run_args(p):
+    p.add_argument("study", type=Path, nargs="?", help="study folder (study.json, NIfTI/NRRD or DICOM); "
+                                                        "omit with --pull")
+    add_phase_override(p)
+    p.add_argument("--out", type=Path, required=True, help="output folder (writes OUT/<stage>/)")
+    p.add_argument("--model", default=None, help="prediction bundle folder (default: the shipped demo bundle; "
+                                                "'none' skips prediction)")
+    engine_arg(p)
+    p.add_argument("--seg-model", type=Path, default=None, help="your own segmentation bundle (engine bundle)")
+    p.add_argument("--segmentation", type=Path, default=None,
+                   help="your own label map (LABELS values) on the reference series' grid: skips segmentation")
+    p.add_argument("--reference", default=None,
+                   help="reference series or phase (default: the first present of PVP, HBP, T1, DCE, T2, DP, AP, NC)")
+    p.add_argument("--mode", choices=["rigid", "affine", "deformable"], default="deformable")
+    p.add_argument("--registration-spacing", type=float, default=None,
+                   help="registration working resolution in mm (default: the registration module's, 2 mm)")
+    p.add_argument("--image-types", default="Original", help="radiomics image types, comma list of "
+                                                             "Original,LoG,Wavelet (default Original: fast)")
+    p.add_argument("--preset", default=None, help="radiomics preset name or YAML file for every series "
+                                                  "(default: by modality, e.g. ct)")
+    p.add_argument("--workers", type=int, default=2, help="radiomics processes (default 2)")
+    p.add_argument("--tta", action="store_true", help="segmentation mirroring test-time augmentation (slower)")
+    p.add_argument("--pacs-url", help="DICOMweb root for --pull/--push (default: $HCCFUSION_PACS_URL)")
+    p.add_argument("--pull", metavar="STUDY_UID", help="retrieve this StudyInstanceUID from the PACS first")
+    p.add_argument("--push", action="store_true", help="store the DICOM SEG + SR (and their source series) in the PACS")
+    p.add_argument("--overwrite", action="store_true", help="replace stage folders of an earlier run in OUT")
+
+
+cmd_run.configure = _run_args

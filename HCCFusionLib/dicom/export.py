@@ -1,0 +1,77 @@
+"""Study-level DICOM writers: a whole study as DICOM series (+SEG), and SEG + SR of one series' results."""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pandas as pd
+import SimpleITK as sitk
+
+from ..errors import InputError
+from ..files import atomic_folder
+from ..study import Series, Study
+from .seg import write_seg
+from .series import source_series_files, write_dicom_series
+from .sr import organ_volumes, write_sr
+
+log = logging.getLogger(__name__)
+
+
+def export_dicom(series: Series, labels: sitk.Image, lesions: pd.DataFrame, folder: "str | Path", *, study_id: str,
+                 lesion_labels: sitk.Image | None = None, predictions: dict[str, float] | None = None,
+                 study_uid: str | None = None) -> dict:
+    """SEG + SR of one series' segmentation and lesion table into a new `folder`, all or nothing.
+
+    When `series` has no DICOM files (it came from NIfTI) the series itself is written first into
+    `folder`/source, so the SEG can reference it. Returns {"seg": Path, "sr": Path, "source": [Path]};
+    push all three to a PACS (`Pacs.push` skips what the PACS already holds).
+    """
+    folder = Path(folder)
+    before = dict(series.meta)
+    try:
+        with atomic_folder(folder) as tmp:
+            files = source_series_files(series, tmp / "source", study_id=study_id, study_uid=study_uid)
+            seg = write_seg(labels, files, tmp / "seg.dcm", lesion_labels=lesion_labels)
+            write_sr(lesions, seg, files, tmp / "sr.dcm", predictions=predictions,
+                     organ_volumes_mm3=organ_volumes(labels))
+    except BaseException:
+        series.meta.clear()
+        series.meta.update(before)
+        raise
+    files = [folder / "source" / f.name if tmp in f.parents else f for f in files]
+    series.meta["files"] = [str(f) for f in files]
+    return {"seg": folder / "seg.dcm", "sr": folder / "sr.dcm", "source": files}
+
+
+def write_study_dicom(study: Study, folder: "str | Path", *, patient_id: str = "ANON", study_uid: str | None = None,
+                      segmentations: bool = False) -> dict[str, list[Path]]:
+    """Write every series of `study` as a DICOM series under `folder`/<series>/, all in one new DICOM study.
+
+    All series share one StudyInstanceUID and FrameOfReferenceUID (one patient, one scanner frame); each keeps
+    its own geometry. With `segmentations`, each series' "labels" mask is added as a DICOM SEG
+    (`folder`/<series>_seg/seg.dcm). `folder` appears only when everything is written.
+    Returns {series name: files} (SEG files under "<series>_seg").
+    """
+    from pydicom.uid import generate_uid
+
+    unsupported = [s.name for s in study if s.modality.value not in ("CT", "MR")]
+    if unsupported:
+        raise InputError(f"Series {unsupported} of study '{study.study_id}' are not CT or MR: DICOM export writes "
+                         "CT and MR image series only; leave them out of the study to export.")
+    study_uid, frame_uid = study_uid or generate_uid(), generate_uid()
+    written: dict[str, list[Path]] = {}
+    with atomic_folder(folder) as tmp:
+        for number, series in enumerate(study, start=1):
+            name = re.sub(r"[^A-Za-z0-9._-]+", "_", series.name)
+            files = write_dicom_series(series.image, tmp / name, phase=series.phase, study_id=study.study_id,
+                                       study_uid=study_uid, frame_of_reference_uid=frame_uid, patient_id=patient_id,
+                                       modality=series.modality.value, series_number=number,
+                                       description=series.meta.get("series_description") or None)
+            written[series.name] = [Path(folder) / name / f.name for f in files]
+            if segmentations and "labels" in series.masks:
+                (tmp / f"{name}_seg").mkdir()
+                write_seg(series.masks["labels"], files, tmp / f"{name}_seg" / "seg.dcm", series_number=100 + number)
+                written[f"{series.name}_seg"] = [Path(folder) / f"{name}_seg" / "seg.dcm"]
+    log.info("Wrote %d series as DICOM", len(study))
+    return written

@@ -1,0 +1,72 @@
+"""Atomic file and folder writes and file checksums (no HCCFusionLib imports beyond errors)."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import InputError
+
+__all__ = ["atomic_write", "atomic_folder", "staging_folder", "sha256_file"]
+
+
+@contextlib.contextmanager
+def atomic_write(path: "str | Path"):
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    A failure leaves neither a partial file nor the temporary file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def staging_folder(folder: Path) -> Path:
+    """A temporary sibling of `folder`, with the permissions a plain mkdir would give (not mkdtemp's 0700)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: "str | Path"):
+    """Yield a temporary sibling folder; rename it onto `folder` (which must not hold files) on success.
+
+    A failure removes the temporary folder, so a half-written folder is never visible under `folder`.
+    """
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise InputError(f"Output folder '{folder}' already exists and is not empty: choose a new folder or remove it.")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = staging_folder(folder)
+    try:
+        yield tmp
+        if folder.exists():
+            folder.rmdir()
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sha256_file(path: "str | Path") -> str:
+    """SHA-256 hex digest of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
