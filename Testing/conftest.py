@@ -89,7 +89,7 @@ def _groups(items) -> dict:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under `--dist loadgroup`: group the tests that share fixtures and put the longest groups first."""
-    if getattr(config.option, "dist", "no") != "loadgroup":
+    if not getattr(config.option, "loadgroup", False):  # xdist sets it on its workers for --dist loadgroup
         return
     groups = _groups(items)
     rank = {name: i for i, name in enumerate(FIRST)}
