@@ -25,8 +25,11 @@ system-deps:
 demo: $(STAMP)
 	$(BIN)/hccfusion demo --out $(OUT)
 
+# Two pytest-xdist workers, one thread each; tests sharing a module fixture stay together (Testing/conftest.py).
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) system-deps $(PLS_WHEEL)
-	$(BIN)/python -m pytest -q Testing
+	$(BIN)/python -m pytest -q Testing $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 
 # Fetched with pip (no install); a failed download only warns (the test skips), a wrong checksum fails.
 $(PLS_WHEEL): | $(STAMP)
