@@ -26,6 +26,10 @@ from .errors import InputError
 
 ASCITES_POINTS = {"none": 1, "mild": 2, "moderate-severe": 3}
 ENCEPHALOPATHY_POINTS = {"none": 1, "grade1-2": 2, "grade3-4": 3}
+#: Clinical choice lists (the panel and the CLI take theirs from here).
+ASCITES_LEVELS = tuple(ASCITES_POINTS)
+ENCEPHALOPATHY_LEVELS = tuple(ENCEPHALOPATHY_POINTS)
+ECOG_PS = (0, 1, 2, 3, 4)
 BILIRUBIN_MGDL_TO_UMOLL = 17.1
 CANNOT = "cannot stage"
 
@@ -134,7 +138,7 @@ def bclc(*, performance_status=None, child_pugh_class=None, tumour_number=None, 
               "tumour_size_mm": tumour_size_mm, "vascular_invasion": vascular_invasion,
               "extrahepatic_spread": extrahepatic_spread}
     cannot = Bclc(None, CANNOT, _missing(**inputs))
-    if not _is_missing(ps) and int(ps) not in range(5):
+    if not _is_missing(ps) and int(ps) not in ECOG_PS:
         raise InputError(f"ECOG performance status {ps} is out of range: use 0-4.")
     if not _is_missing(cp) and cp not in ("A", "B", "C"):
         raise InputError(f"Child-Pugh class '{cp}' is not A, B or C.")

@@ -26,13 +26,12 @@ import SimpleITK as sitk
 
 from .errors import InputError
 from .io import sha256_file
-from .study import LABELS, check_same_grid
+from .study import CT_WINDOW, LABELS, check_same_grid, ct_window_range
 from .views import display_slice, show
 
 log = logging.getLogger(__name__)
 
 TEMPLATE = "report.html.j2"
-CT_WINDOW = (400.0, 40.0)  # width, level (HU)
 _CONTOURS = {"liver": "#f2a65a", "tumour": "#ffe600", "spleen": "#b784d9", "portal_vein": "#38b6ff"}
 
 
@@ -285,7 +284,7 @@ def _registration_images(data: ReportData, sink: _ImageSink, point) -> list[dict
 
 def _window(array: np.ndarray, modality: str) -> tuple[float, float]:
     if modality == "CT":
-        return CT_WINDOW[1] - CT_WINDOW[0] / 2, CT_WINDOW[1] + CT_WINDOW[0] / 2
+        return ct_window_range(CT_WINDOW)
     low, high = np.percentile(array, [1, 99])
     return float(low), float(high)
 

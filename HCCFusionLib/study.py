@@ -80,6 +80,17 @@ _PHASE_NAMES = {
 }
 
 #: Label values of a study segmentation (one label map, same grid as the series it belongs to).
+#: Abdominal soft-tissue CT window in HU as (width, level): the one source for display, key images and
+#: intensity normalisation (`ct_window_range` gives it as (low, high)).
+CT_WINDOW = (400.0, 40.0)
+
+
+def ct_window_range(window: tuple[float, float] = CT_WINDOW) -> tuple[float, float]:
+    """A (width, level) window as (low, high) HU."""
+    width, level = window
+    return level - width / 2, level + width / 2
+
+
 LABELS = {"background": 0, "liver": 1, "tumour": 2, "spleen": 3, "portal_vein": 4}
 
 ETIOLOGIES = ("HBV", "HCV", "NASH", "alcohol", "other")

@@ -60,7 +60,7 @@ class DecliningInstaller:
         self.asked = []
 
     def stages(self):
-        return ("inputs", "registration", "segmentation", "radiomics", "prediction", "dicom", "nnunet")
+        return ("core", "seg", "radiomics", "fusion", "dicom", "nnunet")
 
     def onDemand(self):
         return ("nnunet",)
@@ -83,7 +83,8 @@ def test_logic_asks_the_injected_installer_for_each_step(tmp_path):
     assert not logic.ensureDependencies("segmentation", ENGINE_NNUNET)
     assert not logic.ensureDependencies("segmentation", ENGINE_AUTO)
     assert not logic.ensureDependencies("pacs")
-    assert installer.asked == ["nnunet", "segmentation", "dicom"]
+    assert installer.asked == ["nnunet", "seg", "dicom"]
+    assert set(installer.asked) <= set(installer.stages())
 
 
 def ready(**changes) -> readiness.PanelState:

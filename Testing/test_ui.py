@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import importlib.util
 import json
 import os
 import re
@@ -265,17 +266,18 @@ def test_module_never_uses_removed_or_unsafe_calls():
         assert "print(" not in text, f"{path}: log instead of printing"
 
 
-def test_requirements_pins_match_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pins = {}
-    for line in project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]:
-        if "==" in line:
-            name, version = line.split("==")
-            pins[name.strip().lower()] = version.strip()
-    lines = [line.split("#")[0].strip() for line in (MODULE / "Resources" / "requirements.txt").read_text().splitlines()]
-    requirements = dict(line.lower().split("==") for line in lines if line)
-    assert requirements and all(v == pins.get(k) for k, v in requirements.items()), (
-        {k: (v, pins.get(k)) for k, v in requirements.items() if v != pins.get(k)})
+def test_requirements_generated_from_pyproject():
+    """Resources/requirements.txt is exactly what scripts/gen_requirements.py makes of pyproject.toml, and the
+    install stages the glue reads from it are the pyproject extras' names."""
+    spec = importlib.util.spec_from_file_location("gen_requirements", ROOT / "scripts" / "gen_requirements.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    text = (MODULE / "Resources" / "requirements.txt").read_text(encoding="utf-8")
+    assert text == gen.render(), "requirements.txt is stale: run `python scripts/gen_requirements.py`"
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    headers = re.findall(r"^# \[([\w-]+)\]", text, re.M)
+    assert headers[0] == "core" and set(headers[1:]) <= set(extras) and "nnunet" in headers
+    requirements = dict(line.lower().split("==") for line in text.splitlines() if line and not line.startswith("#"))
     assert not {"simpleitk", "numpy", "torch"} & set(requirements), "never replace Slicer's packages"
 
 

@@ -4,7 +4,9 @@
 """
 from __future__ import annotations
 
-from HCCFusionLib.study import Phase
+from HCCFusionLib.clinical import ASCITES_LEVELS, ECOG_PS, ENCEPHALOPATHY_LEVELS
+from HCCFusionLib.radiomics.presets import DEFAULT_PRESETS
+from HCCFusionLib.study import ETIOLOGIES, Phase
 
 UNKNOWN = "not known"  # the panel's value for a clinical variable that is not known
 PHASES = [phase.value for phase in Phase]
@@ -19,12 +21,17 @@ ENGINES = [ENGINE_AUTO, ENGINE_LIVERLESION, ENGINE_PHANTOM, ENGINE_FOLDER, ENGIN
 #: panel choice -> `hccfusion segment --engine` name (HCCFusionLib.segmentation.engines)
 ENGINE_NAMES = {ENGINE_AUTO: "auto", ENGINE_LIVERLESION: "liverlesion", ENGINE_PHANTOM: "phantom",
                 ENGINE_FOLDER: "bundle", ENGINE_NNUNET: "nnunet"}
-PRESETS = ["auto", "ct", "mr", "pet"]  # `hccfusion extract --preset` names; auto: per modality
-ASCITES = [UNKNOWN, "none", "mild", "moderate-severe"]
-ENCEPHALOPATHY = [UNKNOWN, "none", "grade1-2", "grade3-4"]
-ETIOLOGIES = [UNKNOWN, "HBV", "HCV", "NASH", "alcohol", "other"]
-PERFORMANCE_STATUS = [UNKNOWN, "0", "1", "2", "3", "4"]
+#: `hccfusion extract --preset` names (the library's per-modality map); auto: per modality
+PRESETS = ["auto", *dict.fromkeys(DEFAULT_PRESETS.values())]
+# clinical choice lists: the library's (HCCFusionLib.clinical / study), with "not known" first
+ASCITES = [UNKNOWN, *ASCITES_LEVELS]
+ENCEPHALOPATHY = [UNKNOWN, *ENCEPHALOPATHY_LEVELS]
+ETIOLOGY_CHOICES = [UNKNOWN, *ETIOLOGIES]
+PERFORMANCE_STATUS = [UNKNOWN, *(str(ps) for ps in ECOG_PS)]
 YES_NO = [UNKNOWN, "no", "yes"]
+#: Panel step → install stage (a pyproject extra's name, as in Resources/requirements.txt); others: "dicom".
+STEP_INSTALL_STAGES = {"inputs": "core", "registration": "core", "segmentation": "seg", "radiomics": "radiomics",
+                       "prediction": "fusion"}
 #: Number of (volume, phase) rows in the Inputs section.
 INPUT_ROWS = 6
 

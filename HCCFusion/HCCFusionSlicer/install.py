@@ -20,31 +20,38 @@ from .i18n import _
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 PROTECTED = ("SimpleITK", "numpy", "torch")
-CORE = ["pydicom", "pandas", "pyyaml", "tqdm", "jinja2", "matplotlib", "psutil"]
-#: Distribution names each stage needs beyond CORE ("torch" is installed through PyTorchUtils).
-STAGES = {
-    "inputs": [],
-    "registration": [],
-    "segmentation": ["torch", "monai", "safetensors"],
-    "radiomics": ["pyradiomics-bhklab"],
-    "prediction": ["scikit-learn", "scikit-survival", "skops", "pyarrow"],
-    "dicom": ["highdicom", "dicomweb-client", "requests"],
-    "nnunet": ["torch", "monai", "safetensors", "nnunetv2"],
-}
-#: Stages installed only when their engine is picked (the nnU-Net v2 engine of the Segmentation section).
-ON_DEMAND = ("nnunet",)
-IMPORT_NAMES = {"pyradiomics-bhklab": "radiomics", "scikit-learn": "sklearn", "scikit-survival": "sksurv",
-                "pyyaml": "yaml", "dicomweb-client": "dicomweb_client"}
+
+
+def _readStages(path: Path = REQUIREMENTS_FILE) -> "tuple[dict, set, tuple]":
+    """(stage → pinned lines, stages needing torch, on-demand stages) from the generated requirements.txt.
+
+    Stage names are the pyproject extras' names ("core": the base dependencies); scripts/gen_requirements.py
+    writes the file from pyproject.toml, the one source of pins.
+    """
+    stages, torch, onDemand, current = {}, set(), (), None
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if line.startswith("# on demand only:"):
+            onDemand = tuple(s.strip() for s in line.split(":", 1)[1].split(",") if s.strip())
+        elif line.startswith("# ["):
+            current = line[3:line.index("]")]
+            stages[current] = []
+            if line.endswith("needs torch"):
+                torch.add(current)
+        elif line and not line.startswith("#") and current is not None:
+            stages[current].append(line)
+    return stages, torch, onDemand
+
+
+_PINS, _TORCH, ON_DEMAND = _readStages()
+#: Pinned requirement lines each install stage needs beyond "core" (stages: pyproject extra names).
+STAGES = {stage: ([] if stage == "core" else lines) for stage, lines in _PINS.items()}
+CORE = _PINS["core"]
 
 
 def pinnedRequirements() -> dict:
     """Distribution name (lower case) → pinned requirement line, from Resources/requirements.txt."""
-    pins = {}
-    for line in REQUIREMENTS_FILE.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            pins[line.split("==")[0].strip().lower()] = line
-    return pins
+    return {line.split("==")[0].strip().lower(): line for lines in _PINS.values() for line in lines}
 
 
 def installedVersion(distribution: str) -> "str | None":
@@ -56,19 +63,15 @@ def installedVersion(distribution: str) -> "str | None":
 
 def missingRequirements(stage: str) -> list:
     """Pinned requirements of `stage` whose package is absent or at another version (torch excluded)."""
-    pins = pinnedRequirements()
     missing = []
-    for name in CORE + STAGES[stage]:
-        if name == "torch":
-            continue
-        wanted = pins[name.lower()]
-        if installedVersion(name) != wanted.split("==")[1]:
+    for wanted in CORE + STAGES.get(stage, []):
+        if wanted not in missing and installedVersion(wanted.split("==")[0]) != wanted.split("==")[1]:
             missing.append(wanted)
     return missing
 
 
 def torchMissing(stage: str) -> bool:
-    return "torch" in STAGES[stage] and installedVersion("torch") is None
+    return stage in _TORCH and installedVersion("torch") is None
 
 
 def constraintsFile() -> Path:

@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from HCCFusionLib import scene as mrml
 from HCCFusionLib.errors import InputError
+from HCCFusionLib.study import CT_WINDOW
 
 from .interfaces import Installer, ProcessRunner
 from .interim import tumourLesions, writeReportFromFolder
@@ -28,7 +29,6 @@ from .steps import PanelSteps
 
 log = logging.getLogger(__name__)
 
-CT_WINDOW_LEVEL = (350.0, 50.0)  # abdominal soft-tissue window
 
 
 @dataclass
@@ -72,11 +72,11 @@ class HCCFusionLogic(PanelSteps):
 
     def installStage(self, step: str, engine: str = "") -> str:
         """The installer stage a panel step needs (the nnU-Net v2 engine also needs nnunetv2; others: dicom)."""
-        from .choices import ENGINE_NNUNET
+        from .choices import ENGINE_NNUNET, STEP_INSTALL_STAGES
 
         if step == "segmentation" and engine == ENGINE_NNUNET:
             return "nnunet"
-        return step if step in self.installer.stages() else "dicom"
+        return STEP_INSTALL_STAGES.get(step, "dicom")
 
     def ensureDependencies(self, step: str, engine: str = "") -> bool:
         """Packages of a panel step installed (asking first); False when the user declined."""
@@ -179,7 +179,7 @@ class HCCFusionLogic(PanelSteps):
         patient = make_patient(seed, size)
         study = patient.study
         volumes = {s.name: mrml.image_to_volume(self.scene, s.image, f"{study.study_id}_{s.name}",
-                                                window_level=CT_WINDOW_LEVEL if s.modality.value == "CT" else None)
+                                                window_level=CT_WINDOW if s.modality.value == "CT" else None)
                    for s in study}
         truth = mrml.labels_to_segmentation(self.scene, patient.labels, f"{study.study_id}_ground_truth",
                                             reference_volume=volumes[patient.reference])
@@ -232,7 +232,7 @@ class HCCFusionLogic(PanelSteps):
             image = sitk.ReadImage(str(folder / entry["file"]))
             result.nodes["resampled"][entry["name"]] = mrml.image_to_volume(
                 self.scene, image, f"{studyId}_{entry['name']}_registered",
-                window_level=CT_WINDOW_LEVEL if entry.get("modality", "CT") == "CT" else None)
+                window_level=CT_WINDOW if entry.get("modality", "CT") == "CT" else None)
         if (folder / "fused.nii.gz").exists():
             result.nodes["fused"] = mrml.image_to_volume(
                 self.scene, sitk.ReadImage(str(folder / "fused.nii.gz")), f"{studyId}_fused",

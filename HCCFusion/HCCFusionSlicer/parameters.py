@@ -9,7 +9,7 @@ from typing import Annotated
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 
-from .choices import (ASCITES, ENCEPHALOPATHY, ENGINE_AUTO, ENGINES, ETIOLOGIES, INPUT_ROWS, PERFORMANCE_STATUS,
+from .choices import (ASCITES, ENCEPHALOPATHY, ENGINE_AUTO, ENGINES, ETIOLOGY_CHOICES, INPUT_ROWS, PERFORMANCE_STATUS,
                       PHASES, PRESETS, REGISTRATION_MODES, UNKNOWN, YES_NO, clinicalFromPanel)
 
 Lab = Annotated[float, WithinRange(-1.0, 1.0e6)]
@@ -41,7 +41,7 @@ class HCCFusionParameterNode:
     inr: Lab = -1.0
     ascites: Annotated[str, Choice(ASCITES)] = UNKNOWN
     encephalopathy: Annotated[str, Choice(ENCEPHALOPATHY)] = UNKNOWN
-    etiology: Annotated[str, Choice(ETIOLOGIES)] = UNKNOWN
+    etiology: Annotated[str, Choice(ETIOLOGY_CHOICES)] = UNKNOWN
     performanceStatus: Annotated[str, Choice(PERFORMANCE_STATUS)] = UNKNOWN
     vascularInvasion: YesNo = UNKNOWN
     extrahepaticSpread: YesNo = UNKNOWN

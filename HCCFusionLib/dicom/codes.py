@@ -1,8 +1,7 @@
 """DICOM codes: SNOMED CT for anatomy, the private scheme "99HCCF" for LI-RADS terms and predictions."""
 from __future__ import annotations
 
-
-
+from .. import terminology
 
 SCHEME = "99HCCF"
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -24,15 +23,13 @@ def pydicom_codes():
 
 
 def segment_structures():
-    """LABELS name -> (segment label, category code, type code)."""
-    codes = pydicom_codes()
-    anatomy = codes.SCT.AnatomicalStructure
-    return {
-        "liver": ("Liver", anatomy, codes.SCT.Liver),
-        "tumour": ("Tumour", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm),
-        "spleen": ("Spleen", anatomy, codes.SCT.Spleen),
-        "portal_vein": ("Portal vein", anatomy, codes.SCT.PortalVein),
-    }
+    """LABELS name -> (segment label, category code, type code), from the terminology file."""
+    from pydicom.sr.coding import Code
+
+    def code(c):
+        return Code(c.value, c.scheme, c.meaning)
+
+    return {name: (term.name, code(term.category), code(term.type)) for name, term in terminology.load().items()}
 
 
 def local_code(value: str, meaning: str):

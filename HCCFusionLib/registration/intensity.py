@@ -9,10 +9,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import GeometryError, InputError
-from ..study import Modality, Study, same_grid
+from ..study import Modality, Study, ct_window_range, same_grid
 
-#: CT window (HU) used for normalisation: liver/soft-tissue window, level 40, width 400.
-CT_WINDOW = (-160.0, 240.0)
+#: CT window (HU, low/high) used for normalisation: study.CT_WINDOW (liver/soft tissue, level 40, width 400).
+CT_WINDOW = ct_window_range()
 #: CT window used for registration: wider, so that air/fat/contrast-filled vessels stay distinct.
 CT_REGISTRATION_WINDOW = (-250.0, 350.0)
 

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import slicer
 
 from ..errors import InputError
-from ..study import Modality, check_same_grid
+from ..study import CT_WINDOW, Modality, check_same_grid
 from .nodes import new_scene
 from .volumes import image_to_volume
 from .segmentations import labels_to_segmentation
@@ -35,8 +35,6 @@ def place_in_study(scene, nodes, study_id: str, patient: str = "Anonymous") -> i
 
 
 # ---------------------------------------------------------------- studies
-#: Abdominal soft-tissue window (width, level) in HU for CT series.
-CT_WINDOW = (400.0, 40.0)
 
 
 def add_study(scene, study, *, labels: "sitk.Image | None" = None, reference: "str | None" = None,

@@ -10,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 import slicer
 
+from .. import terminology
 from ..errors import InputError
 from ..study import LABELS
 
@@ -22,10 +23,8 @@ LABEL_VALUE_TAG = "HCCFusion.LabelValue"
 INDEX_ATTRIBUTE = "HCCFusion.IndexColumns"
 DTYPE_PROPERTY = "dtype"
 
-_SLICER_ANATOMY = "Segmentation category and type - 3D Slicer General Anatomy list"
-_DICOM_MASTER = "Segmentation category and type - DICOM master list"
+_CONTEXT = terminology.context_name()
 _REGION_CONTEXT = "Anatomic codes - DICOM master list"
-_ANATOMICAL_STRUCTURE = "SCT^123037004^Anatomical Structure"
 
 
 def terminology_string(context: str, category: str, type_: str, region: str = "^^") -> str:
@@ -40,21 +39,14 @@ class SegmentInfo:
     terminology: str = ""
 
 
-#: Segment names, colours and SNOMED-CT terminology for the study label values (study.LABELS).
+#: Segment names, colours and SNOMED-CT terminology for the study label values (study.LABELS), from the
+#: one terminology file (HCCFusionLib/hccfusion.term.json, read by `terminology.load`).
 SEGMENTS = {
-    LABELS["liver"]: SegmentInfo(
-        "liver", (221 / 255, 130 / 255, 101 / 255),
-        terminology_string(_SLICER_ANATOMY, _ANATOMICAL_STRUCTURE, "SCT^10200004^Liver")),
-    LABELS["tumour"]: SegmentInfo(
-        "tumour", (1.0, 0.85, 0.0),
-        terminology_string(_DICOM_MASTER, "SCT^49755003^Morphologically Altered Structure",
-                           "SCT^108369006^Neoplasm", "SCT^10200004^Liver")),
-    LABELS["spleen"]: SegmentInfo(
-        "spleen", (157 / 255, 108 / 255, 162 / 255),
-        terminology_string(_SLICER_ANATOMY, _ANATOMICAL_STRUCTURE, "SCT^78961009^Spleen")),
-    LABELS["portal_vein"]: SegmentInfo(
-        "portal_vein", (0.0, 151 / 255, 206 / 255),
-        terminology_string(_SLICER_ANATOMY, _ANATOMICAL_STRUCTURE, "SCT^32764006^Portal vein")),
+    LABELS[term.label]: SegmentInfo(
+        term.label, tuple(v / 255 for v in term.rgb),
+        terminology_string(_CONTEXT, term.category.slicer(), term.type.slicer(),
+                           term.region.slicer() if term.region else "^^"))
+    for term in terminology.load().values()
 }
 
 LINEAR_TRANSFORMS = {
