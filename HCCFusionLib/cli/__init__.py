@@ -53,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args, Progress(args.progress)) or 0)
     except HCCFusionError as exc:
-        print(f"hccfusion {args.verb}: error: {exc}", file=sys.stderr)
+        print(f"hccfusion {args.verb}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the OS refused a read or write (disk full, permissions): one line, no traceback
+        print(f"hccfusion {args.verb}: error: cannot access '{exc.filename or '?'}' ({exc.strerror or exc}): "
+              "free disk space, check the folder's permissions or choose another --out folder.", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print(f"hccfusion {args.verb}: cancelled", file=sys.stderr)
         return 130
