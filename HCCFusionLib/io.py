@@ -186,8 +186,9 @@ def _load_manifest(manifest: Path, study_id: str | None) -> Study:
     folder = manifest.parent
     try:
         clinical = Clinical.from_dict(data.get("clinical"))
-    except (InputError, TypeError) as exc:
+    except (InputError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"Study manifest '{manifest}', \"clinical\": {exc}") from None
+    _check_manifest_types(manifest, data)
     study = Study(str(study_id or data.get("study_id") or folder.resolve().name), clinical=clinical,
                   meta={k: v for k, v in (data.get("meta") or {}).items()})
     for i, entry in enumerate(data["series"]):
@@ -219,6 +220,24 @@ def _load_manifest(manifest: Path, study_id: str | None) -> Study:
     check_no_duplicate_phases([(s.name, s.phase.value) for s in study if s.meta.get("phase_reason") == "manifest"],
                               manifest)
     return study
+
+
+def _check_manifest_types(manifest: Path, data: dict) -> None:
+    """Refuse entries of the wrong JSON type before they are used (e.g. "meta": 3, "file": [..])."""
+    wrong = [f'"meta" must be an object' for _ in [0] if not isinstance(data.get("meta") or {}, dict)]
+    for i, entry in enumerate(data["series"]):
+        if not isinstance(entry, dict):
+            continue
+        wrong += [f'series #{i + 1} "{k}" must be {t}' for k, t, ok in (
+            ("file", "a file name", isinstance(entry.get("file"), (str, type(None)))),
+            ("name", "text", isinstance(entry.get("name"), (str, type(None), int))),
+            ("phase", "a phase name", isinstance(entry.get("phase"), (str, type(None)))),
+            ("modality", "CT, MR or PT", isinstance(entry.get("modality"), (str, type(None)))),
+            ("meta", "an object", isinstance(entry.get("meta") or {}, dict)),
+            ("masks", "an object of key: file name", isinstance(entry.get("masks") or {}, dict) and all(
+                isinstance(v, str) for v in (entry.get("masks") or {}).values()))) if not ok]
+    if wrong:
+        raise InputError(f"Study manifest '{manifest}': {'; '.join(wrong)}: fix these entries.")
 
 
 def _read_volume(file: Path, modality: str | None = None) -> sitk.Image:
