@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .checks import check_image_values, check_label_map, check_no_duplicate_phases, check_size
 from .dicom.read import add_dicom_series, name_by_phase, scan_dicom, unique_key
 from .errors import GeometryError, InputError
 from .files import atomic_folder, atomic_write, sha256_file, staging_folder  # re-exported for callers
@@ -56,6 +57,10 @@ def read_image(path: "str | Path") -> sitk.Image:
     if not path.is_file():
         raise InputError(f"Image file '{path}' does not exist: check the path.")
     try:
+        header = sitk.ImageFileReader()
+        header.SetFileName(str(path))
+        header.ReadImageInformation()
+        check_size(path, header.GetSize(), 4 * header.GetNumberOfComponents())
         image = sitk.ReadImage(str(path))
         if path.name.lower().endswith((".nii", ".nii.gz")):
             _check_nifti_complete(path)
@@ -181,20 +186,25 @@ def _load_manifest(manifest: Path, study_id: str | None) -> Study:
     folder = manifest.parent
     try:
         clinical = Clinical.from_dict(data.get("clinical"))
-    except (InputError, TypeError) as exc:
+    except (InputError, TypeError, ValueError, AttributeError) as exc:
         raise InputError(f"Study manifest '{manifest}', \"clinical\": {exc}") from None
+    _check_manifest_types(manifest, data)
     study = Study(str(study_id or data.get("study_id") or folder.resolve().name), clinical=clinical,
                   meta={k: v for k, v in (data.get("meta") or {}).items()})
     for i, entry in enumerate(data["series"]):
         if not isinstance(entry, dict) or not entry.get("file"):
-            raise InputError(f"Study manifest '{manifest}': series #{i + 1} needs a \"file\" entry.")
+            raise InputError(f"Study manifest '{manifest}': series #{i + 1} needs a \"file\" entry: add the image "
+                             "file name.")
         file = folder / entry["file"]
         name = str(entry.get("name") or _stem(file))
-        image = _read_volume(file)
+        image = _read_volume(file, entry.get("modality"))
         meta = dict(entry.get("meta") or {})
         meta.update(file=str(entry["file"]), source=str(file))
         if entry.get("phase"):
-            phase = Phase.parse(entry["phase"])
+            try:
+                phase = Phase.parse(entry["phase"])
+            except InputError as exc:
+                raise InputError(f"Study manifest '{manifest}', series '{name}': {exc}") from None
             meta.setdefault("phase_confidence", 1.0)
             meta.setdefault("phase_reason", "manifest")
         else:
@@ -202,16 +212,37 @@ def _load_manifest(manifest: Path, study_id: str | None) -> Study:
             meta.update(phase_confidence=conf, phase_reason=reason)
         try:
             series = study.add(Series(name, phase, image, modality=entry.get("modality"), meta=meta))
-        except ValueError as exc:
-            raise InputError(f"Study manifest '{manifest}', series '{name}': {exc}") from None
+        except (ValueError, InputError) as exc:
+            raise InputError(f"Study manifest '{manifest}', series '{name}': {exc} Give each series its own "
+                             "name.") from None
         for key, mask_file in (entry.get("masks") or {}).items():
             _attach_mask(series, str(key), folder / mask_file)
+    check_no_duplicate_phases([(s.name, s.phase.value) for s in study if s.meta.get("phase_reason") == "manifest"],
+                              manifest)
     return study
 
 
-def _read_volume(file: Path) -> sitk.Image:
+def _check_manifest_types(manifest: Path, data: dict) -> None:
+    """Refuse entries of the wrong JSON type before they are used (e.g. "meta": 3, "file": [..])."""
+    wrong = [f'"meta" must be an object' for _ in [0] if not isinstance(data.get("meta") or {}, dict)]
+    for i, entry in enumerate(data["series"]):
+        if not isinstance(entry, dict):
+            continue
+        wrong += [f'series #{i + 1} "{k}" must be {t}' for k, t, ok in (
+            ("file", "a file name", isinstance(entry.get("file"), (str, type(None)))),
+            ("name", "text", isinstance(entry.get("name"), (str, type(None), int))),
+            ("phase", "a phase name", isinstance(entry.get("phase"), (str, type(None)))),
+            ("modality", "CT, MR or PT", isinstance(entry.get("modality"), (str, type(None)))),
+            ("meta", "an object", isinstance(entry.get("meta") or {}, dict)),
+            ("masks", "an object of key: file name", isinstance(entry.get("masks") or {}, dict) and all(
+                isinstance(v, str) for v in (entry.get("masks") or {}).values()))) if not ok]
+    if wrong:
+        raise InputError(f"Study manifest '{manifest}': {'; '.join(wrong)}: fix these entries.")
+
+
+def _read_volume(file: Path, modality: str | None = None) -> sitk.Image:
     if file.is_dir():
-        raise InputError(f"'{file}' is a folder: a manifest entry names one NIfTI/NRRD file (load a DICOM folder "
+        raise InputError(f"'{file}' is a folder: point the manifest entry to one NIfTI/NRRD file (load a DICOM folder "
                          "directly with load_study, or save it as NIfTI with save_study first).")
     image = read_image(file)
     if image.GetDimension() != 3 or image.GetSize()[2] < 2:
@@ -219,11 +250,16 @@ def _read_volume(file: Path) -> sitk.Image:
             f"Image '{file}' is {'a single slice' if image.GetDimension() == 3 else f'{image.GetDimension()}D'} "
             f"(size {image.GetSize()}): HCCFusion needs a 3D volume; export the whole series as one 3D file."
         )
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"Image '{file}' has {image.GetNumberOfComponentsPerPixel()} values per voxel (colour or "
+                         "vector): HCCFusion needs a scalar (grey-value) volume; export the original series.")
+    check_image_values(image, file, modality)
     return image
 
 
 def _attach_mask(series: Series, key: str, file: Path) -> None:
     mask = read_image(file)
+    check_label_map(mask, file, key)
     try:
         check_same_grid(series.image, mask, f"mask '{key}' ({file}) of series '{series.name}'")
     except GeometryError as exc:

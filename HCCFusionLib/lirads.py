@@ -538,7 +538,14 @@ def table_edits(before, edited) -> list[tuple[int, str, object]]:
     return edits
 
 
-def apply_table_edits(assessment: LiradsAssessment, edited, reader: str) -> list[Override]:
-    """Record each of a reader's edits of `reader_table(assessment)` as an override; returns the overrides."""
-    return [assessment.override(lesion, what, new, reader)
+def apply_table_edits(assessment: LiradsAssessment, edited, reader: str, audit_folder=None) -> list[Override]:
+    """Record each of a reader's edits of `reader_table(assessment)` as an override; returns the overrides.
+    With `audit_folder`, the overrides are also appended as one line to its audit.jsonl."""
+    done = [assessment.override(lesion, what, new, reader)
             for lesion, what, new in table_edits(reader_table(assessment), edited)]
+    if audit_folder is not None and done:
+        from . import audit
+
+        audit.append(audit_folder, audit.record([], event="lirads_override", reader=reader,
+                                                overrides=[asdict(o) for o in done]))
+    return done

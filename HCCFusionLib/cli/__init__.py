@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
+from pathlib import Path
 
 from .. import __version__
 from ..errors import HCCFusionError
@@ -47,14 +49,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    started, status, problem = time.time(), 1, ""
     try:
-        return int(args.func(args, Progress(args.progress)) or 0)
+        status = int(args.func(args, Progress(args.progress)) or 0)
+        return status
     except HCCFusionError as exc:
-        print(f"hccfusion {args.verb}: error: {exc}", file=sys.stderr)
-        return 2
+        problem = " ".join(str(exc).split())
+        print(f"hccfusion {args.verb}: error: {problem}", file=sys.stderr)
+        status = 2
+        return status
+    except OSError as exc:  # the OS refused a read or write (disk full, permissions): one line, no traceback
+        problem = (f"cannot access '{exc.filename or '?'}' ({exc.strerror or exc}): free disk space, check the "
+                   "folder's permissions or choose another --out folder.")
+        print(f"hccfusion {args.verb}: error: {problem}", file=sys.stderr)
+        status = 3
+        return status
     except KeyboardInterrupt:
+        problem, status = "cancelled", 130
         print(f"hccfusion {args.verb}: cancelled", file=sys.stderr)
-        return 130
+        return status
+    finally:
+        _audit(args, argv, started, status, problem)
+
+
+def _audit(args, argv: list[str], started: float, status: int, problem: str) -> None:
+    """Append this run's record to OUT/audit.jsonl (verbs with --out only); never fails the run."""
+    out = getattr(args, "out", None)
+    if not isinstance(out, Path) or not out.is_dir():
+        return
+    from .. import audit
+
+    paths = {k: v for k, v in vars(args).items() if isinstance(v, Path) and k != "out"}
+    models = [v for k in ("model", "seg_model") if (v := getattr(args, k, None)) and Path(v).exists()]
+    outputs = sorted(str(p) for p in out.rglob("*") if p.is_file() and p.name != audit.AUDIT_NAME
+                     and p.stat().st_mtime >= started - 1)
+    stages = {args.verb: "ok" if status == 0 else f"failed: {problem}" if problem else f"exit {status}"}
+    try:
+        audit.append(out, audit.record(argv, inputs=[v for k, v in paths.items() if k not in ("model", "seg_model")],
+                                       models=models, outputs=outputs, stages=stages, exit_status=status,
+                                       seconds=round(time.time() - started, 3)))
+    except OSError as exc:
+        log.warning("Could not append to the audit log in '%s' (%s)", out, exc.strerror or exc)

@@ -198,6 +198,11 @@ def _read_dicom_series(members, label: str) -> tuple[sitk.Image, list[Path]]:
                     f"{np.round(a, 4).tolist()}, '{path}' has {np.round(b, 4).tolist()}. The folder holds two "
                     "series under one SeriesInstanceUID: separate them (or remove the odd files)."
                 )
+    if abs(float(np.dot(ref[0][:3], ref[0][3:]))) > 1e-3:
+        raise GeometryError(
+            f"DICOM series '{label}' ('{first_path}') has row and column directions that are not perpendicular "
+            f"(ImageOrientationPatient {np.round(ref[0], 4).tolist()}): the header is damaged; re-export the series."
+        )
     normal = np.cross(ref[0][:3], ref[0][3:])
     ordered = sorted(members, key=lambda m: float(np.dot(normal, [float(v) for v in m[1].ImagePositionPatient])))
     positions = np.array([np.dot(normal, [float(v) for v in ds.ImagePositionPatient]) for _, ds in ordered])
@@ -208,6 +213,14 @@ def _read_dicom_series(members, label: str) -> tuple[sitk.Image, list[Path]]:
         raise GeometryError(
             f"DICOM series '{label}' has several images at the same slice position (e.g. '{dup[0]}'): it holds "
             "repeated acquisitions (echoes/time points); export one volume per series."
+        )
+    shift = np.array([float(v) for v in ordered[-1][1].ImagePositionPatient]) - \
+        np.array([float(v) for v in ordered[0][1].ImagePositionPatient])
+    tilt = float(np.degrees(np.arccos(min(1.0, abs(np.dot(shift, normal)) / max(np.linalg.norm(shift), 1e-9)))))
+    if tilt > 0.5:
+        raise GeometryError(
+            f"DICOM series '{label}' ('{first_path}') is acquired with a gantry tilt of {tilt:.1f} degrees (slices "
+            "are sheared, not stacked): resample it onto an untilted grid (e.g. export with tilt correction) first."
         )
     bad = np.flatnonzero(np.abs(steps - step) > max(0.01 * step, 1e-3))
     if bad.size:

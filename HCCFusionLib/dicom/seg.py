@@ -83,6 +83,17 @@ def write_seg(labels: sitk.Image, source_files: Sequence["str | Path"], path: "s
 
 
 def read_seg(path: "str | Path", reference: sitk.Image | None = None) -> tuple[sitk.Image, pd.DataFrame]:
+    """A damaged SEG whose header parses but whose frames or segment data do not (truncated, mutated) raises
+    InputError naming the file, never a library exception.
+    """
+    try:
+        return _read_seg(path, reference)
+    except (ValueError, KeyError, AttributeError, TypeError, IndexError, OverflowError, EOFError) as exc:
+        raise InputError(f"DICOM SEG '{path}' is damaged ({type(exc).__name__}: {str(exc)[:120]}): re-export "
+                         "the segmentation.") from None
+
+
+def _read_seg(path: "str | Path", reference: sitk.Image | None = None) -> tuple[sitk.Image, pd.DataFrame]:
     """Read a DICOM SEG as a label map in LABELS values, plus a table describing its segments.
 
     Segments are mapped by their SNOMED property type (liver, neoplasm → tumour, spleen, portal vein);
