@@ -370,8 +370,7 @@ def save_segmentation(seg: Segmentation, folder, info: dict | None = None):
     folder.mkdir(parents=True, exist_ok=True)
     save_image(seg.labels, folder / "segmentation.nii.gz")
     save_image(sitk.Cast(seg.lesion_map, sitk.sitkUInt16), folder / "lesions.nii.gz")
-    with atomic_write(folder / "lesions.csv") as tmp:
-        seg.lesions.to_csv(tmp, index=False)
+    LesionTable(seg.lesions).to_csv(folder / "lesions.csv")
     present = set(np.unique(sitk.GetArrayViewFromImage(seg.labels)).tolist())
     doc = {"labels": {name: value for name, value in LABELS.items() if value == 0 or value in present},
            **(info or {}), **seg.meta}
