@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 from .errors import InputError
+from .lesions import DIAMETER_COLUMN
 
 ASCITES_POINTS = {"none": 1, "mild": 2, "moderate-severe": 3}
 ENCEPHALOPATHY_POINTS = {"none": 1, "grade1-2": 2, "grade3-4": 3}
@@ -185,12 +186,13 @@ def stage_clinical(clinical) -> dict:
 
 
 def tumour_burden(lesions) -> dict:
-    """BCLC tumour inputs from a lesion table: `tumour_number` (rows) and `tumour_size_mm` (the largest value of
-    the first column whose name contains "diameter"; left out without such a column or without lesions)."""
-    burden = {"tumour_number": len(lesions)}
-    size = next((c for c in lesions.columns if "diameter" in str(c).lower()), None)
-    if size is not None and len(lesions):
-        burden["tumour_size_mm"] = float(lesions[size].max())
+    """BCLC tumour inputs from a lesion table (`lesions.LesionTable` or its frame): `tumour_number` (rows) and
+    `tumour_size_mm` (the largest `lesions.DIAMETER_COLUMN`, the 3D maximum diameter; left out without that
+    column or without lesions)."""
+    frame = getattr(lesions, "frame", lesions)
+    burden = {"tumour_number": len(frame)}
+    if DIAMETER_COLUMN in frame.columns and len(frame) and frame[DIAMETER_COLUMN].notna().any():
+        burden["tumour_size_mm"] = float(frame[DIAMETER_COLUMN].max())
     return burden
 
 

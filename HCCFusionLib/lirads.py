@@ -27,6 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .lesions import label_lesions
 from .study import LABELS, Phase, check_same_grid
 
 log = logging.getLogger(__name__)
@@ -263,13 +264,12 @@ def assess_study(study, labels: sitk.Image, **kwargs) -> LiradsAssessment:
 
 def assess(images: dict, labels: sitk.Image, *, modality: str = "CT", lesions: "sitk.Image | None" = None,
            prior: "list[dict] | None" = None, interval_months: "float | None" = None,
-           findings: "dict[int, Findings] | None" = None, thresholds: "Thresholds | None" = None,
-           min_voxels: int = 3) -> LiradsAssessment:
+           findings: "dict[int, Findings] | None" = None, thresholds: "Thresholds | None" = None) -> LiradsAssessment:
     """Measure LI-RADS major features and categorise every observation.
 
     images: phase code ("AP", "PVP", "DP") -> image, all on `labels`' grid (registered).
     labels: study label map (study.LABELS: liver 1, tumour 2, ...). lesions: optional instance map
-    (1..n); default: connected components of the tumour label (smaller than `min_voxels` are dropped).
+    (1..n); default: `lesions.label_lesions(labels)` (the project's one lesion rule).
     prior: the same patient's earlier observations, `interval_months` before, in this study's frame: a
     LiradsAssessment or [{"centre_mm": (x, y, z), "diameter_mm": d}]; matched by nearest centre.
     """
@@ -282,8 +282,7 @@ def assess(images: dict, labels: sitk.Image, *, modality: str = "CT", lesions: "
         check_same_grid(labels, image, f"{phase} image (register the phases onto one grid first)")
     label_array = sitk.GetArrayViewFromImage(labels)
     if lesions is None:
-        tumour = sitk.Cast(labels == LABELS["tumour"], sitk.sitkUInt8)
-        lesions = sitk.RelabelComponent(sitk.ConnectedComponent(tumour, True), min_voxels)
+        lesions = label_lesions(labels)
     else:
         check_same_grid(labels, lesions, "lesion instance map")
     lesion_array = sitk.GetArrayViewFromImage(lesions)

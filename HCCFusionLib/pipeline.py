@@ -198,7 +198,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         from .radiomics import extract_study
 
         extraction = extract_study(registered, seg.labels, regions=regions, image_types=list(image_types),
-                                   presets=presets, workers=workers, progress=step)
+                                   presets=presets, workers=workers, lesions=seg.lesion_map, progress=step)
         written["radiomics"] = extraction.save(out)
 
     with stages.stage("lirads"):
@@ -334,13 +334,13 @@ def lesion_table(measured, assessment):
 
 def stage_study(study, lesions) -> tuple[dict, dict]:
     """(clinical values, staging): the study's Clinical fields; tumour number/size, when not given, from the lesions."""
-    from .clinical import stage_clinical
+    from .clinical import stage_clinical, tumour_burden
 
     clinical = study.clinical.to_dict() if study.clinical is not None else {}
-    if clinical.get("tumour_number") is None and len(lesions):
-        clinical["tumour_number"] = int(len(lesions))
-    if clinical.get("tumour_size_mm") is None and len(lesions):
-        clinical["tumour_size_mm"] = float(lesions["diameter_mm"].max())
+    if len(lesions):
+        for key, value in tumour_burden(lesions).items():
+            if clinical.get(key) is None:
+                clinical[key] = value
     return clinical, stage_clinical(clinical)
 
 

@@ -25,7 +25,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .study import LABELS
+from .lesions import label_lesions
+from .study import LABELS, check_same_grid
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,8 @@ def _from_array(array: np.ndarray, like: sitk.Image) -> sitk.Image:
 
 
 def lesion_map(labels: sitk.Image, tumour_label: int = LABELS["tumour"]) -> sitk.Image:
-    """Instance map of the tumour label: 1 = largest connected component, 2 = next, … (face connectivity)."""
-    tumour = sitk.Cast(labels == tumour_label, sitk.sitkUInt8)
-    return sitk.RelabelComponent(sitk.ConnectedComponent(tumour, False), sortByObjectSize=True)
+    """Instance map of the tumour label: 1 = largest lesion, 2 = next, … (`lesions.label_lesions`)."""
+    return label_lesions(labels, tumour_label=tumour_label)
 
 
 def surface_distance(mask: sitk.Image, max_mm: float) -> np.ndarray:
@@ -148,9 +148,10 @@ def surface_distance(mask: sitk.Image, max_mm: float) -> np.ndarray:
 
 def build_regions(labels: sitk.Image, names=DEFAULT_REGIONS, rings_mm=DEFAULT_RINGS_MM,
                   margin_mm: float = DEFAULT_MARGIN_MM, clip: str = "liver", body: sitk.Image | None = None,
-                  label_values: dict | None = None) -> dict[str, Region]:
+                  label_values: dict | None = None, lesions: sitk.Image | None = None) -> dict[str, Region]:
     """Regions from a label map (values per `LABELS`, or `label_values` overriding them).
 
+    `lesions`: the lesion instance map on `labels`' grid (default: `lesion_map(labels)`).
     `names` picks groups from REGION_GROUPS; `clip` is "liver" (falls back to `body` when the label map has no
     liver), "body" or "none". Regions that come out empty are kept (with voxels = 0) so callers can report them.
     """
@@ -171,7 +172,9 @@ def build_regions(labels: sitk.Image, names=DEFAULT_REGIONS, rings_mm=DEFAULT_RI
     if "tumour" in names:
         add("tumour", "tumour", tumour)
     if "index" in names or "lesions" in names:
-        instances = sitk.GetArrayFromImage(lesion_map(labels, values["tumour"]))
+        if lesions is not None:
+            check_same_grid(labels, lesions, "lesion instance map")
+        instances = sitk.GetArrayFromImage(lesions if lesions is not None else lesion_map(labels, values["tumour"]))
         if "index" in names:
             add("index", "index", instances == 1, "largest lesion" if tumour.any() else "no tumour")
         if "lesions" in names:

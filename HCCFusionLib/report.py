@@ -26,6 +26,7 @@ import SimpleITK as sitk
 
 from .errors import InputError
 from .io import sha256_file
+from .lesions import label_lesions
 from .study import CT_WINDOW, LABELS, check_same_grid, ct_window_range
 from .views import display_slice, show
 
@@ -297,7 +298,7 @@ def _lesion_instances(data: ReportData) -> sitk.Image | None:
         return data.lesions
     if data.labels is None:
         return None
-    return sitk.RelabelComponent(sitk.ConnectedComponent(data.labels == LABELS["tumour"], True))
+    return label_lesions(data.labels)
 
 
 def _key_point(labels: sitk.Image | None, lesions: sitk.Image | None) -> tuple[tuple | None, int]:

@@ -277,7 +277,7 @@ def test_lirads_table_rejects_non_boolean_edit(logic, tmp_path, aligned_phantom)
 def test_export_dicom_seg_and_sr_reload(logic, tmp_path, aligned_phantom):
     pytest.importorskip("highdicom")
     from HCCFusionLib import dicom
-    from HCCFusionSlicer.interim import tumourLesions
+    from HCCFusionLib.lesions import LesionTable
 
     patient, folder, truth = aligned_phantom
     written = logic.exportDicom(folder, truth, "PVP", tmp_path / "out", "P2")
@@ -286,9 +286,9 @@ def test_export_dicom_seg_and_sr_reload(logic, tmp_path, aligned_phantom):
     measured = dicom.read_sr(written["sr"])
     assert measured["lesion"].tolist()[-1] == "Liver"  # the liver volume follows the lesions
     measured = measured[measured["lesion"].str.startswith("Lesion")]
-    expected = tumourLesions(patient.labels)
+    expected = LesionTable.from_labels(patient.labels)[1].frame
     assert len(measured) == len(expected) == len(patient.lesions)
-    np.testing.assert_allclose(sorted(measured["diameter_mm"]), sorted(expected["diameter_mm"]), atol=0.1)
+    np.testing.assert_allclose(sorted(measured["diameter_mm"]), sorted(expected["max_diameter_mm"]), atol=0.1)
     # after a LI-RADS assessment the SR carries each observation's category and features
     assessment = logic.assessLirads(folder, truth, tmp_path / "out", "P2")
     measured = dicom.read_sr(logic.exportDicom(folder, truth, "PVP", tmp_path / "out2", "P2")["sr"]).dropna(

@@ -1,7 +1,6 @@
-"""The two pieces of science the glue still does itself, each behind one call in logic.py, until the library
-has them: lesion labelling (→ HCCFusionLib/lesions.py, used by `HCCFusionLogic.exportDicom`) and report
-assembly from a run folder (→ `HCCFusionLib.report.from_folder`, used by `HCCFusionLogic.saveReport`).
-Delete this file when both calls point at the library.
+"""The piece of science the glue still does itself, behind one call in logic.py, until the library has it:
+report assembly from a run folder (→ `HCCFusionLib.report.from_folder`, used by `HCCFusionLogic.saveReport`).
+Delete this file when that call points at the library. (Lesion labelling now lives in HCCFusionLib.lesions.)
 """
 from __future__ import annotations
 
@@ -44,18 +43,3 @@ def writeReportFromFolder(studyFolder, segmentationNode, outFolder, studyId: str
     if card is not None and card.is_file():
         data.model_card = json.loads(card.read_text(encoding="utf-8"))
     return write_report(data, Path(reportFolder) / "report")
-
-
-def tumourLesions(labels: sitk.Image):
-    """Lesions (connected tumour components of ≥ 3 voxels): volume (mm³) and Feret diameter (mm)."""
-    import pandas as pd
-
-    from HCCFusionLib.study import LABELS
-
-    components = sitk.RelabelComponent(sitk.ConnectedComponent(labels == LABELS["tumour"], True), 3)
-    shapes = sitk.LabelShapeStatisticsImageFilter()
-    shapes.ComputeFeretDiameterOn()
-    shapes.Execute(components)
-    rows = [{"lesion": int(i), "volume_mm3": shapes.GetPhysicalSize(i), "diameter_mm": shapes.GetFeretDiameter(i)}
-            for i in shapes.GetLabels()]
-    return pd.DataFrame(rows, columns=["lesion", "volume_mm3", "diameter_mm"])

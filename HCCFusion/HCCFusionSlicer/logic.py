@@ -20,10 +20,11 @@ import SimpleITK as sitk
 
 from HCCFusionLib import scene as mrml
 from HCCFusionLib.errors import InputError
+from HCCFusionLib.lesions import LesionTable
 from HCCFusionLib.study import CT_WINDOW
 
 from .interfaces import Installer, ProcessRunner
-from .interim import tumourLesions, writeReportFromFolder
+from .interim import writeReportFromFolder
 from .process import CliJob, CliResult, SubprocessRunner
 from .steps import PanelSteps
 
@@ -448,7 +449,7 @@ class HCCFusionLogic(PanelSteps):
         if self.lirads is not None:
             lesions = _liradsFrame(self.lirads).rename(columns={"category": "lirads"})
         else:
-            lesions = tumourLesions(labels)
+            lesions = LesionTable.from_labels(labels)[1].frame
         sr = dicom.write_sr(lesions, seg, source, folder / "sr.dcm", predictions=predictions,
                             organ_volumes_mm3=dicom.organ_volumes(labels))
         return {"seg": seg, "sr": sr, "source": source}

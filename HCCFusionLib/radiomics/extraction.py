@@ -153,12 +153,15 @@ def _wide_phase(study: Study) -> dict:
 def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regions=DEFAULT_REGIONS,
                   rings_mm=DEFAULT_RINGS_MM, margin_mm: float = DEFAULT_MARGIN_MM, clip: str = "liver",
                   presets: dict | None = None, image_types=None, workers: int = 2, cache_dir=None,
-                  resample_masks: bool = False, label_values: dict | None = None, progress=None) -> Extraction:
+                  resample_masks: bool = False, label_values: dict | None = None, lesions: sitk.Image | None = None,
+                  progress=None) -> Extraction:
     """Radiomics, kinetics and diagnostics of every series × region of a study (see the package doc).
 
     `presets`: {series name | phase code | modality code | "*": preset name/file/Preset}; default per modality.
     `image_types`: subset of ("Original", "LoG", "Wavelet") overriding the presets'. `workers`: processes
-    (1 = in this process). `cache_dir`: folder of cached per-(series, region) results.
+    (1 = in this process). `cache_dir`: folder of cached per-(series, region) results. `lesions`: the
+    segmentation's lesion instance map (`lesions.label_lesions`), used for the per-lesion regions of series on
+    its grid.
     """
     import pandas as pd
 
@@ -193,10 +196,13 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
             has_liver = bool((sitk.GetArrayViewFromImage(labels) == liver_value).any())
             if series.modality is Modality.CT and (clip == "body" or (clip == "liver" and not has_liver)):
                 body = body_mask(series.image)
-            key = (image_hash(labels), clip, image_hash(body) if body is not None else None)
+            instances = lesions if lesions is not None and same_grid(labels, lesions) else None
+            key = (image_hash(labels), clip, image_hash(body) if body is not None else None,
+                   image_hash(instances) if instances is not None else None)
             if key not in region_cache:
                 region_cache[key] = build_regions(labels, names=regions, rings_mm=rings_mm, margin_mm=margin_mm,
-                                                  clip=clip, body=body, label_values=label_values)
+                                                  clip=clip, body=body, label_values=label_values,
+                                                  lesions=instances)
             found = region_cache[key]
             arr = sitk.GetArrayViewFromImage(series.image)
             nan_voxels = int((~np.isfinite(arr)).sum()) if np.issubdtype(arr.dtype, np.floating) else 0

@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError, ModelError
+from ..lesions import LESION_COLUMNS, MIN_LESION_ML, LesionTable, label_lesions, max_diameter_mm  # noqa: F401
 from ..progress import scaled, silent
 from ..study import LABELS
 from .data import Case, case_from_study, plan_grid, preprocess
@@ -29,8 +30,6 @@ from .planner import estimate_memory_mb
 
 log = logging.getLogger(__name__)
 
-LESION_COLUMNS = ["lesion", "voxels", "volume_ml", "max_diameter_mm", "centroid_x_mm", "centroid_y_mm",
-                  "centroid_z_mm"]
 
 
 @dataclass
@@ -300,14 +299,14 @@ def segment_study(study, bundle=None, *, reference: str | None = None, progress=
 
 
 # ------------------------------------------------------------------ post-processing and lesions
-def postprocess_in_box(labels: sitk.Image, postprocess: bool = True, min_lesion_ml: float = 0.05,
+def postprocess_in_box(labels: sitk.Image, postprocess: bool = True, min_lesion_ml: float = MIN_LESION_ML,
                        liver_margin_mm: float = 5.0):
     """(labels, lesion map, lesion table), post-processed inside the box around the labels plus the liver
     margin (nothing outside it can change), pasted back onto the full grid."""
     arr = sitk.GetArrayViewFromImage(labels)
     nz = np.argwhere(arr)
     if not len(nz):
-        return (labels, *lesion_table(labels))
+        return (labels, *lesion_table(labels, min_lesion_ml))
     pad = np.ceil(max(liver_margin_mm, 0.0) / np.asarray(labels.GetSpacing())).astype(int) + 1
     lo = np.maximum(nz.min(0)[::-1] - pad, 0)
     hi = np.minimum(nz.max(0)[::-1] + pad, np.asarray(labels.GetSize()) - 1)
@@ -315,7 +314,7 @@ def postprocess_in_box(labels: sitk.Image, postprocess: bool = True, min_lesion_
     box = sitk.RegionOfInterest(labels, size, index)
     if postprocess:
         box = postprocess_labels(box, min_lesion_ml, liver_margin_mm)
-    box_lesions, table = lesion_table(box)
+    box_lesions, table = lesion_table(box, min_lesion_ml)
     full = sitk.Paste(labels * 0, box, size, [0, 0, 0], index)
     lesions = sitk.Paste(sitk.Cast(labels * 0, box_lesions.GetPixelID()), box_lesions, size, [0, 0, 0], index)
     return full, lesions, table
@@ -325,7 +324,7 @@ def _components(mask: sitk.Image) -> sitk.Image:
     return sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
 
 
-def postprocess_labels(labels: sitk.Image, min_lesion_ml: float = 0.05, liver_margin_mm: float = 5.0) -> sitk.Image:
+def postprocess_labels(labels: sitk.Image, min_lesion_ml: float = MIN_LESION_ML, liver_margin_mm: float = 5.0) -> sitk.Image:
     """Largest connected liver (liver + tumour), tumours only inside the dilated liver, no lesion < min size."""
     liver_id, tumour_id = LABELS["liver"], LABELS["tumour"]
     arr = sitk.GetArrayFromImage(labels)
@@ -339,7 +338,7 @@ def postprocess_labels(labels: sitk.Image, min_lesion_ml: float = 0.05, liver_ma
     out[(arr == liver_id) & organ] = liver_id
     tumour = sitk.GetImageFromArray(((arr == tumour_id) & near).astype(np.uint8))
     tumour.CopyInformation(labels)
-    comps = sitk.GetArrayFromImage(_components(tumour))
+    comps = sitk.GetArrayFromImage(label_lesions(tumour, min_ml=0, tumour_label=1))
     voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
     sizes = np.bincount(comps.ravel())
     keep = np.flatnonzero(sizes * voxel_ml >= min_lesion_ml)
@@ -354,52 +353,10 @@ def postprocess_labels(labels: sitk.Image, min_lesion_ml: float = 0.05, liver_ma
     return result
 
 
-def max_diameter_mm(points: np.ndarray, directions: int = 256) -> float:
-    """Largest distance between points (physical mm), from the extreme points along many directions."""
-    if len(points) < 2:
-        return 0.0
-    k = np.arange(directions) + 0.5
-    phi, theta = np.arccos(1 - k / directions), np.pi * (1 + 5 ** 0.5) * k  # half-sphere Fibonacci directions
-    dirs = np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], 1)
-    proj = points @ dirs.T
-    cand = points[np.unique(np.concatenate([proj.argmin(0), proj.argmax(0)]))]
-    d = np.sqrt(((cand[:, None] - cand[None]) ** 2).sum(-1))
-    return float(d.max())
-
-
-def lesion_table(labels: sitk.Image):
-    """(lesion instance map, DataFrame): one row per connected tumour component, largest first."""
-    import pandas as pd
-
-    comps = _components(sitk.Cast(labels == LABELS["tumour"], sitk.sitkUInt8))
-    arr = sitk.GetArrayFromImage(comps)
-    voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
-    rows = []
-    for lesion in range(1, int(arr.max()) + 1):
-        zyx = np.argwhere(arr == lesion)
-        index = zyx[:, ::-1].astype(float)  # x, y, z voxel indices
-        direction = np.asarray(labels.GetDirection()).reshape(3, 3)
-        phys = np.asarray(labels.GetOrigin()) + (index * np.asarray(labels.GetSpacing())) @ direction.T
-        centroid = phys.mean(0)
-        rows.append({"lesion": lesion, "voxels": len(zyx), "volume_ml": round(len(zyx) * voxel_ml, 3),
-                     "max_diameter_mm": round(max_diameter_mm(_surface(phys, zyx, arr, lesion)), 2),
-                     "centroid_x_mm": round(float(centroid[0]), 2), "centroid_y_mm": round(float(centroid[1]), 2),
-                     "centroid_z_mm": round(float(centroid[2]), 2)})
-    return comps, pd.DataFrame(rows, columns=LESION_COLUMNS)
-
-
-def _surface(phys: np.ndarray, zyx: np.ndarray, arr: np.ndarray, lesion: int) -> np.ndarray:
-    """Physical points of the lesion's boundary voxels (the diameter's end points lie there)."""
-    inside = np.ones(len(zyx), bool)
-    for axis in range(3):
-        for step in (-1, 1):
-            nb = zyx.copy()
-            nb[:, axis] += step
-            ok = (nb[:, axis] >= 0) & (nb[:, axis] < arr.shape[axis])
-            val = np.zeros(len(zyx), bool)
-            val[ok] = arr[nb[ok, 0], nb[ok, 1], nb[ok, 2]] == lesion
-            inside &= val
-    return phys[~inside] if (~inside).any() else phys
+def lesion_table(labels: sitk.Image, min_ml: float = MIN_LESION_ML):
+    """(lesion instance map, DataFrame): the lesions of `lesions.label_lesions`, largest first."""
+    lesion_map, table = LesionTable.from_labels(labels, min_ml=min_ml)
+    return lesion_map, table.frame
 
 
 def save_segmentation(seg: Segmentation, folder, info: dict | None = None):
@@ -413,8 +370,7 @@ def save_segmentation(seg: Segmentation, folder, info: dict | None = None):
     folder.mkdir(parents=True, exist_ok=True)
     save_image(seg.labels, folder / "segmentation.nii.gz")
     save_image(sitk.Cast(seg.lesion_map, sitk.sitkUInt16), folder / "lesions.nii.gz")
-    with atomic_write(folder / "lesions.csv") as tmp:
-        seg.lesions.to_csv(tmp, index=False)
+    LesionTable(seg.lesions).to_csv(folder / "lesions.csv")
     present = set(np.unique(sitk.GetArrayViewFromImage(seg.labels)).tolist())
     doc = {"labels": {name: value for name, value in LABELS.items() if value == 0 or value in present},
            **(info or {}), **seg.meta}
