@@ -17,6 +17,7 @@ import SimpleITK as sitk
 
 from .phantom import make_cohort, make_patient, phantom_case, save_cohort, save_patient
 from .progress import ProgressFn, scaled, silent
+from .layout import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,10 @@ def run_demo(out: "str | Path", seed: int = 7, size: str = "full", progress: Pro
                           presets={"*": preset} if preset else None,
                           progress=scaled(progress, 0.1, 0.9))
     progress(0.9, "registration error and scene")
-    transforms = {name: sitk.ReadTransform(str(out / "registration" / f"{name}_transform.h5"))
+    transforms = {name: sitk.ReadTransform(str(RunFolder(out).transform(name)))
                   for name in patient.transforms}
     tre = target_registration_error(patient, transforms)
-    dice = truth_dice(patient.labels, out / "segmentation" / "segmentation.nii.gz") if segmentation is None else {}
+    dice = truth_dice(patient.labels, RunFolder(out).labels) if segmentation is None else {}
     truth = lesion_table(patient)
     scene_path = write_scene(out / SCENE_FILE, study, patient, truth, result, transforms, tre)
     progress(1.0, "done")
@@ -160,7 +161,7 @@ def write_scene(path: Path, study, patient, truth, result, transforms: dict, tre
     reference = patient.reference
     nodes = mrml.add_study(scene, study, labels=study[reference].masks["labels"], reference=reference,
                            segmentation_name="Ground truth")
-    labels = read_image(result.out / "segmentation" / "segmentation.nii.gz")
+    labels = read_image(RunFolder(result.out).labels)
     extra = [mrml.labels_to_segmentation(scene, labels, "Segmentation (pipeline)", reference_volume=nodes[reference]),
              mrml.dataframe_to_table(scene, truth, "Lesions (ground truth)"),
              mrml.dataframe_to_table(scene, result.lesions.drop(columns=["reason"], errors="ignore"),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["atomic_write", "atomic_folder", "staging_folder", "sha256_file"]
+__all__ = ["atomic_write", "atomic_folder", "replace_folder", "staging_folder", "sha256_file"]
 
 
 @contextlib.contextmanager
@@ -42,22 +42,46 @@ def staging_folder(folder: Path) -> Path:
     return tmp
 
 
-@contextlib.contextmanager
-def atomic_folder(folder: "str | Path"):
-    """Yield a temporary sibling folder; rename it onto `folder` (which must not hold files) on success.
+def replace_folder(new: "str | Path", folder: "str | Path") -> Path:
+    """Swap the finished folder `new` in at `folder`; an older `folder` is kept until the swap, then removed."""
+    new, folder = Path(new), Path(folder)
+    if not folder.exists():
+        os.replace(new, folder)
+        return folder
+    if not folder.is_dir():
+        raise InputError(f"'{folder}' is a file: give a folder path for the output.")
+    old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+    os.replace(folder, old / "previous")
+    try:
+        os.replace(new, folder)
+    except BaseException:
+        os.replace(old / "previous", folder)  # put the previous outputs back
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
 
-    A failure removes the temporary folder, so a half-written folder is never visible under `folder`.
+
+@contextlib.contextmanager
+def atomic_folder(folder: "str | Path", *, replace: bool = False):
+    """The one folder writer every stage uses.
+
+    Policy: the stage writes into a temporary sibling folder (yielded); only when the block completes is
+    it swapped in at `folder` (`replace_folder`: the old folder is kept until the swap, then removed). An
+    interrupted or failed stage therefore leaves the previous outputs intact and nothing half-written.
+    With `replace=False` (outputs a user names once, e.g. DICOM export) an existing non-empty `folder`
+    is refused instead of replaced.
     """
     folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"'{folder}' is a file: give a folder path for the output.")
+    if not replace and folder.exists() and any(folder.iterdir()):
         raise InputError(f"Output folder '{folder}' already exists and is not empty: choose a new folder or remove it.")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = staging_folder(folder)
     try:
         yield tmp
-        if folder.exists():
-            folder.rmdir()
-        os.replace(tmp, folder)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

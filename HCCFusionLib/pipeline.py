@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import HCCFusionError, InputError
+from .layout import RunFolder
 from .progress import ProgressFn, scaled, silent
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     from .study import Study
 
     out = Path(out)
+    paths = RunFolder(out)
     progress = progress or silent
     if pacs_study_uid and study_or_path is not None:
         raise InputError("Give either a study (folder or Study) or a PACS StudyInstanceUID to pull, not both.")
@@ -155,7 +157,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         with stages.stage("pacs") as step:
             from .pacs import Pacs
 
-            folder = out / "pacs" / pacs_study_uid
+            folder = paths.pacs(pacs_study_uid)
             Pacs(pacs_url).pull(pacs_study_uid, folder, progress=step)
             study_or_path, written["pacs"] = folder, folder
     with stages.stage("load"):
@@ -173,14 +175,14 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
 
         registration = register_study(study, reference=reference, mode=mode, seed=seed, progress=step,
                                        **(registration_options or {}))
-        written["registration"] = registration.save(out / "registration")
+        written["registration"] = registration.save(paths.registration)
         registered, ref = registration.study, registration.reference
 
     with stages.stage("segmentation") as step:
         seg, info = _segment(registered, ref, segmentation, engine, seg_model, tta, step)
         from .segmentation.predictor import save_segmentation
 
-        written["segmentation"] = save_segmentation(seg, out / "segmentation", info)
+        written["segmentation"] = save_segmentation(seg, paths.segmentation, info)
         seg_summary = {k: info.get(k) for k in ("engine", "engine_reason", "qc_warnings")}
         if info.get("qc_failure"):
             from .errors import QualityError
@@ -205,13 +207,13 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         from .lirads import assess_study
 
         assessment = assess_study(registered, seg.labels, lesions=seg.lesion_map)
-        written["lirads"] = assessment.save(out / "lirads")["lirads.csv"].parent
+        written["lirads"] = assessment.save(paths.lirads)["lirads.csv"].parent
         lesions = lesion_table(seg.lesions, assessment)
-        _write_csv(lesions, out / "lirads" / "lesions.csv", index=True)
+        _write_csv(lesions, paths.lirads_lesions, index=True)
 
     with stages.stage("clinical"):
         clinical, staging = stage_study(study, lesions)
-        written["clinical"] = _write_csv(_staging_rows(staging), out / "clinical" / "staging.csv").parent
+        written["clinical"] = _write_csv(_staging_rows(staging), paths.staging).parent
 
     prediction = card = contributions = not_made = None
     if model:
@@ -232,9 +234,9 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             result = predict(features, clinical_table, model, out, progress=step)
             prediction, contributions = result["prediction"], result["contributions"]
             prediction["missing_inputs"] = ";".join(missing)
-            _write_csv(prediction, out / "prediction" / "prediction.csv", index=True)
+            _write_csv(prediction, paths.prediction_table, index=True)
             card = _card(model)
-            written["prediction"] = out / "prediction"
+            written["prediction"] = paths.prediction
             inputs["prediction model"] = Path(model) / "checksums.sha256"
 
     with stages.stage("report"):
@@ -249,7 +251,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             prediction=_prediction_with_staging(prediction, staging, not_made),
             contributions=_named(contributions), model_card={**(card or {}), **extraction.feature_card},
             inputs=inputs, segmentation=seg_summary)
-        written["report"] = write_report(data, out / "report")
+        written["report"] = write_report(data, paths.report)
 
     dicom = {}
     if not _labelled(seg.labels):  # dicom.export_dicom needs a segment for the SEG
@@ -264,9 +266,9 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
 
             probabilities = ({str(r["endpoint"]): float(r["probability"]) for _, r in prediction.iterrows()}
                              if prediction is not None and "probability" in prediction else None)
-            dicom = export_dicom(registered[ref], seg.labels, lesions, out / "dicom", study_id=study.study_id,
+            dicom = export_dicom(registered[ref], seg.labels, lesions, paths.dicom, study_id=study.study_id,
                                  lesion_labels=seg.lesion_map, predictions=probabilities)
-            written["dicom"] = out / "dicom"
+            written["dicom"] = paths.dicom
 
     pushed = None
     if push:

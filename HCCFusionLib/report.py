@@ -14,10 +14,7 @@ import hashlib
 import io as _bytes_io
 import logging
 import math
-import os
 import platform
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .files import atomic_folder
 from .io import sha256_file
 from .lesions import label_lesions
 from .study import CT_WINDOW, LABELS, check_same_grid, ct_window_range
@@ -68,19 +66,12 @@ def write_report(data: ReportData, folder: "str | Path", *, embed_images: bool =
     `report.pdf` via WeasyPrint (the optional `report` extra). Returns the HTML path.
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
-    os.chmod(staging, 0o755)  # a normal folder once renamed, not mkdtemp's private 0700
-    try:
+    with atomic_folder(folder, replace=True) as staging:
         html = render_html(data, staging, embed_images=embed_images, include_patient=include_patient)
         (staging / "report.html").write_text(html, encoding="utf-8")
         if pdf:
             weasyprint = _require_weasyprint()
             weasyprint.HTML(filename=str(staging / "report.html")).write_pdf(str(staging / "report.pdf"))
-        _replace_folder(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("Report for study %s written to %s", data.study_id, folder / "report.html")
     return folder / "report.html"
 
@@ -352,17 +343,6 @@ def sha256_of(path: "str | Path") -> str:
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         digest.update(file.relative_to(path).as_posix().encode() + b"\0" + sha256_file(file).encode())
     return digest.hexdigest()
-
-
-def _replace_folder(new: Path, folder: Path) -> None:
-    """Put the finished `new` folder at `folder`, replacing an older one only after the swap."""
-    if not folder.exists():
-        os.replace(new, folder)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
-    os.replace(folder, old / "previous")
-    os.replace(new, folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _require_weasyprint():

@@ -329,11 +329,11 @@ def test_register_verb_writes_the_documented_layout(tmp_path, rigid_patient, cap
     transform = sitk.ReadTransform(str(out / "AP_transform.h5"))
     median = np.median(tre_mm(transform, rigid_patient, "AP"))
     assert median <= 2.0  # the saved transform is the fixed -> moving one
-    # a second run into the same folder is refused and leaves the first result intact
+    # a second run into the same folder replaces it (files.atomic_folder's policy)
     assert main(["--progress", "none", "register", str(study_dir), "--mode", "rigid",
-                 "--out", str(tmp_path / "out")]) == 2
-    assert "already exists" in capsys.readouterr().err
+                 "--out", str(tmp_path / "out")]) == 0
     assert load_study(out).get("AP") is not None
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no staging or old folder left
 
 
 def test_register_verb_reports_bad_input(tmp_path, rigid_patient, capsys):

@@ -346,17 +346,15 @@ def test_register_verb_places_moving_volume_under_a_transform_that_aligns_it(log
     nodes = {s.name: mrml.image_to_volume(logic.scene, s.image, s.name) for s in patient.study}
     out = logic.outputFolder(tmp_path, "P5")
     liver = mrml.labels_to_segmentation(logic.scene, patient.labels, "truth", reference_volume=nodes["PVP"])
-    for mask in (False, True):  # the second run (liver-masked) replaces the first; the verb wants a new folder
+    for mask in (False, True):  # the second run (liver-masked) replaces the first (files.atomic_folder's policy)
         study = logic.exportStudy([(nodes["AP"], "AP"), (nodes["PVP"], "PVP")], out / "study", "P5",
                                   masks={"PVP": liver} if mask else None)
-        staging = logic.stagingFolder(out)
-        job = logic.registrationJob(study, staging, "PVP", "rigid", liverMask=mask)
+        job = logic.registrationJob(study, out, "PVP", "rigid", liverMask=mask)
         assert ("--mask" in job.args) == mask
-        result = logic.run(job, lambda: logic.loadRegistration(logic.promote(staging, out, "registration"),
-                                                               {"AP": nodes["AP"]}, "P5"), waitForCompletion=True)
-    assert sorted(p.name for p in out.iterdir()) == [".runs", "registration", "study"]
+        result = logic.run(job, lambda: logic.loadRegistration(out, {"AP": nodes["AP"]}, "P5"),
+                           waitForCompletion=True)
+    assert sorted(p.name for p in out.iterdir()) == ["registration", "study"]  # no staging or old folder left
     assert logic.scene.GetNodesByName("P5_AP_to_reference").GetNumberOfItems() == 1  # the re-run replaced its nodes
-    assert not any((out / ".runs").iterdir())
     transform = result.nodes["transforms"]["AP"]
     assert nodes["AP"].GetParentTransformNode() is transform
     assert nodes["PVP"].GetParentTransformNode() is None

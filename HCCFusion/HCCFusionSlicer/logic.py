@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,6 +18,7 @@ import SimpleITK as sitk
 
 from HCCFusionLib import scene as mrml
 from HCCFusionLib.errors import InputError
+from HCCFusionLib.layout import RunFolder
 from HCCFusionLib.lesions import LesionTable
 from HCCFusionLib.study import CT_WINDOW
 
@@ -191,35 +190,13 @@ class HCCFusionLogic(PanelSteps):
 
     # ------------------------------------------------------------ registration
     def registrationJob(self, studyFolder, outFolder, reference: str, mode: str, liverMask: bool = False) -> CliJob:
-        """`hccfusion register` (it writes OUT/registration/, which must be new: see `stagingFolder`)."""
+        """`hccfusion register` (it writes OUT/registration/, replacing an older one only once complete)."""
         args = [studyFolder, "--reference", reference, "--mode", mode, "--out", outFolder]
         return CliJob("register", args + (["--mask", "liver"] if liverMask else []))
 
-    @staticmethod
-    def stagingFolder(outFolder) -> Path:
-        """A new empty folder under OUT/.runs/ for a verb that insists on a new output folder."""
-        runs = Path(outFolder) / ".runs"
-        runs.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix="run-", dir=runs))
-
-    @staticmethod
-    def promote(staging, outFolder, name: str) -> Path:
-        """Move STAGING/<name> to OUT/<name>; a previous OUT/<name> is replaced only now that the new one is
-        complete (a failed or cancelled run leaves it as it was). Returns OUT."""
-        new, target = Path(staging) / name, Path(outFolder) / name
-        _require(new, name)
-        old = target.with_name(f".{name}.old.{time.time_ns()}") if target.exists() else None
-        if old is not None:
-            target.rename(old)
-        new.rename(target)
-        for leftover in (old, Path(staging)):
-            if leftover is not None:
-                shutil.rmtree(leftover, ignore_errors=True)
-        return Path(outFolder)
-
     def loadRegistration(self, outFolder, inputNodes: dict, studyId: str) -> StageResult:
         """Transforms (moving volumes placed under them), resampled and fused volumes, QC table."""
-        folder = Path(outFolder) / "registration"
+        folder = RunFolder(outFolder).registration
         _require(folder / "study.json", "registration")
         self._removePrevious(f"{studyId}_", ("_to_reference", "_registered", "_fused", "_registration_QC"))
         result = StageResult(folder, {"transforms": {}, "resampled": {}})
@@ -268,7 +245,7 @@ class HCCFusionLogic(PanelSteps):
 
     def loadSegmentation(self, outFolder, referenceNode, studyId: str, outputNode=None) -> StageResult:
         """Segmentation node (names, colours, SNOMED terminology) on the reference geometry + lesion table."""
-        folder = Path(outFolder) / "segmentation"
+        folder = RunFolder(outFolder).segmentation
         labels = _require(folder / "segmentation.nii.gz", "segment")
         created = mrml.labels_to_segmentation(self.scene, sitk.ReadImage(str(labels)), f"{studyId}_segmentation",
                                               reference_volume=referenceNode)
@@ -330,7 +307,7 @@ class HCCFusionLogic(PanelSteps):
 
     def loadFeatures(self, outFolder, studyId: str, tableNode=None) -> StageResult:
         """Feature tables: long (one row per series × region × feature, filterable), kinetic, definitions."""
-        folder = Path(outFolder) / "radiomics"
+        folder = RunFolder(outFolder).radiomics
         long = _require(folder / "features_long.csv", "extract")
         result = StageResult(folder, {"features": self._table(long, f"{studyId}_features", tableNode)})
         for key, file in (("kinetics", "kinetics.csv"), ("definitions", "definitions.csv")):
@@ -360,7 +337,7 @@ class HCCFusionLogic(PanelSteps):
 
     def loadPrediction(self, outFolder, studyId: str) -> StageResult:
         """Prediction text, evidence table and this study's per-feature contributions as a bar chart."""
-        folder = Path(outFolder) / "prediction"
+        folder = RunFolder(outFolder).prediction
         predictionNode = self._table(_require(folder / "prediction.csv", "predict"), f"{studyId}_prediction")
         result = StageResult(folder, {"prediction": predictionNode}, studyId=studyId)
         if (folder / "evidence.csv").exists():
@@ -407,7 +384,7 @@ class HCCFusionLogic(PanelSteps):
         study = load_study(studyFolder)
         labels = mrml.segmentation_to_labels(segmentationNode, next(iter(study)).image)
         self.lirads = lirads.assess_study(study, labels)
-        self.liradsFolder = Path(outFolder) / "lirads"
+        self.liradsFolder = RunFolder(outFolder).lirads
         self.lirads.save(self.liradsFolder)
         table = mrml.dataframe_to_table(self.scene, _liradsFrame(self.lirads), f"{studyId}_LI-RADS")
         evidence = mrml.dataframe_to_table(self.scene, self.lirads.evidence(), f"{studyId}_LI-RADS_evidence")

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from HCCFusionLib.layout import RunFolder
+
 if TYPE_CHECKING:
     from .logic import StageResult
     from .process import CliJob
@@ -38,7 +40,7 @@ class PanelSteps:
     def studyForNextStage(self, inputs: list, out: Path, studyId: str, clinical: dict,
                           useRegistered: bool = True) -> Path:
         """OUT/registration when registered (and wanted), else the inputs exported as OUT/study."""
-        registered = Path(out) / "registration"
+        registered = RunFolder(out).registration
         if useRegistered and (registered / "study.json").exists():
             return registered
         return self.exportStudy(inputs, Path(out) / "study", studyId, clinical)
@@ -46,7 +48,7 @@ class PanelSteps:
     @staticmethod
     def featuresFile(out: "Path | None") -> Path:
         """The wide feature table Radiomics writes and Prediction reads."""
-        return Path(out) / "radiomics" / "features_wide.csv" if out else Path()
+        return RunFolder(out).features_wide if out else Path()
 
     @staticmethod
     def reportBase(reportFolder, out: Path) -> Path:
@@ -56,15 +58,13 @@ class PanelSteps:
     def prepareRegistration(self, inputs: list, out: Path, studyId: str, clinical: dict, referencePhase: str,
                             mode: str, useLiverMask: bool = False, maskSegmentation=None,
                             movingIds: "set | None" = None) -> PreparedStage:
-        """Export the study (only the moving volumes checked, if any), stage `register`, promote on load."""
+        """Export the study (only the moving volumes checked, if any), then `register` into OUT/registration/."""
         inputs = [(n, ph) for n, ph in inputs if ph == referencePhase or not movingIds or n.GetID() in movingIds]
         masks = {referencePhase: maskSegmentation} if maskSegmentation else None
         study = self.exportStudy(inputs, Path(out) / "study", studyId, clinical, masks)
-        staging = self.stagingFolder(out)
-        job = self.registrationJob(study, staging, referencePhase, mode, useLiverMask)
+        job = self.registrationJob(study, out, referencePhase, mode, useLiverMask)
         moving = {ph: n for n, ph in inputs if ph != referencePhase}
-        return PreparedStage(job, lambda: self.loadRegistration(self.promote(staging, out, "registration"), moving,
-                                                                studyId))
+        return PreparedStage(job, lambda: self.loadRegistration(out, moving, studyId))
 
     def prepareSegmentation(self, inputs: list, out: Path, studyId: str, clinical: dict, referencePhase: str,
                             engine: str, modelPath=None, existingSegmentation=None, channelMap: str = "",
@@ -79,7 +79,7 @@ class PanelSteps:
             return self.loadSegmentation(out, reference, studyId, outputNode)
 
         if engine == ENGINE_EXISTING:
-            self.exportSegmentation(existingSegmentation, reference, out / "segmentation" / "segmentation.nii.gz")
+            self.exportSegmentation(existingSegmentation, reference, RunFolder(out).labels)
             return PreparedStage(None, load)
         study = self.studyForNextStage(inputs, out, studyId, clinical, useRegistered)
         job = self.segmentationJob(study, out, modelFolder=modelPath if engine == ENGINE_FOLDER else None,

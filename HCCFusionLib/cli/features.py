@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..errors import HCCFusionError
 from .common import add_phase_override, format_table, phase_overrides, verb
+from ..layout import RunFolder
 
 
 # ---------------------------------------------------------------- radiomics: extract, cohort-extract, stability
@@ -59,7 +60,7 @@ def cmd_extract(args, progress):
         import pandas as pd
 
         wide = pd.concat([wide, phase_deltas(wide)], axis=1)
-    folder = args.out / "radiomics"
+    folder = RunFolder(args.out).radiomics
     write_outputs(folder, result.long[LONG_COLUMNS], wide, result.kinetics, result.diagnostics)
     counts = result.long.groupby("series")["region"].nunique()
     print(format_table([{"series": s, "regions": int(counts.get(s, 0)),
@@ -156,7 +157,7 @@ def cmd_lirads(args, progress):
         labels = reference.masks["labels"]
     prior = read_prior(args.prior) if args.prior else None
     result = assess_study(study, labels, prior=prior, interval_months=args.interval_months)
-    written = result.save(args.out / "lirads")
+    written = result.save(RunFolder(args.out).lirads)
     columns = ["lesion", "diameter_mm", "aphe", "washout", "capsule", "threshold_growth", "category"]
     rows = result.table().reset_index()[columns].to_dict("records") if result.observations else []
     print(format_table(rows, title=f"LI-RADS v2018, study {study.study_id}") if rows else "No observations.")

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from .common import format_table, verb
+from ..layout import RunFolder
 
 
 # ---------------------------------------------------------------- interoperability: pacs query|pull|push
@@ -19,7 +20,7 @@ def cmd_pacs(args, progress):
         print(format_table(table.astype(object).where(table.notna(), "").to_dict("records"),
                            title=f"{len(table)} {args.level} on {pacs.url}"))
     elif args.action == "pull":
-        folder = args.out / "pacs" / args.study_uid
+        folder = RunFolder(args.out).pacs(args.study_uid)
         files = pacs.pull(args.study_uid, folder, series_uid=args.series, progress=progress)
         print(f"retrieved {len(files)} instances into {folder}")
     else:

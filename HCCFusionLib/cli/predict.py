@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 from .common import format_table, verb
+from ..layout import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def cmd_predict(args, progress):
 
     result = predict(args.features, args.clinical, args.model, args.out, definitions=args.definitions,
                      progress=progress)
-    log.info("prediction for %d patient(s) written to %s", len(result["prediction"]), args.out / "prediction")
+    log.info("prediction for %d patient(s) written to %s", len(result["prediction"]), RunFolder(args.out).prediction)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .common import add_phase_override, format_table, phase_overrides, verb
+from ..layout import RunFolder
 
 
 # ---------------------------------------------------------------- registration: register
@@ -16,7 +17,7 @@ def cmd_register(args, progress):
     result = register_study(study, reference=args.reference, mode=args.mode,
                             mask=None if args.mask == "none" else args.mask, engine=args.engine, seed=args.seed,
                             progress=progress)
-    out = result.save(args.out / "registration")
+    out = result.save(RunFolder(args.out).registration)
     rows = [{"series": r["series"], "status": r["status"],
              "metric": f"{r['metric_before']:.3f} -> {r['metric_after']:.3f}",
              "max_disp_mm": f"{r['max_displacement_mm']:.1f}", "min_jacobian": f"{r['min_jacobian']:.2f}",
@@ -37,7 +38,7 @@ def _register_args(p):
     p.add_argument("--engine", choices=["sitk", "elastix"], default="sitk",
                    help="SimpleITK (default) or itk-elastix with its default parameter maps")
     p.add_argument("--seed", type=int, default=0, help="seed of the metric's random sampling")
-    p.add_argument("--out", type=Path, required=True, help="output folder; writes OUT/registration/ (must be new)")
+    p.add_argument("--out", type=Path, required=True, help="output folder; writes (or replaces, once complete) OUT/registration/")
 
 
 cmd_register.configure = _register_args

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from .. import __version__
 from .common import add_phase_override, phase_overrides, verb
+from ..layout import RunFolder
 
 
 # ---------------------------------------------------------------- segmentation: plan, train-seg, segment
@@ -120,7 +121,7 @@ def cmd_segment(args, progress):
                         tta=not args.no_tta, postprocess=not args.no_postprocess, progress=progress,
                         folds=args.folds, channel_map=dict(args.channel or []), overlap=args.overlap,
                         max_memory_mb=args.max_memory_mb)
-    out = save_segmentation(seg, args.out / "segmentation", info)
+    out = save_segmentation(seg, RunFolder(args.out).segmentation, info)
     print(f"engine {info['engine']} ({info['engine_reason']})")
     for warning in info["qc_warnings"]:
         print(f"QC warning: {warning}")

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from ..files import atomic_folder
 from ..io import sha256_file as sha256
 from ..errors import IntegrityError, InputError
 
@@ -81,8 +79,7 @@ def save_bundle(model, folder: "str | Path", card: dict, definitions: pd.DataFra
 
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder, replace=True) as tmp:
         sio.dump(model, tmp / MODEL_FILE)
         card = {"format": FORMAT, **card, "versions": versions()}
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, default=_json_default))
@@ -90,17 +87,6 @@ def save_bundle(model, folder: "str | Path", card: dict, definitions: pd.DataFra
             definitions.to_csv(tmp / DEFINITIONS_FILE, index=False)
         files = sorted(p.name for p in tmp.iterdir())
         (tmp / CHECKSUM_FILE).write_text("".join(f"{sha256(tmp / name)}  {name}\n" for name in files))
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("model bundle written to %s", folder)
     return folder
 

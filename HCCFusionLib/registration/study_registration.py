@@ -44,14 +44,14 @@ class RegistrationResult:
         return {row.series: list(row.warnings) for row in self.qc.itertuples() if row.warnings}
 
     def save(self, folder: "str | Path") -> Path:
-        """Write a new registration folder atomically: <series>_transform.h5 (ITK, reference → series),
+        """Write (or replace, see files.atomic_folder) a registration folder atomically: <series>_transform.h5 (ITK, reference → series),
         <series>.nii.gz (+ <series>_<mask>.nii.gz) on the reference grid with study.json, fused.nii.gz +
         channels.json, qc.csv, qc/<series>_checkerboard.nii.gz and qc/<series>_difference.nii.gz, and
         their axial slices through the reference liver's centroid (else the centre) as .png (radiological)."""
         from ..io import atomic_folder, save_study
 
         folder = Path(folder)
-        with atomic_folder(folder) as tmp:
+        with atomic_folder(folder, replace=True) as tmp:
             for name, transform in self.transforms.items():
                 sitk.WriteTransform(transform, str(tmp / f"{name}_transform.h5"))
             fused, channels, notes = stack(self.study)

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import atomic_folder
 from ..io import sha256_file as sha256
 from ..errors import IntegrityError, InputError, ModelError
 
@@ -134,8 +132,7 @@ def save_bundle(folder: "str | Path", plans: dict, dataset: dict, network, card:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     card = {**card, "intended_use": intended_use}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder, replace=True) as tmp:
         (tmp / "plans.json").write_text(json.dumps(plans, indent=2))
         (tmp / "dataset.json").write_text(json.dumps(dataset, indent=2))
         save_model(network.cpu(), str(tmp / "weights.safetensors"))
@@ -144,16 +141,5 @@ def save_bundle(folder: "str | Path", plans: dict, dataset: dict, network, card:
         (tmp / CHECKSUMS).write_text("".join(f"{sha256(tmp / f)}  {f}\n" for f in FILES))
         for path in [tmp, *tmp.iterdir()]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-        old = None
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("Model bundle written to %s", folder)
     return folder

@@ -1,0 +1,157 @@
+"""The run folder: one typed path for each stage's files, so no caller writes file names out by hand.
+
+    OUT/study/                      exported study (study.json + NIfTI)
+    OUT/registration/               <series>_transform.h5, study.json, fused.nii.gz, channels.json, qc.csv, qc/
+    OUT/segmentation/               segmentation.nii.gz, segmentation.json, lesions.csv
+    OUT/radiomics/                  features_long.csv, features_wide.csv, kinetics.csv, definitions.csv
+    OUT/lirads/, OUT/clinical/      lirads.csv + lesions.csv, staging.csv
+    OUT/prediction/                 prediction.csv, evidence.csv, contributions.csv
+    OUT/report/                     report.html (+ images/)
+    OUT/dicom/, OUT/pacs/<uid>/     DICOM SEG/SR, retrieved series
+    OUT/audit.jsonl                 one line per stage run
+
+Every stage folder is written through `files.atomic_folder(..., replace=True)`: built as a temporary
+sibling and swapped in only when complete, so an interrupted stage leaves the previous one intact.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RunFolder", "STAGES"]
+
+STAGES = ("registration", "segmentation", "radiomics", "lirads", "clinical", "prediction", "report", "dicom")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths inside one run folder `root` (nothing is created or read here)."""
+
+    root: Path
+
+    def __init__(self, root: "str | Path"):
+        object.__setattr__(self, "root", Path(root))
+
+    def stage(self, name: str) -> Path:
+        """The folder of stage `name` (one of STAGES, or "study")."""
+        if name not in (*STAGES, "study"):
+            raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(('study',) + STAGES)}")
+        return self.root / name
+
+    # ------------------------------------------------------------ inputs and registration
+    @property
+    def study(self) -> Path:
+        return self.root / "study"
+
+    @property
+    def registration(self) -> Path:
+        return self.root / "registration"
+
+    def transform(self, series: str) -> Path:
+        return self.registration / f"{series}_transform.h5"
+
+    @property
+    def registered_study(self) -> Path:
+        return self.registration / "study.json"
+
+    @property
+    def fused(self) -> Path:
+        return self.registration / "fused.nii.gz"
+
+    @property
+    def channels(self) -> Path:
+        return self.registration / "channels.json"
+
+    @property
+    def registration_qc(self) -> Path:
+        return self.registration / "qc.csv"
+
+    # ------------------------------------------------------------ segmentation
+    @property
+    def segmentation(self) -> Path:
+        return self.root / "segmentation"
+
+    @property
+    def labels(self) -> Path:
+        return self.segmentation / "segmentation.nii.gz"
+
+    @property
+    def segmentation_info(self) -> Path:
+        return self.segmentation / "segmentation.json"
+
+    @property
+    def lesions(self) -> Path:
+        return self.segmentation / "lesions.csv"
+
+    # ------------------------------------------------------------ radiomics, LI-RADS, staging, prediction
+    @property
+    def radiomics(self) -> Path:
+        return self.root / "radiomics"
+
+    @property
+    def features_long(self) -> Path:
+        return self.radiomics / "features_long.csv"
+
+    @property
+    def features_wide(self) -> Path:
+        return self.radiomics / "features_wide.csv"
+
+    @property
+    def kinetics(self) -> Path:
+        return self.radiomics / "kinetics.csv"
+
+    @property
+    def definitions(self) -> Path:
+        return self.radiomics / "definitions.csv"
+
+    @property
+    def lirads(self) -> Path:
+        return self.root / "lirads"
+
+    @property
+    def lirads_lesions(self) -> Path:
+        return self.lirads / "lesions.csv"
+
+    @property
+    def clinical(self) -> Path:
+        return self.root / "clinical"
+
+    @property
+    def staging(self) -> Path:
+        return self.clinical / "staging.csv"
+
+    @property
+    def prediction(self) -> Path:
+        return self.root / "prediction"
+
+    @property
+    def prediction_table(self) -> Path:
+        return self.prediction / "prediction.csv"
+
+    @property
+    def evidence(self) -> Path:
+        return self.prediction / "evidence.csv"
+
+    @property
+    def contributions(self) -> Path:
+        return self.prediction / "contributions.csv"
+
+    # ------------------------------------------------------------ outputs
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def report_html(self) -> Path:
+        return self.report / "report.html"
+
+    @property
+    def dicom(self) -> Path:
+        return self.root / "dicom"
+
+    def pacs(self, study_uid: str) -> Path:
+        return self.root / "pacs" / study_uid
+
+    @property
+    def audit(self) -> Path:
+        return self.root / "audit.jsonl"
