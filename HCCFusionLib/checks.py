@@ -11,6 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import GeometryError, InputError
+from .lesions import label_lesions
 from .study import LABELS
 
 CONTRAST_PHASES = ("NC", "AP", "PVP", "DP", "HBP")
@@ -72,10 +73,10 @@ def check_label_map(mask: sitk.Image, path, key: str) -> None:
     if liver.sum() + tumour.sum() < 27:
         raise InputError(f"Label map '{path}' has {int(liver.sum() + tumour.sum())} liver/tumour voxel(s): it is "
                          "empty or not a liver segmentation; segment the liver (label 1) or omit the label map.")
-    parts = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(tumour.astype(np.uint8))))
+    parts = sitk.GetArrayFromImage(label_lesions(sitk.GetImageFromArray(np.asarray(values, np.uint8)), min_ml=0.0))
     for label in np.unique(parts)[1:]:
         component = (parts == label).astype(np.uint8)
-        grown = sitk.GetArrayViewFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(component), [1, 1, 1]))
+        grown = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(component), [1, 1, 1]))
         if liver.any() and not (grown.astype(bool) & liver).any():
             raise GeometryError(f"Label map '{path}' has a tumour (label 2, {int(component.sum())} voxels) that does "
                                 "not touch the liver: remove it or fix the liver/tumour labels.")
