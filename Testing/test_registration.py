@@ -339,7 +339,8 @@ def test_register_verb_writes_the_documented_layout(tmp_path, rigid_patient, cap
 def test_register_verb_reports_bad_input(tmp_path, rigid_patient, capsys):
     study = Study("bad", clinical=rigid_patient.study.clinical)
     study.add(Series("PVP", "PVP", rigid_patient.study["PVP"].image))
-    study.add(Series("AP", "AP", rigid_patient.study["AP"].image * 0 + 100.0))  # no air/fat: not HU
+    # 100-200: varied (not a constant image) but no air or fat, so not HU
+    study.add(Series("AP", "AP", sitk.Abs(sitk.Cast(rigid_patient.study["AP"].image, sitk.sitkFloat32)) * 0.1 + 100.0))
     study_dir = save_study(study, tmp_path / "study")
     assert main(["--progress", "none", "register", str(study_dir), "--out", str(tmp_path / "out")]) == 2
     assert "Series 'AP' is declared CT" in capsys.readouterr().err

@@ -353,7 +353,7 @@ def test_register_verb_places_moving_volume_under_a_transform_that_aligns_it(log
         assert ("--mask" in job.args) == mask
         result = logic.run(job, lambda: logic.loadRegistration(out, {"AP": nodes["AP"]}, "P5"),
                            waitForCompletion=True)
-    assert sorted(p.name for p in out.iterdir()) == ["registration", "study"]  # no staging or old folder left
+    assert sorted(p.name for p in out.iterdir()) == ["audit.jsonl", "registration", "study"]  # no staging or old folder left
     assert logic.scene.GetNodesByName("P5_AP_to_reference").GetNumberOfItems() == 1  # the re-run replaced its nodes
     transform = result.nodes["transforms"]["AP"]
     assert nodes["AP"].GetParentTransformNode() is transform

@@ -159,7 +159,7 @@ def test_registration_module_logic(logic, phantom_inputs, tmp_path):
     assert prepared.job.verb == "register"
     result = logic.run(prepared.job, prepared.load, waitForCompletion=True)
     assert inputs[0][0].GetParentTransformNode() is result.nodes["transforms"]["AP"]
-    assert sorted(p.name for p in (tmp_path / "P4").iterdir()) == ["registration", "study"]
+    assert sorted(p.name for p in (tmp_path / "P4").iterdir()) == ["audit.jsonl", "registration", "study"]
 
 
 def test_segmentation_module_logic_with_an_existing_segmentation(logic, phantom_inputs, tmp_path):

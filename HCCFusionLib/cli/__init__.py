@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 def _audit(args, argv: list[str], started: float, status: int, problem: str) -> None:
     """Append this run's record to OUT/audit.jsonl (verbs with --out only); never fails the run."""
     out = getattr(args, "out", None)
-    if not isinstance(out, Path) or not out.is_dir():
-        return
+    if not isinstance(out, Path) or not out.is_dir() or (out / "checksums.sha256").exists():
+        return  # no --out folder, or a model bundle (its files are checksummed)
     from .. import audit
 
     paths = {k: v for k, v in vars(args).items() if isinstance(v, Path) and k != "out"}
