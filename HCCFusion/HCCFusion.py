@@ -13,6 +13,8 @@ _sourceTree = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isfile(os.path.join(_sourceTree, "HCCFusionLib", "__init__.py")) and _sourceTree not in sys.path:
     sys.path.append(_sourceTree)
 
+from HCCFusionSlicer.modulebase import PanelModuleWidget  # noqa: E402 (after the path set-up)
+
 SAMPLE_NAME = "HCCFusionPhantom"
 
 
@@ -52,28 +54,8 @@ def loadPhantomSample(seed=1):
     return slicer.util.getModuleWidget("HCCFusion").panel.loadPhantom(seed=seed)
 
 
-class HCCFusionWidget(ScriptedLoadableModuleWidget):
-    def __init__(self, parent=None):
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        self.panel = None
-
-    def setup(self):
-        ScriptedLoadableModuleWidget.setup(self)
-        from HCCFusionSlicer.widget import HCCFusionPanel
-
-        self.panel = HCCFusionPanel(self.resourcePath("UI/HCCFusion.ui"))
-        self.logic = self.panel.logic
-        self.layout.addWidget(self.panel.uiWidget)
-
-    def enter(self):
-        self.panel.initializeParameterNode()
-
-    def exit(self):
-        self.panel.setParameterNode(None)
-
-    def cleanup(self):
-        if self.panel:
-            self.panel.cleanup()
+class HCCFusionWidget(PanelModuleWidget):
+    UI = "UI/HCCFusion.ui"
 
     def onReload(self):
         """Reload the library and the glue package too (modules others import first), then the module."""

@@ -1,15 +1,15 @@
 """HCCFusionPrediction: the prediction stage of HCCFusion as a module of its own (category HCCFusion).
 
-Metadata only: the panel is the shared `HCCFusionSlicer.widget.HCCFusionPanel` on Resources/UI/HCCFusionPrediction.ui, bound
-to the same parameter node as the HCCFusion workflow module, so inputs chosen there are used here.
+Metadata only: widget and self-test come from `HCCFusionSlicer.modulebase` (the shared panel on
+Resources/UI/HCCFusionPrediction.ui), bound to the same parameter
+node as the HCCFusion workflow module, so inputs chosen there are used here.
 """
 import os
 import sys
 
-import slicer
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule
 
 # Developer mode (module path = the source tree's HCCFusionPrediction/): HCCFusionLib is one folder up, the glue package in
 # HCCFusion/. Installed, both sit beside this file in qt-scripted-modules, which is already on sys.path.
@@ -18,7 +18,7 @@ for _folder, _package in ((_sourceTree, "HCCFusionLib"), (os.path.join(_sourceTr
     if os.path.isfile(os.path.join(_folder, _package, "__init__.py")) and _folder not in sys.path:
         sys.path.append(_folder)
 
-STAGE = "prediction"
+from HCCFusionSlicer.modulebase import PanelModuleWidget, StageModuleTest  # noqa: E402 (after the path set-up)
 
 
 class HCCFusionPrediction(ScriptedLoadableModule):
@@ -35,42 +35,10 @@ class HCCFusionPrediction(ScriptedLoadableModule):
             "Built on 3D Slicer, SimpleITK, MONAI, pyradiomics, scikit-learn, scikit-survival and highdicom.")
 
 
-class HCCFusionPredictionWidget(ScriptedLoadableModuleWidget):
-    def __init__(self, parent=None):
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        self.panel = None
-
-    def setup(self):
-        ScriptedLoadableModuleWidget.setup(self)
-        from HCCFusionSlicer.widget import HCCFusionPanel
-
-        self.panel = HCCFusionPanel(self.resourcePath("UI/HCCFusionPrediction.ui"))
-        self.logic = self.panel.logic
-        self.layout.addWidget(self.panel.uiWidget)
-
-    def enter(self):
-        self.panel.initializeParameterNode()
-
-    def exit(self):
-        self.panel.setParameterNode(None)
-
-    def cleanup(self):
-        if self.panel:
-            self.panel.cleanup()
+class HCCFusionPredictionWidget(PanelModuleWidget):
+    UI = "UI/HCCFusionPrediction.ui"
 
 
-class HCCFusionPredictionTest(ScriptedLoadableModuleTest):
-    """The panel has this stage's Apply button, shares the workflow's parameter node and prepares its job."""
-
-    def runTest(self):
-        slicer.mrmlScene.Clear()
-        slicer.util.selectModule("HCCFusion")
-        workflow = slicer.util.getModuleWidget("HCCFusion").panel
-        workflow.loadPhantom(seed=2)
-        slicer.util.selectModule("HCCFusionPrediction")
-        panel = slicer.util.getModuleWidget("HCCFusionPrediction").panel
-        self.assertEqual(list(panel.stages), [STAGE] + (["pacs"] if STAGE == "prediction" else []))
-        self.assertEqual(panel._parameterNode.parameterNode.GetID(), workflow._parameterNode.parameterNode.GetID())
-        self.assertEqual(len(panel._parameterNode.inputs()), len(workflow._parameterNode.inputs()))
-        panel.updateButtons()
-        self.delayDisplay("HCCFusionPrediction test passed")
+class HCCFusionPredictionTest(StageModuleTest):
+    MODULE = "HCCFusionPrediction"
+    STAGE = "prediction"

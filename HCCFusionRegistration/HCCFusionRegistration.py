@@ -1,15 +1,15 @@
 """HCCFusionRegistration: the registration stage of HCCFusion as a module of its own (category HCCFusion).
 
-Metadata only: the panel is the shared `HCCFusionSlicer.widget.HCCFusionPanel` on Resources/UI/HCCFusionRegistration.ui, bound
-to the same parameter node as the HCCFusion workflow module, so inputs chosen there are used here.
+Metadata only: widget and self-test come from `HCCFusionSlicer.modulebase` (the shared panel on
+Resources/UI/HCCFusionRegistration.ui), bound to the same parameter
+node as the HCCFusion workflow module, so inputs chosen there are used here.
 """
 import os
 import sys
 
-import slicer
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule
 
 # Developer mode (module path = the source tree's HCCFusionRegistration/): HCCFusionLib is one folder up, the glue package in
 # HCCFusion/. Installed, both sit beside this file in qt-scripted-modules, which is already on sys.path.
@@ -18,7 +18,7 @@ for _folder, _package in ((_sourceTree, "HCCFusionLib"), (os.path.join(_sourceTr
     if os.path.isfile(os.path.join(_folder, _package, "__init__.py")) and _folder not in sys.path:
         sys.path.append(_folder)
 
-STAGE = "registration"
+from HCCFusionSlicer.modulebase import PanelModuleWidget, StageModuleTest  # noqa: E402 (after the path set-up)
 
 
 class HCCFusionRegistration(ScriptedLoadableModule):
@@ -35,42 +35,10 @@ class HCCFusionRegistration(ScriptedLoadableModule):
             "Built on 3D Slicer, SimpleITK, MONAI, pyradiomics, scikit-learn, scikit-survival and highdicom.")
 
 
-class HCCFusionRegistrationWidget(ScriptedLoadableModuleWidget):
-    def __init__(self, parent=None):
-        ScriptedLoadableModuleWidget.__init__(self, parent)
-        self.panel = None
-
-    def setup(self):
-        ScriptedLoadableModuleWidget.setup(self)
-        from HCCFusionSlicer.widget import HCCFusionPanel
-
-        self.panel = HCCFusionPanel(self.resourcePath("UI/HCCFusionRegistration.ui"))
-        self.logic = self.panel.logic
-        self.layout.addWidget(self.panel.uiWidget)
-
-    def enter(self):
-        self.panel.initializeParameterNode()
-
-    def exit(self):
-        self.panel.setParameterNode(None)
-
-    def cleanup(self):
-        if self.panel:
-            self.panel.cleanup()
+class HCCFusionRegistrationWidget(PanelModuleWidget):
+    UI = "UI/HCCFusionRegistration.ui"
 
 
-class HCCFusionRegistrationTest(ScriptedLoadableModuleTest):
-    """The panel has this stage's Apply button, shares the workflow's parameter node and prepares its job."""
-
-    def runTest(self):
-        slicer.mrmlScene.Clear()
-        slicer.util.selectModule("HCCFusion")
-        workflow = slicer.util.getModuleWidget("HCCFusion").panel
-        workflow.loadPhantom(seed=2)
-        slicer.util.selectModule("HCCFusionRegistration")
-        panel = slicer.util.getModuleWidget("HCCFusionRegistration").panel
-        self.assertEqual(list(panel.stages), [STAGE] + (["pacs"] if STAGE == "prediction" else []))
-        self.assertEqual(panel._parameterNode.parameterNode.GetID(), workflow._parameterNode.parameterNode.GetID())
-        self.assertEqual(len(panel._parameterNode.inputs()), len(workflow._parameterNode.inputs()))
-        panel.updateButtons()
-        self.delayDisplay("HCCFusionRegistration test passed")
+class HCCFusionRegistrationTest(StageModuleTest):
+    MODULE = "HCCFusionRegistration"
+    STAGE = "registration"

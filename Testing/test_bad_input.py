@@ -327,32 +327,28 @@ def phase_override_unknown_series(tmp):
     return ["info", str(folder), "--phase", "NOPE", "AP"], "NOPE"
 
 
-def manifest_bad_json(tmp):
+def _manifest_text(tmp, name: str, text: str):
+    """A study folder holding only the manifest `name` with `text`; `info` on it must name that file."""
     folder = tmp / "study"
     folder.mkdir()
-    (folder / "study.json").write_text('{"series": [')
-    return _info(folder), "study.json"
+    (folder / name).write_text(text)
+    return _info(folder), name
+
+
+def manifest_bad_json(tmp):
+    return _manifest_text(tmp, "study.json", '{"series": [')
 
 
 def manifest_bad_yaml(tmp):
-    folder = tmp / "study"
-    folder.mkdir()
-    (folder / "study.yaml").write_text("series: [a, : b\n  - c")
-    return _info(folder), "study.yaml"
+    return _manifest_text(tmp, "study.yaml", "series: [a, : b\n  - c")
 
 
 def manifest_no_series(tmp):
-    folder = tmp / "study"
-    folder.mkdir()
-    (folder / "study.json").write_text('{"study_id": "S1"}')
-    return _info(folder), "study.json"
+    return _manifest_text(tmp, "study.json", '{"study_id": "S1"}')
 
 
 def manifest_not_object(tmp):
-    folder = tmp / "study"
-    folder.mkdir()
-    (folder / "study.json").write_text("[1, 2, 3]")
-    return _info(folder), "study.json"
+    return _manifest_text(tmp, "study.json", "[1, 2, 3]")
 
 
 def manifest_entry_without_file(tmp):
