@@ -29,7 +29,7 @@ demo: $(STAMP)
 # TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 test: $(STAMP) system-deps $(PLS_WHEEL)
-	$(BIN)/python -m pytest -q Testing $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+	$(BIN)/python -m pytest -q --durations=30 Testing $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 
 # Fetched with pip (no install); a failed download only warns (the test skips), a wrong checksum fails.
 $(PLS_WHEEL): | $(STAMP)

@@ -45,15 +45,42 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def _run_cli(*args) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from HCCFusionLib import cli
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = cli.main(["--progress", "none", "run", *map(str, args)])
+    return code, printed.getvalue()
+
+
+@pytest.fixture(scope="session")
+def real_ct_run(shared_data, tmp_path_factory):
+    """(run folder, exit code, printed) of `hccfusion run` on a real portal-venous CT series (CRLM-CT-1004)."""
+    out = tmp_path_factory.mktemp("real_ct") / "out"
+    return out, *_run_cli(shared_data / "real" / "liver_ct_contrast" / "CRLM-CT-1004", "--out", out)
+
+
+@pytest.fixture(scope="session")
+def real_mr_run(shared_data, tmp_path_factory):
+    """(run folder, exit code, printed) of `hccfusion run --mode rigid` on a real T2 + ADC MR study (SCAN_001)."""
+    out = tmp_path_factory.mktemp("real_mr") / "out"
+    return out, *_run_cli(shared_data / "real" / "liver_mr_t2_adc" / "SCAN_001", "--out", out, "--mode", "rigid")
+
+
 # ---------------------------------------------------------------- grouping and order under pytest-xdist
+# Expensive session fixtures used by several modules: their tests run on one worker, so each is built once.
+SHARED_SESSION_FIXTURES = {"real_ct_run", "real_mr_run"}
 # Module-scoped fixtures cheap enough to build once per worker: they do not tie their tests to one worker.
 CHEAP_MODULE_FIXTURES = {"models", "presets", "fast_preset", "qt_loaded", "real_ct", "phantom_study", "small",
                          "small_study", "cohort", "mvi", "tables", "phantom", "patient", "rigid_patient",
                          "deformable_patient", "_threads", "real_ct_as_two_phases"}
 # The longest groups (named by a module-scoped fixture, or by a test for a test that needs none), started first;
 # measured with `--durations` on 2 cores. Everything else follows in collection order.
-FIRST = ["test_pipeline_real.py::mr_run", "test_pipeline_real.py::ct_run", "test_segmentation.py::trained",
-         "test_liverlesion.py::mr", "test_liverlesion.py::crlm",
+FIRST = ["real_mr_run", "real_ct_run", "test_segmentation.py::trained",
          "test_segmentation.py::test_shipped_sample_model_on_new_full_size_phantoms", "test_liverlesion.py::slab",
          "test_registration.py::rigid_result", "test_demo.py::demo_run", "test_lirads.py::designed",
          "test_pipeline.py::result", "test_slicer_logic.py::fusion_bundle"]
@@ -75,10 +102,9 @@ def _groups(items) -> dict:
     for item in items:
         module = item.nodeid.split("::")[0].rsplit("/", 1)[-1]
         infos = getattr(item, "_fixtureinfo", None)
-        names = sorted(name for name, defs in (infos.name2fixturedefs.items() if infos else ())
-                       if defs and defs[-1].scope in ("module", "package", "class")
-                       and name not in CHEAP_MODULE_FIXTURES)
-        keys[item] = [f"{module}::{n}" for n in names]
+        defs = {name: d[-1].scope for name, d in (infos.name2fixturedefs.items() if infos else ()) if d}
+        keys[item] = sorted([f"{module}::{n}" for n, scope in defs.items() if scope in ("module", "package", "class")
+                             and n not in CHEAP_MODULE_FIXTURES] + [n for n in defs if n in SHARED_SESSION_FIXTURES])
         for key in keys[item]:
             parent[find(key)] = find(keys[item][0])
     return {item: (find(keys[item][0]), True) if keys[item] else
@@ -101,8 +127,11 @@ def pytest_collection_modifyitems(config, items):
 
 # pytest 9 ignores xdist 3.8's `@group` suffix on node ids, so `--dist loadgroup` would scatter a module's tests;
 # this scheduler groups by module instead (a module's fixtures are built once), except the modules below, whose
-# tests run one by one, or together where named (the tests that share an expensive module fixture).
-SPLIT = {"Testing/test_pipeline_real.py": {}, "Testing/test_liverlesion.py": {},
+# tests run one by one, or together where named (the tests that share an expensive module or session fixture).
+SPLIT = {"Testing/test_pipeline_real.py": {"test_single_real_ct_series_runs_end_to_end": "real_ct_run",
+                                          "test_real_t2_adc_mr_study_runs_end_to_end": "real_mr_run"},
+         "Testing/test_liverlesion.py": {"test_crlm_ct_liver_is_plausible_and_lesions_are_inside": "real_ct_run",
+                                         "test_mr_t2_chosen_and_liver_plausible": "real_mr_run"},
          "Testing/test_segmentation.py": dict.fromkeys(
              ["test_training_from_scratch_learns_liver", "test_prediction_grid_identical_for_anisotropic_and_oblique_input",
               "test_channel_count_order_and_missing_phase_are_refused", "test_memory_is_estimated_before_running",
@@ -118,7 +147,8 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             module, name = nodeid.split("::")[0], nodeid.split("::")[-1].split("[")[0].split("@")[0]
             if module in SPLIT:
-                return f"{module}::{SPLIT[module].get(name, nodeid)}"
+                scope = SPLIT[module].get(name, nodeid)
+                return scope if scope in SHARED_SESSION_FIXTURES else f"{module}::{scope}"
             return module
 
     return ModuleScheduling(config, log)

@@ -1,8 +1,11 @@
 """The "liverlesion" engine (ported pyliverlesionseg cascade) on real CT and MR.
 
-Each real case is segmented once (module-scoped fixtures share the results and the loaded networks).
+Each real case is segmented once: the slab here, CRLM-CT-1004 and SCAN_001 by the suite's real `hccfusion run`
+session fixtures (shared with test_pipeline_real.py).
 """
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -10,8 +13,11 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from HCCFusionLib.io import load_study, read_image
+from HCCFusionLib.layout import RunFolder
+from HCCFusionLib.lesions import LesionTable
 from HCCFusionLib.segmentation import liverlesion as ll
 from HCCFusionLib.segmentation import liverlesion_prep as prep
+from HCCFusionLib.segmentation.predictor import Segmentation
 from HCCFusionLib.segmentation.trainer import dice
 from HCCFusionLib.study import LABELS, Series, Study
 
@@ -29,16 +35,29 @@ def slab(shared_data, models):
     return study, ll.segment_study_liverlesion(study, models=models)
 
 
-@pytest.fixture(scope="module")
-def crlm(shared_data, models):
-    study = load_study(shared_data / "real/liver_ct_contrast/CRLM-CT-1004")
-    return study, ll.segment_study_liverlesion(study, models=models)
+def _engine_output(run, study_folder):
+    """(study, Segmentation) of the engine as `hccfusion run` wrote it: label map, segmentation.json, lesions
+    numbered by lesions.label_lesions (the one lesion model, as the engine numbers them)."""
+    out, code, printed = run
+    assert code == 0, printed
+    folder = RunFolder(out)
+    labels = read_image(folder.labels)
+    lesion_map, table = LesionTable.from_labels(labels)
+    meta = json.loads(folder.segmentation_info.read_text())
+    assert meta["engine"] == "liverlesion"
+    return load_study(study_folder), Segmentation(labels, table.frame, lesion_map, meta)
 
 
 @pytest.fixture(scope="module")
-def mr(shared_data, models):
-    study = load_study(shared_data / "real/liver_mr_t2_adc/SCAN_001")
-    return study, ll.segment_study_liverlesion(study, models=models)
+def crlm(shared_data, real_ct_run):
+    """CRLM-CT-1004 segmented once for the suite, by `hccfusion run` (Testing/conftest.py)."""
+    return _engine_output(real_ct_run, shared_data / "real/liver_ct_contrast/CRLM-CT-1004")
+
+
+@pytest.fixture(scope="module")
+def mr(shared_data, real_mr_run):
+    """SCAN_001 segmented once for the suite, by `hccfusion run --mode rigid` (Testing/conftest.py)."""
+    return _engine_output(real_mr_run, shared_data / "real/liver_mr_t2_adc/SCAN_001")
 
 
 def _arr(image):
@@ -145,7 +164,7 @@ def test_crlm_ct_liver_is_plausible_and_lesions_are_inside(crlm):
     labels = _arr(seg.labels)
     volume = _liver_ml(seg)
     print(f"CRLM-CT-1004 liver {volume:.0f} mL, {len(seg.lesions)} lesion(s) "
-          f"{seg.lesions.volume_ml.round(2).tolist()} mL, {seg.meta['timings']}")
+          f"{seg.lesions.volume_ml.round(2).tolist()} mL")
     assert 900 <= volume <= 3000
     assert "mirrored_z_slices" not in seg.meta["crop"]  # the whole liver is in the scan: the original's cascade
     # in the right upper abdomen: the liver's centroid lies to the patient's right of the body's centre
@@ -164,7 +183,7 @@ def test_mr_t2_chosen_and_liver_plausible(mr):
     assert seg.meta["series"] == study["T2"].name and "T2" in seg.meta["series_choice"]
     volume = _liver_ml(seg)
     print(f"SCAN_001 T2 liver {volume:.0f} mL, {len(seg.lesions)} lesion(s) "
-          f"{seg.lesions.volume_ml.round(2).tolist()} mL, {seg.meta['timings']}")
+          f"{seg.lesions.volume_ml.round(2).tolist()} mL")
     assert 700 <= volume <= 3500
     _check_lesions_inside(seg)
 

@@ -1,9 +1,8 @@
 """`hccfusion run` on real patients' series: one contrast CT DICOM series, a T2 + ADC MR study, and a PET-only
-study that no engine can serve."""
+study that no engine can serve. The two real runs are session fixtures (Testing/conftest.py), shared with
+test_liverlesion.py."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import numpy as np
@@ -18,27 +17,8 @@ STAGES = ("registration", "segmentation", "radiomics", "lirads", "clinical", "pr
 pytestmark = pytest.mark.filterwarnings("ignore:The string .* is unlikely to represent the intended person name")
 
 
-def run_cli(*args) -> tuple[int, str]:
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = cli.main(["--progress", "none", "run", *map(str, args)])
-    return code, printed.getvalue()
-
-
-@pytest.fixture(scope="module")
-def ct_run(shared_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ct") / "out"
-    return out, *run_cli(shared_data / "real" / "liver_ct_contrast" / "CRLM-CT-1004", "--out", out)
-
-
-@pytest.fixture(scope="module")
-def mr_run(shared_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("mr") / "out"
-    return out, *run_cli(shared_data / "real" / "liver_mr_t2_adc" / "SCAN_001", "--out", out, "--mode", "rigid")
-
-
-def test_single_real_ct_series_runs_end_to_end(ct_run):
-    out, code, printed = ct_run
+def test_single_real_ct_series_runs_end_to_end(real_ct_run):
+    out, code, printed = real_ct_run
     assert code == 0, printed
     for stage in STAGES:
         assert (out / stage).is_dir(), stage
@@ -64,8 +44,8 @@ def test_single_real_ct_series_runs_end_to_end(ct_run):
     assert "Engine <b>liverlesion</b>" in report and "needs an arterial phase" in report
 
 
-def test_real_t2_adc_mr_study_runs_end_to_end(mr_run):
-    out, code, printed = mr_run
+def test_real_t2_adc_mr_study_runs_end_to_end(real_mr_run):
+    out, code, printed = real_mr_run
     assert code == 0, printed
     for stage in (s for s in STAGES if s not in ("prediction", "dicom")):
         assert (out / stage).is_dir(), stage

@@ -117,7 +117,7 @@ def segment(study, engine: str = "auto", *, model=None, nnunet=None, reference: 
     for warning in info["qc_warnings"]:
         log.warning("segmentation QC: %s", warning)
     seg = run()
-    info.update({k: seg.meta[k] for k in ("series", "series_choice") if k in seg.meta})
+    info.update({k: seg.meta[k] for k in ("series", "series_choice", "crop") if k in seg.meta})
     if choice.engine == "liverlesion":
         from .liverlesion_models import bundle_path
 
