@@ -288,7 +288,7 @@ class HCCFusionLogic(PanelSteps):
         reference = mrml.volume_to_image(referenceNode, ignore_transform=True)
         labels = mrml.segmentation_to_labels(segmentationNode, reference)
         if all(p.exists() for p in (paths.labels, paths.lesion_map, paths.lesions)) and np.array_equal(
-                sitk.GetArrayViewFromImage(sitk.ReadImage(str(paths.labels))), sitk.GetArrayViewFromImage(labels)):
+                sitk.GetArrayFromImage(sitk.ReadImage(str(paths.labels))), sitk.GetArrayFromImage(labels)):
             return paths.segmentation
         lesionMap, table = lesion_table(labels)
         info = {"engine": "user", "engine_reason": f"segmentation node '{segmentationNode.GetName()}' (Slicer)"}
