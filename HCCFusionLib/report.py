@@ -372,7 +372,7 @@ def from_results(*, study_id: str, images: dict, labels: sitk.Image | None, lesi
     import json
 
     card = _model_card(model, json.loads(json.dumps(diagnostics, default=str)) if diagnostics else None)
-    tables = (assessment.table(), assessment.evidence(), assessment.overrides_table()) if assessment is not None else None
+    tables = None if assessment is None else (assessment.table(), assessment.evidence(), assessment.overrides_table())
     return ReportData(
         study_id, images=dict(images), labels=labels, lesions=lesions, modality=modality,
         lirads=_stored(tables[0], index=True) if tables else None,

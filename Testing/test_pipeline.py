@@ -162,7 +162,7 @@ def test_orthanc_round_trip(patient, study_dir, fast_preset, tmp_path, capsys):
         rows = sr[sr["lesion"].str.startswith("Lesion")].dropna(subset=["volume_mm3"]).reset_index(drop=True)
         assert len(rows) == len(lesions)
         assert np.allclose(rows["volume_mm3"], lesions["volume_ml"].to_numpy() * 1000.0, rtol=1e-3)
-        assert np.allclose(rows["diameter_mm"], lesions["diameter_mm"].to_numpy(), atol=0.05)
+        assert np.allclose(rows["diameter_mm"], lesions["max_diameter_mm"].to_numpy(), atol=0.05)  # LesionTable's
         assert list(rows["lirads"]) == list(lesions["category"])
         if pipeline.default_model_path():  # the prediction travels in the SR too (no clinical data in the PACS)
             prediction = pd.read_csv(out / "prediction" / "prediction.csv", index_col=0)

@@ -394,8 +394,9 @@ class HCCFusionPanel(VTKObservationMixin):
             p = self._parameterNode
             bundle = p.predictionBundle if isFolder(p.predictionBundle) else None
             self._studyForNextStage()  # the run folder holds the study the report shows
+            reference = self.logic.referenceNode(p.inputs(), p.referencePhase)
             path = self.logic.saveReport(self.outputFolder(), RunFolder(self._reportBase()).report, bundle,
-                                         self._segmentationNode(), self.logic.referenceNode(p.inputs(), p.referencePhase))
+                                         self._segmentationNode(), reference)
             self.ui.reportStatusLabel.text = _("Report written to {path}").format(path=path)
             if not slicer.app.testingEnabled():
                 qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path)))

@@ -57,7 +57,7 @@ def cmd_export_dicom(args, progress):
     from ..dicom import export_dicom
     from ..io import load_study, read_image
     from ..layout import RunFolder
-    from ..lesions import LesionTable, label_lesions
+    from ..lesions import LesionTable
     from ..report import read_csv_table
 
     paths = RunFolder(existing_run_folder(args.out))
@@ -71,9 +71,10 @@ def cmd_export_dicom(args, progress):
     series = _reference(study, paths, args.reference)
     _attach_source(series, args.study)
     labels = read_image(paths.labels)
-    table = LesionTable.from_csv(paths.lesions) if paths.lesions.is_file() else LesionTable.from_map(
-        labels, label_lesions(labels))
-    lesion_map = read_image(paths.lesion_map) if paths.lesion_map.is_file() else label_lesions(labels)
+    if paths.lesions.is_file() and paths.lesion_map.is_file():  # the segmentation stage's lesion model
+        table, lesion_map = LesionTable.from_csv(paths.lesions), read_image(paths.lesion_map)
+    else:
+        lesion_map, table = LesionTable.from_labels(labels)
     lirads = read_csv_table(paths.lirads_table, index=True)
     prediction = read_csv_table(paths.prediction_table, index=True)
     probabilities = ({str(r["endpoint"]): float(r["probability"]) for _, r in prediction.iterrows()

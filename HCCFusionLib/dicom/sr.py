@@ -48,7 +48,8 @@ def _missing(value) -> bool:
 
 
 def write_sr(lesions: LesionTable, seg_path: "str | Path", source_files: Sequence["str | Path"],
-             path: "str | Path", *, lirads: "pd.DataFrame | None" = None, predictions: dict[str, float] | None = None, series_number: int = 101,
+             path: "str | Path", *, lirads: "pd.DataFrame | None" = None,
+             predictions: dict[str, float] | None = None, series_number: int = 101,
              title: str = "HCCFusion liver lesion report", organ_volumes_mm3: dict[str, float] | None = None) -> Path:
     """Write a TID 1500 Measurement Report (Comprehensive 3D SR) referencing the SEG at `seg_path`.
 
