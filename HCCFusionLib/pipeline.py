@@ -292,13 +292,14 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
 
 # ---------------------------------------------------------------- stage helpers (wiring, no science)
 def _prepare_out(out: Path, plan: list[str], overwrite: bool) -> None:
-    """Refuse (or, with overwrite, remove) the stage folders an earlier run left in OUT."""
+    """Refuse (or, with overwrite, remove) the stage folders an earlier run left in OUT; drop its run.json."""
     existing = [out / s for s in plan if (out / s).exists()]
     if existing and not overwrite:
         raise InputError(f"'{out}' already holds results ({', '.join(p.name for p in existing)}): choose a new "
                          "--out folder or pass --overwrite.")
     for path in existing:
         shutil.rmtree(path)
+    RunFolder(out).run_record.unlink(missing_ok=True)  # written anew before the report stage
 
 
 def _segment(registered, ref: str, segmentation, engine: str, seg_model, tta: bool, progress):
