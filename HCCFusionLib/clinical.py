@@ -196,6 +196,29 @@ def tumour_burden(lesions) -> dict:
     return burden
 
 
+def stage_with_lesions(clinical: dict, lesions=None) -> tuple[dict, dict]:
+    """(clinical values, `stage_clinical` results): tumour number/size, where not given, from a lesion table."""
+    values = dict(clinical)
+    if lesions is not None and len(lesions):
+        for key, value in tumour_burden(lesions).items():
+            if values.get(key) is None:
+                values[key] = value
+    return values, stage_clinical(values)
+
+
+def staging_frame(staging: dict) -> "pd.DataFrame":
+    """The staging file's rows (system, result, score, text, missing) of `stage_clinical` results."""
+    import pandas as pd
+
+    rows = []
+    for name, result in staging.items():
+        value = {"child_pugh": "klass", "albi": "grade", "bclc": "stage"}[name]
+        rows.append({"system": name, "result": getattr(result, value, None) or "",
+                     "score": getattr(result, "score", None), "text": str(result),
+                     "missing": ";".join(getattr(result, "missing", ()) or ())})
+    return pd.DataFrame(rows)
+
+
 def _bool_or_none(value):
     if _is_missing(value):
         return None

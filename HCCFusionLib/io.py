@@ -28,11 +28,11 @@ import SimpleITK as sitk
 from .checks import check_image_values, check_label_map, check_no_duplicate_phases, check_size
 from .dicom.read import add_dicom_series, name_by_phase, scan_dicom, unique_key
 from .errors import GeometryError, InputError
-from .files import atomic_folder, atomic_write, sha256_file, staging_folder  # re-exported for callers
+from .files import atomic_write, staging_folder
 from .phases import detect_phase, guess_from_intensity, phase_from_name
 from .study import Clinical, Phase, Series, Study, check_same_grid, same_grid
 
-__all__ = ["atomic_write", "atomic_folder", "sha256_file", "save_image", "read_image", "load_study", "save_study",
+__all__ = ["save_image", "read_image", "load_study", "save_study",
            "detect_phase"]
 
 log = logging.getLogger(__name__)

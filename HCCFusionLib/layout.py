@@ -2,12 +2,13 @@
 
     OUT/study/                      exported study (study.json + NIfTI)
     OUT/registration/               <series>_transform.h5, study.json, fused.nii.gz, channels.json, qc.csv, qc/
-    OUT/segmentation/               segmentation.nii.gz, segmentation.json, lesions.csv
+    OUT/segmentation/               segmentation.nii.gz, segmentation.json, lesions.csv, lesions.nii.gz
     OUT/radiomics/                  features_long.csv, features_wide.csv, kinetics.csv, definitions.csv
     OUT/lirads/, OUT/clinical/      lirads.csv + lesions.csv, staging.csv
     OUT/prediction/                 prediction.csv, evidence.csv, contributions.csv
     OUT/report/                     report.html (+ images/)
     OUT/dicom/, OUT/pacs/<uid>/     DICOM SEG/SR, retrieved series
+    OUT/run.json                    what `run` was given (inputs, model) and why a stage was skipped
     OUT/audit.jsonl                 one line per stage run
 
 Every stage folder is written through `files.atomic_folder(..., replace=True)`: built as a temporary
@@ -44,6 +45,10 @@ class RunFolder:
         return self.root / "study"
 
     @property
+    def study_manifest(self) -> Path:
+        return self.study / "study.json"
+
+    @property
     def registration(self) -> Path:
         return self.root / "registration"
 
@@ -66,6 +71,9 @@ class RunFolder:
     def registration_qc(self) -> Path:
         return self.registration / "qc.csv"
 
+    def checkerboard(self, series: str) -> Path:
+        return self.registration / "qc" / f"{series}_checkerboard.nii.gz"
+
     # ------------------------------------------------------------ segmentation
     @property
     def segmentation(self) -> Path:
@@ -82,6 +90,10 @@ class RunFolder:
     @property
     def lesions(self) -> Path:
         return self.segmentation / "lesions.csv"
+
+    @property
+    def lesion_map(self) -> Path:
+        return self.segmentation / "lesions.nii.gz"
 
     # ------------------------------------------------------------ radiomics, LI-RADS, staging, prediction
     @property
@@ -105,8 +117,24 @@ class RunFolder:
         return self.radiomics / "definitions.csv"
 
     @property
+    def radiomics_diagnostics(self) -> Path:
+        return self.radiomics / "diagnostics.json"
+
+    @property
     def lirads(self) -> Path:
         return self.root / "lirads"
+
+    @property
+    def lirads_table(self) -> Path:
+        return self.lirads / "lirads.csv"
+
+    @property
+    def lirads_evidence(self) -> Path:
+        return self.lirads / "lirads_evidence.csv"
+
+    @property
+    def lirads_overrides(self) -> Path:
+        return self.lirads / "lirads_overrides.csv"
 
     @property
     def lirads_lesions(self) -> Path:
@@ -149,8 +177,20 @@ class RunFolder:
     def dicom(self) -> Path:
         return self.root / "dicom"
 
+    @property
+    def seg(self) -> Path:
+        return self.dicom / "seg.dcm"
+
+    @property
+    def sr(self) -> Path:
+        return self.dicom / "sr.dcm"
+
     def pacs(self, study_uid: str) -> Path:
         return self.root / "pacs" / study_uid
+
+    @property
+    def run_record(self) -> Path:
+        return self.root / "run.json"
 
     @property
     def audit(self) -> Path:

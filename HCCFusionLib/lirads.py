@@ -242,7 +242,7 @@ class LiradsAssessment:
 
     def save(self, folder: "str | Path") -> dict[str, Path]:
         """Write lirads.csv, lirads_evidence.csv and lirads_overrides.csv (atomically) into `folder`."""
-        from .io import atomic_write
+        from .files import atomic_write
 
         folder = Path(folder)
         written = {}

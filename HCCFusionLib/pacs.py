@@ -131,7 +131,7 @@ class Pacs:
 
         The folder appears only when every instance arrived (temporary sibling + rename).
         """
-        from .io import atomic_folder
+        from .files import atomic_folder
 
         progress = progress or silent
         series = [series_uid] if series_uid else list(self.query("series", study_uid=study_uid)["SeriesInstanceUID"])

@@ -212,14 +212,19 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         _write_csv(lesions, paths.lirads_lesions, index=True)
 
     with stages.stage("clinical"):
-        clinical, staging = stage_study(study, lesions)
-        written["clinical"] = _write_csv(_staging_rows(staging), paths.staging).parent
+        from .clinical import stage_with_lesions, staging_frame
 
-    prediction = card = contributions = not_made = None
+        clinical, staging = stage_with_lesions(study.clinical.to_dict() if study.clinical is not None else {},
+                                               lesions)
+        written["clinical"] = _write_csv(staging_frame(staging), paths.staging).parent
+
+    prediction = contributions = not_made = None
     if model:
+        from .report import model_card_summary
+
         features, clinical_table = prediction_inputs(extraction, study.study_id, clinical, staging)
         features, clinical_table, missing = _conform(features, clinical_table, model)
-        needed = _card(model)["features"]
+        needed = model_card_summary(model)["features"]
         if not len(lesions):
             not_made = "no lesion found"
         elif len(missing) == needed:
@@ -235,21 +240,20 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             prediction, contributions = result["prediction"], result["contributions"]
             prediction["missing_inputs"] = ";".join(missing)
             _write_csv(prediction, paths.prediction_table, index=True)
-            card = _card(model)
             written["prediction"] = paths.prediction
             inputs["prediction model"] = Path(model) / "checksums.sha256"
 
     with stages.stage("report"):
-        from .report import ReportData, write_report
+        from .report import from_results, write_report, write_run_record
 
-        data = ReportData(
-            study.study_id, images={s.phase.value: s.image for s in registered}, labels=seg.labels,
-            lesions=seg.lesion_map, modality=registered[ref].modality.value, lirads=assessment.table(),
-            lirads_evidence=assessment.evidence(), lirads_overrides=assessment.overrides_table(),
-            registration_qc=_qc_table(registration.qc), registration_images=registration.checkerboards,
-            radiomics=radiomics_summary(extraction.kinetics),
-            prediction=_prediction_with_staging(prediction, staging, not_made),
-            contributions=_named(contributions), model_card={**(card or {}), **extraction.feature_card},
+        write_run_record(out, inputs=inputs, model=model if prediction is not None else None,
+                         prediction_not_made=not_made)
+        data = from_results(
+            study_id=study.study_id, images={s.phase.value: s.image for s in registered}, labels=seg.labels,
+            lesions=seg.lesion_map, modality=registered[ref].modality.value, assessment=assessment,
+            registration_qc=registration.qc, registration_images=registration.checkerboards,
+            kinetics=extraction.kinetics, diagnostics=extraction.diagnostics, staging=staging, prediction=prediction,
+            contributions=contributions, prediction_not_made=not_made, model=model if prediction is not None else None,
             inputs=inputs, segmentation=seg_summary)
         written["report"] = write_report(data, paths.report)
 
@@ -263,11 +267,13 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     else:
         with stages.stage("dicom"):
             from .dicom import export_dicom
+            from .lesions import LesionTable
 
             probabilities = ({str(r["endpoint"]): float(r["probability"]) for _, r in prediction.iterrows()}
                              if prediction is not None and "probability" in prediction else None)
-            dicom = export_dicom(registered[ref], seg.labels, lesions, paths.dicom, study_id=study.study_id,
-                                 lesion_labels=seg.lesion_map, predictions=probabilities)
+            dicom = export_dicom(registered[ref], seg.labels, LesionTable(seg.lesions), paths.dicom,
+                                 study_id=study.study_id, lirads=assessment.table(), lesion_labels=seg.lesion_map,
+                                 predictions=probabilities)
             written["dicom"] = paths.dicom
 
     pushed = None
@@ -286,13 +292,14 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
 
 # ---------------------------------------------------------------- stage helpers (wiring, no science)
 def _prepare_out(out: Path, plan: list[str], overwrite: bool) -> None:
-    """Refuse (or, with overwrite, remove) the stage folders an earlier run left in OUT."""
+    """Refuse (or, with overwrite, remove) the stage folders an earlier run left in OUT; drop its run.json."""
     existing = [out / s for s in plan if (out / s).exists()]
     if existing and not overwrite:
         raise InputError(f"'{out}' already holds results ({', '.join(p.name for p in existing)}): choose a new "
                          "--out folder or pass --overwrite.")
     for path in existing:
         shutil.rmtree(path)
+    RunFolder(out).run_record.unlink(missing_ok=True)  # written anew before the report stage
 
 
 def _segment(registered, ref: str, segmentation, engine: str, seg_model, tta: bool, progress):
@@ -332,30 +339,6 @@ def lesion_table(measured, assessment):
     if lirads.empty:
         return table.assign(**{c: pd.Series(dtype=object) for c in columns})
     return table.join(lirads[columns], how="left")
-
-
-def stage_study(study, lesions) -> tuple[dict, dict]:
-    """(clinical values, staging): the study's Clinical fields; tumour number/size, when not given, from the lesions."""
-    from .clinical import stage_clinical, tumour_burden
-
-    clinical = study.clinical.to_dict() if study.clinical is not None else {}
-    if len(lesions):
-        for key, value in tumour_burden(lesions).items():
-            if clinical.get(key) is None:
-                clinical[key] = value
-    return clinical, stage_clinical(clinical)
-
-
-def _staging_rows(staging: dict):
-    import pandas as pd
-
-    rows = []
-    for name, result in staging.items():
-        value = {"child_pugh": "klass", "albi": "grade", "bclc": "stage"}[name]
-        rows.append({"system": name, "result": getattr(result, value, None) or "",
-                     "score": getattr(result, "score", None), "text": str(result),
-                     "missing": ";".join(getattr(result, "missing", ()) or ())})
-    return pd.DataFrame(rows)
 
 
 def prediction_inputs(extraction, study_id: str, clinical: dict, staging: dict):
@@ -398,22 +381,6 @@ def _conform(features, clinical, model: Path):
     return features, clinical, missing
 
 
-def radiomics_summary(kinetics):
-    """Reviewable kinetic features of the tumour regions (one row per feature, one column per region)."""
-    keep = ("ratio_to_liver", "contrast_to_liver", "mean", "arterial_enhancement_vs_liver", "washout_index",
-            "washout_vs_liver", "volume_ml")
-    rows = kinetics[kinetics["feature"].isin(keep) & (kinetics["region"] != "background_liver")]
-    table = rows.assign(feature=rows["phase"] + " " + rows["feature"]).pivot_table(
-        index="feature", columns="region", values="value", aggfunc="first")
-    return table.round(3)
-
-
-def _qc_table(qc):
-    table = qc.copy()
-    table["warnings"] = ["; ".join(w) if not isinstance(w, str) else w for w in table["warnings"]]
-    return table
-
-
 def _labelled(image) -> bool:
     import SimpleITK as sitk
 
@@ -424,47 +391,8 @@ def study_phases(study) -> list[str]:
     return [s.phase.value for s in study]
 
 
-def _prediction_with_staging(prediction, staging: dict, not_made: str | None = None):
-    """The prediction rows (or why none was made) plus the clinical stages (the report's Prediction section)."""
-    import pandas as pd
-
-    stages = pd.DataFrame({"result": [str(v) for v in staging.values()]},
-                          index=pd.Index([k.replace("_", "-").upper() if k != "child_pugh" else "Child-Pugh"
-                                          for k in staging], name="item"))
-    if prediction is None:
-        return stages if not not_made else pd.concat([pd.DataFrame(
-            {"result": [f"not made: {not_made}"]}, index=pd.Index(["prediction"], name="item")), stages])
-    rows = prediction.reset_index(drop=True)
-    main = [c for c in ("endpoint", "probability", "low", "high", "interval", "risk", "risk_group") if c in rows]
-    pred = pd.DataFrame({"result": ["; ".join(f"{c}={_short(r[c])}" for c in main) for _, r in rows.iterrows()]},
-                        index=pd.Index([f"prediction {r['endpoint']}" for _, r in rows.iterrows()], name="item"))
-    return pd.concat([pred, stages])
-
-
-def _named(contributions):
-    """Contributions as (feature name, contribution) rows for the report (first text column = the name)."""
-    if contributions is None:
-        return None
-    return contributions.drop(columns=["patient_id"], errors="ignore")
-
-
-def _short(value) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def _card(model: Path) -> dict:
-    import json
-
-    card = json.loads((Path(model) / "model_card.json").read_text())
-    keep = ("endpoint", "kind", "fusion", "training", "cv_metrics", "interval", "intended_use", "created")
-    summary = {k: card[k] for k in keep if k in card}
-    summary["features"] = len(card.get("features", []))
-    summary["bundle"] = Path(model).name
-    return summary
-
-
 def _write_csv(frame, path: Path, index: bool = False) -> Path:
-    from .io import atomic_write
+    from .files import atomic_write
 
     with atomic_write(path) as tmp:
         frame.to_csv(tmp, index=index)

@@ -5,6 +5,10 @@ not depend on other modules' internals: key images per phase with contours and t
 LI-RADS table with evidence and overrides, registration QC, radiomics summary, prediction with
 contributions and a plot, model card, software version and input hashes. The header shows the study ID
 only, unless the caller opts in to patient details.
+
+A run folder's report is assembled in one place: `from_results` (what `pipeline.run` has in memory) and
+`from_folder` (the run folder's files alone: the `report` verb and the Slicer panel) give the same ReportData,
+hence byte-identical HTML; such a report carries no wall-clock time (the audit log records when it was made).
 """
 from __future__ import annotations
 
@@ -22,8 +26,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .files import atomic_folder
-from .io import sha256_file
+from .files import atomic_folder, atomic_write, sha256_file
+from .layout import RunFolder
 from .lesions import label_lesions
 from .study import CT_WINDOW, LABELS, check_same_grid, ct_window_range
 from .views import display_slice, show
@@ -56,6 +60,7 @@ class ReportData:
     inputs: dict = field(default_factory=dict)  # name -> file or folder whose SHA-256 is listed
     patient: dict | None = None  # shown only with include_patient=True
     max_rows: int = 40  # longer tables are cut, with a note
+    dated: bool = True  # show when the HTML was made (False for a run folder's report: same files, same bytes)
 
 
 def write_report(data: ReportData, folder: "str | Path", *, embed_images: bool = False,
@@ -87,7 +92,8 @@ def render_html(data: ReportData, folder: Path, *, embed_images: bool = False, i
                      else (None, 0))
     context = {
         "study_id": data.study_id,
-        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": (datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if data.dated
+                      else None),
         "version": __version__,
         "python": platform.python_version(),
         "patient": data.patient if include_patient and data.patient else None,
@@ -349,3 +355,215 @@ def _require_weasyprint():
     from .errors import require
 
     return require("weasyprint", "report")
+
+
+# ---------------------------------------------------------------- a run folder's report: one assembly for `run`, the
+# `report` verb and the panel. Both entries give the same ReportData (hence byte-identical HTML) for one run folder:
+# from_results passes each in-memory table through its stored CSV form, from_folder reads those files.
+def from_results(*, study_id: str, images: dict, labels: sitk.Image | None, lesions: sitk.Image | None,
+                 modality: str, assessment=None, registration_qc=None, registration_images: dict | None = None,
+                 kinetics=None, diagnostics: dict | None = None, staging: dict | None = None, prediction=None,
+                 contributions=None, prediction_not_made: str | None = None, model: "str | Path | None" = None,
+                 inputs: dict | None = None, segmentation: dict | None = None) -> ReportData:
+    """ReportData of one study's results in memory (what `pipeline.run` has): LiradsAssessment, registration QC
+    (`qc` frame, checkerboards), radiomics kinetics + diagnostics, staging (clinical.stage_clinical results),
+    prediction/contributions frames of fusion.workflow.predict (or why no prediction was made), the model bundle,
+    named input paths and the segmentation summary (engine, engine_reason, qc_warnings)."""
+    import json
+
+    card = _model_card(model, json.loads(json.dumps(diagnostics, default=str)) if diagnostics else None)
+    tables = None if assessment is None else (assessment.table(), assessment.evidence(), assessment.overrides_table())
+    return ReportData(
+        study_id, images=dict(images), labels=labels, lesions=lesions, modality=modality,
+        lirads=_stored(tables[0], index=True) if tables else None,
+        lirads_evidence=_stored(tables[1]) if tables else None,
+        lirads_overrides=_stored(tables[2]) if tables else None,
+        registration_qc=_stored(qc_table(registration_qc)) if registration_qc is not None else None,
+        registration_images=dict(sorted((registration_images or {}).items())),
+        radiomics=radiomics_summary(_stored(kinetics)) if kinetics is not None else None,
+        prediction=prediction_with_staging(_stored(prediction, index=True) if prediction is not None else None,
+                                           {k: str(v) for k, v in (staging or {}).items()}, prediction_not_made),
+        contributions=_named(_stored(contributions) if contributions is not None else None), model_card=card,
+        inputs={k: Path(v) for k, v in (inputs or {}).items()}, segmentation=segmentation, dated=False)
+
+
+def from_folder(out: "str | Path", *, model: "str | Path | None" = None) -> ReportData:
+    """ReportData of run folder OUT from its files alone (layout.RunFolder): the registered study (else the exported
+    one), segmentation, LI-RADS, registration QC, radiomics, staging, prediction and OUT/run.json (inputs, model;
+    `model` names the bundle for the card when run.json does not)."""
+    import json
+
+    paths = RunFolder(out)
+    record = read_run_record(out)
+    manifest = next((p for p in (paths.registered_study, paths.study_manifest) if p.is_file()), None)
+    if manifest is None:
+        raise InputError(f"'{out}' is not a run folder: it has neither {paths.registered_study.relative_to(paths.root)}"
+                         f" nor {paths.study_manifest.relative_to(paths.root)}. Give the --out folder of "
+                         "`hccfusion run` (or of `hccfusion register`).")
+    from .io import load_study, read_image
+    from .study import same_grid
+
+    study = load_study(manifest.parent)
+    labels = read_image(paths.labels) if paths.labels.is_file() else None
+    lesions = read_image(paths.lesion_map) if paths.lesion_map.is_file() and labels is not None else None
+    reference = _reference_series(study, paths)
+    grid = labels if labels is not None else reference.image
+    segmentation = None
+    if paths.segmentation_info.is_file():
+        info = json.loads(paths.segmentation_info.read_text(encoding="utf-8"))
+        segmentation = {k: info.get(k) for k in ("engine", "engine_reason", "qc_warnings")}
+    staging = None
+    if paths.staging.is_file():
+        rows = read_csv_table(paths.staging)
+        staging = dict(zip(rows["system"], rows["text"])) if rows is not None else None
+    diagnostics = (json.loads(paths.radiomics_diagnostics.read_text(encoding="utf-8"))
+                   if paths.radiomics_diagnostics.is_file() else None)
+    prediction = read_csv_table(paths.prediction_table, index=True)
+    model = model or record.get("model")
+    inputs = record.get("inputs") or ({"study": paths.study} if paths.study_manifest.is_file() else {})
+    kinetics = read_csv_table(paths.kinetics)
+    return ReportData(
+        study.study_id, images={s.phase.value: s.image for s in study if same_grid(s.image, grid)}, labels=labels,
+        lesions=lesions, modality=reference.modality.value, lirads=read_csv_table(paths.lirads_table, index=True),
+        lirads_evidence=read_csv_table(paths.lirads_evidence), lirads_overrides=read_csv_table(paths.lirads_overrides),
+        registration_qc=read_csv_table(paths.registration_qc),
+        registration_images={p.name[:-len("_checkerboard.nii.gz")]: read_image(p) for p in
+                             sorted(paths.checkerboard("*").parent.glob(paths.checkerboard("*").name))},
+        radiomics=radiomics_summary(kinetics) if kinetics is not None else None,
+        prediction=prediction_with_staging(prediction, staging or {}, record.get("prediction_not_made")),
+        contributions=_named(read_csv_table(paths.contributions)),
+        model_card=_model_card(model if prediction is not None else None, diagnostics),
+        inputs={k: Path(v) for k, v in inputs.items()}, segmentation=segmentation, dated=False)
+
+
+def write_run_record(out: "str | Path", *, inputs: dict, model: "str | Path | None" = None,
+                     prediction_not_made: str | None = None) -> Path:
+    """OUT/run.json: the named inputs (their hashes go in the report), the prediction bundle, and why no
+    prediction was made (if so): what `from_folder` needs beyond the stage folders."""
+    import json
+
+    path = RunFolder(out).run_record
+    doc = {"inputs": {k: str(v) for k, v in inputs.items()}, "model": str(model) if model else None,
+           "prediction_not_made": prediction_not_made}
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_run_record(out: "str | Path") -> dict:
+    """OUT/run.json as written by `write_run_record` ({} when absent)."""
+    import json
+
+    path = RunFolder(out).run_record
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(f"'{path}' is not valid JSON ({exc}): delete it (the report then lists no inputs) or "
+                         "rerun `hccfusion run`.") from None
+
+
+def _reference_series(study, paths: RunFolder):
+    """The registration's reference series (registration/channels.json), else the study's first series."""
+    import json
+
+    if paths.channels.is_file():
+        name = json.loads(paths.channels.read_text(encoding="utf-8")).get("reference")
+        if name in study.series:
+            return study[name]
+    return next(iter(study))
+
+
+def _stored(frame, index: bool = False):
+    """`frame` as its CSV file reads back (the form `from_folder` sees), or None."""
+    if frame is None:
+        return None
+    buffer = _bytes_io.StringIO()
+    frame.to_csv(buffer, index=index)
+    buffer.seek(0)
+    return read_csv_table(buffer, index=index)
+
+
+def read_csv_table(path, index: bool = False):
+    """A stage's CSV table (first column as index with `index`), or None when absent or empty."""
+    import pandas as pd
+
+    if isinstance(path, Path) and not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, index_col=0 if index else None)
+    except pd.errors.EmptyDataError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"Cannot read '{path}' ({exc}): rerun the stage that wrote it.") from None
+
+
+# ---------------------------------------------------------------- section formatters (used by both entries)
+def qc_table(qc):
+    """Registration QC with each series' warnings as one text cell (as registration/qc.csv stores them)."""
+    table = qc.copy()
+    table["warnings"] = ["; ".join(w) if not isinstance(w, str) else w for w in table["warnings"]]
+    return table
+
+
+def radiomics_summary(kinetics):
+    """Reviewable kinetic features of the tumour regions (one row per feature, one column per region)."""
+    keep = ("ratio_to_liver", "contrast_to_liver", "mean", "arterial_enhancement_vs_liver", "washout_index",
+            "washout_vs_liver", "volume_ml")
+    rows = kinetics[kinetics["feature"].isin(keep) & (kinetics["region"] != "background_liver")]
+    table = rows.assign(feature=rows["phase"] + " " + rows["feature"]).pivot_table(
+        index="feature", columns="region", values="value", aggfunc="first")
+    return table.round(3)
+
+
+def prediction_with_staging(prediction, staging: dict, not_made: str | None = None):
+    """The prediction rows (or why none was made) plus the clinical stages {system: text} (the Prediction section)."""
+    import pandas as pd
+
+    stages = pd.DataFrame({"result": [str(v) for v in staging.values()]},
+                          index=pd.Index([k.replace("_", "-").upper() if k != "child_pugh" else "Child-Pugh"
+                                          for k in staging], name="item"))
+    if prediction is None:
+        return stages if not not_made else pd.concat([pd.DataFrame(
+            {"result": [f"not made: {not_made}"]}, index=pd.Index(["prediction"], name="item")), stages])
+    rows = prediction.reset_index(drop=True)
+    main = [c for c in ("endpoint", "probability", "low", "high", "interval", "risk", "risk_group") if c in rows]
+    pred = pd.DataFrame({"result": ["; ".join(f"{c}={_short(r[c])}" for c in main) for _, r in rows.iterrows()]},
+                        index=pd.Index([f"prediction {r['endpoint']}" for _, r in rows.iterrows()], name="item"))
+    return pd.concat([pred, stages])
+
+
+def _named(contributions):
+    """Contributions as (feature name, contribution) rows for the report (first text column = the name)."""
+    if contributions is None:
+        return None
+    return contributions.drop(columns=["patient_id"], errors="ignore")
+
+
+def _short(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def model_card_summary(model: "str | Path") -> dict:
+    """The report's summary of a prediction bundle's model_card.json."""
+    import json
+
+    path = Path(model) / "model_card.json"
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"Cannot read the model card '{path}' ({exc}): give a bundle written by `hccfusion train`.") \
+            from None
+    keep = ("endpoint", "kind", "fusion", "training", "cv_metrics", "interval", "intended_use", "created")
+    summary = {k: card[k] for k in keep if k in card}
+    summary["features"] = len(card.get("features", []))
+    summary["bundle"] = Path(model).name
+    return summary
+
+
+def _model_card(model, diagnostics: dict | None) -> dict:
+    """The model card section: the bundle's summary (when a prediction was made) and the radiomics feature card."""
+    from .radiomics.extraction import feature_card
+
+    return {**(model_card_summary(model) if model else {}), **(feature_card(diagnostics) if diagnostics else {})}

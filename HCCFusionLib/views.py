@@ -138,7 +138,7 @@ def write_png(image: sitk.Image, path, vmin: float, vmax: float, *, view: str = 
     """Write the `view` slice of `image` through `point` as a PNG (atomically); returns the path."""
     import matplotlib.pyplot as plt
 
-    from .io import atomic_write
+    from .files import atomic_write
 
     figure, _axes = show(display_slice(image, view, point), vmin, vmax, cmap=cmap)
     try:

@@ -14,6 +14,7 @@ from HCCFusionLib.dicom import (export_dicom, read_seg, read_sr, source_series_f
                                  write_sr, write_study_dicom)
 from HCCFusionLib.errors import GeometryError, InputError
 from HCCFusionLib.io import load_study, save_study
+from HCCFusionLib.lesions import LesionTable
 from HCCFusionLib.study import LABELS, Modality, Series
 
 pytest.importorskip("highdicom", reason="highdicom is the [dicom] extra")
@@ -152,8 +153,8 @@ def test_seg_and_sr_pass_dciodvfy(real_ct, tmp_path):
     labels = sitk.GetImageFromArray(real_labels(series, liver))
     labels.CopyInformation(series.image)
     seg = write_seg(labels, series.meta["files"], tmp_path / "seg.dcm")
-    sr = write_sr(pd.DataFrame({"volume_mm3": [400.0], "diameter_mm": [18.0], "lirads": ["LR-4"], "aphe": [True]}),
-                  seg, series.meta["files"], tmp_path / "sr.dcm", predictions={"mvi": 0.4})
+    sr = write_sr(lesion_table(volume_ml=[0.4], max_diameter_mm=[18.0]), seg, series.meta["files"],
+                  tmp_path / "sr.dcm", lirads=lirads_table(category=["LR-4"], aphe=[True]), predictions={"mvi": 0.4})
     assert dciodvfy_errors(seg) == []
     assert dciodvfy_errors(sr) == []
     series, labels, lesions = synthetic_series()  # our own CT and MR series, and a SEG of them
@@ -183,6 +184,20 @@ def synthetic_series() -> tuple[Series, np.ndarray, np.ndarray]:
     return Series("PVP", "PVP", image), labels, lesions
 
 
+def lesion_table(**columns) -> LesionTable:
+    """A LesionTable of len(volume_ml) lesions numbered 1..n (columns not given: placeholder measurements)."""
+    n = len(columns["volume_ml"])
+    frame = pd.DataFrame({"lesion": range(1, n + 1), "voxels": [10] * n, "max_diameter_mm": [10.0] * n,
+                          **{f"centroid_{a}_mm": [0.0] * n for a in "xyz"}, **columns})
+    return LesionTable(frame)
+
+
+def lirads_table(**columns) -> pd.DataFrame:
+    """A LI-RADS table (LiradsAssessment.table() layout: indexed by lesion 1..n) with the given columns."""
+    n = len(next(iter(columns.values())))
+    return pd.DataFrame(columns, index=pd.Index(range(1, n + 1), name="lesion"))
+
+
 def as_image(array: np.ndarray, like: sitk.Image) -> sitk.Image:
     image = sitk.GetImageFromArray(array)
     image.CopyInformation(like)
@@ -210,12 +225,11 @@ def test_sr_round_trip_references_the_seg(tmp_path):
     files = source_series_files(series, tmp_path / "ct", study_id="SYN")
     seg_path = write_seg(as_image(labels, series.image), files, tmp_path / "seg.dcm",
                          lesion_labels=as_image(lesions, series.image))
-    table = pd.DataFrame({
-        "lesion": [1, 2], "volume_ml": [0.648, 1.35], "diameter_mm": [9.4, 21.2], "lirads": ["LR-3", "LR-5"],
-        "aphe": [False, True], "washout": [True, True], "capsule": [False, True], "threshold_growth": [None, False],
-        "p_mvi": [0.12, 0.81],
-    })
-    path = write_sr(table, seg_path, files, tmp_path / "sr.dcm", predictions={"mvi": 0.81, "early_recurrence": 0.35})
+    table = lesion_table(volume_ml=[0.648, 1.35], max_diameter_mm=[9.4, 21.2])
+    lirads = lirads_table(diameter_mm=[8.0, 20.0], category=["LR-3", "LR-5"], aphe=[False, True], washout=[True, True],
+                          capsule=[False, True], threshold_growth=[None, False])
+    path = write_sr(table, seg_path, files, tmp_path / "sr.dcm", lirads=lirads,
+                    predictions={"mvi": 0.81, "early_recurrence": 0.35})
     ds = pydicom.dcmread(path)
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
     assert ds.ContentTemplateSequence[0].TemplateIdentifier == "1500"
@@ -226,8 +240,8 @@ def test_sr_round_trip_references_the_seg(tmp_path):
     assert set(lesion_rows["seg_uid"]) == {seg.SOPInstanceUID}
     assert list(lesion_rows["segment_number"]) == [2, 3]  # "Lesion 1" and "Lesion 2" segments of the SEG
     np.testing.assert_allclose(lesion_rows["volume_mm3"], [648.0, 1350.0])
-    np.testing.assert_allclose(lesion_rows["diameter_mm"], [9.4, 21.2])
-    np.testing.assert_allclose(lesion_rows["p_mvi"], [0.12, 0.81])
+    np.testing.assert_allclose(lesion_rows["diameter_mm"], [9.4, 21.2])  # the LesionTable's 3D maximum diameter
+    assert lesion_rows["p_mvi"].isna().all()  # probabilities are study-level only
     assert list(lesion_rows["lirads"]) == ["LR-3", "LR-5"]
     assert list(lesion_rows["aphe"]) == [False, True] and list(lesion_rows["capsule"]) == [False, True]
     assert not lesion_rows["threshold_growth"].iloc[1]
@@ -241,16 +255,14 @@ def test_sr_round_trip_references_the_seg(tmp_path):
 
 def test_export_dicom_all_or_nothing_and_reloadable(tmp_path):
     series, labels, lesions = synthetic_series()
-    # the layout of lirads.Observations.table(): lesion index, "category", volume_ml
-    table = pd.DataFrame({"lesion": [1, 2], "diameter_mm": [8.0, 12.5], "volume_ml": [0.2, 0.6],
-                          "aphe": [True, True], "washout": [False, True], "capsule": [False, None],
-                          "category": ["LR-4", "LR-5"]}).set_index("lesion")
+    table = lesion_table(volume_ml=[0.2, 0.6], max_diameter_mm=[8.0, 12.5])
+    lirads = lirads_table(aphe=[True, True], washout=[False, True], capsule=[False, None], category=["LR-4", "LR-5"])
     with pytest.raises(InputError, match="LR-9"):
-        export_dicom(series, as_image(labels, series.image), table.assign(category=["LR-4", "LR-9"]),
-                     tmp_path / "failed", study_id="SYN")
+        export_dicom(series, as_image(labels, series.image), table, tmp_path / "failed", study_id="SYN",
+                     lirads=lirads.assign(category=["LR-4", "LR-9"]))
     assert listing(tmp_path) == [] and "files" not in series.meta  # nothing half-written, series untouched
     out = export_dicom(series, as_image(labels, series.image), table, tmp_path / "dicom", study_id="SYN",
-                       lesion_labels=as_image(lesions, series.image), predictions={"mvi": 0.55})
+                       lirads=lirads, lesion_labels=as_image(lesions, series.image), predictions={"mvi": 0.55})
     assert out["seg"].is_file() and out["sr"].is_file() and len(out["source"]) == 8
     assert series.meta["files"] == [str(f) for f in out["source"]] and all(f.is_file() for f in out["source"])
     back = read_sr(out["sr"])
@@ -265,7 +277,7 @@ def test_sr_with_a_single_tumour_segment(tmp_path):
     series, labels, _ = synthetic_series()
     files = source_series_files(series, tmp_path / "ct", study_id="SYN")
     seg_path = write_seg(as_image(labels, series.image), files, tmp_path / "seg.dcm")
-    path = write_sr(pd.DataFrame({"volume_mm3": [10.0, 20.0]}), seg_path, files, tmp_path / "sr.dcm")
+    path = write_sr(lesion_table(volume_ml=[0.01, 0.02]), seg_path, files, tmp_path / "sr.dcm")
     back = read_sr(path)
     assert list(back["segment_number"]) == [2, 2] and list(back["lesion"]) == ["Lesion 1", "Lesion 2"]
 
@@ -284,12 +296,15 @@ def test_bad_inputs_write_nothing(tmp_path):
     with pytest.raises(InputError, match="empty"):
         write_seg(as_image(np.zeros_like(labels), series.image), files, tmp_path / "out" / "seg.dcm")
     seg_path = write_seg(as_image(labels, series.image), files, tmp_path / "seg.dcm")
+    one = lesion_table(volume_ml=[0.001])
     with pytest.raises(InputError, match="LR-6"):
-        write_sr(pd.DataFrame({"lirads": ["LR-6"]}), seg_path, files, tmp_path / "out" / "sr.dcm")
+        write_sr(one, seg_path, files, tmp_path / "out" / "sr.dcm", lirads=lirads_table(category=["LR-6"]))
     with pytest.raises(InputError, match="\\[0, 1\\]"):
-        write_sr(pd.DataFrame({"p_mvi": [1.3]}), seg_path, files, tmp_path / "out" / "sr.dcm")
+        write_sr(one, seg_path, files, tmp_path / "out" / "sr.dcm", predictions={"mvi": 1.3})
+    with pytest.raises(InputError, match="lesions.LesionTable"):  # one dialect: a bare table is refused
+        write_sr(pd.DataFrame({"volume_mm3": [1.0]}), seg_path, files, tmp_path / "out" / "sr.dcm")
     with pytest.raises(InputError, match="not a DICOM SEG"):
-        write_sr(pd.DataFrame({"volume_mm3": [1.0]}), files[0], files, tmp_path / "out" / "sr.dcm")
+        write_sr(one, files[0], files, tmp_path / "out" / "sr.dcm")
     with pytest.raises(InputError, match="not a valid Segmentation"):
         read_seg(files[0])
     with pytest.raises(InputError, match="TID 1500"):
@@ -339,7 +354,7 @@ def test_export_dicom_without_lesions_reports_the_liver_volume(tmp_path):
     """A study with a liver and no lesion (e.g. a single real CT) still gets its SEG and an SR with the liver volume."""
     series, labels, _ = synthetic_series()
     labels[labels == LABELS["tumour"]] = LABELS["liver"]
-    empty = pd.DataFrame(columns=["lesion", "diameter_mm", "volume_ml", "category"]).set_index("lesion")
+    empty = lesion_table(volume_ml=[])
     out = export_dicom(series, as_image(labels, series.image), empty, tmp_path / "dicom", study_id="SYN")
     back = read_sr(out["sr"])
     expected = (labels == LABELS["liver"]).sum() * 1.5 * 1.5 * 3.0

@@ -15,6 +15,7 @@ from HCCFusionLib import cli
 from HCCFusionLib.dicom import read_seg, read_sr, write_dicom_series, write_seg, write_sr
 from HCCFusionLib.errors import InputError, PacsError
 from HCCFusionLib.io import load_study
+from HCCFusionLib.lesions import LesionTable
 from HCCFusionLib.pacs import ENV_URL, Pacs
 from HCCFusionLib.study import LABELS
 from orthanc_server import OrthancServer
@@ -93,9 +94,10 @@ def test_seg_and_sr_travel_through_the_pacs(orthanc, tmp_path):
     label_image.CopyInformation(source.image)
     out = tmp_path / "results"
     seg = write_seg(label_image, source.meta["files"], out / "seg.dcm")
-    lesions = pd.DataFrame({"lesion": [1], "volume_mm3": [float((labels == 2).sum() * 45.0)], "diameter_mm": [18.0],
-                            "lirads": ["LR-5"], "aphe": [True], "washout": [True], "capsule": [False]})
-    sr = write_sr(lesions, seg, source.meta["files"], out / "sr.dcm", predictions={"mvi": 0.7})
+    lesions = LesionTable.from_labels(label_image)[1]  # the one lesion model, with its LI-RADS row
+    lirads = pd.DataFrame({"category": ["LR-5"], "aphe": [True], "washout": [True], "capsule": [False]},
+                          index=pd.Index([1], name="lesion"))
+    sr = write_sr(lesions, seg, source.meta["files"], out / "sr.dcm", lirads=lirads, predictions={"mvi": 0.7})
     assert len(pacs.push([seg, sr]).stored) == 2
     series = pacs.query("series", study_uid=study_uid)
     assert sorted(series["Modality"]) == ["CT", "SEG", "SR"]
@@ -108,7 +110,7 @@ def test_seg_and_sr_travel_through_the_pacs(orthanc, tmp_path):
     seg_ds = pydicom.dcmread(seg_file)
     assert seg_ds.ReferencedSeriesSequence[0].SeriesInstanceUID == source.meta["series_uid"]
     assert table.loc[0, "seg_uid"] == seg_ds.SOPInstanceUID and table.loc[0, "lirads"] == "LR-5"
-    assert table.loc[0, "volume_mm3"] == pytest.approx(lesions.loc[0, "volume_mm3"])
+    assert table.loc[0, "volume_mm3"] == pytest.approx(lesions.frame.loc[0, "volume_ml"] * 1000.0)
     assert table.loc[1, "p_mvi"] == pytest.approx(0.7)
 
 

@@ -98,7 +98,7 @@ def test_seg_and_sr_read_back_and_match_lesions(result):
     assert set(rows["seg_uid"]) == {seg_uid}
     for (_, row), (lesion, expected) in zip(rows.iterrows(), result.lesions.iterrows()):
         assert row["volume_mm3"] == pytest.approx(expected["volume_ml"] * 1000.0, rel=1e-3)
-        assert row["diameter_mm"] == pytest.approx(expected["diameter_mm"], abs=0.05)
+        assert row["diameter_mm"] == pytest.approx(expected["max_diameter_mm"], abs=0.05)  # the LesionTable's
         assert row["lirads"] == expected["category"]
 
 
@@ -162,7 +162,7 @@ def test_orthanc_round_trip(patient, study_dir, fast_preset, tmp_path, capsys):
         rows = sr[sr["lesion"].str.startswith("Lesion")].dropna(subset=["volume_mm3"]).reset_index(drop=True)
         assert len(rows) == len(lesions)
         assert np.allclose(rows["volume_mm3"], lesions["volume_ml"].to_numpy() * 1000.0, rtol=1e-3)
-        assert np.allclose(rows["diameter_mm"], lesions["diameter_mm"].to_numpy(), atol=0.05)
+        assert np.allclose(rows["diameter_mm"], lesions["max_diameter_mm"].to_numpy(), atol=0.05)  # LesionTable's
         assert list(rows["lirads"]) == list(lesions["category"])
         if pipeline.default_model_path():  # the prediction travels in the SR too (no clinical data in the PACS)
             prediction = pd.read_csv(out / "prediction" / "prediction.csv", index_col=0)

@@ -275,12 +275,16 @@ def test_lirads_table_rejects_non_boolean_edit(logic, tmp_path, aligned_phantom)
 
 
 def test_export_dicom_seg_and_sr_reload(logic, tmp_path, aligned_phantom):
+    """The panel's DICOM action is the `export-dicom` verb on the run folder (its segmentation node written there)."""
     pytest.importorskip("highdicom")
     from HCCFusionLib import dicom
     from HCCFusionLib.lesions import LesionTable
 
     patient, folder, truth = aligned_phantom
-    written = logic.exportDicom(folder, truth, "PVP", tmp_path / "out", "P2")
+    out = folder.parent
+    reference = logic.scene.GetFirstNodeByName("PVP")
+    written = logic.exportDicom(out, "PVP", segmentationNode=truth, referenceNode=reference)
+    assert written["seg"] == out / "dicom" / "seg.dcm" and (out / "segmentation" / "lesions.csv").is_file()
     labels, _ = dicom.read_seg(written["seg"], reference=patient.study["PVP"].image)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(labels) > 0, sitk.GetArrayFromImage(patient.labels) > 0)
     measured = dicom.read_sr(written["sr"])
@@ -290,8 +294,8 @@ def test_export_dicom_seg_and_sr_reload(logic, tmp_path, aligned_phantom):
     assert len(measured) == len(expected) == len(patient.lesions)
     np.testing.assert_allclose(sorted(measured["diameter_mm"]), sorted(expected["max_diameter_mm"]), atol=0.1)
     # after a LI-RADS assessment the SR carries each observation's category and features
-    assessment = logic.assessLirads(folder, truth, tmp_path / "out", "P2")
-    measured = dicom.read_sr(logic.exportDicom(folder, truth, "PVP", tmp_path / "out2", "P2")["sr"]).dropna(
+    assessment = logic.assessLirads(folder, truth, out, "P2")
+    measured = dicom.read_sr(logic.exportDicom(out, "PVP", tmp_path / "dicom2", truth, reference)["sr"]).dropna(
         subset=["lirads"])
     categories = mrml.table_to_dataframe(assessment.nodes["lirads"])["category"].tolist()
     assert sorted(measured["lirads"]) == sorted(categories)
@@ -320,23 +324,29 @@ def test_radiomics_verb_on_selected_series_fills_feature_tables(logic, tmp_path,
 
 
 def test_report_from_stage_outputs(logic, tmp_path, aligned_phantom):
+    """The panel's report action is the `report` verb on the run folder (its segmentation node written there)."""
     patient, folder, truth = aligned_phantom
-    out = tmp_path / "out"
+    out = folder.parent
     logic.assessLirads(folder, truth, out, "P2")
     (out / "prediction").mkdir(parents=True)
-    pd.DataFrame({"endpoint": ["mvi"], "probability": [0.7]}).to_csv(out / "prediction" / "prediction.csv", index=False)
+    pd.DataFrame({"endpoint": ["mvi"], "probability": [0.7]}, index=pd.Index(["P2"], name="study_id")).to_csv(
+        out / "prediction" / "prediction.csv")  # the layout `hccfusion predict` writes
     from HCCFusionLib.registration import quality
 
     (out / "registration" / "qc").mkdir(parents=True)
     board = quality.checkerboard(patient.study["PVP"].image, patient.study["AP"].image)
     io.save_image(board, out / "registration" / "qc" / "AP_checkerboard.nii.gz")
-    path = logic.saveReport(folder, truth, out, "P2", tmp_path / "reports")
+    path = logic.saveReport(out, tmp_path / "reports" / "report", segmentationNode=truth,
+                            referenceNode=logic.scene.GetFirstNodeByName("PVP"))
     html = path.read_text()
     assert path == tmp_path / "reports" / "report" / "report.html"
-    assert "P2" in html and "LR-5" in html and "mvi" in html
+    assert patient.study.study_id in html  # the run folder's study
+    assert "LR-5" in html and "mvi" in html and "segmentation node &#39;truth&#39;" in html
     images = list((path.parent / "images").glob("*.png"))
     assert images and all(f'images/{image.name}' in html for image in images)  # key images with contours
     assert "images/checkerboard_AP.png" in html  # the registration QC checkerboard
+    with pytest.raises(process.CliError, match="not a run folder"):
+        logic.saveReport(tmp_path / "reports")
 
 
 def test_register_verb_places_moving_volume_under_a_transform_that_aligns_it(logic, tmp_path):

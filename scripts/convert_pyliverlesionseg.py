@@ -75,7 +75,7 @@ def sha256_bytes(data: bytes) -> str:
 def read_wheel(wheel: Path) -> dict:
     """{"sha256", "metadata", "hdf5": {kind: (name, bytes)}} from the wheel, after checking its SHA-256."""
     from HCCFusionLib.errors import IntegrityError, InputError
-    from HCCFusionLib.io import sha256_file
+    from HCCFusionLib.files import sha256_file
     from HCCFusionLib.segmentation.liverlesion_models import MODELS
 
     if not wheel.is_file():

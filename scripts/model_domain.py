@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from HCCFusionLib.phantom import make_patient
-from HCCFusionLib.io import atomic_write, sha256_file
+from HCCFusionLib.files import atomic_write, sha256_file
 from HCCFusionLib.segmentation.bundle import CHECKSUMS, FILES, card_markdown, default_bundle_path, load_bundle
 from HCCFusionLib.segmentation.catalog import bundle_digest
 from HCCFusionLib.segmentation.domain import describe, domain_of

@@ -3,7 +3,7 @@
 Phantom-trained, not for clinical use. A phantom cohort (phantom.make_cohort) is rendered patient by patient
 (small CT phantoms, NC/AP/PVP/DP, phases aligned so no registration is needed), the features are extracted by the
 same functions `hccfusion run` uses (radiomics.extract_study -> pipeline.prediction_inputs, with the clinical
-stages of pipeline.stage_study), and a decision-level fusion model (one calibrated logistic model per block,
+stages of clinical.stage_clinical), and a decision-level fusion model (one calibrated logistic model per block,
 weighted out of fold; it still predicts when a block such as the clinical data is missing) is trained with
 fusion.workflow.train on resolution-robust, reviewable features only: tumour/liver ratios per phase, arterial
 enhancement, washout, plus AFP, ALBI score and tumour size. The bundle is written with fusion.bundle.save_bundle

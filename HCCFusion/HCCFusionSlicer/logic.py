@@ -19,11 +19,9 @@ import SimpleITK as sitk
 from HCCFusionLib import scene as mrml
 from HCCFusionLib.errors import InputError
 from HCCFusionLib.layout import RunFolder
-from HCCFusionLib.lesions import LesionTable
 from HCCFusionLib.study import CT_WINDOW
 
 from .interfaces import Installer, ProcessRunner
-from .interim import writeReportFromFolder
 from .process import CliJob, CliResult, SubprocessRunner
 from .steps import PanelSteps
 
@@ -196,27 +194,29 @@ class HCCFusionLogic(PanelSteps):
 
     def loadRegistration(self, outFolder, inputNodes: dict, studyId: str) -> StageResult:
         """Transforms (moving volumes placed under them), resampled and fused volumes, QC table."""
-        folder = RunFolder(outFolder).registration
-        _require(folder / "study.json", "registration")
+        paths = RunFolder(outFolder)
+        folder = paths.registration
+        _require(paths.registered_study, "registration")
         self._removePrevious(f"{studyId}_", ("_to_reference", "_registered", "_fused", "_registration_QC"))
         result = StageResult(folder, {"transforms": {}, "resampled": {}})
-        for path in sorted(folder.glob("*_transform.h5")):
-            name = path.name[: -len("_transform.h5")]
+        suffix = paths.transform("").name
+        for path in sorted(folder.glob(f"*{suffix}")):
+            name = path.name[: -len(suffix)]
             transform = sitk.ReadTransform(str(path))
             result.nodes["transforms"][name] = mrml.transform_to_node(
                 self.scene, transform, f"{studyId}_{name}_to_reference", moving=inputNodes.get(name))
-        manifest = json.loads((folder / "study.json").read_text(encoding="utf-8"))
+        manifest = json.loads(paths.registered_study.read_text(encoding="utf-8"))
         for entry in manifest.get("series", []):
             image = sitk.ReadImage(str(folder / entry["file"]))
             result.nodes["resampled"][entry["name"]] = mrml.image_to_volume(
                 self.scene, image, f"{studyId}_{entry['name']}_registered",
                 window_level=CT_WINDOW if entry.get("modality", "CT") == "CT" else None)
-        if (folder / "fused.nii.gz").exists():
+        if paths.fused.exists():
             result.nodes["fused"] = mrml.image_to_volume(
-                self.scene, sitk.ReadImage(str(folder / "fused.nii.gz")), f"{studyId}_fused",
-                channels=_channel_names(folder / "channels.json"))
-        if (folder / "qc.csv").exists():
-            result.nodes["qc"] = self._table(folder / "qc.csv", f"{studyId}_registration_QC")
+                self.scene, sitk.ReadImage(str(paths.fused)), f"{studyId}_fused",
+                channels=_channel_names(paths.channels))
+        if paths.registration_qc.exists():
+            result.nodes["qc"] = self._table(paths.registration_qc, f"{studyId}_registration_QC")
         mrml.place_in_study(self.scene, result.all(), studyId)
         result.summary = (f"{len(result.nodes['transforms'])} transform(s), "
                           f"{len(result.nodes['resampled'])} series on the reference grid")
@@ -245,8 +245,9 @@ class HCCFusionLogic(PanelSteps):
 
     def loadSegmentation(self, outFolder, referenceNode, studyId: str, outputNode=None) -> StageResult:
         """Segmentation node (names, colours, SNOMED terminology) on the reference geometry + lesion table."""
-        folder = RunFolder(outFolder).segmentation
-        labels = _require(folder / "segmentation.nii.gz", "segment")
+        paths = RunFolder(outFolder)
+        folder = paths.segmentation
+        labels = _require(paths.labels, "segment")
         created = mrml.labels_to_segmentation(self.scene, sitk.ReadImage(str(labels)), f"{studyId}_segmentation",
                                               reference_volume=referenceNode)
         node = created
@@ -257,13 +258,13 @@ class HCCFusionLogic(PanelSteps):
             self.scene.RemoveNode(created)
             node = outputNode
         result = StageResult(folder, {"segmentation": node})
-        if (folder / "lesions.csv").exists():
-            result.nodes["lesions"] = self._table(folder / "lesions.csv", f"{studyId}_lesions")
+        if paths.lesions.exists():
+            result.nodes["lesions"] = self._table(paths.lesions, f"{studyId}_lesions")
         mrml.place_in_study(self.scene, result.all(), studyId)
         count = node.GetSegmentation().GetNumberOfSegments()
         result.summary = f"{count} segment(s)" + (
             f", {result.nodes['lesions'].GetNumberOfRows()} lesion(s)" if "lesions" in result.nodes else "")
-        info = json.loads((folder / "segmentation.json").read_text()) if (folder / "segmentation.json").exists() else {}
+        info = json.loads(paths.segmentation_info.read_text()) if paths.segmentation_info.exists() else {}
         if info.get("engine_reason"):
             result.summary += f"; engine {info['engine']} ({info['engine_reason']})"
         result.summary += "".join(f"\nQC warning: {w}" for w in info.get("qc_warnings") or [])
@@ -275,6 +276,23 @@ class HCCFusionLogic(PanelSteps):
 
         reference = mrml.volume_to_image(referenceNode, ignore_transform=True)
         return save_image(mrml.segmentation_to_labels(segmentationNode, reference), path)
+
+    def saveSegmentation(self, segmentationNode, referenceNode, outFolder) -> Path:
+        """Write a segmentation node as the run folder's segmentation (label map on the reference volume's grid,
+        lesion map and LesionTable, segmentation.json), unless the folder already holds the same label map."""
+        import numpy as np
+
+        from HCCFusionLib.segmentation.predictor import Segmentation, lesion_table, save_segmentation
+
+        paths = RunFolder(outFolder)
+        reference = mrml.volume_to_image(referenceNode, ignore_transform=True)
+        labels = mrml.segmentation_to_labels(segmentationNode, reference)
+        if all(p.exists() for p in (paths.labels, paths.lesion_map, paths.lesions)) and np.array_equal(
+                sitk.GetArrayFromImage(sitk.ReadImage(str(paths.labels))), sitk.GetArrayFromImage(labels)):
+            return paths.segmentation
+        lesionMap, table = lesion_table(labels)
+        info = {"engine": "user", "engine_reason": f"segmentation node '{segmentationNode.GetName()}' (Slicer)"}
+        return save_segmentation(Segmentation(labels, table, lesionMap, {}), paths.segmentation, info)
 
     # ------------------------------------------------------------ radiomics
     def radiomicsJob(self, studyFolder, segmentationFile, outFolder, preset: str = "auto", regions: str = "",
@@ -307,12 +325,13 @@ class HCCFusionLogic(PanelSteps):
 
     def loadFeatures(self, outFolder, studyId: str, tableNode=None) -> StageResult:
         """Feature tables: long (one row per series × region × feature, filterable), kinetic, definitions."""
-        folder = RunFolder(outFolder).radiomics
-        long = _require(folder / "features_long.csv", "extract")
+        paths = RunFolder(outFolder)
+        folder = paths.radiomics
+        long = _require(paths.features_long, "extract")
         result = StageResult(folder, {"features": self._table(long, f"{studyId}_features", tableNode)})
-        for key, file in (("kinetics", "kinetics.csv"), ("definitions", "definitions.csv")):
-            if (folder / file).exists():
-                result.nodes[key] = self._table(folder / file, f"{studyId}_{key}")
+        for key, file in (("kinetics", paths.kinetics), ("definitions", paths.definitions)):
+            if file.exists():
+                result.nodes[key] = self._table(file, f"{studyId}_{key}")
         mrml.place_in_study(self.scene, result.all(), studyId)
         result.summary = f"{result.nodes['features'].GetNumberOfRows()} feature values"
         return result
@@ -328,7 +347,7 @@ class HCCFusionLogic(PanelSteps):
         """One-row clinical table (study_id + Clinical fields) for `hccfusion predict`, written atomically."""
         import pandas as pd
 
-        from HCCFusionLib.io import atomic_write
+        from HCCFusionLib.files import atomic_write
 
         path = Path(path)
         with atomic_write(path) as tmp:
@@ -337,15 +356,16 @@ class HCCFusionLogic(PanelSteps):
 
     def loadPrediction(self, outFolder, studyId: str) -> StageResult:
         """Prediction text, evidence table and this study's per-feature contributions as a bar chart."""
-        folder = RunFolder(outFolder).prediction
-        predictionNode = self._table(_require(folder / "prediction.csv", "predict"), f"{studyId}_prediction")
+        paths = RunFolder(outFolder)
+        folder = paths.prediction
+        predictionNode = self._table(_require(paths.prediction_table, "predict"), f"{studyId}_prediction")
         result = StageResult(folder, {"prediction": predictionNode}, studyId=studyId)
-        if (folder / "evidence.csv").exists():
-            result.nodes["evidence"] = self._table(folder / "evidence.csv", f"{studyId}_evidence")
-        if (folder / "contributions.csv").exists():
+        if paths.evidence.exists():
+            result.nodes["evidence"] = self._table(paths.evidence, f"{studyId}_evidence")
+        if paths.contributions.exists():
             import pandas as pd
 
-            contributions = pd.read_csv(folder / "contributions.csv")
+            contributions = pd.read_csv(paths.contributions)
             result.nodes["contributions"] = mrml.dataframe_to_table(self.scene, contributions, f"{studyId}_contributions")
             from HCCFusionLib.fusion.explain import top_contributions
 
@@ -411,25 +431,13 @@ class HCCFusionLogic(PanelSteps):
         self.lirads.save(self.liradsFolder)
         return made
 
-    def exportDicom(self, studyFolder, segmentationNode, referencePhase: str, outFolder, studyId: str,
-                    predictions: "dict | None" = None) -> dict:
-        """DICOM SEG of the segmentation and a TID 1500 SR of its lesions (with LI-RADS when assessed),
-        both referencing the reference series (written as DICOM first when it came from NIfTI)."""
-        from HCCFusionLib import dicom
-        from HCCFusionLib.io import load_study
-
-        folder = Path(outFolder) / "dicom"
-        series = load_study(studyFolder)[referencePhase]
-        source = dicom.source_series_files(series, folder / f"source_{referencePhase}", study_id=studyId)
-        labels = mrml.segmentation_to_labels(segmentationNode, series.image)
-        seg = dicom.write_seg(labels, source, folder / "seg.dcm")
-        if self.lirads is not None:
-            lesions = _liradsFrame(self.lirads).rename(columns={"category": "lirads"})
-        else:
-            lesions = LesionTable.from_labels(labels)[1].frame
-        sr = dicom.write_sr(lesions, seg, source, folder / "sr.dcm", predictions=predictions,
-                            organ_volumes_mm3=dicom.organ_volumes(labels))
-        return {"seg": seg, "sr": sr, "source": source}
+    def exportDicom(self, outFolder, referencePhase: str, dicomFolder=None, segmentationNode=None,
+                    referenceNode=None) -> dict:
+        """`hccfusion export-dicom` of the run folder: DICOM SEG of the segmentation and a TID 1500 SR of its
+        lesions (with LI-RADS when assessed), referencing the reference series (written as DICOM first when it
+        came from NIfTI). Returns {"seg", "sr"} paths."""
+        prepared = self.prepareDicom(outFolder, referencePhase, dicomFolder, segmentationNode, referenceNode)
+        return self.run(prepared.job, prepared.load, waitForCompletion=True).nodes
 
     def pacsPushJob(self, files: list, pacsUrl: str) -> CliJob:
         """`hccfusion pacs push`: STOW-RS store of DICOM files (instances already in the PACS are skipped)."""
@@ -437,26 +445,24 @@ class HCCFusionLogic(PanelSteps):
             raise InputError("No PACS URL: enter the DICOMweb root of your PACS, e.g. http://host:8042/dicom-web.")
         return CliJob("pacs", ["push", *files, "--pacs-url", pacsUrl.strip()])
 
-    def saveReport(self, studyFolder, segmentationNode, outFolder, studyId: str, reportFolder,
-                   bundleFolder=None) -> Path:
-        """HTML report of the study from what the stages wrote under `outFolder` (and the LI-RADS assessment)."""
-        return writeReportFromFolder(studyFolder, segmentationNode, outFolder, studyId, reportFolder, bundleFolder,
-                                     self.lirads)
+    def saveReport(self, outFolder, reportFolder=None, bundleFolder=None, segmentationNode=None,
+                   referenceNode=None) -> Path:
+        """`hccfusion report` of the run folder (the HTML the CLI writes for it); returns its report.html."""
+        prepared = self.prepareReport(outFolder, reportFolder, bundleFolder, segmentationNode, referenceNode)
+        result = self.run(prepared.job, prepared.load, waitForCompletion=True)
+        return result.folder / RunFolder(outFolder).report_html.name
 
     def bclcStage(self, clinical: dict, lesionTableNode=None) -> str:
         """BCLC (2022) stage from the clinical fields, with tumour number/size from the lesion table if given."""
-        from HCCFusionLib.clinical import stage_clinical, tumour_burden
+        from HCCFusionLib.clinical import stage_with_lesions
 
-        values = dict(clinical)
-        if lesionTableNode is not None:
-            for key, value in tumour_burden(mrml.table_to_dataframe(lesionTableNode)).items():
-                values.setdefault(key, value)
-        staging = stage_clinical(values)
+        lesions = mrml.table_to_dataframe(lesionTableNode) if lesionTableNode is not None else None
+        staging = stage_with_lesions(clinical, lesions)[1]
         return f"{staging['bclc']}; {staging['child_pugh']}; {staging['albi']}"
 
     def exportTable(self, tableNode, path) -> Path:
         """Save a table node as CSV (atomically)."""
-        from HCCFusionLib.io import atomic_write
+        from HCCFusionLib.files import atomic_write
 
         path = Path(path)
         with atomic_write(path) as tmp:

@@ -40,9 +40,9 @@ class PanelSteps:
     def studyForNextStage(self, inputs: list, out: Path, studyId: str, clinical: dict,
                           useRegistered: bool = True) -> Path:
         """OUT/registration when registered (and wanted), else the inputs exported as OUT/study."""
-        registered = RunFolder(out).registration
-        if useRegistered and (registered / "study.json").exists():
-            return registered
+        paths = RunFolder(out)
+        if useRegistered and paths.registered_study.exists():
+            return paths.registration
         return self.exportStudy(inputs, Path(out) / "study", studyId, clinical)
 
     @staticmethod
@@ -79,7 +79,7 @@ class PanelSteps:
             return self.loadSegmentation(out, reference, studyId, outputNode)
 
         if engine == ENGINE_EXISTING:
-            self.exportSegmentation(existingSegmentation, reference, RunFolder(out).labels)
+            self.saveSegmentation(existingSegmentation, reference, out)
             return PreparedStage(None, load)
         study = self.studyForNextStage(inputs, out, studyId, clinical, useRegistered)
         job = self.segmentationJob(study, out, modelFolder=modelPath if engine == ENGINE_FOLDER else None,
@@ -108,9 +108,52 @@ class PanelSteps:
         job = self.predictionJob(self.featuresFile(out), bundleFolder, out, clinicalFile)
         return PreparedStage(job, lambda: self.loadPrediction(out, studyId))
 
+    def segmentationIntoRunFolder(self, out: Path, segmentationNode, referenceNode) -> None:
+        """The panel's segmentation node becomes the run folder's segmentation (`saveSegmentation`), so the verbs
+        that read the run folder (report, export-dicom) report what the panel shows."""
+        if segmentationNode is not None and referenceNode is not None:
+            self.saveSegmentation(segmentationNode, referenceNode, out)
+
+    def prepareReport(self, out: Path, reportFolder: "Path | None" = None, bundleFolder=None,
+                      segmentationNode=None, referenceNode=None) -> PreparedStage:
+        """`report` of the run folder OUT (into `reportFolder`, default OUT/report): the same HTML as the CLI's."""
+        from .process import CliJob
+
+        out = Path(out)
+        self.segmentationIntoRunFolder(out, segmentationNode, referenceNode)
+        folder = Path(reportFolder) if reportFolder else RunFolder(out).report
+        args = [out, "--to", folder] + (["--model", bundleFolder] if bundleFolder else [])
+        html = folder / RunFolder(out).report_html.name
+
+        def load():
+            from .logic import StageResult
+
+            return StageResult(folder, {}, f"Report written to {html}")
+
+        return PreparedStage(CliJob("report", args), load)
+
+    def prepareDicom(self, out: Path, referencePhase: str, dicomFolder: "Path | None" = None, segmentationNode=None,
+                     referenceNode=None) -> PreparedStage:
+        """`export-dicom` of the run folder OUT (SEG + SR referencing the reference phase) into `dicomFolder`."""
+        from .process import CliJob
+
+        out = Path(out)
+        self.segmentationIntoRunFolder(out, segmentationNode, referenceNode)
+        folder = Path(dicomFolder) if dicomFolder else RunFolder(out).dicom
+        args = [out, "--reference", referencePhase, "--to", folder, "--overwrite"]
+
+        def load():
+            from .logic import StageResult
+
+            return StageResult(folder, {"seg": folder / RunFolder(out).seg.name, "sr": folder / RunFolder(out).sr.name},
+                               f"DICOM SEG and SR written to {folder}")
+
+        return PreparedStage(CliJob("export-dicom", args), load)
+
     def preparePacs(self, dicomFolder: Path, pacsUrl: str) -> PreparedStage:
         """`pacs push` of the exported SEG and SR."""
-        job = self.pacsPushJob([Path(dicomFolder) / "seg.dcm", Path(dicomFolder) / "sr.dcm"], pacsUrl)
+        names = RunFolder(dicomFolder).seg.name, RunFolder(dicomFolder).sr.name
+        job = self.pacsPushJob([Path(dicomFolder) / name for name in names], pacsUrl)
         url = pacsUrl.strip()
         from .logic import StageResult
 

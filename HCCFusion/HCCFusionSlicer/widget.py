@@ -17,6 +17,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 from slicer.util import VTKObservationMixin
 
 from HCCFusionLib.errors import HCCFusionError
+from HCCFusionLib.layout import RunFolder
 
 from . import readiness
 from .choices import INPUT_ROWS
@@ -191,9 +192,9 @@ class HCCFusionPanel(VTKObservationMixin):
             existingSegmentation=bool(p.existingSegmentation), modelFolder=isFolder(p.modelPath),
             radiomicsSegmentation=bool(p.radiomicsSegmentation), segmentation=bool(self._segmentationNode()),
             featuresFile=self.logic.featuresFile(out).is_file(), predictionBundle=isFolder(p.predictionBundle),
-            featureTable=bool(p.featureTable), registered=bool(out and (out / "registration" / "study.json").exists()),
+            featureTable=bool(p.featureTable), registered=bool(out and RunFolder(out).registered_study.exists()),
             liradsAssessed=self.logic.lirads is not None, pacsUrl=p.pacsUrl,
-            dicomExported=bool(out and (self._reportBase() / "dicom" / "sr.dcm").exists()))
+            dicomExported=bool(out and RunFolder(self._reportBase()).sr.exists()))
 
     def updateButtons(self, caller=None, event=None):
         if not self._parameterNode:
@@ -355,7 +356,7 @@ class HCCFusionPanel(VTKObservationMixin):
             slicer.modules.plots.logic().ShowChartInLayout(result.nodes["chart"])
 
     def prepare_pacs(self):
-        return self.logic.preparePacs(self._reportBase() / "dicom", self._parameterNode.pacsUrl)
+        return self.logic.preparePacs(RunFolder(self._reportBase()).dicom, self._parameterNode.pacsUrl)
 
     # ------------------------------------------------------------ LI-RADS, DICOM and report (in-process)
     def onAssessLirads(self):
@@ -378,8 +379,10 @@ class HCCFusionPanel(VTKObservationMixin):
             if not self.logic.ensureDependencies("dicom"):
                 return
             p = self._parameterNode
-            written = self.logic.exportDicom(self._studyForNextStage(), self._segmentationNode(), p.referencePhase,
-                                             self._reportBase(), p.studyId)
+            self._studyForNextStage()  # the run folder holds the study the SEG references
+            written = self.logic.exportDicom(self.outputFolder(), p.referencePhase,
+                                             RunFolder(self._reportBase()).dicom, self._segmentationNode(),
+                                             self.logic.referenceNode(p.inputs(), p.referencePhase))
             self.ui.reportStatusLabel.text = _("DICOM SEG and SR written to {folder}").format(
                 folder=written["seg"].parent)
             self.updateButtons()
@@ -390,8 +393,10 @@ class HCCFusionPanel(VTKObservationMixin):
                 return
             p = self._parameterNode
             bundle = p.predictionBundle if isFolder(p.predictionBundle) else None
-            path = self.logic.saveReport(self._studyForNextStage(), self._segmentationNode(), self.outputFolder(),
-                                         p.studyId, self._reportBase(), bundle)
+            self._studyForNextStage()  # the run folder holds the study the report shows
+            reference = self.logic.referenceNode(p.inputs(), p.referencePhase)
+            path = self.logic.saveReport(self.outputFolder(), RunFolder(self._reportBase()).report, bundle,
+                                         self._segmentationNode(), reference)
             self.ui.reportStatusLabel.text = _("Report written to {path}").format(path=path)
             if not slicer.app.testingEnabled():
                 qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path)))

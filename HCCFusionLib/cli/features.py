@@ -105,7 +105,8 @@ cmd_cohort_extract.configure = _cohort_extract_args
 
 @verb("stability", "ICC(3,1) of features under mask/noise/rotation/translation perturbations -> OUT/stability/")
 def cmd_stability(args, progress):
-    from ..io import atomic_write, load_study, read_image
+    from ..io import load_study, read_image
+    from ..files import atomic_write
     from ..radiomics import stability_screen, stability_subjects
 
     studies = [load_study(s) for s in args.studies]

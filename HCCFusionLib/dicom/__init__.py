@@ -3,8 +3,8 @@
 `write_dicom_series` writes a 3D image as a CT/MR series (pydicom) whose tags `phases.detect_phase` reads
 back. SEG and SR are built with highdicom:
 `write_seg` stores a label map (values per `study.LABELS`, optionally one segment per lesion) as a DICOM
-Segmentation that references the source CT/MR series; `write_sr` stores per-lesion measurements (volume,
-longest diameter), LI-RADS category and features and prediction probabilities as a Comprehensive 3D SR
+Segmentation that references the source CT/MR series; `write_sr` stores the measurements of each lesion of a
+`lesions.LesionTable` (volume, 3D maximum diameter), its LI-RADS category and features and prediction probabilities as a Comprehensive 3D SR
 (TID 1500) whose measurement groups reference the SEG's segments. `read_seg` and `read_sr` read both back.
 `source_series_files` gives the DICOM files of a series, writing the series as DICOM first when it was
 loaded from NIfTI. Codes: SNOMED CT for anatomy and findings; LI-RADS terms and prediction names, which

@@ -10,6 +10,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from ..files import atomic_folder
+from ..lesions import LesionTable
 from ..study import Series, Study
 from .seg import write_seg
 from .series import source_series_files, write_dicom_series
@@ -18,22 +19,25 @@ from .sr import organ_volumes, write_sr
 log = logging.getLogger(__name__)
 
 
-def export_dicom(series: Series, labels: sitk.Image, lesions: pd.DataFrame, folder: "str | Path", *, study_id: str,
-                 lesion_labels: sitk.Image | None = None, predictions: dict[str, float] | None = None,
-                 study_uid: str | None = None) -> dict:
-    """SEG + SR of one series' segmentation and lesion table into a new `folder`, all or nothing.
+def export_dicom(series: Series, labels: sitk.Image, lesions: LesionTable, folder: "str | Path", *, study_id: str,
+                 lirads: "pd.DataFrame | None" = None, lesion_labels: sitk.Image | None = None,
+                 predictions: dict[str, float] | None = None, study_uid: str | None = None,
+                 replace: bool = False) -> dict:
+    """SEG + SR of one series' segmentation, LesionTable and LI-RADS table (`dicom.write_sr`) into a new `folder`,
+    all or nothing.
 
     When `series` has no DICOM files (it came from NIfTI) the series itself is written first into
     `folder`/source, so the SEG can reference it. Returns {"seg": Path, "sr": Path, "source": [Path]};
-    push all three to a PACS (`Pacs.push` skips what the PACS already holds).
+    push all three to a PACS (`Pacs.push` skips what the PACS already holds). An existing non-empty `folder`
+    is refused unless `replace` (then swapped out only once the new one is complete).
     """
     folder = Path(folder)
     before = dict(series.meta)
     try:
-        with atomic_folder(folder) as tmp:
+        with atomic_folder(folder, replace=replace) as tmp:
             files = source_series_files(series, tmp / "source", study_id=study_id, study_uid=study_uid)
             seg = write_seg(labels, files, tmp / "seg.dcm", lesion_labels=lesion_labels)
-            write_sr(lesions, seg, files, tmp / "sr.dcm", predictions=predictions,
+            write_sr(lesions, seg, files, tmp / "sr.dcm", lirads=lirads, predictions=predictions,
                      organ_volumes_mm3=organ_volumes(labels))
     except BaseException:
         series.meta.clear()

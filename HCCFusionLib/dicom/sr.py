@@ -14,6 +14,7 @@ import SimpleITK as sitk
 from .. import __version__
 from ..errors import InputError, require
 from ..files import atomic_write
+from ..lesions import LesionTable
 from ..study import LABELS
 from .codes import (SCHEME, FEATURES, LIRADS_CATEGORIES, LIRADS_MEANING, SEG_STORAGE, local_code, pydicom_codes,
                     segment_structures)
@@ -23,22 +24,22 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- SR
-def _lesion_rows(lesions: pd.DataFrame) -> list[dict]:
-    table = lesions.reset_index(drop="lesion" in lesions.columns)
-    if "lesion" not in table.columns:
-        table["lesion"] = np.arange(1, len(table) + 1)
+def _lesion_rows(lesions: LesionTable, lirads: "pd.DataFrame | None" = None) -> list[dict]:
+    """One SR row per lesion of the LesionTable; category and features from the LI-RADS table (by lesion) if given."""
+    if not isinstance(lesions, LesionTable):
+        raise InputError(f"The SR takes a lesions.LesionTable, not {type(lesions).__name__}: build it with "
+                         "LesionTable.from_labels (or read a lesions.csv with LesionTable.from_csv).")
+    assessed = {} if lirads is None or lirads.empty else lirads.to_dict("index")
     rows = []
-    for record in table.to_dict("records"):
-        volume = record.get("volume_mm3")
-        if _missing(volume) and not _missing(record.get("volume_ml")):
-            volume = float(record["volume_ml"]) * 1000.0
-        diameter = record.get("diameter_mm", record.get("max_diameter_mm"))  # lirads / segmentation tables
-        lirads = record.get("lirads", record.get("category"))
-        if not _missing(lirads) and str(lirads) not in LIRADS_CATEGORIES:
-            raise InputError(f"Lesion {record['lesion']}: LI-RADS category '{lirads}' is not one of {LIRADS_CATEGORIES}.")
-        rows.append({"lesion": record["lesion"], "volume_mm3": volume, "diameter_mm": diameter,
-                     "lirads": lirads, **{k: record.get(k) for k in FEATURES},
-                     **{k: v for k, v in record.items() if str(k).startswith("p_")}})
+    for record in lesions.frame.to_dict("records"):
+        lesion = int(record["lesion"])
+        extra = assessed.get(lesion, {})
+        category = extra.get("category")
+        if not _missing(category) and str(category) not in LIRADS_CATEGORIES:
+            raise InputError(f"Lesion {lesion}: LI-RADS category '{category}' is not one of {LIRADS_CATEGORIES}.")
+        rows.append({"lesion": lesion, "volume_mm3": float(record["volume_ml"]) * 1000.0,
+                     "diameter_mm": record["max_diameter_mm"], "lirads": category,
+                     **{k: extra.get(k) for k in FEATURES}})
     return rows
 
 
@@ -46,15 +47,15 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
 
-def write_sr(lesions: pd.DataFrame, seg_path: "str | Path", source_files: Sequence["str | Path"],
-             path: "str | Path", *, predictions: dict[str, float] | None = None, series_number: int = 101,
+def write_sr(lesions: LesionTable, seg_path: "str | Path", source_files: Sequence["str | Path"],
+             path: "str | Path", *, lirads: "pd.DataFrame | None" = None,
+             predictions: dict[str, float] | None = None, series_number: int = 101,
              title: str = "HCCFusion liver lesion report", organ_volumes_mm3: dict[str, float] | None = None) -> Path:
     """Write a TID 1500 Measurement Report (Comprehensive 3D SR) referencing the SEG at `seg_path`.
 
-    `lesions` has one row per lesion (the `lirads.Observations.table()` and segmentation `lesions.csv` layouts
-    fit): `lesion` (id, column or index; default 1..n), `volume_mm3` (or `volume_ml`), `diameter_mm` (or
-    `max_diameter_mm`), `lirads` (or `category`: "LR-3", …), booleans `aphe`, `washout`, `capsule`, `threshold_growth`
-    and probabilities in `p_<endpoint>` columns (each optional; missing values are left out). Each lesion
+    `lesions` (lesions.LesionTable, the one lesion model) gives each lesion's id, volume and 3D maximum diameter;
+    `lirads` (LiradsAssessment.table(): indexed by lesion, `category` "LR-3"…, booleans `aphe`, `washout`,
+    `capsule`, `threshold_growth`) adds its category and features (missing values are left out). Each lesion
     references its "Lesion <id>" segment, or else the SEG's tumour segment. `predictions` (endpoint ->
     probability) become one study-level measurement group; `organ_volumes_mm3` (LABELS name -> volume, e.g.
     the liver) one volume group per organ, referencing its segment. Returns `path`, written atomically.
@@ -71,7 +72,7 @@ def write_sr(lesions: pd.DataFrame, seg_path: "str | Path", source_files: Sequen
     tumour = next((number for s, number in segments.items() if s == "Tumour"), None)
     source_series = hd.sr.SourceSeriesForSegmentation(str(datasets[0].SeriesInstanceUID))
     groups = []
-    for row in _lesion_rows(lesions):
+    for row in _lesion_rows(lesions, lirads):
         number = segments.get(f"Lesion {row['lesion']}", tumour)
         if number is None:
             raise InputError(
@@ -85,7 +86,6 @@ def write_sr(lesions: pd.DataFrame, seg_path: "str | Path", source_files: Sequen
         if not _missing(row["diameter_mm"]):
             measurements.append(hd.sr.Measurement(name=codes.SCT.Diameter, value=float(row["diameter_mm"]),
                                                   unit=codes.UCUM.Millimeter, derivation=codes.SCT.Maximum))
-        measurements += _probabilities(hd, codes, {k[2:]: v for k, v in row.items() if k.startswith("p_")})
         evaluations = []
         if not _missing(row["lirads"]):
             evaluations.append(hd.sr.QualitativeEvaluation(

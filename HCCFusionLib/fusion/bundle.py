@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..files import atomic_folder
-from ..io import sha256_file as sha256
+from ..files import sha256_file as sha256
 from ..errors import IntegrityError, InputError
 
 log = logging.getLogger(__name__)

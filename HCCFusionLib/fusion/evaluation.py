@@ -233,7 +233,7 @@ def _figure():
 
 
 def _save(plt, fig, path: Path):
-    from ..io import atomic_write
+    from ..files import atomic_write
 
     fig.tight_layout()
     with atomic_write(path) as tmp:
@@ -242,7 +242,7 @@ def _save(plt, fig, path: Path):
 
 
 def _write_csv(table: pd.DataFrame, path: Path, index=False):
-    from ..io import atomic_write
+    from ..files import atomic_write
 
     with atomic_write(path) as tmp:
         table.to_csv(tmp, index=index)

@@ -122,7 +122,7 @@ class Nomogram:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from ..io import atomic_write
+        from ..files import atomic_write
 
         labels = labels or {}
         rows = ["Points"] + [labels.get(v, v) for v in self.variables_] + ["Total points"]

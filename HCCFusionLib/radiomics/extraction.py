@@ -47,8 +47,7 @@ class Extraction:
     @property
     def feature_card(self) -> dict:
         """{"radiomics <preset>": its preprocessing and discretisation choices} for the report's card."""
-        return {f"radiomics {key}": "; ".join(f"{k}: {v}" for k, v in p.get("card", {}).items() if k != "preset")
-                for key, p in self.diagnostics.get("presets", {}).items()}
+        return feature_card(self.diagnostics)
 
     @property
     def failures(self):
@@ -60,6 +59,12 @@ class Extraction:
         folder = Path(out) / "radiomics"
         write_outputs(folder, self.long[LONG_COLUMNS], self.wide, self.kinetics, self.diagnostics)
         return folder
+
+
+def feature_card(diagnostics: dict) -> dict:
+    """{"radiomics <preset>": its card's choices} from an extraction's diagnostics (or its diagnostics.json)."""
+    return {f"radiomics {key}": "; ".join(f"{k}: {v}" for k, v in p.get("card", {}).items() if k != "preset")
+            for key, p in diagnostics.get("presets", {}).items()}
 
 
 def write_outputs(folder: Path, long, wide, kinetics, diagnostics: dict, extra: dict | None = None) -> None:
@@ -296,7 +301,7 @@ def _cache_get(cache_dir, key: str):
 def _cache_put(cache_dir, key: str, payload: dict) -> None:
     if not cache_dir:
         return
-    from ..io import atomic_write
+    from ..files import atomic_write
 
     path = Path(cache_dir) / key[:2] / f"{key}.json"
     with atomic_write(path) as tmp:

@@ -48,7 +48,8 @@ class RegistrationResult:
         <series>.nii.gz (+ <series>_<mask>.nii.gz) on the reference grid with study.json, fused.nii.gz +
         channels.json, qc.csv, qc/<series>_checkerboard.nii.gz and qc/<series>_difference.nii.gz, and
         their axial slices through the reference liver's centroid (else the centre) as .png (radiological)."""
-        from ..io import atomic_folder, save_study
+        from ..io import save_study
+        from ..files import atomic_folder
 
         folder = Path(folder)
         with atomic_folder(folder, replace=True) as tmp:

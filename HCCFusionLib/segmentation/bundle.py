@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import atomic_folder
-from ..io import sha256_file as sha256
+from ..files import sha256_file as sha256
 from ..errors import IntegrityError, InputError, ModelError
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from ..errors import IntegrityError
-from ..io import sha256_file
+from ..files import sha256_file
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 CATALOG = MODELS / "catalog.json"

@@ -104,7 +104,7 @@ def _models():
 
 
 def _model_meta(bundle) -> dict:
-    from ..io import sha256_file
+    from ..files import sha256_file
 
     return {"name": bundle.card.get("name", bundle.path.name), "bundle": bundle.path.name,
             "sha256": sha256_file(bundle.path / "weights.safetensors")}

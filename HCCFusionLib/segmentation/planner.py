@@ -164,7 +164,7 @@ def make_plans(fp: dict, *, memory_mb: float = 2000.0, spacing=None, base_filter
 
 
 def save_plans(plans: dict, path: "str | Path") -> Path:
-    from ..io import atomic_write
+    from ..files import atomic_write
 
     with atomic_write(path) as tmp:
         Path(tmp).write_text(json.dumps(plans, indent=2))

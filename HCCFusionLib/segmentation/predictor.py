@@ -364,7 +364,8 @@ def save_segmentation(seg: Segmentation, folder, info: dict | None = None):
     import json
     from pathlib import Path
 
-    from ..io import atomic_write, save_image
+    from ..io import save_image
+    from ..files import atomic_write
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

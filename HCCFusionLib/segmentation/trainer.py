@@ -238,7 +238,7 @@ def save_checkpoint(folder: Path, net, opt, step: int, history: list, seed: int)
     import torch
     from safetensors.torch import save_file, save_model
 
-    from ..io import atomic_write
+    from ..files import atomic_write
 
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_write(folder / "model.safetensors") as tmp:
