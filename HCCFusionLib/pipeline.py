@@ -122,7 +122,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         presets: dict | None = None, registration_options: dict | None = None, workers: int = 2,
         tta: bool = False, pacs_url: str | None = None, pacs_study_uid: str | None = None,
         push: bool = False, overwrite: bool = False, seed: int = 0, phase_overrides: dict | None = None,
-        progress: ProgressFn | None = None) -> RunResult:
+        keep_identifiers: bool = False, progress: ProgressFn | None = None) -> RunResult:
     """Run every stage on one study (a Study, a study/DICOM folder, or `pacs_study_uid` pulled from `pacs_url`).
 
     model: prediction bundle folder (default: the shipped demo bundle, when installed; "none" skips prediction).
@@ -133,6 +133,8 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     {"spacing_mm": 4.0}) to registration.register_study.
     overwrite: replace the stage folders of an earlier run in OUT (otherwise they must not exist).
     phase_overrides: series name/UID/file -> phase, as in io.load_study (also applied to a given Study).
+    keep_identifiers: the DICOM SEG + SR keep the input's patient/study attributes and UIDs (implied by push,
+    which files them with the source study); otherwise they are de-identified (dicom.export_dicom).
     """
     from .study import Study
 
@@ -267,7 +269,8 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             probabilities = ({str(r["endpoint"]): float(r["probability"]) for _, r in prediction.iterrows()}
                              if prediction is not None and "probability" in prediction else None)
             dicom = export_dicom(registered[ref], seg.labels, lesions, paths.dicom, study_id=study.study_id,
-                                 lesion_labels=seg.lesion_map, predictions=probabilities)
+                                 lesion_labels=seg.lesion_map, predictions=probabilities,
+                                 keep_identifiers=keep_identifiers or push)
             written["dicom"] = paths.dicom
 
     pushed = None
