@@ -114,7 +114,12 @@ def test_input_carries_identifiers(identified):
 def test_default_run_writes_no_identifier(identified, tmp_path, capsys, caplog):
     out = tmp_path / "out"
     texts = run(identified, out, capsys, caplog)
-    assert (out / "audit.jsonl").is_file() and (out / "report").is_dir()
+    import json
+
+    (record,) = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
+    assert {k: v for k, v in record["stages"].items() if not v.startswith("skipped: no --")} == dict.fromkeys(
+        ["load", "registration", "segmentation", "radiomics", "lirads", "clinical", "prediction", "report", "dicom"],
+        "ok")
     seg, sr = out / "dicom" / "seg.dcm", out / "dicom" / "sr.dcm"
     assert seg.is_file() and sr.is_file()
     assert leaks(out, texts) == []

@@ -263,6 +263,9 @@ def test_lirads_assessment_and_reader_overrides_are_recorded(logic, tmp_path, al
     assert after.loc[after["lesion"] == lesion, "category"].item() == "LR-M"
     overrides = pd.read_csv(tmp_path / "out" / "lirads" / "lirads_overrides.csv")
     assert len(overrides) == 2 and set(overrides["what"]) == {"washout", "category"}
+    (record,) = [json.loads(line) for line in (tmp_path / "out" / "audit.jsonl").read_text().splitlines()]
+    assert record["event"] == "lirads_override" and record["reader"] == "Dr Test"  # the panel's edits are audited
+    assert {(o["lesion"], o["what"]) for o in record["overrides"]} == {(lesion, "washout"), (lesion, "category")}
     assert logic.applyLiradsOverrides(edited, reader="Dr Test") == []  # nothing changed since
 
 

@@ -384,7 +384,7 @@ class HCCFusionLogic(PanelSteps):
         study = load_study(studyFolder)
         labels = mrml.segmentation_to_labels(segmentationNode, next(iter(study)).image)
         self.lirads = lirads.assess_study(study, labels)
-        self.liradsFolder = RunFolder(outFolder).lirads
+        self.liradsFolder, self.auditFolder = RunFolder(outFolder).lirads, RunFolder(outFolder).root
         self.lirads.save(self.liradsFolder)
         table = mrml.dataframe_to_table(self.scene, _liradsFrame(self.lirads), f"{studyId}_LI-RADS")
         evidence = mrml.dataframe_to_table(self.scene, self.lirads.evidence(), f"{studyId}_LI-RADS_evidence")
@@ -403,7 +403,8 @@ class HCCFusionLogic(PanelSteps):
 
         if self.lirads is None:
             raise InputError("No LI-RADS assessment to override: run 'Assess LI-RADS' first.")
-        made = lirads.apply_table_edits(self.lirads, mrml.table_to_dataframe(tableNode), reader)
+        made = lirads.apply_table_edits(self.lirads, mrml.table_to_dataframe(tableNode), reader,
+                                        audit_folder=self.auditFolder)
         refreshed = mrml.dataframe_to_table(self.scene, _liradsFrame(self.lirads), "refreshed")
         tableNode.GetTable().DeepCopy(refreshed.GetTable())
         tableNode.Modified()
@@ -412,15 +413,17 @@ class HCCFusionLogic(PanelSteps):
         return made
 
     def exportDicom(self, studyFolder, segmentationNode, referencePhase: str, outFolder, studyId: str,
-                    predictions: "dict | None" = None) -> dict:
-        """DICOM SEG of the segmentation and a TID 1500 SR of its lesions (with LI-RADS when assessed),
-        both referencing the reference series (written as DICOM first when it came from NIfTI)."""
+                    predictions: "dict | None" = None, keepIdentifiers: bool = False) -> dict:
+        """DICOM SEG of the segmentation and a TID 1500 SR of its lesions (with LI-RADS when assessed), both
+        referencing the reference series: a de-identified copy under a pseudonymous patient, or with
+        `keepIdentifiers` the input's own DICOM files (their patient and study attributes are copied)."""
         from HCCFusionLib import dicom
         from HCCFusionLib.io import load_study
 
         folder = Path(outFolder) / "dicom"
         series = load_study(studyFolder)[referencePhase]
-        source = dicom.source_series_files(series, folder / f"source_{referencePhase}", study_id=studyId)
+        source = dicom.source_series_files(series, folder / f"source_{referencePhase}", study_id=studyId,
+                                           patient_id=dicom.source_patient(series, studyId, keepIdentifiers))
         labels = mrml.segmentation_to_labels(segmentationNode, series.image)
         seg = dicom.write_seg(labels, source, folder / "seg.dcm")
         if self.lirads is not None:

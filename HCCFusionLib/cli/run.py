@@ -23,6 +23,7 @@ def cmd_run(args, progress):
                  pacs_url=args.pacs_url, pacs_study_uid=args.pull,
                  push=args.push, overwrite=args.overwrite, registration_options=options,
                  phase_overrides=phase_overrides(args), keep_identifiers=args.keep_identifiers, progress=progress)
+    args.stage_status = result.stages  # the audit record's per-stage status
     print(result.describe())
     if result.pushed is not None:
         print(f"pushed SEG + SR: {len(result.pushed.stored)} stored, {len(result.pushed.skipped)} already present")

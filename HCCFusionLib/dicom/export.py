@@ -34,10 +34,7 @@ def export_dicom(series: Series, labels: sitk.Image, lesions: pd.DataFrame, fold
     """
     folder = Path(folder)
     before = dict(series.meta)
-    patient_id = "ANON"
-    if not keep_identifiers:
-        patient_id = pseudonym(series.meta.get("study_uid") or study_id)
-        series.meta["files"] = []  # write a de-identified copy instead of referencing the input files
+    patient_id = source_patient(series, study_id, keep_identifiers)
     try:
         with atomic_folder(folder) as tmp:
             files = source_series_files(series, tmp / "source", study_id=study_id, study_uid=study_uid,
@@ -52,6 +49,15 @@ def export_dicom(series: Series, labels: sitk.Image, lesions: pd.DataFrame, fold
     files = [folder / "source" / f.name if tmp in f.parents else f for f in files]
     series.meta["files"] = [str(f) for f in files]
     return {"seg": folder / "seg.dcm", "sr": folder / "sr.dcm", "source": files}
+
+
+def source_patient(series: Series, study_id: str, keep_identifiers: bool = False) -> str:
+    """The PatientID under which `source_series_files` writes a copy of `series`. Without `keep_identifiers` the
+    input's DICOM files are forgotten (series.meta["files"]), so a de-identified copy under `pseudonym` is written."""
+    if keep_identifiers:
+        return "ANON"
+    series.meta["files"] = []
+    return pseudonym(series.meta.get("study_uid") or study_id)
 
 
 def pseudonym(key: str) -> str:
