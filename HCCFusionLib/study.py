@@ -153,10 +153,11 @@ def _check_clinical_value(name: str, value) -> None:
         lo, hi, unit = CLINICAL_RANGES[name]
         integral = name in _INTEGER_FIELDS
         kind = "a whole number" if integral else "a number"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integral and value != int(value)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                integral and lo <= value <= hi and value != int(value)):
             raise InputError(f"Clinical value {name}={value!r} is not {kind}: fix it (allowed {lo:g}-{hi:g}"
                              f"{' ' + unit if unit else ''}).")
-        if not lo <= value <= hi:
+        if not lo <= value <= hi:  # NaN too
             raise InputError(f"Clinical value {name}={value!r} is out of range: allowed {lo:g}-{hi:g}"
                              f"{' ' + unit if unit else ''}; fix the value (check its unit).")
     elif name in _CHOICES:
