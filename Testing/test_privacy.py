@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -20,8 +21,6 @@ from HCCFusionLib import cli
 from HCCFusionLib.dicom import write_study_dicom
 from HCCFusionLib.io import save_image
 from HCCFusionLib.phantom import make_patient
-
-pytestmark = pytest.mark.filterwarnings("ignore:The string .* is unlikely to represent the intended person name")
 
 #: DICOM keyword -> a distinctive value no output may carry by default
 IDENTIFIERS = {
@@ -95,13 +94,15 @@ def identified(tmp_path_factory):
 
 def run(identified: Path, out: Path, capsys, caplog, *options) -> dict[str, str]:
     caplog.set_level(logging.DEBUG)
-    code = cli.main(["-v", "--progress", "lines", "run", str(identified / "input"), "--out", str(out),
-                     "--segmentation", str(identified / "labels.nii.gz"), "--mode", "rigid",
-                     "--registration-spacing", "8", "--workers", "1",
-                     "--preset", str(identified / "ct_fast_v1.yaml"), *options])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = cli.main(["-v", "--progress", "lines", "run", str(identified / "input"), "--out", str(out),
+                         "--segmentation", str(identified / "labels.nii.gz"), "--mode", "rigid",
+                         "--registration-spacing", "8", "--workers", "1",
+                         "--preset", str(identified / "ct_fast_v1.yaml"), *options])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    return {"stdout": captured.out, "stderr": captured.err,
+    return {"stdout": captured.out, "stderr": captured.err, "warnings": "\n".join(str(w.message) for w in caught),
             "log records": "\n".join(f"{r.name} {r.getMessage()} {r.args}" for r in caplog.records)}
 
 
