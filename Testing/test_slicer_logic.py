@@ -284,6 +284,11 @@ def test_export_dicom_seg_and_sr_reload(logic, tmp_path, aligned_phantom):
 
     patient, folder, truth = aligned_phantom
     written = logic.exportDicom(folder, truth, "PVP", tmp_path / "out", "P2")
+    import pydicom
+
+    assert pydicom.dcmread(written["seg"], stop_before_pixels=True).PatientID.startswith("HCCF-")  # de-identified
+    pushed = logic.preparePacs(tmp_path / "out" / "dicom", "http://pacs").job.args
+    assert pushed[1:3] == [written["seg"], written["sr"]] and set(written["source"]) <= set(pushed)
     labels, _ = dicom.read_seg(written["seg"], reference=patient.study["PVP"].image)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(labels) > 0, sitk.GetArrayFromImage(patient.labels) > 0)
     measured = dicom.read_sr(written["sr"])

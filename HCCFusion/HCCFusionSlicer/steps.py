@@ -109,8 +109,10 @@ class PanelSteps:
         return PreparedStage(job, lambda: self.loadPrediction(out, studyId))
 
     def preparePacs(self, dicomFolder: Path, pacsUrl: str) -> PreparedStage:
-        """`pacs push` of the exported SEG and SR."""
-        job = self.pacsPushJob([Path(dicomFolder) / "seg.dcm", Path(dicomFolder) / "sr.dcm"], pacsUrl)
+        """`pacs push` of the exported SEG and SR, with the series they reference when it was written beside them
+        (a de-identified copy, or a NIfTI series as DICOM): the PACS never holds a SEG whose source is missing."""
+        folder = Path(dicomFolder)
+        job = self.pacsPushJob([folder / "seg.dcm", folder / "sr.dcm", *sorted(folder.glob("source*/*.dcm"))], pacsUrl)
         url = pacsUrl.strip()
         from .logic import StageResult
 
