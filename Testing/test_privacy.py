@@ -18,7 +18,7 @@ import pytest
 import SimpleITK as sitk
 
 from HCCFusionLib import cli
-from HCCFusionLib.dicom import write_study_dicom
+from HCCFusionLib.dicom import pseudonym, write_study_dicom
 from HCCFusionLib.io import save_image
 from HCCFusionLib.phantom import make_patient
 
@@ -127,7 +127,7 @@ def test_default_run_writes_no_identifier(identified, tmp_path, capsys, caplog):
     source = pydicom.dcmread(next((identified / "input").rglob("*.dcm")), stop_before_pixels=True)
     for path in (seg, sr):  # pseudonymous patient, a new study, no link to the source series
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        assert ds.PatientID.startswith("HCCF-") and str(ds.PatientName).rstrip("^") == ds.PatientID
+        assert ds.PatientID == pseudonym(source.StudyInstanceUID) and str(ds.PatientName).rstrip("^") == ds.PatientID
         assert ds.StudyInstanceUID != source.StudyInstanceUID
         assert source.SeriesInstanceUID.encode() not in path.read_bytes()
     again = tmp_path / "again"  # the pseudonym is stable for the same source study
