@@ -58,7 +58,8 @@ def _run_args(p):
     p.add_argument("--keep-identifiers", action="store_true",
                    help="keep the input's patient, physician, institution and accession attributes and study UIDs "
                         "in the DICOM SEG + SR (implied by --push). Default: SEG + SR are de-identified (a "
-                        "pseudonymous patient HCCF-<hash>, a new study); no other output ever holds identifiers")
+                        "pseudonymous patient HCCF-<hash>, a new study); no other output holds identifiers (except the "
+                        "study pulled with --pull)")
     p.add_argument("--overwrite", action="store_true", help="replace stage folders of an earlier run in OUT")
 
 
