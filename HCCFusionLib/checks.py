@@ -90,3 +90,50 @@ def check_no_duplicate_phases(series_phases: list[tuple[str, str]], manifest) ->
             raise InputError(f"Study manifest '{manifest}' declares series '{seen[phase]}' and '{name}' both as "
                              f"{phase}: keep one, or declare the other as its true phase.")
         seen.setdefault(phase, name)
+
+
+def resolve_duplicate_phases(study) -> list[str]:
+    """Keep one series per contrast phase of a loaded study; returns a warning per series left out.
+
+    A declared phase (manifest, --phase) wins over a detected one; two declared ones are refused (as in
+    `check_no_duplicate_phases`). Among detected ones the rule is: the higher detection confidence, then the
+    acquisition time (for NC the earliest: before any contrast; for later phases the latest: LI-RADS' late
+    arterial phase, the more delayed repeat), then the lower series number.
+    """
+    declared = ("manifest", "override")
+    warnings = []
+    for phase in CONTRAST_PHASES:
+        group = [s for s in study if s.phase.value == phase]
+        if len(group) < 2:
+            continue
+        chosen = [s for s in group if s.meta.get("phase_reason") in declared]
+        if len(chosen) > 1:
+            raise InputError(f"Series '{chosen[0].name}' and '{chosen[1].name}' of study '{study.study_id}' are both "
+                             f"declared {phase}: keep one, or declare the other as its true phase (--phase).")
+        sign = -1.0 if phase == "NC" else 1.0
+
+        def rank(s):
+            seconds = s.meta.get("acquisition_seconds")
+            return (float(s.meta.get("phase_confidence") or 0.0), sign * seconds if seconds is not None else 0.0)
+
+        keep = chosen[0] if chosen else max(group, key=rank)  # max keeps the first of equals: study order
+        for other in group:
+            if other is keep:
+                continue
+            why = ("its phase is declared" if chosen else
+                   f"higher detection confidence ({rank(keep)[0]:.2f} vs {rank(other)[0]:.2f})"
+                   if rank(keep)[0] != rank(other)[0] else
+                   f"acquired {'earlier' if sign < 0 else 'later'}" if rank(keep) != rank(other) else
+                   "same confidence and acquisition time: first in series order")
+            warnings.append(f"Series '{other.name}' ({_describe(other)}) and '{keep.name}' ({_describe(keep)}) "
+                            f"are both {phase}: using '{keep.name}' ({why}); '{other.name}' is left out. To choose, "
+                            f"give --phase {other.name} {phase} (and the other series' true phase).")
+            del study.series[other.name]
+    return warnings
+
+
+def _describe(series) -> str:
+    meta = series.meta
+    return ", ".join(f"{k} {meta[m]!r}" if isinstance(meta.get(m), str) else f"{k} {meta[m]}" for k, m in (
+        ("SeriesDescription", "series_description"), ("series number", "series_number"), ("file", "file"))
+        if meta.get(m) not in (None, "")) or "no description"

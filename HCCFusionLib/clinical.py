@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 
 from .errors import InputError
 from .lesions import DIAMETER_COLUMN
+from .study import ASCITES_LEVELS, ENCEPHALOPATHY_LEVELS
 
-ASCITES_POINTS = {"none": 1, "mild": 2, "moderate-severe": 3}
-ENCEPHALOPATHY_POINTS = {"none": 1, "grade1-2": 2, "grade3-4": 3}
-#: Clinical choice lists (the panel and the CLI take theirs from here).
-ASCITES_LEVELS = tuple(ASCITES_POINTS)
-ENCEPHALOPATHY_LEVELS = tuple(ENCEPHALOPATHY_POINTS)
+#: Clinical choice lists (study.py defines them, for the manifest check; the panel and the CLI take theirs from here).
+ASCITES_POINTS = dict(zip(ASCITES_LEVELS, (1, 2, 3)))
+ENCEPHALOPATHY_POINTS = dict(zip(ENCEPHALOPATHY_LEVELS, (1, 2, 3)))
 ECOG_PS = (0, 1, 2, 3, 4)
 BILIRUBIN_MGDL_TO_UMOLL = 17.1
 CANNOT = "cannot stage"

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .checks import check_image_values, check_label_map, check_no_duplicate_phases, check_size
+from .checks import (check_image_values, check_label_map, check_no_duplicate_phases, check_size,
+                     resolve_duplicate_phases)
 from .dicom.read import add_dicom_series, name_by_phase, scan_dicom, unique_key
 from .errors import GeometryError, InputError
 from .files import atomic_write, staging_folder
@@ -122,6 +123,12 @@ def load_study(path: "str | Path", phase_overrides: dict | None = None, study_id
             )
         study = _load_files(files, path, study_id or path.resolve().name)
     apply_phase_overrides(study, phase_overrides or {})
+    dropped = resolve_duplicate_phases(study)
+    if dropped:
+        for warning in dropped:
+            log.warning("%s", warning)
+        study.meta.setdefault("skipped", []).extend(dropped)
+        name_by_phase(study)
     log.info("Loaded study %s: %s", study.study_id, ", ".join(f"{s.name}={s.phase.value}" for s in study))
     return study
 

@@ -53,6 +53,7 @@ class RunResult:
     seconds: dict = field(default_factory=dict)  # stage -> wall seconds
     written: dict = field(default_factory=dict)
     segmentation: dict = field(default_factory=dict)  # engine, engine_reason, qc_warnings (segmentation.json)
+    stages: dict = field(default_factory=dict)  # stage -> "ok" / "failed: reason" / "skipped: reason" (audit log)
 
     def describe(self) -> str:
         """Plain-text summary: study, phases, registration QC, lesions with LI-RADS, staging, prediction."""
@@ -94,10 +95,18 @@ def _yes(value) -> str:
 
 
 class _Stages:
-    """Runs stages in order, timing each and turning any failure into an HCCFusionError naming the stage."""
+    """Runs stages in order, timing each and turning any failure into an HCCFusionError naming the stage.
+
+    `status` maps every stage to "ok", "failed: <reason>" or "skipped: <reason>" (the audit log's per-stage
+    status); the error raised for a failed stage carries it as `.stages`."""
 
     def __init__(self, progress: ProgressFn, plan: list[str]):
-        self.progress, self.plan, self.seconds = progress, plan, {}
+        self.progress, self.plan, self.seconds, self.status = progress, plan, {}, {}
+
+    def skip(self, name: str, reason: str) -> None:
+        if name in self.plan:
+            self.plan.remove(name)
+        self.status[name] = f"skipped: {reason}"
 
     @contextlib.contextmanager
     def stage(self, name: str):
@@ -107,12 +116,22 @@ class _Stages:
         try:
             yield scaled(self.progress, k / len(self.plan), (k + 1) / len(self.plan))
         except HCCFusionError as exc:
-            raise type(exc)(f"Stage '{name}' failed: {exc} (outputs of earlier stages are kept)") from exc
+            error = type(exc)(f"Stage '{name}' failed: {exc} (outputs of earlier stages are kept)")
+            raise self._failed(name, error, str(exc)) from exc
         except Exception as exc:  # a bug or a library failure: still name the stage
-            raise HCCFusionError(f"Stage '{name}' failed ({type(exc).__name__}: {exc}); outputs of earlier stages "
-                                 "are kept.") from exc
+            error = HCCFusionError(f"Stage '{name}' failed ({type(exc).__name__}: {exc}); outputs of earlier stages "
+                                   "are kept.")
+            raise self._failed(name, error, f"{type(exc).__name__}: {exc}") from exc
         self.seconds[name] = round(time.perf_counter() - started, 2)
+        self.status[name] = "ok"
         log.info("stage %s done in %.1f s", name, self.seconds[name])
+
+    def _failed(self, name: str, error: HCCFusionError, reason: str) -> HCCFusionError:
+        self.status[name] = "failed: " + " ".join(reason.split())
+        for later in self.plan[self.plan.index(name) + 1:]:
+            self.status[later] = f"skipped: stage '{name}' failed"
+        error.stages = dict(self.status)
+        return error
 
 
 def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
@@ -122,7 +141,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         presets: dict | None = None, registration_options: dict | None = None, workers: int = 2,
         tta: bool = False, pacs_url: str | None = None, pacs_study_uid: str | None = None,
         push: bool = False, overwrite: bool = False, seed: int = 0, phase_overrides: dict | None = None,
-        progress: ProgressFn | None = None) -> RunResult:
+        keep_identifiers: bool = False, progress: ProgressFn | None = None) -> RunResult:
     """Run every stage on one study (a Study, a study/DICOM folder, or `pacs_study_uid` pulled from `pacs_url`).
 
     model: prediction bundle folder (default: the shipped demo bundle, when installed; "none" skips prediction).
@@ -133,6 +152,8 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     {"spacing_mm": 4.0}) to registration.register_study.
     overwrite: replace the stage folders of an earlier run in OUT (otherwise they must not exist).
     phase_overrides: series name/UID/file -> phase, as in io.load_study (also applied to a given Study).
+    keep_identifiers: the DICOM SEG + SR keep the input's patient/study attributes and UIDs (implied by push,
+    which files them with the source study); otherwise they are de-identified (dicom.export_dicom).
     """
     from .study import Study
 
@@ -151,6 +172,8 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     plan.insert(plan.index("registration"), "load")
     plan += ["push"] if push else []
     stages = _Stages(progress, plan)
+    stages.status.update({"pacs": "skipped: no --pull"} if not pacs_study_uid else {})
+    stages.status.update({"prediction": "skipped: no model"} if not model else {})
     written, inputs = {}, {}
 
     if pacs_study_uid:
@@ -231,7 +254,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             not_made = f"none of the model's {needed} inputs is available for this study ({', '.join(study_phases(study))})"
     if not_made:
         log.warning("prediction not made: %s", not_made)
-        stages.plan.remove("prediction")
+        stages.skip("prediction", not_made)
     elif model:
         with stages.stage("prediction") as step:
             from .fusion.workflow import predict
@@ -260,9 +283,9 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     dicom = {}
     if not _labelled(seg.labels):  # dicom.export_dicom needs a segment for the SEG
         log.warning("empty segmentation: no DICOM SEG/SR written, nothing pushed")
-        stages.plan.remove("dicom")
+        stages.skip("dicom", "empty segmentation")
         if push:
-            stages.plan.remove("push")
+            stages.skip("push", "empty segmentation")
             push = False
     else:
         with stages.stage("dicom"):
@@ -273,7 +296,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
                              if prediction is not None and "probability" in prediction else None)
             dicom = export_dicom(registered[ref], seg.labels, LesionTable(seg.lesions), paths.dicom,
                                  study_id=study.study_id, lirads=assessment.table(), lesion_labels=seg.lesion_map,
-                                 predictions=probabilities)
+                                 predictions=probabilities, keep_identifiers=keep_identifiers or push)
             written["dicom"] = paths.dicom
 
     pushed = None
@@ -283,9 +306,10 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
 
             pushed = Pacs(pacs_url).push([dicom["seg"], dicom["sr"], *dicom["source"]], progress=step)
     progress(1.0, "done")
+    stages.status.setdefault("push", "skipped: no --push")
     result = RunResult(study.study_id, out, ref, study_phases(registered), registration.qc, lesions,
                        {k: str(v) for k, v in staging.items()}, prediction, written["report"], dicom, pushed,
-                       stages.seconds, written, seg_summary)
+                       stages.seconds, written, seg_summary, stages.status)
     log.debug("%s", result.describe())
     return result
 

@@ -94,6 +94,17 @@ def ct_window_range(window: tuple[float, float] = CT_WINDOW) -> tuple[float, flo
 LABELS = {"background": 0, "liver": 1, "tumour": 2, "spleen": 3, "portal_vein": 4}
 
 ETIOLOGIES = ("HBV", "HCV", "NASH", "alcohol", "other")
+ASCITES_LEVELS = ("none", "mild", "moderate-severe")
+ENCEPHALOPATHY_LEVELS = ("none", "grade1-2", "grade3-4")
+#: Physiologically possible range (inclusive) and unit of each numeric Clinical field; a manifest value outside is
+#: refused (usually a unit mix-up, e.g. albumin in g/L or bilirubin in umol/L).
+CLINICAL_RANGES = {
+    "afp": (0.0, 1e7, "ng/mL"), "bilirubin": (0.05, 60.0, "mg/dL"), "albumin": (0.5, 7.0, "g/dL"),
+    "inr": (0.5, 15.0, ""), "tumour_number": (0, 200, ""), "tumour_size_mm": (0.0, 400.0, "mm"),
+    "performance_status": (0, 4, "ECOG"), "age": (0.0, 120.0, "years"),
+}
+_INTEGER_FIELDS = ("tumour_number", "performance_status")
+_CHOICES = {"ascites": ASCITES_LEVELS, "encephalopathy": ENCEPHALOPATHY_LEVELS, "etiology": ETIOLOGIES}
 
 
 @dataclass
@@ -127,10 +138,37 @@ class Clinical:
         unknown = sorted(set(values) - known)
         if unknown:
             raise InputError(f"Unknown clinical variable(s) {unknown}: known ones are {sorted(known)}.")
+        for name, value in values.items():
+            if value is not None:
+                _check_clinical_value(name, value)
         return cls(**values)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _check_clinical_value(name: str, value) -> None:
+    """Refuse a clinical value of the wrong type or outside its physiological range, naming field, value and range."""
+    if name in CLINICAL_RANGES:
+        lo, hi, unit = CLINICAL_RANGES[name]
+        integral = name in _INTEGER_FIELDS
+        kind = "a whole number" if integral else "a number"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                integral and lo <= value <= hi and value != int(value)):
+            raise InputError(f"Clinical value {name}={value!r} is not {kind}: fix it (allowed {lo:g}-{hi:g}"
+                             f"{' ' + unit if unit else ''}).")
+        if not lo <= value <= hi:  # NaN too
+            raise InputError(f"Clinical value {name}={value!r} is out of range: allowed {lo:g}-{hi:g}"
+                             f"{' ' + unit if unit else ''}; fix the value (check its unit).")
+    elif name in _CHOICES:
+        choices = _CHOICES[name]
+        if not isinstance(value, str) or value.strip().lower() not in [c.lower() for c in choices]:
+            raise InputError(f"Clinical value {name}={value!r} is not allowed: use one of {', '.join(choices)}.")
+    elif name in ("vascular_invasion", "extrahepatic_spread"):
+        if not isinstance(value, bool):
+            raise InputError(f"Clinical value {name}={value!r} is not true/false: use true or false (JSON/YAML).")
+    elif not isinstance(value, str):  # center, sex
+        raise InputError(f"Clinical value {name}={value!r} is not text: give it as a string.")
 
 
 @dataclass

@@ -40,3 +40,29 @@ def test_append_is_one_line_per_record(tmp_path):
         audit.append(tmp_path, audit.record(["x", str(i)], exit_status=i))
     records = [json.loads(line) for line in (tmp_path / audit.AUDIT_NAME).read_text().splitlines()]
     assert [r["argv"] for r in records] == [["x", "0"], ["x", "1"], ["x", "2"]]
+
+
+def test_run_records_the_status_of_each_stage(tmp_path):
+    """`run` audits every stage: ok, failed: <reason>, or skipped: <reason> (after a failure, or not asked for)."""
+    import SimpleITK as sitk
+
+    from HCCFusionLib.io import save_image, save_study
+    from HCCFusionLib.phantom import make_patient
+
+    patient = make_patient(3, "small", n_tumours=1, misalignment="none")
+    save_study(patient.study, tmp_path / "study")
+    labels = patient.labels
+    coarse = sitk.Resample(labels, [s // 2 for s in labels.GetSize()], sitk.Transform(), sitk.sitkNearestNeighbor,
+                           labels.GetOrigin(), [s * 2 for s in labels.GetSpacing()], labels.GetDirection())
+    save_image(coarse, tmp_path / "coarse.nii.gz")
+    out = tmp_path / "out"
+    rc = cli.main(["--progress", "none", "run", str(tmp_path / "study"), "--out", str(out), "--mode", "rigid",
+                   "--registration-spacing", "8", "--segmentation", str(tmp_path / "coarse.nii.gz"), "--model", "none"])
+    assert rc == 2
+    (record,) = [json.loads(line) for line in (out / audit.AUDIT_NAME).read_text().splitlines()]
+    stages = record["stages"]
+    assert stages["load"] == stages["registration"] == "ok"
+    assert stages["segmentation"].startswith("failed: ") and "coarse.nii.gz" in stages["segmentation"]
+    for later in ("radiomics", "lirads", "clinical", "report", "dicom"):
+        assert stages[later] == "skipped: stage 'segmentation' failed", later
+    assert stages["pacs"] == "skipped: no --pull" and stages["prediction"] == "skipped: no model"

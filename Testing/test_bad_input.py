@@ -327,6 +327,58 @@ def phase_override_unknown_series(tmp):
     return ["info", str(folder), "--phase", "NOPE", "AP"], "NOPE"
 
 
+def phase_override_duplicate(tmp):
+    folder = tmp / "study"
+    folder.mkdir()
+    _save(_ct(), folder / "first.nii.gz")
+    _save(_ct(), folder / "second.nii.gz")
+    return ["info", str(folder), "--phase", "first", "NC", "--phase", "second", "NC"], "second"
+
+
+def _clinical(tmp, **values):
+    """A one-series study whose manifest carries the clinical `values`; the message must name the manifest."""
+    folder = _study(tmp)
+    manifest = json.loads((folder / "study.json").read_text())
+    _manifest(folder, manifest["series"], clinical=values)
+    return _info(folder), "study.json"
+
+
+def clinical_albumin_in_g_per_l(tmp):
+    return _clinical(tmp, albumin=35)
+
+
+def clinical_bilirubin_negative(tmp):
+    return _clinical(tmp, bilirubin=-0.4)
+
+
+def clinical_afp_not_a_number(tmp):
+    return _clinical(tmp, afp="high")
+
+
+def clinical_inr_out_of_range(tmp):
+    return _clinical(tmp, inr=40)
+
+
+def clinical_ecog_out_of_range(tmp):
+    return _clinical(tmp, performance_status=5)
+
+
+def clinical_tumour_number_fractional(tmp):
+    return _clinical(tmp, tumour_number=2.5)
+
+
+def clinical_age_out_of_range(tmp):
+    return _clinical(tmp, age=230)
+
+
+def clinical_ascites_unknown_level(tmp):
+    return _clinical(tmp, ascites="severe")
+
+
+def clinical_vascular_invasion_not_boolean(tmp):
+    return _clinical(tmp, vascular_invasion="yes")
+
+
 def _manifest_text(tmp, name: str, text: str):
     """A study folder holding only the manifest `name` with `text`; `info` on it must name that file."""
     folder = tmp / "study"

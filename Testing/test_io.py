@@ -110,6 +110,50 @@ def test_untimed_contrast_series_are_ordered_by_acquisition_time(tmp_path):
     assert all("acquisition time" in s.meta["phase_reason"] and s.meta["phase_confidence"] == 0.5 for s in study)
 
 
+def _copy_series(source: Path, folder: Path, seconds_later: float, number: int) -> str:
+    """Copy a real DICOM series as a new series (new UIDs, SeriesNumber `number`), acquired `seconds_later`."""
+    import datetime
+
+    from pydicom.uid import generate_uid
+
+    uid = generate_uid()
+    folder.mkdir(parents=True)
+    for f in sorted(source.iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = uid, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.SeriesNumber = number
+        time = datetime.datetime.strptime(str(ds.AcquisitionTime).split(".")[0], "%H%M%S")
+        ds.AcquisitionTime = ds.ContentTime = (time + datetime.timedelta(seconds=seconds_later)).strftime("%H%M%S")
+        ds.save_as(folder / f.name)
+    return uid
+
+
+def test_duplicate_detected_phase_on_real_dicom_keeps_one_and_says_which(shared_data, tmp_path, caplog):
+    """Two real contrast CT series both detected as PVP: the later one is used (the rule for post-contrast phases),
+    the warning names both and the rule; --phase picks the other."""
+    source = shared_data / "real/ct_dicom_slab"
+    first = _copy_series(source, tmp_path / "study" / "first", 0, 1)
+    later = _copy_series(source, tmp_path / "study" / "later", 20, 2)
+    study = load_study(tmp_path / "study")
+    (series,) = study
+    assert series.phase is Phase.PVP and series.name == "PVP" and series.meta["series_uid"] == later
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "both PVP" in r.getMessage()]
+    assert "acquired later" in warning and "left out" in warning and "--phase" in warning
+    assert study.meta["skipped"] == [warning]
+    (chosen,) = load_study(tmp_path / "study", phase_overrides={first: "PVP"})  # declared beats detected
+    assert chosen.meta["series_uid"] == first and chosen.meta["phase_reason"] == "override"
+
+
+def test_duplicate_detected_nc_keeps_the_earlier_acquisition(tmp_path, caplog):
+    for number in (1, 2):  # the writer times NC 360 s (series 1) and 420 s (series 2) before the bolus
+        write_dicom_series(volume(seed=number), tmp_path / f"s{number}", phase="NC", study_id="DUP",
+                           study_uid="1.2.826.0.1.3680043.8.498.7", series_number=number)
+    (series,) = load_study(tmp_path)
+    assert series.phase is Phase.NC and series.meta["series_number"] == 2
+    assert any("acquired earlier" in r.getMessage() for r in caplog.records)
+
+
 # ---------------------------------------------------------------- manifest
 def small_study() -> Study:
     pvp = volume(seed=1)

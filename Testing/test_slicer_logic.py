@@ -263,6 +263,9 @@ def test_lirads_assessment_and_reader_overrides_are_recorded(logic, tmp_path, al
     assert after.loc[after["lesion"] == lesion, "category"].item() == "LR-M"
     overrides = pd.read_csv(tmp_path / "out" / "lirads" / "lirads_overrides.csv")
     assert len(overrides) == 2 and set(overrides["what"]) == {"washout", "category"}
+    (record,) = [json.loads(line) for line in (tmp_path / "out" / "audit.jsonl").read_text().splitlines()]
+    assert record["event"] == "lirads_override" and record["reader"] == "Dr Test"  # the panel's edits are audited
+    assert {(o["lesion"], o["what"]) for o in record["overrides"]} == {(lesion, "washout"), (lesion, "category")}
     assert logic.applyLiradsOverrides(edited, reader="Dr Test") == []  # nothing changed since
 
 
@@ -285,6 +288,11 @@ def test_export_dicom_seg_and_sr_reload(logic, tmp_path, aligned_phantom):
     reference = logic.scene.GetFirstNodeByName("PVP")
     written = logic.exportDicom(out, "PVP", segmentationNode=truth, referenceNode=reference)
     assert written["seg"] == out / "dicom" / "seg.dcm" and (out / "segmentation" / "lesions.csv").is_file()
+    import pydicom
+
+    assert pydicom.dcmread(written["seg"], stop_before_pixels=True).PatientID.startswith("HCCF-")  # de-identified
+    pushed = logic.preparePacs(out / "dicom", "http://pacs").job.args
+    assert pushed[1:3] == [written["seg"], written["sr"]] and written["source"] and set(written["source"]) <= set(pushed)
     labels, _ = dicom.read_seg(written["seg"], reference=patient.study["PVP"].image)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(labels) > 0, sitk.GetArrayFromImage(patient.labels) > 0)
     measured = dicom.read_sr(written["sr"])

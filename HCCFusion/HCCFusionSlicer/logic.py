@@ -404,7 +404,7 @@ class HCCFusionLogic(PanelSteps):
         study = load_study(studyFolder)
         labels = mrml.segmentation_to_labels(segmentationNode, next(iter(study)).image)
         self.lirads = lirads.assess_study(study, labels)
-        self.liradsFolder = RunFolder(outFolder).lirads
+        self.liradsFolder, self.auditFolder = RunFolder(outFolder).lirads, RunFolder(outFolder).root
         self.lirads.save(self.liradsFolder)
         table = mrml.dataframe_to_table(self.scene, _liradsFrame(self.lirads), f"{studyId}_LI-RADS")
         evidence = mrml.dataframe_to_table(self.scene, self.lirads.evidence(), f"{studyId}_LI-RADS_evidence")
@@ -423,7 +423,8 @@ class HCCFusionLogic(PanelSteps):
 
         if self.lirads is None:
             raise InputError("No LI-RADS assessment to override: run 'Assess LI-RADS' first.")
-        made = lirads.apply_table_edits(self.lirads, mrml.table_to_dataframe(tableNode), reader)
+        made = lirads.apply_table_edits(self.lirads, mrml.table_to_dataframe(tableNode), reader,
+                                        audit_folder=self.auditFolder)
         refreshed = mrml.dataframe_to_table(self.scene, _liradsFrame(self.lirads), "refreshed")
         tableNode.GetTable().DeepCopy(refreshed.GetTable())
         tableNode.Modified()
@@ -432,11 +433,13 @@ class HCCFusionLogic(PanelSteps):
         return made
 
     def exportDicom(self, outFolder, referencePhase: str, dicomFolder=None, segmentationNode=None,
-                    referenceNode=None) -> dict:
+                    referenceNode=None, keepIdentifiers: bool = False) -> dict:
         """`hccfusion export-dicom` of the run folder: DICOM SEG of the segmentation and a TID 1500 SR of its
-        lesions (with LI-RADS when assessed), referencing the reference series (written as DICOM first when it
-        came from NIfTI). Returns {"seg", "sr"} paths."""
-        prepared = self.prepareDicom(outFolder, referencePhase, dicomFolder, segmentationNode, referenceNode)
+        lesions (with LI-RADS when assessed), referencing the reference series: a de-identified copy under a
+        pseudonymous patient, or with `keepIdentifiers` the input's own DICOM files (their patient and study
+        attributes are copied). Returns {"seg", "sr", "source"} paths."""
+        prepared = self.prepareDicom(outFolder, referencePhase, dicomFolder, segmentationNode, referenceNode,
+                                     keepIdentifiers)
         return self.run(prepared.job, prepared.load, waitForCompletion=True).nodes
 
     def pacsPushJob(self, files: list, pacsUrl: str) -> CliJob:

@@ -133,27 +133,31 @@ class PanelSteps:
         return PreparedStage(CliJob("report", args), load)
 
     def prepareDicom(self, out: Path, referencePhase: str, dicomFolder: "Path | None" = None, segmentationNode=None,
-                     referenceNode=None) -> PreparedStage:
+                     referenceNode=None, keepIdentifiers: bool = False) -> PreparedStage:
         """`export-dicom` of the run folder OUT (SEG + SR referencing the reference phase) into `dicomFolder`."""
         from .process import CliJob
 
         out = Path(out)
         self.segmentationIntoRunFolder(out, segmentationNode, referenceNode)
         folder = Path(dicomFolder) if dicomFolder else RunFolder(out).dicom
-        args = [out, "--reference", referencePhase, "--to", folder, "--overwrite"]
+        args = [out, "--reference", referencePhase, "--to", folder, "--overwrite",
+                *(["--keep-identifiers"] if keepIdentifiers else [])]
 
         def load():
             from .logic import StageResult
 
-            return StageResult(folder, {"seg": folder / RunFolder(out).seg.name, "sr": folder / RunFolder(out).sr.name},
+            return StageResult(folder, {"seg": folder / RunFolder(out).seg.name, "sr": folder / RunFolder(out).sr.name,
+                                        "source": sorted(folder.glob("source*/*.dcm"))},
                                f"DICOM SEG and SR written to {folder}")
 
         return PreparedStage(CliJob("export-dicom", args), load)
 
     def preparePacs(self, dicomFolder: Path, pacsUrl: str) -> PreparedStage:
-        """`pacs push` of the exported SEG and SR."""
-        names = RunFolder(dicomFolder).seg.name, RunFolder(dicomFolder).sr.name
-        job = self.pacsPushJob([Path(dicomFolder) / name for name in names], pacsUrl)
+        """`pacs push` of the exported SEG and SR, with the series they reference when it was written beside them
+        (a de-identified copy, or a NIfTI series as DICOM): the PACS never holds a SEG whose source is missing."""
+        folder, paths = Path(dicomFolder), RunFolder(dicomFolder)
+        job = self.pacsPushJob([folder / paths.seg.name, folder / paths.sr.name,
+                                *sorted(folder.glob("source*/*.dcm"))], pacsUrl)
         url = pacsUrl.strip()
         from .logic import StageResult
 

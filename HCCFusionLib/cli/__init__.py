@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return status
     except HCCFusionError as exc:
         problem = " ".join(str(exc).split())
+        args.stage_status = getattr(exc, "stages", None)  # `run`: the status of each stage
         print(f"hccfusion {args.verb}: error: {problem}", file=sys.stderr)
         status = 2
         return status
@@ -90,7 +91,8 @@ def _audit(args, argv: list[str], started: float, status: int, problem: str) -> 
     models = [v for k in ("model", "seg_model") if (v := getattr(args, k, None)) and Path(v).exists()]
     outputs = sorted(str(p) for p in out.rglob("*") if p.is_file() and p.name != audit.AUDIT_NAME
                      and p.stat().st_mtime >= started - 1)
-    stages = {args.verb: "ok" if status == 0 else f"failed: {problem}" if problem else f"exit {status}"}
+    stages = getattr(args, "stage_status", None) or {
+        args.verb: "ok" if status == 0 else f"failed: {problem}" if problem else f"exit {status}"}
     try:
         audit.append(out, audit.record(argv, inputs=[v for k, v in paths.items() if k not in ("model", "seg_model")],
                                        models=models, outputs=outputs, stages=stages, exit_status=status,

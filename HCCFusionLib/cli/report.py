@@ -82,7 +82,8 @@ def cmd_export_dicom(args, progress):
                      if prediction is not None and {"endpoint", "probability"} <= set(prediction.columns) else None)
     progress(0.2, "writing SEG and SR")
     written = export_dicom(series, labels, table, args.to or paths.dicom, study_id=study.study_id, lirads=lirads,
-                           lesion_labels=lesion_map, predictions=probabilities, replace=args.overwrite)
+                           lesion_labels=lesion_map, predictions=probabilities,
+                           keep_identifiers=args.keep_identifiers, replace=args.overwrite)
     progress(1.0, "DICOM written")
     print(f"SEG {written['seg']}\nSR  {written['sr']}\nsource series: {len(written['source'])} file(s)")
     return 0
@@ -131,6 +132,9 @@ def _export_dicom_args(p):
                                              "registration recorded; a NIfTI study is written as DICOM)")
     p.add_argument("--reference", help="series/phase the SEG references (default: the registration's reference)")
     p.add_argument("--to", type=Path, help="DICOM folder (default OUT/dicom)")
+    p.add_argument("--keep-identifiers", action="store_true",
+                   help="SEG + SR reference the input's own DICOM files and keep its patient and study attributes "
+                        "(to file them with the source study in a PACS). Default: de-identified, as in `run`")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DICOM folder (once the new one is "
                                                             "complete)")
 

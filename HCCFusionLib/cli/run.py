@@ -22,7 +22,8 @@ def cmd_run(args, progress):
                  presets={"*": args.preset} if args.preset else None, workers=args.workers, tta=args.tta,
                  pacs_url=args.pacs_url, pacs_study_uid=args.pull,
                  push=args.push, overwrite=args.overwrite, registration_options=options,
-                 phase_overrides=phase_overrides(args), progress=progress)
+                 phase_overrides=phase_overrides(args), keep_identifiers=args.keep_identifiers, progress=progress)
+    args.stage_status = result.stages  # the audit record's per-stage status
     print(result.describe())
     if result.pushed is not None:
         print(f"pushed SEG + SR: {len(result.pushed.stored)} stored, {len(result.pushed.skipped)} already present")
@@ -54,6 +55,11 @@ def _run_args(p):
     p.add_argument("--pacs-url", help="DICOMweb root for --pull/--push (default: $HCCFUSION_PACS_URL)")
     p.add_argument("--pull", metavar="STUDY_UID", help="retrieve this StudyInstanceUID from the PACS first")
     p.add_argument("--push", action="store_true", help="store the DICOM SEG + SR (and their source series) in the PACS")
+    p.add_argument("--keep-identifiers", action="store_true",
+                   help="keep the input's patient, physician, institution and accession attributes and study UIDs "
+                        "in the DICOM SEG + SR (implied by --push). Default: SEG + SR are de-identified (a "
+                        "pseudonymous patient HCCF-<hash>, a new study); no other output holds identifiers (except the "
+                        "study pulled with --pull)")
     p.add_argument("--overwrite", action="store_true", help="replace stage folders of an earlier run in OUT")
 
 

@@ -15,12 +15,12 @@ Modules: `codes`, `series` (image series out), `seg`, `sr`, `export` (study/resu
 Import direction: `io` imports `dicom`; `dicom` never imports `io` (atomic writes come from `files`).
 """
 from .codes import FEATURES, LIRADS_CATEGORIES, LIRADS_MEANING, SCHEME, SEG_STORAGE
-from .export import export_dicom, write_study_dicom
+from .export import export_dicom, pseudonym, source_patient, write_study_dicom
 from .read import add_dicom_series, scan_dicom
 from .seg import read_seg, write_seg
 from .series import CT_IMAGE_STORAGE, MR_IMAGE_STORAGE, source_series_files, write_dicom_series
 from .sr import organ_volumes, read_sr, write_sr
 
 __all__ = ["FEATURES", "LIRADS_CATEGORIES", "LIRADS_MEANING", "SCHEME", "SEG_STORAGE", "CT_IMAGE_STORAGE",
-           "MR_IMAGE_STORAGE", "export_dicom", "write_study_dicom", "add_dicom_series", "scan_dicom", "read_seg",
+           "MR_IMAGE_STORAGE", "export_dicom", "pseudonym", "source_patient", "write_study_dicom", "add_dicom_series", "scan_dicom", "read_seg",
            "write_seg", "source_series_files", "write_dicom_series", "organ_volumes", "read_sr", "write_sr"]

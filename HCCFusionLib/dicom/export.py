@@ -1,6 +1,7 @@
 """Study-level DICOM writers: a whole study as DICOM series (+SEG), and SEG + SR of one series' results."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from pathlib import Path
@@ -22,20 +23,26 @@ log = logging.getLogger(__name__)
 def export_dicom(series: Series, labels: sitk.Image, lesions: LesionTable, folder: "str | Path", *, study_id: str,
                  lirads: "pd.DataFrame | None" = None, lesion_labels: sitk.Image | None = None,
                  predictions: dict[str, float] | None = None, study_uid: str | None = None,
-                 replace: bool = False) -> dict:
+                 keep_identifiers: bool = False, replace: bool = False) -> dict:
     """SEG + SR of one series' segmentation, LesionTable and LI-RADS table (`dicom.write_sr`) into a new `folder`,
     all or nothing.
 
-    When `series` has no DICOM files (it came from NIfTI) the series itself is written first into
-    `folder`/source, so the SEG can reference it. Returns {"seg": Path, "sr": Path, "source": [Path]};
-    push all three to a PACS (`Pacs.push` skips what the PACS already holds). An existing non-empty `folder`
-    is refused unless `replace` (then swapped out only once the new one is complete).
+    De-identified by default: the series is written anew into `folder`/source under a pseudonymous patient
+    (`pseudonym`) in a new study, and SEG and SR reference that copy, so no patient, physician, institution
+    or accession attribute of the input and none of its UIDs reaches the output. With `keep_identifiers`
+    (needed to file the results with the source study in a PACS) SEG and SR reference the input's own DICOM
+    files and copy its patient and study attributes; a series without DICOM files (NIfTI) is written into
+    `folder`/source either way. Returns {"seg": Path, "sr": Path, "source": [Path]}; push all three to a PACS
+    (`Pacs.push` skips what the PACS already holds). An existing non-empty `folder` is refused unless `replace`
+    (then swapped out only once the new one is complete).
     """
     folder = Path(folder)
     before = dict(series.meta)
+    patient_id = source_patient(series, study_id, keep_identifiers)
     try:
         with atomic_folder(folder, replace=replace) as tmp:
-            files = source_series_files(series, tmp / "source", study_id=study_id, study_uid=study_uid)
+            files = source_series_files(series, tmp / "source", study_id=study_id, study_uid=study_uid,
+                                        patient_id=patient_id)
             seg = write_seg(labels, files, tmp / "seg.dcm", lesion_labels=lesion_labels)
             write_sr(lesions, seg, files, tmp / "sr.dcm", lirads=lirads, predictions=predictions,
                      organ_volumes_mm3=organ_volumes(labels))
@@ -46,6 +53,21 @@ def export_dicom(series: Series, labels: sitk.Image, lesions: LesionTable, folde
     files = [folder / "source" / f.name if tmp in f.parents else f for f in files]
     series.meta["files"] = [str(f) for f in files]
     return {"seg": folder / "seg.dcm", "sr": folder / "sr.dcm", "source": files}
+
+
+def source_patient(series: Series, study_id: str, keep_identifiers: bool = False) -> str:
+    """The PatientID under which `source_series_files` writes a copy of `series`. Without `keep_identifiers` the
+    input's DICOM files are forgotten (series.meta["files"]), so a de-identified copy under `pseudonym` is written."""
+    if keep_identifiers:
+        return "ANON"
+    series.meta["files"] = []
+    return pseudonym(series.meta.get("study_uid") or study_id)
+
+
+def pseudonym(key: str) -> str:
+    """A stable pseudonymous PatientID for a source study: "HCCF-" + 12 hex digits of SHA-256 of `key` (its
+    StudyInstanceUID, a random number, so the pseudonym cannot be traced back to the patient without the source)."""
+    return "HCCF-" + hashlib.sha256(str(key).encode("utf-8")).hexdigest()[:12].upper()
 
 
 def write_study_dicom(study: Study, folder: "str | Path", *, patient_id: str = "ANON", study_uid: str | None = None,
