@@ -7,13 +7,15 @@
 - glibc's malloc keeps large blocks in its heap instead of mmap-ing each one (M_MMAP_MAX 0) and does not
   shrink the heap on every free (M_TRIM_THRESHOLD 1 GiB): the U-Nets
   allocate tensors of hundreds of MB per layer, and fresh mmap-ed pages must be faulted in and zeroed by the
-  kernel on every allocation (about a quarter of the lesion net's CPU time on a 2-core machine). The default
-  is restored (trim threshold: glibc's initial 128 KiB, fixed) and the freed heap returned to the system (malloc_trim) when the outermost block ends.
+  kernel on every allocation (about a quarter of the lesion net's CPU time on a 2-core machine). When the
+  outermost block ends, mmap is allowed again above 32 MiB (the value glibc's dynamic threshold converges to
+  once large blocks are freed; setting any of these parameters stops that adjustment), the heap is trimmed
+  above 64 MiB free, and the freed heap goes back to the system (malloc_trim).
   Without glibc (macOS, Windows, musl) this part is skipped.
 
 Measured and rejected (same label maps required): bf16 autocast, OpenVINO, ONNX
 Runtime (max probability difference 6e-4, a changed label, no CPU-time gain), torch.compile (80 s cold compile,
-no gain per tile), torch.jit.freeze + optimize_for_inference (no gain), batching tiles (no gain).
+no gain per tile), torch.jit.freeze + optimize_for_inference (no gain), batching 2 lesion-net tiles (no gain).
 """
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ import threading
 log = logging.getLogger(__name__)
 
 THREADS_ENV = "HCCFUSION_THREADS"
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (malloc.h) and glibc's defaults
-_TRIM_DEFAULT, _MMAP_MAX_DEFAULT = 128 * 1024, 65536
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # mallopt parameters (malloc.h)
+_MMAP_MAX_DEFAULT = 65536
+_MMAP_AFTER, _TRIM_AFTER = 32 << 20, 64 << 20  # glibc's dynamic maximum and twice it
 _TRIM_INFERENCE = 1 << 30
 _lock = threading.Lock()
 _depth = 0
@@ -83,5 +86,6 @@ def inference(threads: int | None = None):
             _depth -= 1
             if _depth == 0 and _LIBC is not None:
                 _LIBC.mallopt(_M_MMAP_MAX, _MMAP_MAX_DEFAULT)
-                _LIBC.mallopt(_M_TRIM_THRESHOLD, _TRIM_DEFAULT)
+                _LIBC.mallopt(_M_MMAP_THRESHOLD, _MMAP_AFTER)
+                _LIBC.mallopt(_M_TRIM_THRESHOLD, _TRIM_AFTER)
                 _LIBC.malloc_trim(0)
