@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, ModelError
+from .speed import inference
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def predict_volume(net, volume: np.ndarray, plans: dict, *, batch_size: int = 1,
     tiles = needed_tiles(tiles, volume.shape)
     result = np.full(volume.shape, np.nan, np.float32)
     log.info("pyliverlesionseg U-Net: %d tile(s) of %s for a %s volume", len(tiles), n_in, volume.shape)
-    with torch.inference_mode():
+    with inference():
         for b in range(0, len(tiles), batch_size):
             batch = tiles[b:b + batch_size]
             x = np.stack([extract_segment(volume, t[0], n_in) for t in batch])[:, None]

@@ -3,8 +3,10 @@ resample the class probabilities back onto the exact original grid, post-process
 
 Speed on CPU comes from spending work only where it can change the result:
 - tiles whose input is constant in every channel (air/fat below the CT clip window) are not run;
-- a plain pass at a small overlap (LOCATE_OVERLAP) finds the box around voxels that may be foreground; only
-  that box is tiled at the full overlap;
+- a plain pass at a small overlap (LOCATE_OVERLAP) on the image averaged over 2x2x2 voxels (LOCATE_SCALE:
+  1/8 of the tiles) finds the box around voxels that may be foreground; only that box (grown while the
+  foreground touches its faces) is tiled at the full overlap;
+- tiles run BATCH_TILES per forward pass, inside `speed.inference()` (the settings shared with every engine);
 - mirroring TTA (all 8 axis flips, as nnU-Net, run as one batch) is spent only around the voxels that may
   belong to the `tta_classes` (a model may limit them to lesions with its plans' "tta_labels");
 - resampling back to the original grid and post-processing run only in the box around the foreground
@@ -27,6 +29,7 @@ from ..progress import scaled, silent
 from ..study import LABELS
 from .data import Case, case_from_study, plan_grid, preprocess
 from .planner import estimate_memory_mb
+from .speed import inference
 
 log = logging.getLogger(__name__)
 
@@ -59,48 +62,76 @@ def tile_starts(size: int, patch: int, overlap: float) -> list[int]:
 
 
 LOCATE_OVERLAP = 0.25  # overlap of the pass that only finds the foreground box (MONAI's default)
+LOCATE_SCALE = 2  # the locate pass runs on the image averaged over 2x2x2 plan voxels (1/8 of the tiles)
+BATCH_TILES = 4  # tiles per forward pass
 MIRRORS = [axes for r in range(1, 4) for axes in itertools.combinations((2, 3, 4), r)]
 
 
 def sliding_window(net, image: np.ndarray, patch, n_classes: int, *, overlap: float = 0.5, tta: bool = True,
-                   locate_overlap: float | None = None, tta_classes=None, min_probability: float = 0.25,
-                   device=None, progress=None, stats: dict | None = None):
+                   locate_overlap: float | None = None, locate_scale: int = 1, tta_classes=None,
+                   min_probability: float = 0.25, batch_tiles: int = BATCH_TILES, device=None, progress=None,
+                   stats: dict | None = None):
     """Class probabilities (n_classes, x, y, z) of `image` (C, x, y, z) by Gaussian-weighted tiles, in up to
     three passes:
 
-    1. plain tiles over the whole image at `locate_overlap` (default `overlap`);
-    2. if that is below `overlap`: the box around voxels whose foreground probability reaches `min_probability`
-       (padded by a quarter window) is tiled anew at `overlap` and replaces pass 1 there;
+    1. plain tiles over the whole image at `locate_overlap` (default `overlap`), on the image averaged over
+       blocks of `locate_scale`^3 voxels when that is above 1 (only to find the foreground; its result is kept
+       only at scale 1);
+    2. if that pass is coarser (lower overlap or scale > 1): the box around voxels whose foreground probability
+       reaches `min_probability` (padded by a quarter window) is tiled anew at `overlap` and replaces pass 1
+       there (background outside it); while that foreground touches a face of the box inside the image, the
+       box grows by half a window there and is tiled again;
     3. with `tta`: around each connected group of voxels where a class of `tta_classes` (indices; default all
        foreground) reaches `min_probability`, the 7 mirrored predictions are tiled at `overlap` and averaged
        with the unmirrored one (boxes padded by a quarter window; overlapping boxes merged).
+    Tiles run `batch_tiles` at a time (mirrors in the same batch).
     """
     import torch
 
     progress = progress or silent
     patch = [int(p) for p in patch]
     shape = np.asarray(image.shape[1:])
-    pad = np.maximum(np.asarray(patch) - shape, 0)
-    if pad.any():
-        image = np.stack([np.pad(ch, [(0, int(p)) for p in pad], constant_values=float(ch.min())) for ch in image])
+    image = _pad_to(image, patch)
+    full = image.shape[1:]
     locate_overlap = overlap if locate_overlap is None else locate_overlap
     tta_classes = list(tta_classes or range(1, n_classes))
     counts = {"tiles": 0, "skipped": 0, "box_tiles": 0, "tta_tiles": 0, "forward_passes": 0, "overlap": overlap,
-              "locate_overlap": locate_overlap, "tta_boxes": []}
-    refine = locate_overlap != overlap
-    with torch.inference_mode():
-        probs = _tiled(net, image, patch, n_classes, locate_overlap, [()], device,
-                       scaled(progress, 0.0, 0.3 if refine or tta else 1.0), counts, "tiles")
-        for box in _boxes(probs[1:].max(0)[0] >= min_probability, patch, merge_all=True) if refine else []:
-            inside = (slice(None), *box)
-            probs[inside] = _tiled(net, image[inside], patch, n_classes, overlap, [()], device,
-                                   scaled(progress, 0.3, 0.5 if tta else 1.0), counts, "box_tiles")
+              "locate_overlap": locate_overlap, "locate_scale": locate_scale, "tta_boxes": []}
+    refine = locate_overlap != overlap or locate_scale > 1
+
+    def tiled(region, ov, flips, lo, hi, key):
+        return _tiled(net, region, patch, n_classes, ov, flips, device, scaled(progress, lo, hi), counts, key,
+                      batch_tiles)
+
+    with inference():
+        stop1 = 0.3 if refine or tta else 1.0
+        if locate_scale > 1:
+            coarse = tiled(_pad_to(_downsample(image, locate_scale), patch), locate_overlap, [()], 0.0, stop1,
+                           "tiles")
+            found = coarse[1:].max(0)[0] >= min_probability
+            for axis in range(3):
+                found = found.repeat_interleave(locate_scale, axis)
+            found = found[:full[0], :full[1], :full[2]]
+            probs = torch.zeros((n_classes, *full), dtype=torch.float32)
+            probs[0] = 1.0
+        else:
+            probs = tiled(image, locate_overlap, [()], 0.0, stop1, "tiles")
+            found = probs[1:].max(0)[0] >= min_probability
+        for box in _boxes(found, patch, merge_all=True) if refine else []:
+            while True:
+                inside = (slice(None), *box)
+                part = tiled(image[inside], overlap, [()], 0.3, 0.5 if tta else 1.0, "box_tiles")
+                grown = _grow(box, part[1:].max(0)[0] >= min_probability, patch, full)
+                if grown == box:
+                    break
+                box = grown
+            probs[inside] = part
+        counts["box"] = [int(b.stop - b.start) for b in box] if refine and found.any() else None
         boxes = _boxes(probs[tta_classes].max(0)[0] >= min_probability, patch) if tta else []
         for i, box in enumerate(boxes):
             inside = (slice(None), *box)
-            mirrored = _tiled(net, image[inside], patch, n_classes, overlap, MIRRORS, device,
-                              scaled(progress, 0.5 + 0.5 * i / len(boxes), 0.5 + 0.5 * (i + 1) / len(boxes)),
-                              counts, "tta_tiles")
+            mirrored = tiled(image[inside], overlap, MIRRORS, 0.5 + 0.5 * i / len(boxes),
+                             0.5 + 0.5 * (i + 1) / len(boxes), "tta_tiles")
             probs[inside] = (probs[inside] + len(MIRRORS) * mirrored) / (1 + len(MIRRORS))
             counts["tta_boxes"].append([int(b.stop - b.start) for b in box])
     progress(1.0, "tiles done")
@@ -109,10 +140,41 @@ def sliding_window(net, image: np.ndarray, patch, n_classes: int, *, overlap: fl
     return probs[:, :shape[0], :shape[1], :shape[2]].numpy()
 
 
+def _pad_to(image: np.ndarray, patch) -> np.ndarray:
+    """`image` (C, x, y, z) padded at the end to at least one window with each channel's minimum."""
+    pad = np.maximum(np.asarray(patch) - np.asarray(image.shape[1:]), 0)
+    if not pad.any():
+        return image
+    return np.stack([np.pad(ch, [(0, int(p)) for p in pad], constant_values=float(ch.min())) for ch in image])
+
+
+def _downsample(image: np.ndarray, scale: int) -> np.ndarray:
+    """Mean over blocks of scale^3 voxels (partial blocks at the end averaged over what they hold)."""
+    import torch
+
+    t = torch.nn.functional.avg_pool3d(torch.from_numpy(image)[None], scale, ceil_mode=True,
+                                       count_include_pad=False)
+    return np.ascontiguousarray(t[0].numpy())
+
+
+def _grow(box, mask, patch, size) -> tuple:
+    """`box` grown by half a window on each face (inside the image) that `mask` (torch bool, the box) touches."""
+    out = []
+    for axis, (sl, p, n) in enumerate(zip(box, patch, size)):
+        lo, hi = sl.start, sl.stop
+        if lo > 0 and bool(mask.select(axis, 0).any()):
+            lo = max(lo - p // 2, 0)
+        if hi < n and bool(mask.select(axis, -1).any()):
+            hi = min(hi + p // 2, n)
+        out.append(slice(lo, hi))
+    return tuple(out)
+
+
 def _tiled(net, image: np.ndarray, patch, n_classes: int, overlap: float, flips, device, progress, counts: dict,
-           tile_key: str):
+           tile_key: str, batch_tiles: int = BATCH_TILES):
     """Gaussian-blended probabilities over tiles, each the mean over `flips` (axis tuples of (B, C, x, y, z);
-    () = as is) run as one batch; tiles of constant input are background without running the network."""
+    () = as is), `batch_tiles` tiles (times their flips) per forward pass; tiles of constant input are
+    background without running the network."""
     import torch
 
     device = torch.device(device or "cpu")
@@ -122,21 +184,36 @@ def _tiled(net, image: np.ndarray, patch, n_classes: int, overlap: float, flips,
     norm = torch.zeros(full, dtype=torch.float32)
     tiles = list(itertools.product(*[tile_starts(s, p, overlap) for s, p in zip(full, patch)]))
     counts[tile_key] += len(tiles)
+    background = torch.zeros((n_classes, *patch))
+    background[0] = 1.0
+    pending = []
+
+    def run():
+        t = torch.from_numpy(np.stack([w for _, w in pending])).to(device)
+        out = torch.softmax(net(torch.cat([torch.flip(t, axes) for axes in flips])), 1).float().cpu()
+        out = out.reshape(len(flips), len(pending), *out.shape[1:])
+        for j, (sl, _) in enumerate(pending):
+            add(sl, sum(out[k, j].flip([a - 1 for a in axes]) for k, axes in enumerate(flips)) / len(flips))
+        counts["forward_passes"] += len(flips) * len(pending)
+        pending.clear()
+
+    def add(sl, p):
+        probs[(slice(None), *sl)] += p * weights
+        norm[sl] += weights
+
     for i, (x, y, z) in enumerate(tiles):
         sl = (slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
         window = image[(slice(None), *sl)]
         if all(float(ch.max() - ch.min()) < 1e-6 for ch in window):
-            p = torch.zeros((n_classes, *patch))
-            p[0] = 1.0
+            add(sl, background)
             counts["skipped"] += 1
         else:
-            t = torch.from_numpy(np.ascontiguousarray(window))[None].to(device)
-            out = torch.softmax(net(torch.cat([torch.flip(t, axes) for axes in flips])), 1).float().cpu()
-            p = sum(out[k].flip([a - 1 for a in axes]) for k, axes in enumerate(flips)) / len(flips)
-            counts["forward_passes"] += len(flips)
-        probs[(slice(None), *sl)] += p * weights
-        norm[sl] += weights
+            pending.append((sl, window))
+            if len(pending) >= max(1, batch_tiles):
+                run()
         progress((i + 1) / len(tiles), f"tile {i + 1}/{len(tiles)}")
+    if pending:
+        run()
     return probs / norm
 
 
@@ -238,7 +315,8 @@ def resample_to_reference(probs: np.ndarray, grid: sitk.Image, reference: sitk.I
 
 
 def predict_case(case: Case, bundle, *, tta: bool = True, overlap: float | None = None,
-                 locate_overlap: float = LOCATE_OVERLAP, window=None, postprocess: bool = True,
+                 locate_overlap: float = LOCATE_OVERLAP, locate_scale: int = LOCATE_SCALE,
+                 batch_tiles: int = BATCH_TILES, window=None, postprocess: bool = True,
                  min_lesion_ml: float = 0.05, liver_margin_mm: float = 5.0, max_memory_mb: float | None = None,
                  device: str | None = None, net=None, progress=None) -> Segmentation:
     """Segment one case with a bundle; labels come back on the case's reference grid with study.LABELS values.
@@ -269,7 +347,8 @@ def predict_case(case: Case, bundle, *, tta: bool = True, overlap: float | None 
     overlap = plans.get("inference_overlap", 0.5) if overlap is None else overlap
     tta_classes = [plans["labels"][name] for name in plans.get("tta_labels", [])]
     probs = sliding_window(net, image, window, len(plans["labels"]), overlap=overlap, tta=tta,
-                           locate_overlap=min(locate_overlap, overlap), tta_classes=tta_classes, device=device,
+                           locate_overlap=min(locate_overlap, overlap), locate_scale=locate_scale,
+                           tta_classes=tta_classes, batch_tiles=batch_tiles, device=device,
                            progress=scaled(progress, 0.1, 0.85), stats=stats)
     progress(0.85, "resampling to the original grid")
     model_labels = resample_to_reference(probs, grid, ref)

@@ -246,10 +246,24 @@ def build_unet(config: dict):
                 x = self._conv(f"{tag}.{j}", x, rec)
             if self.config["residual_connections"] and n_convs:
                 shortcut = rec("crop", crop_to(shortcut, x))
-                if shortcut.shape[1] != x.shape[1]:
-                    shortcut = self._conv(f"{tag}.shortcut", shortcut, rec)
-                x = rec("add", x + shortcut)
+                if rec.recording:
+                    if shortcut.shape[1] != x.shape[1]:
+                        shortcut = self._conv(f"{tag}.shortcut", shortcut, rec)
+                    return rec("add", x + shortcut)
+                return self._add_shortcut(x, shortcut, tag)
             return x
+
+        def _add_shortcut(self, x, shortcut, tag):
+            """x + shortcut (through the 1x1x1 shortcut convolution when the channels differ), in place on
+            the fresh x; a one-channel shortcut is scaled per channel instead (oneDNN is slow at 1 -> n)."""
+            if shortcut.shape[1] == x.shape[1]:
+                return x.add_(shortcut)
+            conv = self.convs[self._by_role[f"{tag}.shortcut"]]
+            if shortcut.shape[1] == 1:
+                shape = (1, -1, 1, 1, 1)
+                scaled = torch.empty_like(x)  # x's memory layout: the add below then runs in order
+                return x.add_(torch.addcmul(conv.bias.view(shape), shortcut, conv.weight.view(shape), out=scaled))
+            return x.add_(conv(shortcut))
 
         def forward(self, x, taps: "list | None" = None):
             def rec(kind, y, name=""):
