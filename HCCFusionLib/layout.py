@@ -10,6 +10,7 @@
     OUT/dicom/, OUT/pacs/<uid>/     DICOM SEG/SR, retrieved series
     OUT/run.json                    what `run` was given (inputs, model) and why a stage was skipped
     OUT/audit.jsonl                 one line per stage run
+    OUT/stages.json                 completed stages: output SHA-256s + input/settings fingerprint (resume.py)
 
 Every stage folder is written through `files.atomic_folder(..., replace=True)`: built as a temporary
 sibling and swapped in only when complete, so an interrupted stage leaves the previous one intact.
@@ -195,3 +196,7 @@ class RunFolder:
     @property
     def audit(self) -> Path:
         return self.root / "audit.jsonl"
+
+    @property
+    def stage_manifest(self) -> Path:
+        return self.root / "stages.json"

@@ -102,6 +102,7 @@ class _Stages:
 
     def __init__(self, progress: ProgressFn, plan: list[str]):
         self.progress, self.plan, self.seconds, self.status = progress, plan, {}, {}
+        self.on_done = None  # called with the name of each completed stage (run: the stage manifest)
 
     def skip(self, name: str, reason: str) -> None:
         if name in self.plan:
@@ -125,6 +126,8 @@ class _Stages:
         self.seconds[name] = round(time.perf_counter() - started, 2)
         self.status[name] = "ok"
         log.info("stage %s done in %.1f s", name, self.seconds[name])
+        if self.on_done:
+            self.on_done(name)
 
     def _failed(self, name: str, error: HCCFusionError, reason: str) -> HCCFusionError:
         self.status[name] = "failed: " + " ".join(reason.split())
@@ -172,6 +175,11 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     plan.insert(plan.index("registration"), "load")
     plan += ["push"] if push else []
     stages = _Stages(progress, plan)
+    stages.on_done = _manifest_writer(out, study_or_path, pacs_study_uid, dict(
+        model=model and str(model), seg_model=seg_model and str(seg_model), engine=engine, reference=reference,
+        mode=mode, segmentation=segmentation and str(segmentation), image_types=list(image_types),
+        regions=list(regions), presets=presets, registration_options=registration_options, tta=tta, seed=seed,
+        phase_overrides=phase_overrides, keep_identifiers=keep_identifiers, push=push))
     stages.status.update({"pacs": "skipped: no --pull"} if not pacs_study_uid else {})
     stages.status.update({"prediction": "skipped: no model"} if not model else {})
     written, inputs = {}, {}
@@ -315,6 +323,23 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
 
 
 # ---------------------------------------------------------------- stage helpers (wiring, no science)
+def _manifest_writer(out: Path, study_or_path, pacs_study_uid, settings: dict):
+    """on_done callback: record each completed stage's folder and hashes in OUT/stages.json (resume.py)."""
+    from . import layout
+    from .resume import fingerprint, record_stage
+
+    inputs = {"study": Path(study_or_path)} if isinstance(study_or_path, (str, Path)) else {}
+    for key in ("model", "seg_model", "segmentation"):
+        if settings[key] and Path(settings[key]).exists():
+            inputs[key] = Path(settings[key])
+    print_ = fingerprint(inputs, {**settings, "pacs_study_uid": pacs_study_uid})
+
+    def done(name: str) -> None:
+        folder = Path(out) / name
+        record_stage(out, name, [folder] if name in layout.STAGES and folder.exists() else [], print_)
+    return done
+
+
 def _prepare_out(out: Path, plan: list[str], overwrite: bool) -> None:
     """Refuse (or, with overwrite, remove) the stage folders an earlier run left in OUT; drop its run.json."""
     existing = [out / s for s in plan if (out / s).exists()]
@@ -324,6 +349,7 @@ def _prepare_out(out: Path, plan: list[str], overwrite: bool) -> None:
     for path in existing:
         shutil.rmtree(path)
     RunFolder(out).run_record.unlink(missing_ok=True)  # written anew before the report stage
+    RunFolder(out).stage_manifest.unlink(missing_ok=True)  # written anew after each stage
 
 
 def _segment(registered, ref: str, segmentation, engine: str, seg_model, tta: bool, progress):

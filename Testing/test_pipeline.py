@@ -82,6 +82,13 @@ def test_run_writes_every_stage(result, patient):
         assert 0.0 <= prediction["probability"].iloc[0] <= 1.0
         assert (out / "prediction" / "contributions.csv").is_file()
     assert "Stage" not in result.describe() and result.study_id in result.describe()
+    # the stage manifest (resume.py) lists every completed stage, in order, and verifies against the outputs
+    from HCCFusionLib.resume import completed_stages
+
+    manifest = json.loads((out / "stages.json").read_text())
+    done = [s for s, status in result.stages.items() if status == "ok"]
+    assert sorted(manifest["stages"], key=lambda s: manifest["stages"][s]["order"]) == done
+    assert completed_stages(out, manifest["fingerprint"], done) == done
 
 
 def test_seg_and_sr_read_back_and_match_lesions(result):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     started, status, problem = time.time(), 1, ""
+    previous = _on_sigterm()
     try:
         status = int(args.func(args, Progress(args.progress)) or 0)
         return status
@@ -77,7 +79,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hccfusion {args.verb}: cancelled", file=sys.stderr)
         return status
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         _audit(args, argv, started, status, problem)
+
+
+def _on_sigterm():
+    """SIGTERM cancels like Ctrl-C (the running stage's temporaries are removed, completed stages kept);
+    returns the previous handler, or None off the main thread (where no handler can be set)."""
+    def cancel(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, cancel)
+    except ValueError:
+        return None
 
 
 def _audit(args, argv: list[str], started: float, status: int, problem: str) -> None:

@@ -1,0 +1,100 @@
+"""The stage manifest behind `run --resume` (HCCFusionLib.resume): fingerprint, verification, stale temporaries."""
+import pytest
+
+from HCCFusionLib.errors import InputError
+from HCCFusionLib.files import atomic_folder, staging_folder
+from HCCFusionLib.layout import RunFolder
+from HCCFusionLib.resume import completed_stages, fingerprint, record_stage, remove_stale_parts
+
+PLAN = ["registration", "segmentation", "radiomics"]
+
+
+@pytest.fixture()
+def run_folder(tmp_path):
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "ct.nii.gz").write_bytes(b"image")
+    out = tmp_path / "out"
+    paths = RunFolder(out)
+    fp = fingerprint({"study": study}, {"mode": "rigid"})
+    for name in PLAN[:2]:
+        with atomic_folder(paths.stage(name), replace=True) as tmp:
+            (tmp / "a.csv").write_text(name)
+        record_stage(out, name, [paths.stage(name)], fp)
+    return out, study, fp
+
+
+def test_completed_stages_in_order(run_folder):
+    out, _, fp = run_folder
+    assert completed_stages(out, fp, PLAN) == ["registration", "segmentation"]
+    assert completed_stages(out, fp, ["segmentation", "registration"]) == ["segmentation", "registration"]
+    assert completed_stages(out.parent / "new", fp, PLAN) == []
+
+
+def test_changed_input_or_setting_refused(run_folder):
+    out, study, fp = run_folder
+    assert fingerprint({"study": study}, {"mode": "rigid"}) == fp
+    with pytest.raises(InputError, match="other inputs or settings.*--overwrite"):
+        completed_stages(out, fingerprint({"study": study}, {"mode": "affine"}), PLAN)
+    (study / "ct.nii.gz").write_bytes(b"other image")
+    with pytest.raises(InputError, match="new --out folder"):
+        completed_stages(out, fingerprint({"study": study}, {"mode": "rigid"}), PLAN)
+
+
+def test_tampered_or_missing_output_reruns_from_that_stage(run_folder):
+    out, _, fp = run_folder
+    (RunFolder(out).segmentation / "a.csv").write_text("tampered")
+    assert completed_stages(out, fp, PLAN) == ["registration"]
+    (RunFolder(out).registration / "a.csv").unlink()
+    assert completed_stages(out, fp, PLAN) == []
+
+
+def test_stale_part_temporaries_removed(run_folder):
+    out, _, fp = run_folder
+    part_dir = staging_folder(RunFolder(out).radiomics)
+    (part_dir / "x.csv").write_text("half")
+    part_file = out / "segmentation" / ".labels.abc.part.nii.gz"
+    part_file.write_bytes(b"half")
+    assert set(remove_stale_parts(out)) == {part_dir, part_file}
+    assert not part_dir.exists() and not part_file.exists()
+    assert completed_stages(out, fp, PLAN) == ["registration", "segmentation"]
+
+
+def test_sigterm_mid_run_cancels_cleanly_and_keeps_completed_stages(tmp_path):
+    """A real `run` subprocess gets SIGTERM once registration is complete: one-line message, exit 130,
+    no temporaries, and the manifest's completed stages verify against their outputs."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from HCCFusionLib.io import save_image, save_study
+    from HCCFusionLib.phantom import make_patient
+
+    patient = make_patient(5, "small", n_tumours=1, misalignment="rigid")
+    save_study(patient.study, tmp_path / "study")
+    save_image(patient.labels, tmp_path / "labels.nii.gz")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "HCCFusionLib.cli", "--progress", "none", "run", str(tmp_path / "study"),
+           "--out", str(out), "--segmentation", str(tmp_path / "labels.nii.gz"), "--mode", "rigid",
+           "--registration-spacing", "6", "--workers", "1", "--image-types", "Original"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    manifest = out / "stages.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if manifest.is_file() and "segmentation" in json.loads(manifest.read_text())["stages"]:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "hccfusion run: cancelled" and "Traceback" not in err
+    assert not [p for p in out.rglob(".*") if ".part" in p.name]
+    data = json.loads(manifest.read_text())
+    done = sorted(data["stages"], key=lambda s: data["stages"][s]["order"])
+    assert done[:3] == ["load", "registration", "segmentation"]
+    assert completed_stages(out, data["fingerprint"], done) == done
