@@ -28,8 +28,8 @@ stability screening by ICC(3,1) (`stability`) and cohort extraction with resume 
 from . import ibsi
 from .cohort import cohort_extract
 from .extraction import LONG_COLUMNS, Extraction, extract_study, outputs_complete, write_outputs
-from .features import (SeriesFeatures, image_hash, log_bin_flips, max_relative_difference, naive_extract, naive_series_features,
-                       preprocess_image, preprocess_mask, series_features)
+from .features import (SeriesFeatures, image_hash, log_bin_flips, max_relative_difference, naive_extract,
+                       naive_series_features, preprocess_image, preprocess_mask, series_features)
 from .kinetics import (KINETIC_DEFINITIONS, PHASE_PAIRS, definitions_table, kinetic_features, phase_deltas,
                        region_statistics, timepoint_deltas)
 from .presets import (CACHE_VERSION, DEFAULT_IMAGE_TYPE_ARGS, DEFAULT_PRESETS, IMAGE_TYPES, PRESET_DIR, Preset,
