@@ -42,7 +42,8 @@ __all__ = [
     "PERTURBATIONS", "PHASE_PAIRS", "PRESET_DIR", "Extraction", "Preset", "SeriesFeatures", "available_presets",
     "cohort_extract", "ibsi", "column_name", "definitions_table", "expected_keys", "extract_study", "feature_names",
     "icc_3_1", "image_hash", "image_type_names", "kinetic_features", "load_preset", "max_relative_difference",
-    "log_bin_flips", "naive_extract", "naive_series_features", "outputs_complete", "perturb", "phase_deltas", "preprocess_image",
+    "log_bin_flips", "naive_extract", "naive_series_features", "outputs_complete", "perturb", "phase_deltas",
+    "preprocess_image",
     "preprocess_mask", "preset_for", "region_statistics", "series_features", "stability_screen", "stability_subjects",
     "timepoint_deltas", "versions", "write_outputs",
 ]
