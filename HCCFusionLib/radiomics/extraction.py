@@ -159,14 +159,15 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
                   rings_mm=DEFAULT_RINGS_MM, margin_mm: float = DEFAULT_MARGIN_MM, clip: str = "liver",
                   presets: dict | None = None, image_types=None, workers: int = 2, cache_dir=None,
                   resample_masks: bool = False, label_values: dict | None = None, lesions: sitk.Image | None = None,
-                  progress=None) -> Extraction:
+                  progress=None, crop_log: bool = False) -> Extraction:
     """Radiomics, kinetics and diagnostics of every series × region of a study (see the package doc).
 
     `presets`: {series name | phase code | modality code | "*": preset name/file/Preset}; default per modality.
     `image_types`: subset of ("Original", "LoG", "Wavelet") overriding the presets'. `workers`: processes
     (1 = in this process). `cache_dir`: folder of cached per-(series, region) results. `lesions`: the
     segmentation's lesion instance map (`lesions.label_lesions`), used for the per-lesion regions of series on
-    its grid.
+    its grid. `crop_log`: LoG on the regions' box + 6-sigma margin (filtered features within 1e-4 relative,
+    Original and shape unchanged; see `features.log_bin_flips`).
     """
     import pandas as pd
 
@@ -223,7 +224,7 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
                 masks[name] = region
             if not masks:
                 continue
-            cache_keys = {n: _cache_key(info["image_sha256"], info["regions"][n]["mask_sha256"], preset)
+            cache_keys = {n: _cache_key(info["image_sha256"], info["regions"][n]["mask_sha256"], preset, crop_log)
                           for n in masks}
             todo = {}
             for name in masks:
@@ -239,6 +240,7 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
             packed = {n: pack_mask(r.mask) for n, r in todo.items()}
             runner.add_series(series.name, {"series": series.name, "preset": preset.as_dict(),
                                             "threads": runner.threads, "image": pack_image(series.image),
+                                            "crop_log": crop_log,
                                             "masks": packed})
             series_cache_keys[series.name] = cache_keys
             grid = {"size": series.image.GetSize(), "spacing": series.image.GetSpacing(),
@@ -283,8 +285,9 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
     return Extraction(study.study_id, long, kin, diag)
 
 
-def _cache_key(image_sha: str, mask_sha: str, preset: Preset) -> str:
-    text = json.dumps([image_sha, mask_sha, preset.sha256(), versions()], sort_keys=True)
+def _cache_key(image_sha: str, mask_sha: str, preset: Preset, crop_log: bool = False) -> str:
+    text = json.dumps([image_sha, mask_sha, preset.sha256(), versions()] + (["crop_log"] if crop_log else []),
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

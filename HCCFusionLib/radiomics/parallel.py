@@ -66,7 +66,8 @@ def series_task(task: dict) -> dict:
     pre = preprocess_image(image, preset)
     masks = {name: preprocess_mask(_unpack_mask(m), image, preset) for name, m in task["masks"].items()}
     shapes = dict(task.get("shapes") or {})
-    found = series_features(pre, masks, preset, shapes=shapes, defer_shapes=task.get("defer_shapes", False))
+    found = series_features(pre, masks, preset, shapes=shapes, defer_shapes=task.get("defer_shapes", False),
+                            crop_log=task.get("crop_log", False))
     return {"series": task["series"], "values": found.values, "reasons": found.reasons,
             "shape_keys": found.shape_keys, "seconds": found.seconds, "shapes": shapes,
             "preprocessed_sha256": image_hash(pre), "grid": {"size": pre.GetSize(), "spacing": pre.GetSpacing()}}
