@@ -144,7 +144,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         presets: dict | None = None, registration_options: dict | None = None, workers: int = 2,
         tta: bool = False, pacs_url: str | None = None, pacs_study_uid: str | None = None,
         push: bool = False, overwrite: bool = False, seed: int = 0, phase_overrides: dict | None = None,
-        keep_identifiers: bool = False, progress: ProgressFn | None = None) -> RunResult:
+        keep_identifiers: bool = False, resume: bool = False, progress: ProgressFn | None = None) -> RunResult:
     """Run every stage on one study (a Study, a study/DICOM folder, or `pacs_study_uid` pulled from `pacs_url`).
 
     model: prediction bundle folder (default: the shipped demo bundle, when installed; "none" skips prediction).
@@ -157,6 +157,8 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     phase_overrides: series name/UID/file -> phase, as in io.load_study (also applied to a given Study).
     keep_identifiers: the DICOM SEG + SR keep the input's patient/study attributes and UIDs (implied by push,
     which files them with the source study); otherwise they are de-identified (dicom.export_dicom).
+    resume: continue an interrupted run in OUT (same inputs and settings, else an InputError): stale temporaries
+    are removed and an intact completed registration (OUT/stages.json) is read back instead of recomputed.
     """
     from .study import Study
 
@@ -171,15 +173,20 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         model = default_model_path()
     model = None if str(model).lower() == "none" else Path(model)
     plan = [s for s in STAGES if (s != "pacs" or pacs_study_uid) and (s != "prediction" or model)]
-    _prepare_out(out, plan, overwrite)
-    plan.insert(plan.index("registration"), "load")
-    plan += ["push"] if push else []
-    stages = _Stages(progress, plan)
-    stages.on_done = _manifest_writer(out, study_or_path, pacs_study_uid, dict(
+    settings = dict(
         model=model and str(model), seg_model=seg_model and str(seg_model), engine=engine, reference=reference,
         mode=mode, segmentation=segmentation and str(segmentation), image_types=list(image_types),
         regions=list(regions), presets=presets, registration_options=registration_options, tta=tta, seed=seed,
-        phase_overrides=phase_overrides, keep_identifiers=keep_identifiers, push=push))
+        phase_overrides=phase_overrides, keep_identifiers=keep_identifiers, push=push)
+    print_, done = _fingerprint(study_or_path, pacs_study_uid, settings), []
+    resuming = resume and not overwrite and paths.stage_manifest.is_file()
+    if resuming:
+        done = _resumable(out, print_, plan)
+    _prepare_out(out, [s for s in plan if s not in done], overwrite, keep_manifest=resuming)
+    plan.insert(plan.index("registration"), "load")
+    plan += ["push"] if push else []
+    stages = _Stages(progress, plan)
+    stages.on_done = _manifest_writer(out, print_)
     stages.status.update({"pacs": "skipped: no --pull"} if not pacs_study_uid else {})
     stages.status.update({"prediction": "skipped: no model"} if not model else {})
     written, inputs = {}, {}
@@ -201,13 +208,17 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             inputs["study"] = Path(study_or_path)
             study = load_study(study_or_path, phase_overrides=phase_overrides)
 
-    with stages.stage("registration") as step:
-        from .registration import register_study
+    if "registration" in done:
+        stages.skip("registration", "resumed from stages.json")
+        registration, written["registration"] = _read_registration(paths), paths.registration
+    else:
+        with stages.stage("registration") as step:
+            from .registration import register_study
 
-        registration = register_study(study, reference=reference, mode=mode, seed=seed, progress=step,
-                                       **(registration_options or {}))
-        written["registration"] = registration.save(paths.registration)
-        registered, ref = registration.study, registration.reference
+            registration = register_study(study, reference=reference, mode=mode, seed=seed, progress=step,
+                                           **(registration_options or {}))
+            written["registration"] = registration.save(paths.registration)
+    registered, ref = registration.study, registration.reference
 
     with stages.stage("segmentation") as step:
         seg, info = _segment(registered, ref, segmentation, engine, seg_model, tta, step)
@@ -323,16 +334,51 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
 
 
 # ---------------------------------------------------------------- stage helpers (wiring, no science)
-def _manifest_writer(out: Path, study_or_path, pacs_study_uid, settings: dict):
-    """on_done callback: record each completed stage's folder and hashes in OUT/stages.json (resume.py)."""
-    from . import layout
-    from .resume import fingerprint, record_stage
+def _fingerprint(study_or_path, pacs_study_uid, settings: dict) -> str:
+    """resume.fingerprint of the run's input files (study, models, label map) and settings."""
+    from .resume import fingerprint
 
     inputs = {"study": Path(study_or_path)} if isinstance(study_or_path, (str, Path)) else {}
     for key in ("model", "seg_model", "segmentation"):
         if settings[key] and Path(settings[key]).exists():
             inputs[key] = Path(settings[key])
-    print_ = fingerprint(inputs, {**settings, "pacs_study_uid": pacs_study_uid})
+    return fingerprint(inputs, {**settings, "pacs_study_uid": pacs_study_uid})
+
+
+#: stages `run --resume` reads back from their files (the others are recomputed: they are cheap)
+RESUMABLE = ("registration",)
+
+
+def _resumable(out: Path, print_: str, plan: list[str]) -> list[str]:
+    """The completed, intact RESUMABLE stages of an earlier run in OUT; removes its stale temporaries."""
+    from .resume import completed_stages, remove_stale_parts
+
+    for path in remove_stale_parts(out):
+        log.info("resume: removed stale temporary %s", path)
+    done = completed_stages(out, print_, [s for s in plan if s != "pacs"])
+    return [s for s in done[:len(RESUMABLE)] if s in RESUMABLE]
+
+
+def _read_registration(paths: RunFolder):
+    """The RegistrationResult that `RegistrationResult.save` wrote (transforms, QC images not needed again)."""
+    import json
+
+    from .io import load_study, read_image
+    from .registration import RegistrationResult
+    from .report import read_csv_table
+
+    qc = read_csv_table(paths.registration_qc)
+    qc["warnings"] = [[w for w in str(v).split("; ") if w] if v == v else [] for v in qc["warnings"]]
+    boards = {p.name[:-len("_checkerboard.nii.gz")]: read_image(p)
+              for p in sorted(paths.checkerboard("*").parent.glob(paths.checkerboard("*").name))}
+    return RegistrationResult(json.loads(paths.channels.read_text())["reference"], {},
+                              load_study(paths.registration), qc, boards)
+
+
+def _manifest_writer(out: Path, print_: str):
+    """on_done callback: record each completed stage's folder and hashes in OUT/stages.json (resume.py)."""
+    from . import layout
+    from .resume import record_stage
 
     def done(name: str) -> None:
         folder = Path(out) / name
@@ -340,16 +386,18 @@ def _manifest_writer(out: Path, study_or_path, pacs_study_uid, settings: dict):
     return done
 
 
-def _prepare_out(out: Path, plan: list[str], overwrite: bool) -> None:
-    """Refuse (or, with overwrite, remove) the stage folders an earlier run left in OUT; drop its run.json."""
+def _prepare_out(out: Path, plan: list[str], overwrite: bool, keep_manifest: bool = False) -> None:
+    """Refuse (or, with overwrite or when resuming, remove) the stage folders an earlier run left in OUT; drop its
+    run.json (and its stages.json unless `keep_manifest`: resuming)."""
     existing = [out / s for s in plan if (out / s).exists()]
-    if existing and not overwrite:
+    if existing and not (overwrite or keep_manifest):
         raise InputError(f"'{out}' already holds results ({', '.join(p.name for p in existing)}): choose a new "
                          "--out folder or pass --overwrite.")
     for path in existing:
         shutil.rmtree(path)
     RunFolder(out).run_record.unlink(missing_ok=True)  # written anew before the report stage
-    RunFolder(out).stage_manifest.unlink(missing_ok=True)  # written anew after each stage
+    if not keep_manifest:
+        RunFolder(out).stage_manifest.unlink(missing_ok=True)  # written anew after each stage
 
 
 def _segment(registered, ref: str, segmentation, engine: str, seg_model, tta: bool, progress):

@@ -98,3 +98,131 @@ def test_sigterm_mid_run_cancels_cleanly_and_keeps_completed_stages(tmp_path):
     done = sorted(data["stages"], key=lambda s: data["stages"][s]["order"])
     assert done[:3] == ["load", "registration", "segmentation"]
     assert completed_stages(out, data["fingerprint"], done) == done
+
+
+# ---------------------------------------------------------------- run --resume with real subprocesses
+def _hashes(out):
+    """SHA-256 of every output, leaving out the documented run-dependent fields: wall `seconds` (registration
+    qc.csv and its report table, radiomics diagnostics.json), HDF5 object timestamps (transforms), the fresh UIDs
+    and dates of the de-identified DICOM, and the audit/manifest (times, stage order)."""
+    import hashlib
+    import json
+    import re
+
+    import pandas as pd
+    import pydicom
+
+    from HCCFusionLib.files import sha256_file
+
+    def drop_seconds(doc):
+        if isinstance(doc, dict):
+            return {k: drop_seconds(v) for k, v in doc.items() if k != "seconds"}
+        return [drop_seconds(v) for v in doc] if isinstance(doc, list) else doc
+
+    seconds = pd.read_csv(RunFolder(out).registration_qc)["seconds"]
+    hashes = {}
+    for p in sorted(q for q in out.rglob("*") if q.is_file() and q.name not in ("audit.jsonl", "stages.json")):
+        if p.suffix == ".h5":
+            text = "present"
+        elif p == RunFolder(out).registration_qc:
+            text = pd.read_csv(p).drop(columns="seconds").to_csv()
+        elif p.suffix == ".json":
+            text = json.dumps(drop_seconds(json.loads(p.read_text())), sort_keys=True)
+        elif p.suffix == ".html":
+            text = p.read_text()
+            for value in seconds:
+                text = re.sub(f'<td class="num">{value:.4g}</td>', "<td>seconds</td>", text)
+        elif p.suffix == ".dcm":
+            text = "\n".join(str(e) for e in pydicom.dcmread(p).iterall() if e.VR not in ("UI", "DA", "TM", "DT"))
+        else:
+            hashes[p.relative_to(out).as_posix()] = sha256_file(p)
+            continue
+        hashes[p.relative_to(out).as_posix()] = hashlib.sha256(text.encode()).hexdigest()
+    return hashes
+
+
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory):
+    from HCCFusionLib.io import save_image, save_study
+    from HCCFusionLib.phantom import make_patient
+
+    root = tmp_path_factory.mktemp("resume")
+    patient = make_patient(5, "small", n_tumours=1, misalignment="rigid")
+    save_study(patient.study, root / "study")
+    save_image(patient.labels, root / "labels.nii.gz")
+    return root
+
+
+def _cmd(root, out, *extra):
+    import sys
+
+    return [sys.executable, "-m", "HCCFusionLib.cli", "--progress", "none", "run", str(root / "study"),
+            "--out", str(out), "--segmentation", str(root / "labels.nii.gz"), "--mode", "rigid",
+            "--registration-spacing", "6", "--workers", "1", "--image-types", "Original", *extra]
+
+
+def _run(cmd):
+    import os
+    import subprocess
+
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small_study):
+    out = small_study / "full"
+    done = _run(_cmd(small_study, out))
+    assert done.returncode == 0, done.stderr
+    return _hashes(out)
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_killed_run_resumes_to_identical_outputs(small_study, uninterrupted, sig):
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+
+    out = small_study / f"out_{sig}"
+    proc = subprocess.Popen(_cmd(small_study, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    manifest = out / "stages.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if manifest.is_file() and "registration" in json.loads(manifest.read_text())["stages"]:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(getattr(signal, sig))
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert not RunFolder(out).report_html.exists()
+    registration_time = RunFolder(out).registered_study.stat().st_mtime_ns
+    stale = out / ".radiomics.killed.part"
+    stale.mkdir()
+    done = _run(_cmd(small_study, out, "--resume"))
+    assert done.returncode == 0, done.stderr
+    assert not stale.exists()
+    assert RunFolder(out).registered_study.stat().st_mtime_ns == registration_time  # read back, not redone
+    assert _hashes(out) == uninterrupted
+    audit = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
+    assert audit[-1]["stages"]["registration"] == "skipped: resumed from stages.json"
+    assert audit[-1]["stages"]["radiomics"] == "ok"
+
+
+def test_resume_with_other_settings_refused_and_tampered_output_redone(small_study, uninterrupted):
+    import json
+
+    out = small_study / "full"
+    done = _run(_cmd(small_study, out, "--resume", "--mode", "affine"))
+    assert done.returncode == 2
+    assert "other inputs or settings" in done.stderr.strip().splitlines()[-1]
+    qc = RunFolder(out).registration_qc
+    qc.write_text(qc.read_text() + "\n")
+    done = _run(_cmd(small_study, out, "--resume"))
+    assert done.returncode == 0, done.stderr
+    assert _hashes(out) == uninterrupted
+    audit = json.loads((out / "audit.jsonl").read_text().splitlines()[-1])
+    assert audit["stages"]["registration"] == "ok"

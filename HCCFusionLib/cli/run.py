@@ -22,7 +22,8 @@ def cmd_run(args, progress):
                  presets={"*": args.preset} if args.preset else None, workers=args.workers, tta=args.tta,
                  pacs_url=args.pacs_url, pacs_study_uid=args.pull,
                  push=args.push, overwrite=args.overwrite, registration_options=options,
-                 phase_overrides=phase_overrides(args), keep_identifiers=args.keep_identifiers, progress=progress)
+                 phase_overrides=phase_overrides(args), keep_identifiers=args.keep_identifiers, resume=args.resume,
+                 progress=progress)
     args.stage_status = result.stages  # the audit record's per-stage status
     print(result.describe())
     if result.pushed is not None:
@@ -61,6 +62,11 @@ def _run_args(p):
                         "pseudonymous patient HCCF-<hash>, a new study); no other output holds identifiers (except the "
                         "study pulled with --pull)")
     p.add_argument("--overwrite", action="store_true", help="replace stage folders of an earlier run in OUT")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run in OUT that was interrupted (killed, SIGTERM, Ctrl-C) with the same inputs and "
+                        "settings (else an error): stale temporaries are removed, a completed registration whose files "
+                        "still match OUT/stages.json is read back, the other stages are rerun; outputs equal those of "
+                        "an uninterrupted run")
 
 
 cmd_run.configure = _run_args
