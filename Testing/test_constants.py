@@ -55,8 +55,8 @@ DUPLICATES = {
     r"\(\s*(400|350)(\.0)?\s*,\s*(40|50)(\.0)?\s*\)": "HCCFusionLib/study.py",  # CT window (width, level)
     r"\(\s*-160(\.0)?\s*,\s*240(\.0)?\s*\)": "HCCFusionLib/study.py",  # the same window as (low, high)
     r"\b(10200004|78961009|32764006|108369006|49755003|123037004|91723000)\b": "HCCFusionLib/hccfusion.term.json",
-    r"\"moderate-severe\"\s*[,\]]": "HCCFusionLib/clinical.py",  # ascites choices
-    r"\"grade1-2\"\s*[,\]]": "HCCFusionLib/clinical.py",  # encephalopathy choices
+    r"\"moderate-severe\"\s*[,\]]": "HCCFusionLib/study.py",  # ascites choices
+    r"\"grade1-2\"\s*[,\]]": "HCCFusionLib/study.py",  # encephalopathy choices
     r"\"HBV\"\s*,\s*\"HCV\"": "HCCFusionLib/study.py",  # etiologies
     r"\[\s*\"auto\"\s*,\s*\"ct\"\s*,\s*\"mr\"": "HCCFusionLib/radiomics/presets.py",  # preset names
 }

@@ -4,9 +4,9 @@
 """
 from __future__ import annotations
 
-from HCCFusionLib.clinical import ASCITES_LEVELS, ECOG_PS, ENCEPHALOPATHY_LEVELS
+from HCCFusionLib.clinical import ECOG_PS
 from HCCFusionLib.radiomics.presets import DEFAULT_PRESETS
-from HCCFusionLib.study import ETIOLOGIES, Phase
+from HCCFusionLib.study import ASCITES_LEVELS, ENCEPHALOPATHY_LEVELS, ETIOLOGIES, Phase
 
 UNKNOWN = "not known"  # the panel's value for a clinical variable that is not known
 PHASES = [phase.value for phase in Phase]
