@@ -162,9 +162,11 @@ def check_mask(mask: sitk.Image, settings: dict) -> np.ndarray:
 
 
 def shape_key(shape_mask: sitk.Image, bb) -> str:
-    """Hash of the mask crop shape features are computed on (equal crops give equal shape features)."""
+    """Hash of the mask crop shape features are computed on (equal crops give equal shape features; the origin
+    is left out: shape features do not depend on it, and a cropped grid's origin may differ in its last bits)."""
     imageoperations = pyradiomics()[2]
     _, cropped = imageoperations.cropToTumorMask(shape_mask, shape_mask, bb)
+    cropped.SetOrigin((0.0, 0.0, 0.0))
     return image_hash(cropped)
 
 
