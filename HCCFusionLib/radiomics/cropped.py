@@ -21,6 +21,7 @@ import logging
 import numpy as np
 import SimpleITK as sitk
 
+from .features import LOG_MARGIN_SIGMAS, _target_grid
 from .presets import Preset
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,6 @@ KERNEL_MARGIN = 2  # the cubic B-spline's support radius, in input voxels
 
 def filter_margin(preset: Preset, spacing) -> np.ndarray:
     """Voxels (x, y, z) around the regions' box that the preset's LoG and wavelet read."""
-    from .features import LOG_MARGIN_SIGMAS
-
     margin = np.zeros(3, int)
     types = preset.extractor().enabledImagetypes
     if "LoG" in types:
@@ -51,8 +50,6 @@ def preprocess_cropped(image: sitk.Image, masks: dict, preset: Preset):
     """(preprocessed image, {name: mask}) on the crop of the preset's grid around `masks` (masks on that grid, e.g.
     from `features.preprocess_mask`), or None where cropping does not apply (IBSI mode, no resampling, another
     interpolator than B-spline, no ITK Python wrapping, or a crop as large as the grid)."""
-    from .features import _target_grid
-
     grid = _target_grid(image, preset)
     interpolator = preset.preprocess.get("interpolator") or "sitkBSpline"
     if preset.mode == "ibsi" or grid is None or interpolator != "sitkBSpline" or preset.preprocess.get("normalize"):
