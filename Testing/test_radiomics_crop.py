@@ -1,4 +1,4 @@
-"""Radiomics with the LoG cropped to the region's box plus a 6-sigma margin: filtered features within 1e-4
+"""Radiomics with the LoG cropped to the region's box plus a 10-sigma margin: filtered features within 1e-4
 relative of the whole-image LoG, Original and shape bit-identical, bin flips counted; the B-spline resampling
 cropped to the box plus the filters' margin (`radiomics.cropped`): bit-identical to the whole-series resampling."""
 from __future__ import annotations

@@ -166,7 +166,7 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
     `image_types`: subset of ("Original", "LoG", "Wavelet") overriding the presets'. `workers`: processes
     (1 = in this process). `cache_dir`: folder of cached per-(series, region) results. `lesions`: the
     segmentation's lesion instance map (`lesions.label_lesions`), used for the per-lesion regions of series on
-    its grid. `crop_log`: LoG on the regions' box + 6-sigma margin (filtered features within 1e-4 relative,
+    its grid. `crop_log`: LoG on the regions' box + 10-sigma margin (filtered features within 1e-4 relative,
     Original and shape unchanged; see `features.log_bin_flips`) and the B-spline resampling on the box plus the
     filters' margin (bit-identical; `cropped`; diagnostics: the preprocessed grid is then the crop's).
     """

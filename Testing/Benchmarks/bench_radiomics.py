@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--image-types", default="Original,LoG,Wavelet")
     parser.add_argument("--crop-log", action="store_true",
-                        help="LoG on the regions' box + 6-sigma margin, B-spline resampling on the box + filter margin")
+                        help="LoG on the regions' box + 10-sigma margin, B-spline resampling on the box + filter margin")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
