@@ -166,8 +166,9 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
     `image_types`: subset of ("Original", "LoG", "Wavelet") overriding the presets'. `workers`: processes
     (1 = in this process). `cache_dir`: folder of cached per-(series, region) results. `lesions`: the
     segmentation's lesion instance map (`lesions.label_lesions`), used for the per-lesion regions of series on
-    its grid. `crop_log`: LoG on the regions' box + 6-sigma margin (filtered features within 1e-4 relative,
-    Original and shape unchanged; see `features.log_bin_flips`).
+    its grid. `crop_log`: LoG on the regions' box + 10-sigma margin (filtered features within 1e-4 relative,
+    Original and shape unchanged; see `features.log_bin_flips`) and the B-spline resampling on the box plus the
+    filters' margin (bit-identical; `cropped`; diagnostics: the preprocessed grid is then the crop's).
     """
     import pandas as pd
 
@@ -270,6 +271,7 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
             diag["series"][series.name]["seconds"] = round(res["seconds"], 3)
             diag["series"][series.name]["preprocessed_sha256"] = res.get("preprocessed_sha256")
             diag["series"][series.name]["preprocessed_grid"] = res.get("grid")
+            diag["series"][series.name]["cropped"] = bool(res.get("cropped"))
     long = pd.DataFrame(long_rows, columns=LONG_COLUMNS + ["wide_phase"])
     order = {f"{s}\0{r}": i for i, (s, r) in enumerate(
         (s, r) for s, info in diag["series"].items() for r in list(info["regions"]) + ["all"])}

@@ -10,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..regions import size_reason
+from .cropped import preprocess_cropped
 from .features import check_mask, compute_shape, image_hash, preprocess_image, preprocess_mask, series_features, \
     shape_key
 from .presets import Preset, load_preset
@@ -63,14 +64,16 @@ def series_task(task: dict) -> dict:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(task["threads"])
     preset = load_preset(Preset(**task["preset"]))
     image = _unpack_image(task["image"])
-    pre = preprocess_image(image, preset)
     masks = {name: preprocess_mask(_unpack_mask(m), image, preset) for name, m in task["masks"].items()}
+    crop = preprocess_cropped(image, masks, preset) if task.get("crop_log") else None
+    pre, masks = crop if crop is not None else (preprocess_image(image, preset), masks)
     shapes = dict(task.get("shapes") or {})
     found = series_features(pre, masks, preset, shapes=shapes, defer_shapes=task.get("defer_shapes", False),
                             crop_log=task.get("crop_log", False))
     return {"series": task["series"], "values": found.values, "reasons": found.reasons,
             "shape_keys": found.shape_keys, "seconds": found.seconds, "shapes": shapes,
-            "preprocessed_sha256": image_hash(pre), "grid": {"size": pre.GetSize(), "spacing": pre.GetSpacing()}}
+            "preprocessed_sha256": image_hash(pre), "grid": {"size": pre.GetSize(), "spacing": pre.GetSpacing()},
+            "cropped": crop is not None}
 
 
 def shape_task(task: dict) -> dict:
