@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from ..errors import GeometryError, InputError
 from ..phases import (UNTIMED_CONTRAST, acquisition_seconds, b_value, detect_phase, order_contrast_series,
                       refine_with_image)
+from ..pet import scale, suv_factors
 from ..study import Modality, Phase, Series, Study
 from .seg import read_seg
 
@@ -86,6 +87,12 @@ def add_dicom_series(study: Study, headers) -> None:
                     continue
                 raise exc from None
             datasets = [m[1] for m in sub_members]
+            pet = {}
+            if modality == "PT":  # stored activity -> SUVbw, so a PET series is SUV everywhere downstream
+                factors = suv_factors(datasets)
+                image = scale(image, factors.bw)
+                pet = {"units": "SUVbw (g/mL)", "suv_factor": factors.bw, "sul_factor": factors.lbm,
+                       "suv_how": factors.how}
             phase, conf, reason = detect_phase(datasets)
             name = unique_key(study.series, safe_name(label) + suffix)
             meta = {
@@ -96,7 +103,7 @@ def add_dicom_series(study: Study, headers) -> None:
                 "series_description": str(ds.get("SeriesDescription") or ""),
                 "series_number": int(ds.get("SeriesNumber")) if ds.get("SeriesNumber") not in (None, "") else None,
                 "source": str(Path(os.path.commonpath([str(f) for f in files]))), "files": [str(f) for f in files],
-                "acquisition_seconds": acquisition_seconds(datasets),
+                "acquisition_seconds": acquisition_seconds(datasets), **pet,
             }
             series = study.add(Series(name, phase, image, modality=_modality(modality), meta=meta))
             if reason.endswith(UNTIMED_CONTRAST):
