@@ -115,3 +115,22 @@ def test_planted_ceus_lirads_categories(bolus, share, diameter, expected):
     assert ceus_category(feats, diameter) == expected
     for f in feats.values():
         assert f.threshold is not None and f.evidence
+
+
+def test_cli_ceus_writes_perfusion_and_lirads(cine_file, tmp_path):
+    import pandas as pd
+
+    from HCCFusionLib.cli import main
+    from HCCFusionLib.layout import RunFolder
+
+    out = RunFolder(tmp_path / "run")
+    (lx, ly), lr = LESION_ROI
+    (vx, vy), vr = LIVER_ROI
+    assert main(["--progress", "none", "ceus", str(out.root), "--cine", str(cine_file), "--lesion", str(lx), str(ly),
+                 str(lr), "--liver", str(vx), str(vy), str(vr), "--diameter-mm", "25"]) == 0
+    perfusion = pd.read_csv(out.ceus_perfusion).set_index(["roi", "parameter"])
+    assert perfusion.loc[("lesion", "mtt_s"), "value"] == pytest.approx(_truth(LESION)["mtt_s"], rel=0.05)
+    assert set(perfusion["unit"]) >= {"s", "1/s (I/I0)"}
+    lirads = pd.read_csv(out.ceus_lirads).set_index("feature")
+    assert lirads.loc["category", "value"] == "LR-M"  # the phantom lesion is a pure bolus: washout ~43 s, marked
+    assert lirads.loc["aphe", "present"] in (True, "True")

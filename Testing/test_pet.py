@@ -166,3 +166,27 @@ def test_lesion_table_suvmax_peak_mean_mtv_tlg_tlr():
     kernel = sum(g ** 2 for g in np.meshgrid(*[np.arange(-3, 4) * 2.0] * 3, indexing="ij")) <= (3000 / (4 * np.pi)) ** (2 / 3)
     assert row.suv_peak == pytest.approx((8.0 * (kernel.sum() - 1) + 12.0) / kernel.sum())
     assert row.sul_max == pytest.approx(12.0 * 0.8)
+
+
+def test_cli_pet_suv_writes_suv_sul_and_lesion_table(tmp_path, capsys):
+    from HCCFusionLib.cli import main
+    from HCCFusionLib.io import read_image, save_image
+    from HCCFusionLib.layout import RunFolder
+
+    folder = write_pet(tmp_path / "pet")
+    reference = load_study(folder).get(Phase.PET).image
+    labels = np.full(SHAPE, LABELS["liver"], np.uint8)
+    labels[2:6, 8:14, 8:14] = LABELS["tumour"]
+    label_image = sitk.GetImageFromArray(labels)
+    label_image.CopyInformation(reference)
+    save_image(label_image, tmp_path / "labels.nii.gz")
+    out = RunFolder(tmp_path / "run")
+    assert main(["--progress", "none", "pet-suv", str(out.root), "--pet", str(folder),
+                 "--labels", str(tmp_path / "labels.nii.gz")]) == 0
+    suv = sitk.GetArrayFromImage(read_image(out.pet_suv))
+    sul = sitk.GetArrayFromImage(read_image(out.pet_sul))
+    np.testing.assert_allclose(sul / suv, _hand_lbm() / WEIGHT, rtol=5e-3)
+    table = __import__("pandas").read_csv(out.pet_lesions)
+    assert table.loc[0, "suv_max"] == pytest.approx(float(suv[labels == LABELS["tumour"]].max()), rel=1e-4)
+    assert table.loc[0, "mtv_ml"] == pytest.approx(4 * 6 * 6 * 64 / 1000)
+    assert "SUVbw factor" in capsys.readouterr().out
