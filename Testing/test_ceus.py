@@ -134,3 +134,8 @@ def test_cli_ceus_writes_perfusion_and_lirads(cine_file, tmp_path):
     lirads = pd.read_csv(out.ceus_lirads).set_index("feature")
     assert lirads.loc["category", "value"] == "LR-M"  # the phantom lesion is a pure bolus: washout ~43 s, marked
     assert lirads.loc["aphe", "present"] in (True, "True")
+    from HCCFusionLib.report import ReportData, render_html
+
+    html = render_html(ReportData("s1", ceus=pd.read_csv(out.ceus_perfusion), ceus_lirads=pd.read_csv(out.ceus_lirads),
+                                  dated=False), tmp_path / "report")
+    assert "CEUS LI-RADS v2017" in html and "LR-M" in html and "1/s (I/I0)" in html

@@ -190,3 +190,7 @@ def test_cli_pet_suv_writes_suv_sul_and_lesion_table(tmp_path, capsys):
     assert table.loc[0, "suv_max"] == pytest.approx(float(suv[labels == LABELS["tumour"]].max()), rel=1e-4)
     assert table.loc[0, "mtv_ml"] == pytest.approx(4 * 6 * 6 * 64 / 1000)
     assert "SUVbw factor" in capsys.readouterr().out
+    from HCCFusionLib.report import ReportData, render_html
+
+    html = render_html(ReportData("s1", pet=table, dated=False), tmp_path / "report")
+    assert "PET per lesion" in html and "suv_peak [g/mL (SUVbw, mean in a 1 mL sphere)]" in html
