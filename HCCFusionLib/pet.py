@@ -107,7 +107,7 @@ def scan_start(datasets) -> datetime:
 def _injection(ds, drug, start: datetime) -> datetime:
     when = _datetime(None, drug.get("RadiopharmaceuticalStartDateTime"))
     if when is None and drug.get("RadiopharmaceuticalStartTime"):
-        when = _datetime(ds.get("SeriesDate"), drug.get("RadiopharmaceuticalStartTime"))
+        when = _datetime(start.strftime("%Y%m%d"), drug.get("RadiopharmaceuticalStartTime"))  # scan day
         if when is not None and when > start:  # injected the day before a scan that started after midnight
             when -= timedelta(days=1)
     if when is None:

@@ -194,3 +194,11 @@ def test_cli_pet_suv_writes_suv_sul_and_lesion_table(tmp_path, capsys):
 
     html = render_html(ReportData("s1", pet=table, dated=False), tmp_path / "report")
     assert "PET per lesion" in html and "suv_peak [g/mL (SUVbw, mean in a 1 mL sphere)]" in html
+
+
+def test_start_time_only_across_midnight(tmp_path):
+    folder = write_pet(tmp_path / "pet", drop=("RadiopharmaceuticalStartDateTime",), series_time="003000",
+                       acq_time="003000")
+    headers = _headers(folder)
+    headers[0].RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartTime = "233000"  # the day before
+    assert abs(suv_factors(headers).bw / _hand_suv(3600.0) - 1) < 5e-3
