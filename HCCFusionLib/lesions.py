@@ -126,7 +126,7 @@ class LesionTable:
     def from_csv(cls, path) -> "LesionTable":
         """Read a table written by `to_csv`; a CSV without the lesion columns is an InputError."""
         try:
-            frame = pd.read_csv(path, float_precision="round_trip")  # the values written, bit for bit
+            frame = pd.read_csv(path)
         except (OSError, ValueError, pd.errors.ParserError) as exc:
             raise InputError(f"Cannot read lesion table '{path}' ({exc}): give a lesions.csv written by "
                              "`hccfusion segment`.") from exc

@@ -60,6 +60,52 @@ def test_stale_part_temporaries_removed(run_folder):
     assert completed_stages(out, fp, PLAN) == ["registration", "segmentation"]
 
 
+def test_stage_readers_give_back_what_was_written(tmp_path):
+    """read_segmentation and Extraction.read (what `run --resume` uses) return exactly what the writers were given:
+    voxels and pixel types, floats bit for bit (NaN too), text as written (a numeric-looking study id, empty
+    reasons); an incomplete radiomics folder is an InputError."""
+    import numpy as np
+    import pandas as pd
+    import SimpleITK as sitk
+
+    from HCCFusionLib.phantom import make_patient
+    from HCCFusionLib.radiomics import LONG_COLUMNS, Extraction
+    from HCCFusionLib.segmentation.predictor import Segmentation, lesion_table, read_segmentation, save_segmentation
+
+    patient = make_patient(3, "small", n_tumours=2, misalignment="none")
+    lesion_map, table = lesion_table(patient.labels)
+    seg = Segmentation(patient.labels, table, lesion_map, {"source": "phantom"})
+    save_segmentation(seg, tmp_path / "segmentation", {"engine": "user", "qc_warnings": ["a warning"]})
+    back, info = read_segmentation(tmp_path / "segmentation")
+    for a, b in ((seg.labels, back.labels), (seg.lesion_map, back.lesion_map)):
+        assert a.GetPixelID() == b.GetPixelID()
+        assert np.array_equal(sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b))
+    pd.testing.assert_frame_equal(back.lesions, seg.lesions, check_exact=True)
+    assert len(back.lesions) == 2 and info["engine"] == "user" and info["qc_warnings"] == ["a warning"]
+    assert back.meta["source"] == "phantom"
+
+    study = patient.study
+    study.study_id = "007"
+    values = [0.1 + 0.2, float("nan"), 1 / 3, -2.5e-300]
+    long = pd.DataFrame([{"study": "007", "series": s.name, "phase": s.phase.value, "modality": s.modality.value,
+                          "region": "tumour", "image_type": "Original", "feature_class": "firstorder",
+                          "feature": f"f{k}", "value": v, "reason": "" if v == v else "undefined, single grey level",
+                          "wide_phase": s.phase.value} for s in study for k, v in enumerate(values)],
+                        columns=LONG_COLUMNS + ["wide_phase"])
+    kinetics = pd.DataFrame({"study": "007", "phase": ["AP"], "region": ["tumour"], "feature": ["enh"],
+                             "value": [np.pi], "reason": [""]})
+    extraction = Extraction("007", long, kinetics, {"seconds": 1.25, "presets": {"ct": {"card": {"bins": 25}}}})
+    extraction.save(tmp_path)
+    back = Extraction.read(tmp_path, study)
+    pd.testing.assert_frame_equal(back.long, extraction.long, check_exact=True)
+    pd.testing.assert_frame_equal(back.kinetics, extraction.kinetics, check_exact=True)
+    pd.testing.assert_frame_equal(back.wide, extraction.wide, check_exact=True)
+    assert back.diagnostics == extraction.diagnostics and back.study_id == "007"
+    (tmp_path / "radiomics" / "kinetics.csv").unlink()
+    with pytest.raises(InputError, match="no complete radiomics extraction.*rerun"):
+        Extraction.read(tmp_path, study)
+
+
 # ---------------------------------------------------------------- run --resume with real subprocesses
 def _hashes(out):
     """SHA-256 of every output, leaving out the documented run-dependent fields: wall `seconds` (registration

@@ -62,8 +62,9 @@ class Extraction:
 
     @classmethod
     def read(cls, out: "str | Path", study: Study) -> "Extraction":
-        """The Extraction that `save(out)` wrote, for `study` (its series give the wide columns' phase prefixes);
-        floats read back bit for bit (`run --resume`). An incomplete folder is an InputError."""
+        """The Extraction that `save(out)` wrote, for `study` (its series give the wide columns' phase prefixes), for
+        `run --resume`: floats come back bit for bit (pandas 3's parser), text as written. An incomplete folder is
+        an InputError."""
         import pandas as pd
 
         folder = Path(out) / "radiomics"
@@ -72,8 +73,8 @@ class Extraction:
 
         def table(name):  # text columns as written, "value" as float64 ("" = NaN)
             text = {c: str for c in pd.read_csv(folder / name, nrows=0).columns if c != "value"}
-            return pd.read_csv(folder / name, dtype=text, keep_default_na=False, na_values={"value": [""]},
-                               float_precision="round_trip").astype({"value": float})
+            return pd.read_csv(folder / name, dtype=text, keep_default_na=False,
+                               na_values={"value": [""]}).astype({"value": float})
         long, kinetics = table("features_long.csv"), table("kinetics.csv")
         long["wide_phase"] = long["series"].map(_wide_phase(study))
         diagnostics = json.loads((folder / "diagnostics.json").read_text())

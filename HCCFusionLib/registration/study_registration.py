@@ -85,7 +85,7 @@ class RegistrationResult:
         folder = Path(folder)
         try:
             reference = json.loads((folder / "channels.json").read_text())["reference"]
-            qc = pd.read_csv(folder / "qc.csv", float_precision="round_trip")
+            qc = pd.read_csv(folder / "qc.csv")
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"Cannot read the registration in '{folder}' ({exc}): rerun the registration.") from exc
         qc["warnings"] = [[w for w in str(v).split("; ") if w] if v == v else [] for v in qc["warnings"]]
