@@ -46,7 +46,8 @@ _MR_RULES = [  # checked in this order
     (Phase.T1, {"VIBE", "LAVA", "THRIVE", "DIXON", "FLASH", "SPGR", "GRE", "FL3D", "OPP", "INPHASE", "T1"},
      ("T1",), (r"\bIN\s*PHASE", r"OPPOSED")),
 ]
-_HEPATOBILIARY_AGENTS = ("EOB", "PRIMOVIST", "EOVIST", "GADOXET")
+#: ContrastBolusAgent words of a hepatobiliary (gadoxetate) agent.
+HEPATOBILIARY_AGENTS = ("EOB", "PRIMOVIST", "EOVIST", "GADOXET")
 #: MR rules used on file names (dynamic phase words of a file name are read as CT phases first).
 _MR_NAME_RULES = ([r for r in _MR_RULES if r[0] in (Phase.ADC, Phase.DWI, Phase.HBP)],
                   [r for r in _MR_RULES if r[0] in (Phase.T2, Phase.T1)])
@@ -223,7 +224,7 @@ def _post_contrast_mr(datasets, found) -> tuple[Phase, float, str]:
     (delayed for extracellular agents), hepatobiliary (≥ 15 min; gadoxetate); DCE when the timing is unknown."""
     ds = datasets[0]
     agent = str(ds.get("ContrastBolusAgent") or "").upper()
-    hepatobiliary = any(name in agent for name in _HEPATOBILIARY_AGENTS)
+    hepatobiliary = any(name in agent for name in HEPATOBILIARY_AGENTS)
     keyword = f"keyword '{found[1]}' with contrast" if found else "contrast given"
     timing = _bolus_delay(datasets)
     if timing is None:
