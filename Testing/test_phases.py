@@ -1,9 +1,13 @@
 """phases: phase / sequence detection from DICOM headers (CT keywords and timing, MR sequences, PET)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
+from HCCFusionLib.dicom.series import write_dicom_series
+from HCCFusionLib.io import load_study
 from HCCFusionLib.phases import detect_phase, phase_from_name
 from HCCFusionLib.study import Phase
 
@@ -136,3 +140,20 @@ def test_mr_phase_from_trigger_time_and_names():
     assert Phase.parse("MR_PVP") is Phase.MR_PVP and Phase.parse("TP") is Phase.TP
     assert Phase.parse("mr-ap") is Phase.MR_AP and Phase.parse("PRE") is Phase.NC  # CT keeps its plain names
     assert Phase.MR_AP.modality.value == "MR" and Phase.TP.modality.value == "MR"
+
+
+def test_mr_dynamic_series_round_trip_through_dicom(tmp_path):
+    """MRI dynamic series written with gadoxetate timing tags and one neutral description are read back apart
+    by their time after the bolus (the pre-contrast one by its description), with the agent kept."""
+    image = sitk.GetImageFromArray(np.random.default_rng(4).random((3, 6, 5)).astype(np.float32) * 300)
+    phases = ("MR_PRE", "MR_AP", "MR_PVP", "TP", "HBP")
+    for number, phase in enumerate(phases, start=1):
+        write_dicom_series(image, tmp_path / phase, phase=phase, study_id="DYN", study_uid="1.2.3.4",
+                           modality="MR", series_number=number,
+                           description="t1 vibe fs pre" if phase == "MR_PRE" else "t1 vibe fs tra")
+    study = load_study(tmp_path)
+    assert sorted(s.phase.value for s in study) == sorted(phases)
+    timed = {s.phase: s.meta for s in study if s.phase is not Phase.MR_PRE}
+    assert all(meta["contrast_agent"] == "Gd-EOB-DTPA" for meta in timed.values())
+    assert all(meta["phase_confidence"] == 0.7 and "gadoxetate bolus (ContrastBolusStartTime)" in meta["phase_reason"]
+               for meta in timed.values()), {p: m["phase_reason"] for p, m in timed.items()}
