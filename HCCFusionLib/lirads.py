@@ -156,13 +156,13 @@ def _categorise(obs: Observation) -> tuple[str, str]:
         if flag:
             return cat, why
     feats = obs.features
-    lr_m = [n for n in LR_M_FEATURES if n in feats and feats[n].present]
-    if lr_m:
-        return "LR-M", "LR-M features: " + ", ".join(lr_m)
     missing = [n for n in ("aphe", "washout", "capsule") if feats[n].present is None]
     if missing:
         return "LR-NC", "cannot assess " + "; ".join(f"{n} ({feats[n].evidence})" for n in missing) + (
             ": add the phase or record a reader override")
+    lr_m = [n for n in LR_M_FEATURES if n in feats and feats[n].present]
+    if lr_m:
+        return "LR-M", "LR-M features: " + ", ".join(lr_m)
     growth = bool(feats["threshold_growth"].present)
     cat = category(feats["aphe"].present, obs.diameter_mm, feats["washout"].present, feats["capsule"].present, growth)
     present = [n for n in ("washout", "capsule", "threshold_growth") if feats[n].present]

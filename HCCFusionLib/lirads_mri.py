@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import SimpleITK as sitk
 
+from . import lirads
 from .errors import InputError
 from .lesions import label_lesions
 from .lirads import (READER_FEATURES, Feature, Findings, LiradsAssessment, Thresholds, _decide, _design_effect, assess,
@@ -31,6 +32,8 @@ ENHANCEMENT_UNIT = "% enhancement vs pre (points)"
 _FINDINGS = tuple(Findings.__dataclass_fields__)
 #: phase names `lirads.assess` reads -> the MR series they come from
 _AS_CT = {"AP": Phase.MR_AP, "PVP": Phase.MR_PVP, "DP": Phase.TP}
+#: the series `assess_study` reads from an MRI study
+_MRI_INPUTS = (Phase.MR_PRE, Phase.MR_AP, Phase.MR_PVP, Phase.TP, Phase.HBP, Phase.T2, Phase.ADC)
 
 
 @dataclass
@@ -155,3 +158,22 @@ def _ancillary(arrays: dict, r: dict, t: MriThresholds, nonrim_aphe, agent: str)
         over_core, over_liver = diff("MR_AP", ap[rim], ap[core]), diff("MR_AP", ap[rim], ap[ring])
         add("rim_aphe", "MR_AP", min(over_core, over_liver), t.rim_aphe, "AP rim minus the brighter of core/liver")
     return out
+
+
+def study_agent(study) -> str:
+    """"gadoxetate" when a series names a hepatobiliary agent (ContrastBolusAgent) or is an HBP, else extracellular."""
+    from .phases import HEPATOBILIARY_AGENTS
+
+    named = " ".join(str(s.meta.get("contrast_agent", "")) for s in study).upper()
+    hepatobiliary = any(word in named for word in HEPATOBILIARY_AGENTS) or study.get(Phase.HBP) is not None
+    return "gadoxetate" if hepatobiliary else "extracellular"
+
+
+def assess_study(study, labels: sitk.Image, **kwargs) -> LiradsAssessment:
+    """LI-RADS of a registered Study of either modality: MRI (any MR series) through `assess_mri` with the study's
+    agent (`study_agent`, unless `agent` is given), CT through `lirads.assess_study`."""
+    if not any(s.modality.value == "MR" for s in study):
+        return lirads.assess_study(study, labels, **kwargs)
+    images = {p.value: study.get(p).image for p in _MRI_INPUTS if study.get(p) is not None}
+    kwargs.setdefault("agent", study_agent(study))
+    return assess_mri(images, labels, **kwargs)
