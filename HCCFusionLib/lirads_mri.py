@@ -170,9 +170,10 @@ def study_agent(study) -> str:
 
 
 def assess_study(study, labels: sitk.Image, **kwargs) -> LiradsAssessment:
-    """LI-RADS of a registered Study of either modality: MRI (any MR series) through `assess_mri` with the study's
-    agent (`study_agent`, unless `agent` is given), CT through `lirads.assess_study`."""
-    if not any(s.modality.value == "MR" for s in study):
+    """LI-RADS of a registered Study: CT through `lirads.assess_study` when it has a CT contrast phase (AP, PVP,
+    DP), else MRI (any MR series) through `assess_mri` with the study's agent (`study_agent`, unless given)."""
+    ct = any(study.get(p) is not None for p in (Phase.AP, Phase.PVP, Phase.DP))
+    if ct or not any(s.modality.value == "MR" for s in study):
         return lirads.assess_study(study, labels, **kwargs)
     images = {p.value: study.get(p).image for p in _MRI_INPUTS if study.get(p) is not None}
     kwargs.setdefault("agent", study_agent(study))

@@ -78,6 +78,7 @@ def test_study_entry_picks_modality_and_agent(mri):
     ct = Study("ct")
     for phase in ("AP", "PVP", "DP"):
         ct.add(Series(phase, phase, images[{"AP": "MR_AP", "PVP": "MR_PVP", "DP": "TP"}[phase]]))
+    ct.add(Series("T2", "T2", images["T2"]))  # a CT study with an MR series stays a CT assessment
     result = assess_study(ct, labels, lesions=lesions)
     assert result.modality == "CT" and "restricted_diffusion" not in result[3].features
 
