@@ -260,7 +260,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             written["radiomics"] = extraction.save(out)
 
     with stages.stage("lirads"):
-        from .lirads import assess_study
+        from .lirads_mri import assess_study  # CT or MRI
 
         assessment = assess_study(registered, seg.labels, lesions=seg.lesion_map)
         written["lirads"] = assessment.save(paths.lirads)["lirads.csv"].parent
@@ -436,6 +436,7 @@ def lesion_table(measured, assessment):
     table = measured.set_index("lesion")
     lirads = assessment.table()
     columns = ["diameter_mm", "aphe", "washout", "capsule", "threshold_growth", "category"]
+    columns += [c for c in ("restricted_diffusion", "restricted_diffusion_value") if c in lirads]  # MRI: ADC
     if lirads.empty:
         return table.assign(**{c: pd.Series(dtype=object) for c in columns})
     return table.join(lirads[columns], how="left")

@@ -43,7 +43,7 @@ def _run_args(p):
     p.add_argument("--segmentation", type=Path, default=None,
                    help="your own label map (LABELS values) on the reference series' grid: skips segmentation")
     p.add_argument("--reference", default=None,
-                   help="reference series or phase (default: the first present of PVP, HBP, T1, DCE, T2, DP, AP, NC)")
+                   help="reference series or phase (default: the first present of PVP, HBP, MR_PVP, T1, DCE, MR_PRE, T2, DP, AP, NC)")
     p.add_argument("--mode", choices=["rigid", "affine", "deformable"], default="deformable")
     p.add_argument("--registration-spacing", type=float, default=None,
                    help="registration working resolution in mm (default: the registration module's, 2 mm)")

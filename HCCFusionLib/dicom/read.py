@@ -101,6 +101,7 @@ def add_dicom_series(study: Study, headers) -> None:
                 "study_uid": str(ds.get("StudyInstanceUID") or ""),
                 "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID") or ""),
                 "series_description": str(ds.get("SeriesDescription") or ""),
+                "contrast_agent": str(ds.get("ContrastBolusAgent") or ""),
                 "series_number": int(ds.get("SeriesNumber")) if ds.get("SeriesNumber") not in (None, "") else None,
                 "source": str(Path(os.path.commonpath([str(f) for f in files]))), "files": [str(f) for f in files],
                 "acquisition_seconds": acquisition_seconds(datasets), **pet,

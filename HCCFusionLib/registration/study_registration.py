@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 #: Default reference, in order of preference: portal venous CT, else hepatobiliary MRI, else T1.
 #: reference preference: anatomy-rich series first (a single series of any phase serves itself; DWI/ADC/PET last)
-DEFAULT_REFERENCES = (Phase.PVP, Phase.HBP, Phase.T1, Phase.DCE, Phase.T2, Phase.DP, Phase.AP, Phase.NC)
+DEFAULT_REFERENCES = (Phase.PVP, Phase.HBP, Phase.MR_PVP, Phase.T1, Phase.DCE, Phase.MR_PRE, Phase.T2,
+                      Phase.DP, Phase.AP, Phase.NC)
 MASKS = ("liver",)
 #: Labels that make up the liver region used as registration mask (parenchyma, tumours, portal vein).
 LIVER_LABELS = (LABELS["liver"], LABELS["tumour"], LABELS["portal_vein"])
