@@ -102,3 +102,41 @@ def test_errors_say_what_to_do():
     combat = fit_distributed(cohort)
     with pytest.raises(ModelError, match="not in the training data"):
         harmonise(x, combat, "Z")
+
+
+@pytest.mark.slow
+def test_flower_processes_fit_the_pooled_model_and_sites_send_aggregates_only(tmp_path):
+    """SuperLink, three SuperNodes and the ServerApp run as separate processes on loopback; the audit mod records
+    every message each site sends: only per-feature aggregates, never rows."""
+    pytest.importorskip("flwr")
+    from HCCFusionLib.federated.processes import run_local
+
+    cohort, tables = planted_cohort(), {}
+    for site, (x, y) in cohort.items():
+        tables[site] = tmp_path / f"{site}.csv"
+        x.assign(outcome=y).to_csv(tables[site], index=False)
+    audit = tmp_path / "audit.jsonl"
+    result = run_local(tables, tmp_path / "run", C=1.0, audit=audit)
+
+    X, y = pooled(cohort)
+    reference = ComBat().fit(X)
+    np.testing.assert_allclose(result["mean"], reference.mean_, atol=1e-9)
+    np.testing.assert_allclose(result["std"], reference.std_, atol=1e-9)
+    Z = reference.transform(X)
+    central, _ = fit_logistic(Z, y, C=1.0)
+    beta = np.array(result["coefficients"])
+    assert np.max(np.abs(beta - central)) < 1e-3
+    design = np.column_stack([np.ones(len(Z)), Z])
+    assert abs(roc_auc_score(y, design @ beta) - roc_auc_score(y, design @ central)) < 0.01
+
+    entries = [__import__("json").loads(line) for line in audit.read_text().splitlines()]
+    d, rows = len(FEATURES), {len(x) for x, _ in cohort.values()}
+    assert {e["site"] for e in entries} == set(SITES)
+    assert len(entries) == len(SITES) * (1 + result["rounds"])
+    allowed = {"combat_stats": {"stats.count": [d], "stats.sum": [d], "stats.centred": [d]},
+               "logistic": {"aggregates.gradient": [d + 1], "aggregates.information": [d + 1, d + 1],
+                            "aggregates.n": [1]}}  # Flower sends a 0-d array as shape [1]
+    for entry in entries:
+        assert entry["arrays"] == allowed[entry["task"]], entry
+        assert not entry["configs"] and not entry["metrics"], entry
+        assert not rows & {n for shape in entry["arrays"].values() for n in shape}
