@@ -140,3 +140,13 @@ def test_flower_processes_fit_the_pooled_model_and_sites_send_aggregates_only(tm
         assert entry["arrays"] == allowed[entry["task"]], entry
         assert not entry["configs"] and not entry["metrics"], entry
         assert not rows & {n for shape in entry["arrays"].values() for n in shape}
+
+
+def test_cli_federated_says_what_is_missing(capsys):
+    from HCCFusionLib.cli import main
+
+    assert main(["federated", "server"]) != 0
+    assert main(["federated", "client", "--site", "A"]) != 0
+    assert main(["federated", "server", "--local", "A=/no/such.csv"]) != 0
+    err = capsys.readouterr().err
+    assert "--sites N" in err and "--superlink HOST:PORT" in err and "SITE=CSV" in err

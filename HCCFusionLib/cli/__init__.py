@@ -32,6 +32,7 @@ from . import register  # noqa: F401
 from . import run  # noqa: F401
 from . import report  # noqa: F401
 from . import clinical  # noqa: F401
+from . import federated  # noqa: F401
 from .common import VERBS, add_phase_override, format_table, phase_overrides, verb
 
 __all__ = ["VERBS", "add_phase_override", "build_parser", "format_table", "main", "phase_overrides", "verb"]

@@ -78,11 +78,13 @@ out = {json.dumps(str(out))}
     return folder
 
 
-def superlink_command(port: int, tls: dict | None = None, host: str = "127.0.0.1") -> list[str]:
-    """SuperLink: `tls` = {"certfile", "keyfile", "ca"} paths, or None for --insecure (loopback only)."""
+def superlink_command(port: int, tls: dict | None = None, host: str = "127.0.0.1", auth: bool = False) -> list[str]:
+    """SuperLink: `tls` = {"certfile", "keyfile", "ca"} paths, or None for --insecure (loopback only); `auth`
+    admits only SuperNodes whose public keys were registered (`flwr supernode register KEY.pub`)."""
     security = ["--insecure"] if not tls else ["--ssl-certfile", tls["certfile"], "--ssl-keyfile", tls["keyfile"],
                                                "--ssl-ca-certfile", tls["ca"]]
-    return [_tool("flower-superlink"), *security, "--host", host, "--port", str(port)]
+    return [_tool("flower-superlink"), *security, *(["--enable-supernode-auth"] if auth else []), "--host", host,
+            "--port", str(port)]
 
 
 def supernode_command(superlink: str, site: str, table: Path, port: int, audit: Path | None = None,
@@ -104,17 +106,20 @@ def _environment(home: Path) -> dict:
 
 
 def run_local(tables: dict[str, Path], work: Path, C: float = 1.0, rounds: int = 30, audit: Path | None = None,
-              timeout: float = 240) -> dict:
-    """Run a whole federated fit on loopback: SuperLink, one SuperNode per site, `flwr run`; return the result."""
+              timeout: float = 240, sites: int | None = None, tls: dict | None = None, host: str = "127.0.0.1",
+              port: int | None = None, auth: bool = False) -> dict:
+    """Run a federated fit: a SuperLink, one SuperNode per entry of `tables` (none when the sites run their own,
+    `federated client`), `flwr run` for `sites` sites; return the result. Loopback and --insecure unless `tls`."""
     work = Path(work)
     home, out = work / "flwr_home", work / "result.json"
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    fleet = control = f"127.0.0.1:{port}"
+    port = port or free_port()
+    fleet = control = f"{'127.0.0.1' if host in ('0.0.0.0', '127.0.0.1') else host}:{port}"
+    security = "insecure = true" if not tls else f"root-certificates = {json.dumps(str(tls['ca']))}"
     (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "{control}"\ninsecure = true\n',
+        f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "{control}"\n{security}\n',
         encoding="utf-8")
-    app = app_folder(work / "app", len(tables), out, C, rounds)
+    app = app_folder(work / "app", sites or len(tables), out, C, rounds)
     env, procs = _environment(home), []
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
@@ -124,7 +129,7 @@ def run_local(tables: dict[str, Path], work: Path, C: float = 1.0, rounds: int =
         procs.append((subprocess.Popen(command, env=env, cwd=work, stdout=handle, stderr=subprocess.STDOUT), handle))
 
     try:
-        start("superlink", superlink_command(port))
+        start("superlink", superlink_command(port, tls, host, auth))
         wait_for_port(control)
         for site, table in tables.items():
             start(f"site_{site}", supernode_command(fleet, site, table, free_port(), audit))
