@@ -6,9 +6,8 @@ as `PROGRESS <fraction> <message>` lines on stdout instead of bars.
 
 Modules: `common` (the verb registry), then one per stage group, imported here in the order the verbs are
 listed: `study`, `segment`, `pacs`, `features`, `predict`, `synthetic`, `register`, `run`, `report` (report,
-export-dicom), `clinical` (stage), `modalities` (pet-suv, ceus), `federated` (federated server|client). Verb
-modules import
-only `common` and library modules (lazily, inside the verbs, so `--help` stays fast).
+export-dicom), `clinical` (stage), `modalities` (pet-suv, ceus), `federated` (federated server|client).
+Verb modules import only `common` and library modules (lazily, inside the verbs, so `--help` stays fast).
 """
 from __future__ import annotations
 

@@ -100,6 +100,8 @@ def supernode_command(superlink: str, site: str, table: Path, port: int, audit: 
 
 def _environment(home: Path) -> dict:
     env = dict(os.environ, FLWR_HOME=str(home))
+    # the SuperLink starts `flower-superexec` by name: this interpreter's scripts folder (a venv's bin) comes first
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *filter(None, [env.get("PATH")])])
     paths = [str(Path(__file__).resolve().parents[2])] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     return env
