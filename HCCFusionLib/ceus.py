@@ -10,13 +10,13 @@ Model: I(t) = b + AUC x lognormal pdf(t - t0; mu, sigma); mean transit time MTT 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
-from .lirads import Feature
+from .lirads import Feature, confidence
 
 CM_UNITS = 3  # PhysicalUnitsXDirection code for cm
 ARTERIAL_WINDOW_S = (10.0, 45.0)  # CEUS arterial phase
@@ -135,11 +135,6 @@ def fit_perfusion(times_s: np.ndarray, curve: np.ndarray) -> dict:
             "fit_rmse": float(np.sqrt(np.mean((lognormal(t, *params) - y) ** 2)))}
 
 
-def _confidence(margin: float, noise: float) -> float:
-    """Probability the decision is right given Gaussian noise on the compared ratio (0.5..1)."""
-    return 0.5 * (1.0 + math.erf(abs(margin) / (max(noise, 1e-9) * math.sqrt(2.0))))
-
-
 def ceus_features(times_s: np.ndarray, lesion: np.ndarray, liver: np.ndarray, noise: float = 0.05) -> dict:
     """CEUS LI-RADS v2017 major features from linearised lesion and liver curves (Feature: value, threshold, ...).
 
@@ -155,7 +150,7 @@ def ceus_features(times_s: np.ndarray, lesion: np.ndarray, liver: np.ndarray, no
     aphe_value = float(np.nanmax(ratio[arterial])) if arterial.any() else math.nan
     feats = {"aphe": Feature("aphe", None if math.isnan(aphe_value) else aphe_value > APHE_RATIO, aphe_value,
                              APHE_RATIO, "lesion/liver enhancement", None if math.isnan(aphe_value) else
-                             _confidence(aphe_value - APHE_RATIO, noise), "CEUS arterial",
+                             confidence(aphe_value - APHE_RATIO, noise), "CEUS arterial",
                              f"maximum lesion/liver enhancement ratio {ARTERIAL_WINDOW_S[0]:g}-{ARTERIAL_WINDOW_S[1]:g} s")}
     after = t > t[int(np.argmax(lesion))]
     was_up = np.maximum.accumulate(np.nan_to_num(ratio, nan=-np.inf)) >= WASHOUT_RATIO  # washout: lost enhancement
@@ -167,7 +162,7 @@ def ceus_features(times_s: np.ndarray, lesion: np.ndarray, liver: np.ndarray, no
             break
     washout = not math.isnan(onset)
     feats["washout"] = Feature("washout", washout, onset, WASHOUT_RATIO, "s (onset)",
-                               _confidence(float(np.nanmin(ratio[after])) - WASHOUT_RATIO, noise) if after.any() else None,
+                               confidence(float(np.nanmin(ratio[after])) - WASHOUT_RATIO, noise) if after.any() else None,
                                "CEUS late", f"first sustained lesion/liver ratio < {WASHOUT_RATIO:g} after the peak")
     feats["early_washout"] = Feature("early_washout", washout and onset < EARLY_WASHOUT_S, onset, EARLY_WASHOUT_S,
                                      "s", None, "CEUS", "washout onset before 60 s (LR-M)")
@@ -175,7 +170,7 @@ def ceus_features(times_s: np.ndarray, lesion: np.ndarray, liver: np.ndarray, no
     low = float(np.nanmin(ratio[by])) if by.any() else math.nan
     feats["marked_washout"] = Feature("marked_washout", None if math.isnan(low) else low < MARKED_RATIO, low,
                                       MARKED_RATIO, "lesion/liver enhancement", None if math.isnan(low) else
-                                      _confidence(low - MARKED_RATIO, noise), "CEUS <= 120 s",
+                                      confidence(low - MARKED_RATIO, noise), "CEUS <= 120 s",
                                       f"lowest lesion/liver ratio by {MARKED_BY_S:g} s (punched out)")
     return feats
 
@@ -190,3 +185,26 @@ def ceus_category(features: dict, diameter_mm: float) -> str:
     if aphe or late_mild:
         return "LR-4" if diameter_mm >= 10 else "LR-3"
     return "LR-3"
+
+
+def assess(cine: Cine, lesion_roi: np.ndarray, liver_roi: np.ndarray, dynamic_range_db: float, diameter_mm: float):
+    """(perfusion table: roi, parameter, value, unit; CEUS LI-RADS evidence with the category as its last row;
+    category) of one cine. The feature confidences use the fits' median RMSE relative to the liver's enhancement."""
+    import pandas as pd
+
+    curves, rows = {}, []
+    for name, roi in (("lesion", lesion_roi), ("liver", liver_roi)):
+        curves[name] = time_intensity_curve(cine, roi, dynamic_range_db)
+        fit = fit_perfusion(cine.times_s, curves[name])
+        rows += [{"roi": name, "parameter": k, "value": v, "unit": PARAMETERS[k]} for k, v in fit.items()]
+    noise = float(np.median([r["value"] for r in rows if r["parameter"] == "fit_rmse"])
+                  / max(float(np.max(curves["liver"]) - np.min(curves["liver"])), 1e-9))
+    features = ceus_features(cine.times_s, curves["lesion"], curves["liver"], noise=noise)
+    category = ceus_category(features, diameter_mm)
+    evidence = [{"feature": f.name, **{k: v for k, v in asdict(f).items() if k not in ("name", "source")}}
+                for f in features.values()]
+    evidence.append({"feature": "category", "present": None, "value": category, "threshold": None,
+                     "unit": "CEUS LI-RADS v2017", "confidence": None, "phase": "",
+                     "evidence": f"diameter {diameter_mm:g} mm"})
+    return pd.DataFrame(rows), pd.DataFrame(evidence), category
+

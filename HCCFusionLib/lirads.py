@@ -434,11 +434,15 @@ def relative_difference(a: np.ndarray, b: np.ndarray, liver: np.ndarray, inflati
     return float(diff), float(se)
 
 
+def confidence(margin: float, se: float) -> float:
+    """Probability that a decision `margin` from its threshold is right, given Gaussian noise `se` (0.5..1)."""
+    z = margin / se if se > 0 and np.isfinite(se) else math.copysign(float("inf"), margin)
+    return 0.5 * (1 + math.erf(abs(z) / math.sqrt(2)))
+
+
 def _decide(name, value, threshold, se, unit, phase, evidence) -> Feature:
-    z = (value - threshold) / se if se > 0 and np.isfinite(se) else math.copysign(float("inf"), value - threshold)
-    confidence = 0.5 * (1 + math.erf(abs(z) / math.sqrt(2)))
-    return Feature(name, bool(value > threshold), float(value), float(threshold), unit, float(confidence), phase,
-                   evidence)
+    return Feature(name, bool(value > threshold), float(value), float(threshold), unit,
+                   confidence(value - threshold, se), phase, evidence)
 
 
 def read_prior(path: "str | Path") -> list[dict]:

@@ -101,7 +101,7 @@ def test_suv_and_sul_from_dicom_match_hand_values(tmp_path, correction, acq_time
     np.testing.assert_allclose(suv, expected, rtol=5e-3)
     factors = suv_factors(_headers(folder))
     np.testing.assert_allclose(require_sul(factors) / factors.bw, _hand_lbm() / WEIGHT, rtol=5e-3)
-    sul = suv * series.meta["sul_factor"] / series.meta["suv_factor"]
+    sul = suv * series.meta["suv"]["lbm"] / series.meta["suv"]["bw"]
     np.testing.assert_allclose(sul, _activity() * SLOPE * _hand_suv(elapsed) * _hand_lbm() / WEIGHT, rtol=5e-3)
     assert abs(float(suv[4, 10, 10]) - 9000 * SLOPE * _hand_suv(elapsed)) < 5e-3 * suv[4, 10, 10]
 

@@ -16,38 +16,37 @@ log = logging.getLogger(__name__)
 def cmd_pet_suv(args, progress):
     import SimpleITK as sitk
 
-    from ..dicom.read import scan_dicom
     from ..files import atomic_folder
     from ..io import load_study, read_image, save_image
     from ..layout import RunFolder
     from ..lesions import label_lesions
-    from ..pet import PET_COLUMNS, lesion_suv_table, require_sul, scale, suv_factors
-    from ..study import LABELS, Phase
+    from ..pet import PET_COLUMNS, PetTagError, SuvFactors, lesion_suv_table, require_sul, scale
+    from ..study import LABELS, Phase, same_grid
 
     paths = RunFolder(args.out)
     series = load_study(args.pet).get(Phase.PET)  # a DICOM PET series is loaded as SUVbw (pet.suv_factors)
-    if series is None or "suv_factor" not in series.meta:
+    if series is None or "suv" not in series.meta:
         raise InputError(f"'{args.pet}' holds no DICOM PET series (Modality PT): give the PET DICOM folder.")
-    headers, _ = scan_dicom([Path(f) for f in series.meta["files"]])
-    factors = suv_factors([ds for _, ds in headers])
+    factors = SuvFactors(**series.meta["suv"])
+    try:
+        sul = require_sul(factors, series.name) / factors.bw  # SUL per SUVbw
+    except PetTagError as exc:
+        sul = None
+        log.warning("no SUL: %s", exc)
     progress(0.4, "SUV computed")
     labels_file = args.labels or paths.labels
     table = None
     if args.labels is not None or labels_file.is_file():
         labels = read_image(labels_file)
-        if labels.GetSize() != series.image.GetSize() or labels.GetSpacing() != series.image.GetSpacing() \
-                or labels.GetOrigin() != series.image.GetOrigin():
+        if not same_grid(labels, series.image):
             log.info("labels resampled (nearest neighbour) onto the PET grid: they must be registered to the PET")
             labels = sitk.Resample(labels, series.image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
-        lbm = None if factors.lbm is None else factors.lbm / factors.bw
         table = lesion_suv_table(series.image, label_lesions(labels),
-                                 sitk.Cast(labels == LABELS["liver"], sitk.sitkUInt8), lbm)
+                                 sitk.Cast(labels == LABELS["liver"], sitk.sitkUInt8), sul)
     with atomic_folder(paths.pet, replace=True) as folder:
         save_image(series.image, folder / paths.pet_suv.name)
-        if factors.lbm is not None:
-            save_image(scale(series.image, factors.lbm / factors.bw), folder / paths.pet_sul.name)
-        else:
-            log.warning("no SUL: %s", _why(require_sul, factors))
+        if sul is not None:
+            save_image(scale(series.image, sul), folder / paths.pet_sul.name)
         if table is not None:
             table.to_csv(folder / paths.pet_lesions.name, index=False)
     progress(1.0, "PET SUV written")
@@ -56,14 +55,6 @@ def cmd_pet_suv(args, progress):
         units = ", ".join(f"{k}: {v}" for k, v in PET_COLUMNS.items() if k != "lesion")
         print(format_table(table.round(3).to_dict("records"), title=f"PET lesions ({units}) -> {paths.pet_lesions}"))
     return 0
-
-
-def _why(check, factors) -> str:
-    try:
-        check(factors)
-    except InputError as exc:
-        return str(exc)
-    return ""
 
 
 def _pet_args(p):
@@ -79,38 +70,21 @@ cmd_pet_suv.configure = _pet_args
 @verb("ceus", "CEUS cine (multi-frame US DICOM) + lesion and liver ROIs -> perfusion parameters "
               "(OUT/ceus/perfusion.csv) and CEUS LI-RADS v2017 (OUT/ceus/lirads.csv)")
 def cmd_ceus(args, progress):
-    import numpy as np
-    import pandas as pd
-
-    from ..ceus import (PARAMETERS, ceus_category, ceus_features, circle_roi, fit_perfusion, read_cine,
-                        time_intensity_curve)
+    from ..ceus import assess, circle_roi, read_cine
     from ..files import atomic_folder
     from ..layout import RunFolder
 
     paths = RunFolder(args.out)
     cine = read_cine(args.cine, injection_s=args.injection_s)
-    curves, rows = {}, []
-    for name, (x, y, r) in (("lesion", args.lesion), ("liver", args.liver)):
-        curves[name] = time_intensity_curve(cine, circle_roi(cine, (x, y), r), args.dynamic_range_db)
-        fit = fit_perfusion(cine.times_s, curves[name])
-        rows += [{"roi": name, "parameter": k, "value": v, "unit": PARAMETERS[k]} for k, v in fit.items()]
-        progress(0.3 if name == "lesion" else 0.6, f"{name} curve fitted")
-    noise = float(np.median([r["value"] for r in rows if r["parameter"] == "fit_rmse"])
-                  / max(float(np.max(curves["liver"]) - np.min(curves["liver"])), 1e-9))
-    feats = ceus_features(cine.times_s, curves["lesion"], curves["liver"], noise=noise)
-    category = ceus_category(feats, args.diameter_mm)
-    evidence = pd.DataFrame([{"feature": f.name, "present": f.present, "value": f.value, "threshold": f.threshold,
-                              "unit": f.unit, "confidence": f.confidence, "phase": f.phase, "evidence": f.evidence}
-                             for f in feats.values()] +
-                            [{"feature": "category", "present": None, "value": category, "threshold": None,
-                              "unit": "CEUS LI-RADS v2017", "confidence": None, "phase": "",
-                              "evidence": f"diameter {args.diameter_mm:g} mm"}])
+    perfusion, evidence, category = assess(cine, circle_roi(cine, args.lesion[:2], args.lesion[2]),
+                                           circle_roi(cine, args.liver[:2], args.liver[2]),
+                                           args.dynamic_range_db, args.diameter_mm)
     with atomic_folder(paths.ceus, replace=True) as folder:
-        pd.DataFrame(rows).to_csv(folder / paths.ceus_perfusion.name, index=False)
+        perfusion.to_csv(folder / paths.ceus_perfusion.name, index=False)
         evidence.to_csv(folder / paths.ceus_lirads.name, index=False)
     progress(1.0, category)
-    print(format_table([{**r, "value": round(r["value"], 4)} for r in rows], title=f"CEUS perfusion -> "
-                       f"{paths.ceus_perfusion}"))
+    print(format_table(perfusion.round({"value": 4}).to_dict("records"),
+                       title=f"CEUS perfusion -> {paths.ceus_perfusion}"))
     print(f"CEUS LI-RADS v2017: {category} -> {paths.ceus_lirads}")
     return 0
 

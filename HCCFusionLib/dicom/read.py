@@ -5,6 +5,7 @@ import importlib.util
 import logging
 import os
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +92,7 @@ def add_dicom_series(study: Study, headers) -> None:
             if modality == "PT":  # stored activity -> SUVbw, so a PET series is SUV everywhere downstream
                 factors = suv_factors(datasets)
                 image = scale(image, factors.bw)
-                pet = {"units": "SUVbw (g/mL)", "suv_factor": factors.bw, "sul_factor": factors.lbm,
-                       "suv_how": factors.how}
+                pet = {"units": "SUVbw (g/mL)", "suv": asdict(factors)}
             phase, conf, reason = detect_phase(datasets)
             name = unique_key(study.series, safe_name(label) + suffix)
             meta = {
