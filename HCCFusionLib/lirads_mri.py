@@ -63,6 +63,23 @@ def subtraction(post: sitk.Image, pre: sitk.Image) -> sitk.Image:
     return sitk.Cast(post, sitk.sitkFloat32) - sitk.Cast(pre, sitk.sitkFloat32)
 
 
+def adc_from_dwi(images: dict, floor: float = 1.0) -> sitk.Image:
+    """ADC map (1e-6 mm^2/s) from DWI images {b-value (s/mm^2): image} on one grid: per voxel the least-squares
+    slope of -ln S against b (mono-exponential decay), clipped to 0..4000; voxels with S below `floor` get 0."""
+    if len(images) < 2:
+        raise InputError(f"An ADC fit needs DWI at two or more b-values (got {sorted(images)}).")
+    b = np.array(sorted(images), float)
+    arrays = [sitk.GetArrayFromImage(images[v]).astype(np.float32) for v in sorted(images)]
+    if len({a.shape for a in arrays}) != 1:
+        raise InputError("The DWI images of an ADC fit must share one grid: resample them first.")
+    weights = (b - b.mean()) / ((b - b.mean()) ** 2).sum()
+    slope = sum(np.float32(-w) * np.log(np.maximum(a, floor)) for w, a in zip(weights, arrays))
+    adc = np.where(np.min(arrays, axis=0) >= floor, np.clip(1e6 * slope, 0.0, 4000.0), 0.0).astype(np.float32)
+    out = sitk.GetImageFromArray(adc)
+    out.CopyInformation(images[b[0]])
+    return out
+
+
 def assess_mri(images: dict, labels: sitk.Image, *, agent: str = "extracellular",
                lesions: "sitk.Image | None" = None, ancillary: "dict[int, dict[str, bool]] | None" = None,
                thresholds: "Thresholds | None" = None, mri: "MriThresholds | None" = None,

@@ -93,7 +93,10 @@ def write_study_dicom(study: Study, folder: "str | Path", *, patient_id: str = "
             files = write_dicom_series(series.image, tmp / name, phase=series.phase, study_id=study.study_id,
                                        study_uid=study_uid, frame_of_reference_uid=frame_uid, patient_id=patient_id,
                                        modality=series.modality.value, series_number=number,
-                                       description=series.meta.get("series_description") or None)
+                                       description=series.meta.get("series_description") or None,
+                                       contrast_agent=series.meta.get("contrast_agent") or None,
+                                       bolus_delay_s=series.meta.get("bolus_delay_s"),
+                                       b_value=series.meta.get("b_value"))
             written[series.name] = [Path(folder) / name / f.name for f in files]
             if segmentations and "labels" in series.masks:
                 (tmp / f"{name}_seg").mkdir()

@@ -90,14 +90,18 @@ _MR_TIMES = {Phase.T1: (2.0, 5.0), Phase.DCE: (2.0, 5.0), Phase.HBP: (2.0, 5.0),
 def write_dicom_series(image: sitk.Image, folder: "str | Path", *, phase, study_id: str, study_uid: str | None = None,
                        series_uid: str | None = None, frame_of_reference_uid: str | None = None,
                        patient_id: str = "ANON", description: str | None = None, modality: str = "CT",
-                       series_number: int = 1, study_time: datetime.datetime | None = None) -> list[Path]:
+                       series_number: int = 1, study_time: datetime.datetime | None = None,
+                       contrast_agent: str | None = None, bolus_delay_s: float | None = None,
+                       b_value: float | None = None) -> list[Path]:
     """Write a 3D image as a DICOM series (CT or MR Image Storage), one file per slice, atomically.
 
     Geometry tags reproduce the image's origin, spacing and direction (a left-handed direction is
     stored by reversing the slice order, which keeps every voxel's physical position). CT values are
     stored as integer HU (RescaleSlope 1, exact for integer images); MR values are scaled linearly into
     16 bits. SeriesDescription, contrast and timing tags are set per phase so that `detect_phase` reads
-    the phase back. `folder` must not exist or be empty. Returns the written files in slice order.
+    the phase back; `contrast_agent`, `bolus_delay_s` (acquisition minus ContrastBolusStartTime; negative: before
+    the bolus) and `b_value` (DWI) replace the per-phase defaults. `folder` must not exist or be empty. Returns
+    the written files in slice order.
     """
     import pydicom
     from pydicom.dataset import FileMetaDataset
@@ -131,7 +135,9 @@ def write_dicom_series(image: sitk.Image, folder: "str | Path", *, phase, study_
     stored = stored.astype(np.int16)
 
     injection = study_time or datetime.datetime(2024, 1, 1, 12, 0, 0)
-    acquired = injection + datetime.timedelta(seconds=_PHASE_DELAY.get(phase, -300 - 60 * series_number))
+    timed = bolus_delay_s is not None or phase in _PHASE_DELAY
+    delay = bolus_delay_s if bolus_delay_s is not None else _PHASE_DELAY.get(phase, -300 - 60 * series_number)
+    acquired = injection + datetime.timedelta(seconds=float(delay))
     study_uid = study_uid or generate_uid()
     series_uid = series_uid or generate_uid()
     frame_uid = frame_of_reference_uid or generate_uid()
@@ -162,8 +168,8 @@ def write_dicom_series(image: sitk.Image, folder: "str | Path", *, phase, study_
             ds.SeriesDescription = (description or _PHASE_DESCRIPTION.get(phase, phase.value))[:64]
             ds.ImageType = ["DERIVED", "PRIMARY", "ADC"] if phase is Phase.ADC else ["ORIGINAL", "PRIMARY", "AXIAL"]
             ds.PatientPosition, ds.BodyPartExamined = "HFS", "ABDOMEN"  # unpaired: no Laterality
-            if phase in _PHASE_DELAY:
-                ds.ContrastBolusAgent = "Gd-EOB-DTPA" if modality == "MR" else "Iodinated contrast"
+            if timed:
+                ds.ContrastBolusAgent = contrast_agent or ("Gd-EOB-DTPA" if modality == "MR" else "Iodinated contrast")
                 ds.ContrastBolusRoute = "IV"
                 ds.ContrastBolusStartTime = injection.strftime("%H%M%S")
             if modality == "CT":
@@ -174,7 +180,7 @@ def write_dicom_series(image: sitk.Image, folder: "str | Path", *, phase, study_
                 ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "NONE", "", "3D"
                 ds.EchoTime, ds.RepetitionTime, ds.EchoTrainLength, ds.MagneticFieldStrength = te, tr, 1, 1.5
                 if phase is Phase.DWI:
-                    ds.DiffusionBValue = 800.0
+                    ds.DiffusionBValue = 800.0 if b_value is None else float(b_value)
             ds.ImagePositionPatient = [f"{v:.6f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))]
             ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*direction[:, 0], *direction[:, 1])]
             ds.PixelSpacing = [f"{spacing[1]:.6f}", f"{spacing[0]:.6f}"]

@@ -17,7 +17,8 @@ Public API: `make_patient` -> `PhantomPatient` (designed lesions via `LesionSpec
 `make_cohort` -> `Cohort` (planted outcome model, `simulated_features`, `patient(i)`), expected LI-RADS categories
 from the phantom's own v2018 table (`LesionSpec.expected_lirads`, never `lirads`), `save_patient` / `save_cohort` (files with ground truth), `jacobian_range`.
 
-Modules: `tissue` (classes, values), `anatomy`, `lesions`, `motion`, `render`, `patient` (also `phantom_case`
+Modules: `tissue` (classes, values), `anatomy`, `lesions`, `motion`, `render`, `mri` (the MRI study of
+`make_patient(mr_agent=...)`: T1 dynamic, T2, DWI and fitted ADC, DICOM tags), `patient` (also `phantom_case`
 for segmentation training), `cohort` (tabular simulator). Import direction: only `demo` and tests import
 `phantom`; `phantom` imports library modules (study, segmentation.data), never the reverse.
 """
@@ -25,12 +26,13 @@ from .anatomy import Anatomy, Grid
 from .cohort import ENDPOINTS, FEATURE_BLOCKS, Cohort, make_cohort, save_cohort
 from .lesions import EXPECTED_LIRADS, LesionSpec, LesionTruth
 from .motion import InverseMap, jacobian_range
+from .mri import DWI_B_VALUES, MR_ACQUISITIONS
 from .patient import PhantomPatient, make_patient, phantom_case, save_patient
 from .tissue import (ALL_SERIES, BREATHING_MM, CT_NOISE_SD, CT_PHASES, MAX_LESIONS, MAX_ROTATION_DEG,
                      MAX_TRANSLATION_MM, MISALIGNMENTS, MR_MIN_SPACING, MR_SEQUENCES, PATTERNS, SIZES)
 
 __all__ = ["Anatomy", "Grid", "ENDPOINTS", "FEATURE_BLOCKS", "Cohort", "make_cohort", "save_cohort", "EXPECTED_LIRADS",
-           "LesionSpec", "LesionTruth", "InverseMap", "jacobian_range", "PhantomPatient", "make_patient",
+           "LesionSpec", "LesionTruth", "InverseMap", "jacobian_range", "DWI_B_VALUES", "MR_ACQUISITIONS", "PhantomPatient", "make_patient",
            "phantom_case", "save_patient", "ALL_SERIES", "BREATHING_MM", "CT_NOISE_SD", "CT_PHASES", "MAX_LESIONS",
            "MAX_ROTATION_DEG", "MAX_TRANSLATION_MM", "MISALIGNMENTS", "MR_MIN_SPACING", "MR_SEQUENCES", "PATTERNS",
            "SIZES"]

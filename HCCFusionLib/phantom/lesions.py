@@ -6,6 +6,7 @@ compare the classifier with an independent truth.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ class LesionSpec:
     aphe: bool = True
     washout: bool = True
     capsule: bool = False
+    diffusion: bool = True  # MRI ancillary features (hcc): restricted diffusion,
+    t2: str = "mild"  # T2 signal "iso", "mild" (mild-moderate hyperintensity) or "marked" (favours benignity),
+    hbp_hypo: bool = True  # hypointense in the hepatobiliary (and, with gadoxetate, transitional) phase
 
     def expected_lirads(self, diameter_mm: float | None = None) -> str | None:
         """Expected LI-RADS v2018 category of an "hcc" lesion (at `diameter_mm`, default the designed one)."""
@@ -36,6 +40,24 @@ class LesionSpec:
         size = self.diameter_mm if diameter_mm is None else diameter_mm
         column = 0 if size < 10 else (1 if size < 20 else 2)
         return EXPECTED_LIRADS[(bool(self.aphe), bool(self.washout), bool(self.capsule))][column]
+
+    def expected_lirads_mri(self, agent: str, diameter_mm: float | None = None) -> str | None:
+        """Expected LI-RADS v2018 category on the phantom's MRI (`agent` "extracellular" or "gadoxetate"): the
+        diagnostic table, then ancillary features as v2018 applies them (written out here, not computed by
+        `lirads`): favouring malignancy (restricted diffusion, mild-moderate T2, with gadoxetate transitional
+        phase hypointensity (washout or no uptake) and HBP hypointensity) up by one but never to LR-5; favouring
+        benignity (marked T2) down by one; both ways: unchanged."""
+        major = self.expected_lirads(diameter_mm)
+        if major is None:
+            return None
+        gadoxetate = agent == "gadoxetate"
+        malignant = self.diffusion or self.t2 == "mild" or (gadoxetate and (self.hbp_hypo or self.washout))
+        benign = self.t2 == "marked"
+        if malignant == benign:
+            return major
+        if benign:
+            return {"LR-3": "LR-2", "LR-4": "LR-3", "LR-5": "LR-4"}[major]
+        return {"LR-3": "LR-4", "LR-4": "LR-4", "LR-5": "LR-5"}[major]
 
 
 #: LI-RADS v2018 CT/MRI diagnostic table for untreated observations without threshold growth, one row per
@@ -64,6 +86,7 @@ class LesionTruth:
     washout: bool
     capsule: bool
     lirads: str | None  # expected LI-RADS v2018 category for "hcc" lesions, None for other patterns
+    lirads_mri: str | None = None  # expected category on the MRI series (with ancillary features), if rendered
 
 
 # ---------------------------------------------------------------- tumours
@@ -194,8 +217,7 @@ def place_lesions(rng, anatomy: Anatomy, specs: list, random_sizes: bool) -> lis
         else:
             raise InputError(f"Could not place lesion {i + 1} inside the liver even after shrinking it.")
         placed.append((centre, diameter))
-        out[i] = LesionSpec(tuple(float(v) for v in centre), diameter, spec.pattern, spec.aphe, spec.washout,
-                            spec.capsule)
+        out[i] = dataclasses.replace(spec, centre_mm=tuple(float(v) for v in centre), diameter_mm=diameter)
     return out
 
 
@@ -213,11 +235,13 @@ def random_lesions(rng, n: int, traits: dict) -> list:
     return specs
 
 
-def lesion_truth(spec: LesionSpec, index: int, diameter: float) -> LesionTruth:
+def lesion_truth(spec: LesionSpec, index: int, diameter: float, mr_agent: str | None = None) -> LesionTruth:
+    lirads_mri = None
     if spec.pattern == "hcc":
         aphe, washout, capsule = spec.aphe, spec.washout, spec.capsule
         lirads = spec.expected_lirads(diameter)
+        lirads_mri = spec.expected_lirads_mri(mr_agent, diameter) if mr_agent else None
     else:  # visual appearance in LI-RADS terms; these patterns are not categorised LR-3..5
         aphe, washout, capsule, lirads = False, spec.pattern == "hypovascular", False, None
     return LesionTruth(index, tuple(float(v) for v in spec.centre_mm), float(diameter), spec.pattern,
-                       bool(aphe), bool(washout), bool(capsule), lirads)
+                       bool(aphe), bool(washout), bool(capsule), lirads, lirads_mri)

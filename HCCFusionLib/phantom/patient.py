@@ -15,11 +15,15 @@ from ..progress import silent
 from ..segmentation.data import Case, case_from_study
 from ..study import ETIOLOGIES, Clinical, Series, Study
 from .tissue import (ALL_SERIES, COLUMN, CT_NOISE_SD, CT_PHASES, DEFAULT_TRAITS, LABEL_OF_CLASS, LESION_OF_CLASS,
-                     LIVER, LIVER_VALUES, MAX_LESIONS, MISALIGNMENTS, MR_SEQUENCES, NODULE, NODULE_DELTA, PATTERNS,
+                     LIVER, LIVER_VALUES, MAX_LESIONS, MISALIGNMENTS, MR_DYNAMIC, MR_SEQUENCES, NODULE, NODULE_DELTA, PATTERNS,
                      PERI, SIZES, TISSUE, tumour_values)
 from .anatomy import Anatomy, Grid, GridCanvas
+
+#: Random streams of the series (an appended name leaves the earlier streams, hence old phantoms, unchanged).
+STREAMS = ALL_SERIES + MR_DYNAMIC + ("DWI", "coil")
 from .lesions import LesionTruth, Tumour, lesion_truth, place_lesions, random_lesions
 from .motion import InverseMap, breathing_bspline, random_rigid
+from .mri import MR_ACQUISITIONS, T2_LEVELS, check_agent, dicom_meta, fill_mr_dynamic, hcc_mr_values, render_dwi
 from .render import render_series, sample_classes, series_grid
 
 
@@ -67,11 +71,16 @@ def _random_clinical(rng, cirrhotic: bool, lesions: list) -> Clinical:
 
 
 # ---------------------------------------------------------------- make_patient
-def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool = False, cirrhotic=None,
+def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool = False, mr_agent: str | None = None,
+                 cirrhotic=None,
                  n_tumours=None, lesions=None, misalignment: str = "deformable", traits=None,
                  clinical: Clinical | None = None, noise_sd: float = CT_NOISE_SD, hu_offset: float = 0.0,
                  study_id: str | None = None, progress=None) -> PhantomPatient:
     """One synthetic patient with CT phases (+ T1/T2/ADC/HBP if `mri`), ground truth and true transforms.
+
+    `mr_agent` ("extracellular" or "gadoxetate") adds an MRI study instead (`phantom.mri`): MR_PRE, MR_AP,
+    MR_PVP, TP (+ HBP with gadoxetate), T2, DWI_b50/400/800 and the ADC fitted from them; `phases` may then be
+    () for an MRI-only study (reference MR_PVP). Each lesion's `LesionTruth.lirads_mri` is its expected category.
 
     `lesions` (list of LesionSpec) designs the tumours; otherwise `n_tumours` (default: 0-3 at random) random
     ones are drawn. `traits` (keys of DEFAULT_TRAITS, plus "size_mm") shape the index (first) tumour.
@@ -85,12 +94,16 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
         raise InputError(f"noise_sd must be >= 0 HU (got {noise_sd}).")
     if misalignment not in MISALIGNMENTS:
         raise InputError(f"Unknown misalignment '{misalignment}': use one of {', '.join(MISALIGNMENTS)}.")
-    names = [str(p) for p in phases] + (list(MR_SEQUENCES) if mri else [])
-    bad = [n for n in names if n not in ALL_SERIES]
+    if mr_agent is not None:
+        check_agent(mr_agent, phases)
+        if mri:
+            raise InputError("Give mri=True (T1/T2/ADC/HBP) or mr_agent (the MRI study), not both.")
+    names = [str(p) for p in phases] + (list(MR_SEQUENCES) if mri else []) + list(MR_ACQUISITIONS.get(mr_agent, ()))
+    bad = [n for n in names if n not in ALL_SERIES + MR_ACQUISITIONS.get(mr_agent, ())]
     if bad or not names or len(set(names)) != len(names):
         raise InputError(f"Phases {list(phases)} are not valid: give distinct codes from {', '.join(CT_PHASES)} "
                          "(MRI sequences come with mri=True).")
-    if not any(n in CT_PHASES for n in names):
+    if not any(n in CT_PHASES for n in names) and mr_agent is None:
         raise InputError("A phantom needs at least one CT phase (the reference frame is a CT grid).")
     unknown = sorted(set(traits or {}) - set(DEFAULT_TRAITS) - {"size_mm"})
     if unknown:
@@ -98,7 +111,7 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
     t = {**DEFAULT_TRAITS, **(traits or {})}
 
     root = np.random.default_rng(seed)
-    rng_anat, rng_lesion, rng_clin, *rng_series = root.spawn(3 + len(ALL_SERIES))
+    rng_anat, rng_lesion, rng_clin, *rng_series = root.spawn(3 + len(STREAMS))
     drawn = bool(rng_anat.random() < 0.6)  # always drawn, so a given `cirrhotic` leaves the stream unchanged
     cirrhotic = drawn if cirrhotic is None else bool(cirrhotic)
     anatomy = Anatomy(rng_anat, bool(cirrhotic))
@@ -116,6 +129,8 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
             if s.pattern not in PATTERNS or not 3.0 <= float(s.diameter_mm) <= 120.0:
                 raise InputError(f"Lesion {k + 1}: pattern must be one of {PATTERNS} and diameter 3-120 mm "
                                  f"(got '{s.pattern}', {s.diameter_mm} mm).")
+            if s.t2 not in T2_LEVELS:
+                raise InputError(f"Lesion {k + 1}: t2 must be one of {', '.join(T2_LEVELS)} (got {s.t2!r}).")
             if s.centre_mm is not None and (np.shape(s.centre_mm) != (3,) or not np.all(np.isfinite(s.centre_mm))):
                 raise InputError(f"Lesion {k + 1}: centre_mm must be three finite LPS coordinates in mm "
                                  f"(got {s.centre_mm!r}).")
@@ -123,29 +138,38 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
 
     grid_size, spacing = SIZES[size]
     ref_grid = Grid.centred(grid_size, spacing)
+    reference = "PVP" if "PVP" in names else next((n for n in names if n in CT_PHASES), "MR_PVP")
+    if reference == "MR_PVP":  # an MRI-only study: the reference frame is the MR grid
+        ref_grid = series_grid(reference, ref_grid, None, False)
     capsule_mm = min(max(2.0, 1.5 * spacing[0]), 4.0)  # visible (>= 1.5 voxels) where the grid allows
     tumours = [Tumour(rng_lesion, s, k + 1, 0.06 + 0.2 * t["margin_irregularity"] if k == 0 else 0.06,
                        capsule_mm) for k, s in enumerate(specs)]
-    truths = [lesion_truth(s, k + 1, s.diameter_mm) for k, s in enumerate(specs)]
+    truths = [lesion_truth(s, k + 1, s.diameter_mm, mr_agent) for k, s in enumerate(specs)]
 
     # value table: one row per tissue class, one column per series kind
     liver = np.asarray(LIVER_VALUES[bool(cirrhotic)], float)
-    table = np.zeros((256, len(ALL_SERIES)))
+    table, ct_mr = np.zeros((256, len(COLUMN))), slice(0, len(ALL_SERIES))
     for cls, values in TISSUE.items():
-        table[cls] = values
-    table[LIVER] = liver
-    table[NODULE] = liver + NODULE_DELTA
-    table[PERI] = liver
+        table[cls, ct_mr] = values
+    table[LIVER, ct_mr] = liver
+    table[NODULE, ct_mr] = liver + NODULE_DELTA
+    table[PERI, ct_mr] = liver
     table[PERI, COLUMN["AP"]] += 35 * t["peritumoral_enhancement"]
     for k, tumour in enumerate(tumours):
         tumour_traits = t if k == 0 else DEFAULT_TRAITS
         for cls, values in zip(tumour.classes, tumour_values(tumour.spec.pattern, tumour.spec.aphe,
                                                               tumour.spec.washout, liver, tumour_traits)):
-            table[cls] = values
+            table[cls, ct_mr] = values
+    if mr_agent is not None:
+        fill_mr_dynamic(table, mr_agent)
+        for k, tumour in enumerate(tumours):
+            if tumour.spec.pattern == "hcc":
+                hcc_mr_values(tumour.spec, table[LIVER], tuple(table[c] for c in tumour.classes), mr_agent,
+                              t if k == 0 else DEFAULT_TRAITS)
 
     # tissue model in the reference frame (2x finer than coarse reference grids)
-    factor = 2 if spacing[0] > 3.0 else 1
-    model_grid = Grid(tuple(n * factor for n in ref_grid.size), tuple(s / factor for s in spacing),
+    factor = 2 if ref_grid.spacing[0] > 3.0 else 1
+    model_grid = Grid(tuple(n * factor for n in ref_grid.size), tuple(s / factor for s in ref_grid.spacing),
                        ref_grid.origin)
     canvas = GridCanvas(model_grid)
     anatomy.paint(canvas)
@@ -153,10 +177,9 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
         canvas.paint(tumour.bbox(6.0), tumour.painter(peritumoral=k == 0 and t["peritumoral_enhancement"] > 0))
 
     # transforms: reference -> series; rendering samples the model through the inverse
-    reference = "PVP" if "PVP" in names else next(n for n in names if n in CT_PHASES)
     transforms, inverses, grids, meta = {}, {}, {}, {"breathing_mm": {}}
     for name in names:
-        rng_s = rng_series[ALL_SERIES.index(name)]
+        rng_s = rng_series[STREAMS.index(name)]
         moved = name != reference and misalignment != "none"
         grids[name] = ref_grid if name == reference else series_grid(name, ref_grid, rng_s, moved)
         if not moved:
@@ -174,15 +197,23 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
     progress = progress or silent
     progress(0.2, "anatomy drawn")
     study = Study(study_id or f"phantom-{seed}")
+    coil = rng_series[STREAMS.index("coil")].normal(0, 0.12, 4)  # one receive coil for the T1 dynamic series
     for k, name in enumerate(names):
         progress(0.2 + 0.8 * k / len(names), f"rendering {name}")
         same = grids[name] == model_grid and inverses[name] is None
         classes = canvas.cls if same else sample_classes(canvas.cls, model_grid, grids[name], inverses[name])
-        image = render_series(name, classes, grids[name], table, rng_series[ALL_SERIES.index(name)].spawn(1)[0],
-                               noise_sd, hu_offset)
-        series = Series(name, name, image, meta={"phantom": True})
-        series.add_mask("labels", grids[name].image(LABEL_OF_CLASS.take(classes)))
-        study.add(series)
+        rng_s = rng_series[STREAMS.index(name)].spawn(1)[0]
+        if name == "DWI":
+            images = render_dwi(classes, grids[name], table, rng_s, render_series)
+        else:
+            images = {name: render_series(name, classes, grids[name], table, rng_s, noise_sd, hu_offset,
+                                          coil=coil if name in MR_DYNAMIC else None)}
+        mask = grids[name].image(LABEL_OF_CLASS.take(classes))
+        for series_name, image in images.items():
+            meta = {"phantom": True, **(dicom_meta(series_name, mr_agent) if mr_agent and name not in phases else {})}
+            series = Series(series_name, series_name.split("_b")[0], image, meta=meta)
+            series.add_mask("labels", mask)
+            study.add(series)
 
     ref_classes = canvas.cls if ref_grid == model_grid else sample_classes(canvas.cls, model_grid, ref_grid, None)
     labels = ref_grid.image(LABEL_OF_CLASS.take(ref_classes))
@@ -196,7 +227,7 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
 
     names_lm, points = _landmarks(anatomy, tumours)
     landmarks = {name: np.array([transforms[name].TransformPoint(tuple(p)) for p in points]) for name in names}
-    meta.update(cirrhotic=bool(cirrhotic), size=size, seed=seed, misalignment=misalignment)
+    meta.update(cirrhotic=bool(cirrhotic), size=size, seed=seed, misalignment=misalignment, mr_agent=mr_agent)
     progress(1.0, "phantom ready")
     return PhantomPatient(study, reference, labels, lesion_labels, truths, transforms, landmarks, names_lm,
                           dict(t), meta)

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .tissue import COLUMN, CT_PHASES, MR_MIN_SPACING, MR_SEQUENCES
+from .tissue import COLUMN, CT_PHASES, MR_DYNAMIC, MR_MIN_SPACING, MR_SEQUENCES
 from .anatomy import Grid
 from .motion import InverseMap
 
@@ -92,11 +92,13 @@ def _lerp_pairs(coords: np.ndarray, origin: float, step: float, n: int) -> tuple
     return base, np.minimum(base + 1, n - 1), (pos - base).astype(np.float32)
 
 
-def render_series(name, classes, grid, table, rng, noise_sd, hu_offset):
+def render_series(name, classes, grid, table, rng, noise_sd, hu_offset, *, lut=None, coil=None):
     """Image of one series from its tissue classes, slice by slice (cache-sized work): values, noise and the
     in-plane blur. CT: int16 HU, uniform noise made near-Gaussian and correlated by the blur (SD `noise_sd`
-    after it). MR: float, smooth multiplicative bias field and Rician noise; ADC: Gaussian noise, no bias."""
-    lut = table[:, COLUMN[name]].astype(np.float32)
+    after it). MR: float, smooth multiplicative bias field and Rician noise; ADC: Gaussian noise, no bias.
+    `lut` (values per class) replaces the table column; `coil` (4 bias coefficients) shares one receive-coil
+    bias field between series of one acquisition (else drawn from `rng`)."""
+    lut = (table[:, COLUMN[name]] if lut is None else np.asarray(lut)).astype(np.float32)
     nz, ny, nx = classes.shape
     tmp = np.empty((ny, nx), np.float32)
     if name in CT_PHASES:
@@ -123,7 +125,7 @@ def render_series(name, classes, grid, table, rng, noise_sd, hu_offset):
             out[z] = np.maximum(plane, 0)
         return grid.image(out)
     axes = [a / 150.0 for a in grid.axes()]
-    c = rng.normal(0, 0.12, 4)
+    c = rng.normal(0, 0.12, 4) if coil is None else np.asarray(coil, float)
     bias_xy = np.exp(c[0] * axes[0][None, :] + c[1] * axes[1][:, None]
                      + c[3] * (axes[0][None, :] ** 2 + axes[1][:, None] ** 2)).astype(np.float32)
     sigma = 0.025 * 500
@@ -138,7 +140,7 @@ def render_series(name, classes, grid, table, rng, noise_sd, hu_offset):
 
 def series_grid(name, base: Grid, rng, misaligned: bool) -> Grid:
     size, spacing = base.size, base.spacing
-    if name in MR_SEQUENCES:
+    if name in MR_SEQUENCES + MR_DYNAMIC or name.startswith("DWI"):
         new_spacing = tuple(max(s, m) for s, m in zip(spacing, MR_MIN_SPACING))
         size = tuple(int(round(n * s / t)) for n, s, t in zip(size, spacing, new_spacing))
         spacing = new_spacing

@@ -10,6 +10,8 @@ from ..study import LABELS
 CT_PHASES = ("NC", "AP", "PVP", "DP")
 MR_SEQUENCES = ("T1", "T2", "ADC", "HBP")
 ALL_SERIES = CT_PHASES + MR_SEQUENCES
+#: T1 dynamic MRI series (value-table columns after ALL_SERIES; rendered by `make_patient(mr_agent=...)`).
+MR_DYNAMIC = ("MR_PRE", "MR_AP", "MR_PVP", "TP")
 PATTERNS = ("hcc", "hypovascular", "metastasis", "hemangioma")
 MISALIGNMENTS = ("deformable", "rigid", "none")
 
@@ -58,7 +60,7 @@ TISSUE = {
 }
 LIVER_VALUES = {False: (60, 78, 110, 92, 520, 210, 1300, 800), True: (52, 72, 100, 87, 480, 230, 1150, 650)}
 NODULE_DELTA = (5, -3, -5, -2, 40, -30, 0, 40)  # regenerative nodules vs cirrhotic parenchyma
-COLUMN = {name: i for i, name in enumerate(ALL_SERIES)}
+COLUMN = {name: i for i, name in enumerate(ALL_SERIES + MR_DYNAMIC)}
 
 LABEL_OF_CLASS = np.zeros(256, np.uint8)
 LABEL_OF_CLASS[[LIVER, NODULE, PERI, HEPATIC_VEIN]] = LABELS["liver"]
