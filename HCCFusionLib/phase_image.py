@@ -78,8 +78,10 @@ class PhaseMeasurement:
 
 
 # ---------------------------------------------------------------- classification
-def classify(aorta: float | None, portal_vein: float | None, liver: float | None) -> PhaseMeasurement:
-    """Fit measured HU (None = not measured) to the time-density curves; see the module docstring."""
+def classify(aorta: float | None, portal_vein: float | None, liver: float | None,
+             liver_uptake: bool = False) -> PhaseMeasurement:
+    """Fit measured HU (None = not measured) to the time-density curves; see the module docstring.
+    `liver_uptake` (a hepatobiliary MR agent): from `UPTAKE_S` on, a liver brighter than its curve costs nothing."""
     measured = {"aorta": aorta, "portal_vein": portal_vein, "liver": liver}
     if aorta is None and liver is None:
         raise InputError("Neither the aorta nor the liver could be measured: the image-based phase needs at "
@@ -88,7 +90,10 @@ def classify(aorta: float | None, portal_vein: float | None, liver: float | None
     cost = ((s - 1.0) / DOSE_SD) ** 2
     pred_liver = BASELINE["liver"] + s * np.interp(t, CURVE_SECONDS, CURVE_DELTA["liver"])
     if liver is not None:
-        cost = cost + ((liver - pred_liver) / SIGMA["liver"]) ** 2
+        liver_cost = ((liver - pred_liver) / SIGMA["liver"]) ** 2
+        if liver_uptake:
+            liver_cost = np.where((t >= UPTAKE_S) & (liver > pred_liver), 0.0, liver_cost)
+        cost = cost + liver_cost
     if aorta is not None:
         pred = np.maximum(BASELINE["aorta"] + s * np.interp(t, CURVE_SECONDS, CURVE_DELTA["aorta"]), 55.0)
         cost = cost + ((aorta - pred) / SIGMA["aorta"]) ** 2
@@ -341,3 +346,64 @@ def _portal_vein(a, body, far, liver, aorta_xy, spacing):
     count = int(min(max(20, 1000 / (sx * sy * sz)), max(20, 0.02 * values.size)))
     top = np.argpartition(values, -count)[-count:]
     return float(np.median(a[region][top]))
+
+
+# ---------------------------------------------------------------- dynamic MRI
+#: CT phase of the fitted curves -> the MR dynamic phase of the same time window.
+MR_OF_CT = {Phase.NC: Phase.MR_PRE, Phase.AP: Phase.MR_AP, Phase.PVP: Phase.MR_PVP, Phase.DP: Phase.TP}
+UPTAKE_S = 70.0  # gadoxetate: hepatocyte uptake keeps the liver enhancing from the portal venous phase on
+ARTERIAL_TOP = 99.8  # percentile of the arterial-peak enhancement that marks the aorta (and heart)
+
+
+def measure_mr_phases(posts: dict, pre: sitk.Image, liver: "sitk.Image | None" = None,
+                      hepatobiliary: bool = False) -> dict:
+    """Phases of untimed dynamic MR series {name: image} from their percent enhancement over `pre` (one grid).
+
+    MR follows CT's wash-in and wash-out (HCC_IMAGING_FACTS.md), and percent enhancement is read as HU above
+    baseline on the same time-enhancement curves (`classify`). Measured on 3x3x3-median-filtered images, inside
+    the body (pre-contrast signal above 15 % of its 99th percentile): the aorta is the region where the series
+    with the highest arterial peak enhances most (its top `ARTERIAL_TOP` percentile), followed through every
+    series; the liver is `liver` (a mask) or the largest connected tissue that enhances moderately in every
+    series (5-120 %, > 25 % at its peak: not muscle, fat nor blood). With a hepatobiliary agent, a series where
+    the liver enhances more than the aorta is HBP. Returns {name: PhaseMeasurement}, its *_hu fields holding
+    the enhancement (%) and the phase an MR code."""
+    for name, image in posts.items():
+        check_same_grid(pre, image, f"dynamic MR series '{name}' (the pre-contrast series' grid)")
+    if not posts:
+        return {}
+    smooth = {n: sitk.GetArrayFromImage(sitk.Median(sitk.Cast(i, sitk.sitkFloat32), [1, 1, 1])) for n, i in
+              {**posts, "": pre}.items()}
+    base = smooth.pop("")
+    body = base > 0.15 * np.percentile(base, 99)
+    if body.sum() < 100:
+        raise InputError("The pre-contrast MR series shows no body (nearly empty): the image-based MR phase needs "
+                         "an abdominal T1 series before contrast.")
+    enhancement = {n: 100.0 * (a - base) / np.maximum(base, 1.0) for n, a in smooth.items()}
+    peak = max(enhancement, key=lambda n: np.percentile(enhancement[n][body], ARTERIAL_TOP))
+    aorta = body & (enhancement[peak] >= np.percentile(enhancement[peak][body], ARTERIAL_TOP))
+    if liver is not None:
+        check_same_grid(pre, liver, "liver mask given to measure_mr_phases")
+        mask = sitk.GetArrayFromImage(liver) > 0
+    else:
+        stack = np.stack(list(enhancement.values()))
+        tissue = body & (stack.min(0) > 5) & (stack.max(0) < 120) & (stack.max(0) > 25)
+        components, n = ndimage.label(tissue)
+        sizes = np.bincount(components.ravel())
+        sizes[0] = 0
+        mask = components == int(np.argmax(sizes)) if n else tissue
+    if mask.sum() < 10:
+        raise InputError("No liver found in the dynamic MR series (no tissue enhancing 5-120 %): pass a liver mask.")
+    out = {}
+    for name, e in enhancement.items():
+        a, lv = float(np.median(e[aorta])), float(np.median(e[mask]))
+        fit = classify(BASELINE["aorta"] + a, None, BASELINE["liver"] + lv, liver_uptake=hepatobiliary)
+        phase, confidence = MR_OF_CT[fit.phase], fit.confidence
+        label = phase.value
+        if hepatobiliary and fit.phase is Phase.DP and lv > a:
+            phase, label = Phase.HBP, "HBP (liver enhancing more than the blood pool: hepatocyte uptake)"
+        timing = "" if phase in (Phase.MR_PRE, Phase.HBP) else f" (~{fit.seconds:.0f} s)"
+        reason = (f"image: aorta +{a:.0f} %, liver +{lv:.0f} % over the pre-contrast series → {label}{timing}, "
+                  f"confidence {confidence:.2f}")
+        out[name] = PhaseMeasurement(phase, confidence, fit.seconds, a, None, lv, fit.sub_label, reason,
+                                     fit.probabilities)
+    return out

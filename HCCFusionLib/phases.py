@@ -327,6 +327,43 @@ def refine_with_image(series: list[Series]) -> None:
             "liver_hu": image.liver_hu})
 
 
+def refine_mr_with_image(series: list[Series]) -> None:
+    """Untimed dynamic MR series (DCE: a dynamic keyword or a contrast agent without timing) get their phase
+    from the images (`phase_image.measure_mr_phases`). Per grid: the pre-contrast series is an MR_PRE on that grid,
+    else the untimed series with the lowest mean signal (contrast only brightens); needs it and one more."""
+    from .errors import HCCFusionError
+    from .phase_image import measure_mr_phases
+    from .study import same_grid
+
+    untimed = [s for s in series if s.phase is Phase.DCE]
+    while untimed:
+        group = [s for s in untimed if same_grid(s.image, untimed[0].image)]
+        untimed = [s for s in untimed if s not in group]
+        pre = next((s for s in series if s.phase is Phase.MR_PRE and same_grid(s.image, group[0].image)), None)
+        if pre is None and len(group) >= 2:
+            pre = min(group, key=lambda s: float(sitk.GetArrayViewFromImage(s.image).mean()))
+            group.remove(pre)
+            pre.phase = Phase.MR_PRE
+            pre.meta.update(phase_confidence=0.6, phase_reason=f"image: lowest mean signal of {len(group) + 1} "
+                            "untimed dynamic series: pre-contrast")
+        if pre is None:
+            continue
+        agents = " ".join(str(s.meta.get("contrast_agent", "")) for s in group + [pre]).upper()
+        try:
+            found = measure_mr_phases({s.name: s.image for s in group}, pre.image,
+                                      hepatobiliary=any(a in agents for a in HEPATOBILIARY_AGENTS))
+        except HCCFusionError as exc:
+            log.info("Dynamic MR %s: no image-based phase (%s); they stay DCE", [s.name for s in group], exc)
+            continue
+        for s in group:
+            m = found[s.name]
+            s.phase = m.phase
+            s.meta.update(phase_confidence=m.confidence, phase_reason=f"tags: {s.meta.get('phase_reason', '')}; "
+                          f"{m.reason}", phase_image={"phase": m.phase.value, "seconds": m.seconds,
+                                                      "aorta_enhancement_pct": m.aorta_hu,
+                                                      "liver_enhancement_pct": m.liver_hu})
+
+
 def phase_from_name(name: str) -> tuple[Phase, float, str] | None:
     """Phase from a file/series name ("PVP", "arterial", "liver_T2w", "case1_adc")."""
     with contextlib.suppress(InputError):

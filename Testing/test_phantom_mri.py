@@ -106,3 +106,29 @@ def test_mri_phantom_errors():
         make_patient(1, "small", phases=(), mr_agent="gadoxetate", lesions=[LesionSpec(t2="bright")])
     with pytest.raises(InputError, match="two or more b-values"):
         adc_from_dwi({800.0: sitk.Image(4, 4, 4, sitk.sitkFloat32)})
+
+
+@pytest.mark.parametrize("case", [0, 1, 2])
+def test_mr_phase_from_the_images_when_the_timing_tags_are_silent(patients, tmp_path, case):
+    """Bolus start and trigger times removed: the generic "dynamic" series get their phase from the images."""
+    import pydicom
+
+    from HCCFusionLib.dicom import write_study_dicom
+
+    agent, patient = patients[case]
+    write_study_dicom(patient.study, tmp_path / "dicom")
+    for path in (tmp_path / "dicom").rglob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        if "ContrastBolusStartTime" in ds:
+            del ds.ContrastBolusStartTime
+            ds.save_as(path)
+    study = load_study(tmp_path / "dicom")
+    dynamic = [s for s in study if s.meta["series_description"] == "T1 VIBE dynamic"]
+    truth = sorted(n for n in patient.study.series if n in ("MR_PRE", "MR_AP", "MR_PVP", "TP", "HBP"))
+    assert sorted(s.phase.value for s in dynamic) == truth, [(s.name, s.meta["phase_reason"]) for s in dynamic]
+    post = [s for s in dynamic if s.phase.value != "MR_PRE"]
+    assert all("image: aorta +" in s.meta["phase_reason"] for s in post)
+    assert all(s.meta["phase_confidence"] >= 0.4 for s in post), [(s.name, s.meta["phase_reason"]) for s in post]
+    # and LI-RADS on the image-phased study equals the tag-phased one
+    result = assess_study(study, patient.labels, lesions=patient.lesion_labels)
+    assert [o.category for o in result.observations] == [t.lirads_mri for t in patient.lesions]

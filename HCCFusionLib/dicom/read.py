@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from ..errors import GeometryError, InputError
 from ..phases import (UNTIMED_CONTRAST, acquisition_seconds, b_value, detect_phase, order_contrast_series,
-                      refine_with_image)
+                      refine_mr_with_image, refine_with_image)
 from ..pet import scale, suv_factors
 from ..study import Modality, Phase, Series, Study
 from .seg import read_seg
@@ -111,6 +111,7 @@ def add_dicom_series(study: Study, headers) -> None:
                 untimed.append(series)
     order_contrast_series(untimed)
     refine_with_image([s for s in study if s.modality is Modality.CT])
+    refine_mr_with_image([s for s in study if s.modality is Modality.MR])
     name_by_phase(study)
     for path, ds in segs:
         _attach_dicom_seg(study, path, ds, skipped)

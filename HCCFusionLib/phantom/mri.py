@@ -4,7 +4,8 @@ Signal model (../shared/HCC_IMAGING_FACTS.md: on MRI "the same wash-in / wash-ou
 contrast a tissue's T1 signal is its pre-contrast signal times (1 + its CT enhancement over NC / 100 HU), so
 100 HU of iodine enhancement reads as 100 % gadolinium enhancement (aorta ~ +650 % arterial, liver +18 %
 arterial, +50 % portal venous). With gadoxetate the liver keeps taking the agent up: the transitional phase
-(~3 min) lies halfway between the portal venous phase and the hepatobiliary phase (~20 min, liver bright). With
+(~3 min) lies halfway between the portal venous phase and the hepatobiliary phase (~20 min, liver +54 %, blood
+and other organs keeping a quarter of their 3-minute enhancement). With
 an extracellular agent the 3-minute series is the delayed phase (CT's DP curve). HCC tumours are drawn by
 their designed LI-RADS features (`LesionSpec`): hypointense before contrast (0.8 x liver), nonrim APHE as
 60-100 % relative enhancement (liver 18 %), washout 20-35 % below the liver, an enhancing capsule 50 % above
@@ -18,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..lirads_mri import AGENTS, adc_from_dwi
-from .tissue import COLUMN, CT_PHASES, LIVER, NODULE, PERI
+from .tissue import COLUMN, CT_PHASES, LIVER, NODULE, PERI, TUMOUR_BASE
 
 #: Series of an MRI phantom study (acquisitions; "DWI" gives DWI_b50, DWI_b400, DWI_b800 and ADC).
 MR_ACQUISITIONS = {"extracellular": ("MR_PRE", "MR_AP", "MR_PVP", "TP", "T2", "DWI"),
@@ -40,6 +41,10 @@ def fill_mr_dynamic(table: np.ndarray, agent: str) -> None:
     if agent == "gadoxetate":  # hepatocyte uptake: liver signal rises from PVP towards HBP
         liverish = [LIVER, NODULE, PERI]
         table[liverish, COLUMN["TP"]] = 0.5 * (table[liverish, COLUMN["MR_PVP"]] + table[liverish, COLUMN["HBP"]])
+        # HBP (~20 min) of the anatomy: blood and extracellular space keep a quarter of their 3-minute enhancement
+        other = np.setdiff1d(np.arange(TUMOUR_BASE), liverish)
+        table[other, COLUMN["HBP"]] = t1[other] * (1.0 + 0.25 * np.maximum(table[other, COLUMN["DP"]] - nc[other], 0)
+                                                   / 100.0)
 
 
 def hcc_mr_values(spec, liver: np.ndarray, rows: tuple, agent: str, traits: dict) -> None:

@@ -207,7 +207,7 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
             images = render_dwi(classes, grids[name], table, rng_s, render_series)
         else:
             images = {name: render_series(name, classes, grids[name], table, rng_s, noise_sd, hu_offset,
-                                          coil=coil if name in MR_DYNAMIC else None)}
+                                          coil=coil if mr_agent and name in MR_DYNAMIC + ("HBP",) else None)}
         mask = grids[name].image(LABEL_OF_CLASS.take(classes))
         for series_name, image in images.items():
             meta = {"phantom": True, **(dicom_meta(series_name, mr_agent) if mr_agent and name not in phases else {})}
