@@ -5,7 +5,9 @@ enhancement over MR_PRE, lesion minus liver, in percentage points; without MR_PR
 washout and capsule in % of the liver. With an extracellular agent washout is read in MR_PVP and TP (delayed); on
 gadoxetate studies in MR_PVP only (v2018), the capsule in MR_PVP or TP. Measured ancillary features: restricted
 diffusion (ADC), mild-moderate and marked T2 hyperintensity, transitional and HBP hypointensity (gadoxetate). LR-M
-features measured: rim APHE and targetoid restriction. The others (nodule-in-nodule, mosaic, fat in mass, corona,
+features measured: rim APHE, targetoid restriction, delayed central enhancement (the core's percent enhancement
+gains over the rim's from MR_AP to the delayed phase: TP with an extracellular agent, MR_PVP with gadoxetate)
+and targetoid HBP/TP appearance (gadoxetate: a rim darker than both core and liver). The others (nodule-in-nodule, mosaic, fat in mass, corona,
 blood products, iron sparing, HBP isointensity, size stability/reduction, ...; rim/targetoid HBP, tumour in vein)
 need a reader: pass `ancillary={lesion: {feature: bool}}` with names from `lirads.READER_FEATURES` or a
 `lirads.Findings` field (tumour_in_vein, ...), or record them later with `LiradsAssessment.override`.
@@ -46,6 +48,8 @@ class MriThresholds:
     hypointensity: float = 10.0  # core darker than liver by more than this in TP / HBP
     rim_aphe: float = 10.0  # AP rim brighter than core and than liver by more than this
     targetoid_diffusion: float = 15.0  # core ADC higher than rim ADC by more than this (rim restricts)
+    delayed_central: float = 30.0  # core gains this many more enhancement points than the rim after the AP
+    targetoid_hbp: float = 15.0  # HBP (else TP) rim darker than core and than liver by more than this
 
 
 def relative_enhancement(post: sitk.Image, pre: sitk.Image, floor: float = 1.0) -> sitk.Image:
@@ -121,6 +125,7 @@ def assess_mri(images: dict, labels: sitk.Image, *, agent: str = "extracellular"
         if "MR_PRE" in box_arrays and "MR_AP" in box_arrays:
             obs.features["aphe"] = _aphe(box_arrays, r, thresholds.aphe)
         obs.features.update(_ancillary(box_arrays, r, mri, obs.features["aphe"].present, agent))
+        obs.features.update(_targetoid(box_arrays, r, mri, agent))
         for name, present in (ancillary or {}).get(obs.lesion, {}).items():
             if name in _FINDINGS:  # tumour in vein and the other reader findings
                 setattr(obs.findings, name, bool(present))
@@ -174,6 +179,32 @@ def _ancillary(arrays: dict, r: dict, t: MriThresholds, nonrim_aphe, agent: str)
         ap = arrays["MR_AP"]
         over_core, over_liver = diff("MR_AP", ap[rim], ap[core]), diff("MR_AP", ap[rim], ap[ring])
         add("rim_aphe", "MR_AP", min(over_core, over_liver), t.rim_aphe, "AP rim minus the brighter of core/liver")
+    return out
+
+
+def _targetoid(arrays: dict, r: dict, t: MriThresholds, agent: str) -> dict[str, Feature]:
+    """LR-M targetoid dynamic features: delayed central enhancement and targetoid HBP/TP appearance."""
+    core, rim, ring, out = r["core"], r["rim"], r["ring"], {}
+    if rim.sum() < 2 or core.sum() < 2:
+        return out
+    late = "TP" if agent == "extracellular" else "MR_PVP"
+    if all(p in arrays for p in ("MR_PRE", "MR_AP", late)):
+        pre = np.maximum(arrays["MR_PRE"], 1.0)
+        gain = 100.0 * (arrays[late] - arrays["MR_AP"]) / pre  # enhancement points gained after the AP
+        value, se = relative_difference(gain[core], gain[rim], gain[ring], _design_effect(gain, ring), "CT")
+        out["delayed_central_enhancement"] = _decide(
+            "delayed_central_enhancement", value, t.delayed_central, se, ENHANCEMENT_UNIT, late,
+            f"core minus rim enhancement gained from MR_AP to {late}: {gain[core].mean():.1f} vs "
+            f"{gain[rim].mean():.1f} points")
+    phase = "HBP" if "HBP" in arrays else "TP"
+    if agent == "gadoxetate" and phase in arrays:
+        a = arrays[phase]
+        liver_se = (a[ring], _design_effect(a, ring))
+        over_core = relative_difference(a[core], a[rim], *liver_se, "MR")
+        over_liver = relative_difference(a[ring], a[rim], *liver_se, "MR")
+        value, se = min(over_core, over_liver)
+        out["targetoid_hbp"] = _decide("targetoid_hbp", value, t.targetoid_hbp, se, "% of liver", phase,
+                                       f"{phase} rim darker than the lesser of core and liver")
     return out
 
 

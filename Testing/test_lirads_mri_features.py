@@ -1,7 +1,7 @@
-"""lirads_mri: LR-M features (rim APHE, targetoid restriction), reader LR-TIV, marked T2, the study-level entry
+"""lirads_mri: LR-M features (rim APHE, targetoid restriction, delayed central enhancement, targetoid HBP), reader LR-TIV, marked T2, the study-level entry
 (`assess_study` picks MRI or CT, the agent from ContrastBolusAgent) and the enhancement images.
 
-One small synthetic gadoxetate study (5 lesions in a row, 1.5 mm voxels); signals as in HCC_IMAGING_FACTS.md.
+One small synthetic gadoxetate study (7 lesions in a row, 1.5 mm voxels); signals as in HCC_IMAGING_FACTS.md.
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ CASES = [
     ({"MR_AP": 176.0, "MR_PVP": 120.0, "TP": 110.0, "HBP": 100.0, "ADC": 900.0}, {}, {}, "LR-5"),  # HCC
     ({}, {}, {"tumour_in_vein": True}, "LR-TIV"),  # reader finding
     ({"T2": 400.0}, {}, {}, "LR-2"),  # LR-3, marked T2 hyperintensity favours benignity
+    ({"MR_AP": 85.0, "MR_PVP": 200.0}, {"MR_AP": 110.0, "MR_PVP": 120.0}, {}, "LR-M"),  # delayed central enhancement
+    ({"HBP": 150.0}, {"HBP": 60.0}, {}, "LR-M"),  # targetoid HBP: dark rim, less dark core
 ]
 
 
@@ -60,6 +62,15 @@ def test_lr_m_tiv_and_benign_ancillary(mri):
     assert not result[2].features["restricted_diffusion"].present  # the core does not restrict
     assert result[3].features["restricted_diffusion"].present and result[3].features["hbp_hypointensity"].present
     assert "t2_marked" in result[5].category_reason and not result[5].features["t2_mild_moderate"].present
+    central, target_hbp = result[6].features["delayed_central_enhancement"], result[7].features["targetoid_hbp"]
+    assert central.present and central.phase == "MR_PVP" and central.value > 100 and central.confidence > 0.99
+    assert central.threshold == 30.0 and central.unit.startswith("% enhancement") and not result[6].features[
+        "rim_aphe"].present  # the rim does not hyperenhance: delayed central enhancement alone makes LR-M
+    assert target_hbp.present and target_hbp.phase == "HBP" and 30 < target_hbp.value < 50
+    assert "targetoid_hbp" in result[7].category_reason and target_hbp.confidence > 0.99
+    for n in (3, 4, 5):  # homogeneous observations show neither
+        assert not result[n].features["delayed_central_enhancement"].present
+        assert not result[n].features["targetoid_hbp"].present
     # a reader override of an LR-M feature recomputes the category; the CT table keeps every row
     result.override(5, "targetoid_diffusion", True, reader="dr. y")
     assert result[5].category == "LR-M"

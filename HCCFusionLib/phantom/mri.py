@@ -72,6 +72,14 @@ def hcc_mr_values(spec, liver: np.ndarray, rows: tuple, agent: str, traits: dict
     necrosis[[COLUMN[n] for n in ("MR_PRE", "MR_AP", "MR_PVP", "TP")]] = necrosis[COLUMN["T1"]]
 
 
+def metastasis_mr_values(liver: np.ndarray, rows: tuple) -> None:
+    """Targetoid HBP appearance of a metastasis (gadoxetate): rim darker (0.3 x liver) than the core (0.5 x)."""
+    core, core_b, rim, _ = rows
+    for row in (core, core_b):
+        row[COLUMN["HBP"]] = 0.5 * liver[COLUMN["HBP"]]
+    rim[COLUMN["HBP"]] = 0.3 * liver[COLUMN["HBP"]]
+
+
 def render_dwi(classes, grid, table, rng, render) -> dict:
     """DWI_b50/400/800 and the fitted ADC of one acquisition: {series name: image}. `render` is
     `render.render_series` (one coil bias for all b-values)."""

@@ -23,7 +23,8 @@ from .anatomy import Anatomy, Grid, GridCanvas
 STREAMS = ALL_SERIES + MR_DYNAMIC + ("DWI", "coil")
 from .lesions import LesionTruth, Tumour, lesion_truth, place_lesions, random_lesions
 from .motion import InverseMap, breathing_bspline, random_rigid
-from .mri import MR_ACQUISITIONS, T2_LEVELS, check_agent, dicom_meta, fill_mr_dynamic, hcc_mr_values, render_dwi
+from .mri import (MR_ACQUISITIONS, T2_LEVELS, check_agent, dicom_meta, fill_mr_dynamic, hcc_mr_values,
+                  metastasis_mr_values, render_dwi)
 from .render import render_series, sample_classes, series_grid
 
 
@@ -163,9 +164,11 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
     if mr_agent is not None:
         fill_mr_dynamic(table, mr_agent)
         for k, tumour in enumerate(tumours):
+            rows = tuple(table[c] for c in tumour.classes)
             if tumour.spec.pattern == "hcc":
-                hcc_mr_values(tumour.spec, table[LIVER], tuple(table[c] for c in tumour.classes), mr_agent,
-                              t if k == 0 else DEFAULT_TRAITS)
+                hcc_mr_values(tumour.spec, table[LIVER], rows, mr_agent, t if k == 0 else DEFAULT_TRAITS)
+            elif tumour.spec.pattern == "metastasis":
+                metastasis_mr_values(table[LIVER], rows)
 
     # tissue model in the reference frame (2x finer than coarse reference grids)
     factor = 2 if ref_grid.spacing[0] > 3.0 else 1
