@@ -10,8 +10,8 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from HCCFusionLib.ceus import (ceus_category, ceus_features, circle_roi, fit_perfusion, lognormal, read_cine,
-                               time_intensity_curve)
+from HCCFusionLib.ceus import (ceus_category, ceus_features, circle_roi, fit_perfusion, gamma_variate, lognormal,
+                               read_cine, time_intensity_curve)
 from HCCFusionLib.errors import InputError
 
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
@@ -30,14 +30,25 @@ def _truth(p):
             / (math.exp(p["mu"] - p["sigma"] ** 2) * p["sigma"] * math.sqrt(2 * math.pi))}
 
 
-def write_cine(path, *, vector=True, seed=0):
+def _gamma_truth(p):
+    """Hand-derived parameters of a gamma-variate bolus (shape alpha + 1, scale beta)."""
+    a, b = p["alpha"], p["beta"]
+    return {"arrival_s": p["t0"], "time_to_peak_s": p["t0"] + a * b, "mtt_s": (a + 1) * b, "auc": p["auc"],
+            "peak_enhancement": p["auc"] * (a * b) ** a * math.exp(-a) / (math.gamma(a + 1) * b ** (a + 1))}
+
+
+GAMMA_LIVER = dict(baseline=20.0, auc=9000.0, t0=10.0, alpha=2.5, beta=12.0)
+GAMMA_LESION = dict(baseline=20.0, auc=12000.0, t0=7.0, alpha=3.5, beta=4.0)
+
+
+def write_cine(path, *, vector=True, seed=0, model=lognormal, liver=LIVER, lesion_curve=LESION):
     rng = np.random.default_rng(seed)
     t = np.arange(FRAMES) * FRAME_MS / 1000.0
     y, x = np.mgrid[:SIZE, :SIZE] * (PIXEL_CM * 10)
     power = np.empty((FRAMES, SIZE, SIZE))
-    power[:] = lognormal(t, *LIVER.values())[:, None, None]
+    power[:] = model(t, *liver.values())[:, None, None]
     lesion = (x - LESION_ROI[0][0]) ** 2 + (y - LESION_ROI[0][1]) ** 2 <= 4.5 ** 2
-    power[:, lesion] = lognormal(t, *LESION.values())[:, None]
+    power[:, lesion] = model(t, *lesion_curve.values())[:, None]
     power *= rng.lognormal(-0.02, 0.2, power.shape)  # multiplicative speckle-like noise, mean 1
     grey = np.clip(np.round(255.0 * 10 * np.log10(power) / DR_DB), 0, 255).astype(np.uint8)
     meta = FileMetaDataset()
@@ -78,9 +89,26 @@ def test_fitted_perfusion_within_5_percent(cine_file, which, params):
     centre, radius = LESION_ROI if which == "lesion" else LIVER_ROI
     curve = time_intensity_curve(cine, circle_roi(cine, centre, radius), DR_DB)
     fit = fit_perfusion(cine.times_s, curve)
+    assert fit["model"] == "lognormal"  # the lognormal cine is best fitted by the lognormal
     for name, value in _truth(params).items():
         assert fit[name] == pytest.approx(value, rel=0.05), name
     assert fit["wash_in_slope"] > 0 > fit["wash_out_slope"]
+
+
+@pytest.mark.parametrize("which, params", [("lesion", GAMMA_LESION), ("liver", GAMMA_LIVER)])
+def test_gamma_variate_cine_fitted_within_5_percent_and_chosen_by_residual(tmp_path, which, params):
+    cine = read_cine(write_cine(tmp_path / "gamma.dcm", model=gamma_variate, liver=GAMMA_LIVER,
+                                lesion_curve=GAMMA_LESION))
+    centre, radius = LESION_ROI if which == "lesion" else LIVER_ROI
+    curve = time_intensity_curve(cine, circle_roi(cine, centre, radius), DR_DB)
+    best, lognormal_fit = fit_perfusion(cine.times_s, curve), fit_perfusion(cine.times_s, curve, "lognormal")
+    assert best["model"] == "gamma" and best["fit_rmse"] < lognormal_fit["fit_rmse"]
+    for name, value in _gamma_truth(params).items():
+        assert best[name] == pytest.approx(value, rel=0.05), name
+    assert best["alpha"] == pytest.approx(params["alpha"], rel=0.05)
+    assert best["beta_s"] == pytest.approx(params["beta"], rel=0.05)
+    with pytest.raises(InputError, match="Unknown CEUS curve model"):
+        fit_perfusion(cine.times_s, curve, "weibull")
 
 
 def test_frame_time_and_missing_calibration(tmp_path):
@@ -117,6 +145,19 @@ def test_planted_ceus_lirads_categories(bolus, share, diameter, expected):
         assert f.threshold is not None and f.evidence
 
 
+def test_rim_aphe_makes_lr_m():
+    """A rim with an arterial bolus around a hypo-enhancing centre is LR-M; a homogeneous APHE lesion is not."""
+    centre = 0.5 * (LIVER_CURVE - LIVER["baseline"]) + LIVER["baseline"]
+    rim = lognormal(T, **HCC_BOLUS) + centre
+    lesion = 0.5 * (rim + centre)
+    feats = ceus_features(T, lesion, LIVER_CURVE, rim=(rim, centre))
+    assert feats["rim_aphe"].present and feats["rim_aphe"].value > 2 * feats["rim_aphe"].threshold
+    assert ceus_category(feats, 25.0) == "LR-M"
+    bolus = lognormal(T, **HCC_BOLUS) + 0.65 * (LIVER_CURVE - LIVER["baseline"]) + LIVER["baseline"]
+    homogeneous = ceus_features(T, bolus, LIVER_CURVE, rim=(bolus, bolus))
+    assert homogeneous["rim_aphe"].present is False and ceus_category(homogeneous, 25.0) == "LR-5"
+
+
 def test_cli_ceus_writes_perfusion_and_lirads(cine_file, tmp_path):
     import pandas as pd
 
@@ -127,13 +168,15 @@ def test_cli_ceus_writes_perfusion_and_lirads(cine_file, tmp_path):
     (lx, ly), lr = LESION_ROI
     (vx, vy), vr = LIVER_ROI
     assert main(["--progress", "none", "ceus", str(out.root), "--cine", str(cine_file), "--lesion", str(lx), str(ly),
-                 str(lr), "--liver", str(vx), str(vy), str(vr), "--diameter-mm", "25"]) == 0
+                 str(lr), "--liver", str(vx), str(vy), str(vr), "--diameter-mm", "25", "--rim-mm", "1.5"]) == 0
     perfusion = pd.read_csv(out.ceus_perfusion).set_index(["roi", "parameter"])
     assert perfusion.loc[("lesion", "mtt_s"), "value"] == pytest.approx(_truth(LESION)["mtt_s"], rel=0.05)
     assert set(perfusion["unit"]) >= {"s", "1/s (I/I0)"}
     lirads = pd.read_csv(out.ceus_lirads).set_index("feature")
     assert lirads.loc["category", "value"] == "LR-M"  # the phantom lesion is a pure bolus: washout ~43 s, marked
     assert lirads.loc["aphe", "present"] in (True, "True")
+    assert lirads.loc["rim_aphe", "present"] in (False, "False")  # the phantom lesion enhances homogeneously
+    assert set(perfusion["model"]) <= {"lognormal", "gamma"}
     from HCCFusionLib.report import ReportData, render_html
 
     html = render_html(ReportData("s1", ceus=pd.read_csv(out.ceus_perfusion), ceus_lirads=pd.read_csv(out.ceus_lirads),

@@ -76,9 +76,10 @@ def cmd_ceus(args, progress):
 
     paths = RunFolder(args.out)
     cine = read_cine(args.cine, injection_s=args.injection_s)
-    perfusion, evidence, category = assess(cine, circle_roi(cine, args.lesion[:2], args.lesion[2]),
-                                           circle_roi(cine, args.liver[:2], args.liver[2]),
-                                           args.dynamic_range_db, args.diameter_mm)
+    lesion = circle_roi(cine, args.lesion[:2], args.lesion[2])
+    rim = None if not args.rim_mm else lesion & ~circle_roi(cine, args.lesion[:2], args.lesion[2] - args.rim_mm)
+    perfusion, evidence, category = assess(cine, lesion, circle_roi(cine, args.liver[:2], args.liver[2]),
+                                           args.dynamic_range_db, args.diameter_mm, rim_roi=rim)
     with atomic_folder(paths.ceus, replace=True) as folder:
         perfusion.to_csv(folder / paths.ceus_perfusion.name, index=False)
         evidence.to_csv(folder / paths.ceus_lirads.name, index=False)
@@ -98,6 +99,8 @@ def _ceus_args(p):
     p.add_argument("--dynamic-range-db", type=float, default=60.0,
                    help="log-compression dynamic range of the cine in dB (scanner setting; default 60)")
     p.add_argument("--diameter-mm", type=float, required=True, help="lesion diameter in mm (LI-RADS size)")
+    p.add_argument("--rim-mm", type=float, default=0.0,
+                   help="width of the lesion's rim ROI (mm) for rim APHE (CEUS LR-M); 0: not assessed")
     p.add_argument("--injection-s", type=float, default=0.0, help="time of injection after the first frame (s)")
 
 
