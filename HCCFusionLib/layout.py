@@ -4,7 +4,7 @@
     OUT/registration/               <series>_transform.h5, study.json, fused.nii.gz, channels.json, qc.csv, qc/
     OUT/segmentation/               segmentation.nii.gz, segmentation.json, lesions.csv, lesions.nii.gz
     OUT/radiomics/                  features_long.csv, features_wide.csv, kinetics.csv, definitions.csv
-    OUT/lirads/, OUT/clinical/      lirads.csv + lesions.csv, staging.csv
+    OUT/lirads/, OUT/clinical/      lirads.csv + lesions.csv (+ MR subtraction_*.nii.gz), staging.csv
     OUT/prediction/                 prediction.csv, evidence.csv, contributions.csv
     OUT/pet/, OUT/ceus/             suv.nii.gz, sul.nii.gz, lesions.csv (`pet-suv`); perfusion.csv, lirads.csv (`ceus`)
     OUT/report/                     report.html (+ images/)
@@ -141,6 +141,10 @@ class RunFolder:
     @property
     def lirads_lesions(self) -> Path:
         return self.lirads / "lesions.csv"
+
+    def subtraction(self, name: str) -> Path:
+        """MR subtraction image `name` ("MR_AP-MR_PRE", ...: lirads_mri.subtraction_images)."""
+        return self.lirads / f"subtraction_{name}.nii.gz"
 
     @property
     def clinical(self) -> Path:

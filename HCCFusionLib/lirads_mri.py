@@ -84,6 +84,19 @@ def adc_from_dwi(images: dict, floor: float = 1.0) -> sitk.Image:
     return out
 
 
+def subtraction_images(images: dict) -> dict:
+    """Subtraction images {"<phase>-MR_PRE": post - pre} of the contrast-enhanced T1 series (MR_AP, MR_PVP, TP, HBP)
+    that lie on MR_PRE's grid (a registered dynamic study); {} without MR_PRE."""
+    from .study import same_grid
+
+    pre = images.get(Phase.MR_PRE.value)
+    if pre is None:
+        return {}
+    return {f"{p.value}-{Phase.MR_PRE.value}": subtraction(images[p.value], pre)
+            for p in (Phase.MR_AP, Phase.MR_PVP, Phase.TP, Phase.HBP)
+            if p.value in images and same_grid(images[p.value], pre)}
+
+
 def assess_mri(images: dict, labels: sitk.Image, *, agent: str = "extracellular",
                lesions: "sitk.Image | None" = None, ancillary: "dict[int, dict[str, bool]] | None" = None,
                thresholds: "Thresholds | None" = None, mri: "MriThresholds | None" = None,

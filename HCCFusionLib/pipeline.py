@@ -260,10 +260,13 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             written["radiomics"] = extraction.save(out)
 
     with stages.stage("lirads"):
-        from .lirads_mri import assess_study  # CT or MRI
+        from .io import save_image
+        from .lirads_mri import assess_study, subtraction_images  # CT or MRI
 
         assessment = assess_study(registered, seg.labels, lesions=seg.lesion_map)
         written["lirads"] = assessment.save(paths.lirads)["lirads.csv"].parent
+        for name, image in subtraction_images({s.phase.value: s.image for s in registered}).items():
+            save_image(image, paths.subtraction(name))  # MR dynamic: post minus pre, also key images
         lesions = lesion_table(seg.lesions, assessment)
         _write_csv(lesions, paths.lirads_lesions, index=True)
 

@@ -250,7 +250,10 @@ class _ImageSink:
 
 
 def _key_images(data: ReportData, sink: _ImageSink, point, lesion: int) -> list[dict]:
-    """One axial picture per phase (radiological convention, via views.display_slice) through `point`."""
+    """One axial picture per phase (radiological convention, via views.display_slice) through `point`, then the MR
+    subtraction images (post minus pre: lirads_mri.subtraction_images) of a dynamic MR study."""
+    from .lirads_mri import subtraction_images
+
     if not data.images:
         return []
     reference = data.labels if data.labels is not None else next(iter(data.images.values()))
@@ -258,7 +261,7 @@ def _key_images(data: ReportData, sink: _ImageSink, point, lesion: int) -> list[
         check_same_grid(reference, image, f"{phase} image of the report (give registered phases)")
     labels = display_slice(data.labels, "axial", point, nearest=True).array if data.labels is not None else None
     out = []
-    for phase, image in data.images.items():
+    for phase, image in {**data.images, **subtraction_images(data.images)}.items():
         picture = display_slice(image, "axial", point)
         figure, axes = show(picture, *_window(picture.array, data.modality))
         for name, colour in _CONTOURS.items() if labels is not None else ():

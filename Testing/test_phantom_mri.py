@@ -132,3 +132,37 @@ def test_mr_phase_from_the_images_when_the_timing_tags_are_silent(patients, tmp_
     # and LI-RADS on the image-phased study equals the tag-phased one
     result = assess_study(study, patient.labels, lesions=patient.lesion_labels)
     assert [o.category for o in result.observations] == [t.lirads_mri for t in patient.lesions]
+
+
+@pytest.mark.slow  # ~45 s on 2 busy cores: the whole `run` (registration, radiomics, report)
+def test_run_writes_mr_subtraction_images_shown_as_key_images(tmp_path):
+    """`run` on a small gadoxetate MRI phantom: subtraction images in OUT/lirads and as report key images."""
+    import yaml
+
+    from HCCFusionLib import pipeline
+    from HCCFusionLib.io import read_image, save_image, save_study
+    from HCCFusionLib.layout import RunFolder
+    from HCCFusionLib.radiomics import PRESET_DIR
+
+    patient = make_patient(3, "small", phases=(), mr_agent="gadoxetate", misalignment="none", n_tumours=1,
+                           lesions=[LesionSpec(diameter_mm=25)])
+    for name in ("T2", "DWI_b50", "DWI_b400", "DWI_b800", "ADC"):  # the dynamic series are what this checks
+        del patient.study.series[name]
+    save_study(patient.study, tmp_path / "study")
+    save_image(patient.labels, tmp_path / "labels.nii.gz")
+    preset = yaml.safe_load((PRESET_DIR / "mr_v1.yaml").read_text())
+    preset.update(name="mr_fast", featureClass={"firstorder": []}, imageType={"Original": {}})
+    (tmp_path / "mr_fast_v1.yaml").write_text(yaml.safe_dump(preset))
+    out = RunFolder(tmp_path / "out")
+    pipeline.run(tmp_path / "study", out.root, segmentation=tmp_path / "labels.nii.gz", model="none", mode="rigid",
+                 registration_options={"spacing_mm": 6.0}, workers=1, presets={"*": tmp_path / "mr_fast_v1.yaml"})
+    for name in ("MR_AP-MR_PRE", "MR_PVP-MR_PRE", "TP-MR_PRE", "HBP-MR_PRE"):
+        image = sitk.GetArrayFromImage(read_image(out.subtraction(name)))
+        lesion = sitk.GetArrayFromImage(patient.lesion_labels) == 1
+        liver = sitk.GetArrayFromImage(patient.labels) == LABELS["liver"]
+        if name == "MR_AP-MR_PRE":  # APHE: the lesion gains more signal than the liver in the arterial phase
+            assert np.median(image[lesion]) > 2 * np.median(image[liver]) > 0
+        elif name == "HBP-MR_PRE":  # hepatocyte uptake in the liver, none in the HCC
+            assert np.median(image[liver]) > 2 * np.median(image[lesion])
+    html = out.report_html.read_text(encoding="utf-8")
+    assert "MR_AP-MR_PRE · axial slice" in html and "HBP-MR_PRE · axial slice" in html
