@@ -529,7 +529,7 @@ def qc_table(qc):
 def radiomics_summary(kinetics):
     """Reviewable kinetic features of the tumour regions (one row per feature, one column per region)."""
     keep = ("ratio_to_liver", "contrast_to_liver", "mean", "arterial_enhancement_vs_liver", "washout_index",
-            "washout_vs_liver", "volume_ml")
+            "washout_vs_liver", "volume_ml", "adc_mean")
     rows = kinetics[kinetics["feature"].isin(keep) & (kinetics["region"] != "background_liver")]
     table = rows.assign(feature=rows["phase"] + " " + rows["feature"]).pivot_table(
         index="feature", columns="region", values="value", aggfunc="first")

@@ -166,3 +166,20 @@ def test_run_writes_mr_subtraction_images_shown_as_key_images(tmp_path):
             assert np.median(image[liver]) > 2 * np.median(image[lesion])
     html = out.report_html.read_text(encoding="utf-8")
     assert "MR_AP-MR_PRE · axial slice" in html and "HBP-MR_PRE · axial slice" in html
+
+
+def test_report_shows_adc_per_lesion(patients):
+    """The report's radiomics summary carries each lesion's mean ADC (issue 15: ADC per lesion in the report)."""
+    import pandas as pd
+
+    from HCCFusionLib.radiomics import kinetic_features, region_statistics
+    from HCCFusionLib.report import radiomics_summary
+
+    _, patient = patients[0]
+    adc = patient.study["ADC"].image
+    masks = {"lesion_1": patient.lesion_labels == 1, "lesion_3": patient.lesion_labels == 3,
+             "background_liver": patient.labels == LABELS["liver"]}
+    stats = {"ADC": {name: region_statistics(adc, mask) for name, mask in masks.items()}}
+    summary = radiomics_summary(pd.DataFrame(kinetic_features(stats, {"ADC": ("ADC", "MR")})))
+    row = summary.loc["ADC adc_mean"]
+    assert row["lesion_1"] < 0.8 * 1300 < 0.9 * 1300 < row["lesion_3"]  # restricted vs not (liver ADC 1300)
