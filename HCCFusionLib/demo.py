@@ -181,11 +181,13 @@ def write_scene(path: Path, study, patient, truth, result, transforms: dict, tre
 
 # ---------------------------------------------------------------- synthetic data for the CLI verbs
 def write_phantom(out: "str | Path", seed: int = 0, size: str = "small", *, mri: bool = False,
-                  n_tumours: int | None = None, misalignment: str = "deformable", progress: ProgressFn | None = None):
-    """Make a phantom patient and save it (study folder + truth/) into the new folder `out`; return the patient."""
+                  n_tumours: int | None = None, misalignment: str = "deformable", mr_agent: str | None = None,
+                  progress: ProgressFn | None = None):
+    """Make a phantom patient and save it (study folder + truth/) into the new folder `out`; return the patient.
+    `mr_agent` ("extracellular"/"gadoxetate"): an MRI-only study (T1 dynamic, T2, DWI, ADC) instead of CT."""
     progress = progress or silent
-    patient = make_patient(seed, size, mri=mri, n_tumours=n_tumours, misalignment=misalignment,
-                           progress=scaled(progress, 0.0, 0.7))
+    patient = make_patient(seed, size, mri=mri, n_tumours=n_tumours, misalignment=misalignment, mr_agent=mr_agent,
+                           **({"phases": ()} if mr_agent else {}), progress=scaled(progress, 0.0, 0.7))
     progress(0.7, "writing")
     save_patient(patient, out)
     progress(1.0, "done")

@@ -183,3 +183,18 @@ def test_report_shows_adc_per_lesion(patients):
     summary = radiomics_summary(pd.DataFrame(kinetic_features(stats, {"ADC": ("ADC", "MR")})))
     row = summary.loc["ADC adc_mean"]
     assert row["lesion_1"] < 0.8 * 1300 < 0.9 * 1300 < row["lesion_3"]  # restricted vs not (liver ADC 1300)
+
+
+def test_cli_phantom_writes_an_mri_study(tmp_path):
+    import pandas as pd
+
+    from HCCFusionLib.cli import main
+    from HCCFusionLib.io import load_study
+
+    assert main(["--progress", "none", "phantom", "--out", str(tmp_path / "p"), "--mr-agent", "extracellular",
+                 "--tumours", "2", "--misalignment", "none", "--seed", "4"]) == 0
+    study = load_study(tmp_path / "p")
+    assert sorted(s.phase.value for s in study) == sorted(
+        ["MR_PRE", "MR_AP", "MR_PVP", "TP", "T2", "DWI", "DWI", "DWI", "ADC"])
+    truth = pd.read_csv(tmp_path / "p" / "truth" / "lesions.csv")
+    assert "lirads_mri" in truth.columns and len(truth) == 2

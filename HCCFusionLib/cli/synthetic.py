@@ -15,7 +15,7 @@ def cmd_phantom(args, progress):
     from ..demo import write_phantom
 
     patient = write_phantom(args.out, args.seed, args.size, mri=args.mri, n_tumours=args.tumours,
-                            misalignment=args.misalignment, progress=progress)
+                            misalignment=args.misalignment, mr_agent=args.mr_agent, progress=progress)
     print(format_table(patient.study.summary(), title=f"Phantom {patient.study.study_id} -> {args.out}"))
     return 0
 
@@ -25,6 +25,9 @@ def _phantom_args(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", choices=["small", "medium", "full"], default="small")
     p.add_argument("--mri", action="store_true", help="add T1, T2, ADC and HBP series")
+    p.add_argument("--mr-agent", choices=["extracellular", "gadoxetate"],
+                   help="an MRI study instead of CT: T1 dynamic (MR_PRE, MR_AP, MR_PVP, TP, + HBP with gadoxetate), T2, "
+                        "DWI b50/400/800 and ADC")
     p.add_argument("--tumours", type=int, default=None, help="number of tumours (default: 0-3 at random)")
     p.add_argument("--misalignment", choices=["deformable", "rigid", "none"], default="deformable")
 
