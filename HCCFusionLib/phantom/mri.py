@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
 from ..lirads_mri import AGENTS, adc_from_dwi
 from .tissue import COLUMN, CT_PHASES, LIVER, NODULE, PERI, TUMOUR_BASE
 
@@ -26,11 +27,10 @@ MR_ACQUISITIONS = {"extracellular": ("MR_PRE", "MR_AP", "MR_PVP", "TP", "T2", "D
                    "gadoxetate": ("MR_PRE", "MR_AP", "MR_PVP", "TP", "HBP", "T2", "DWI")}
 DWI_B_VALUES = (50.0, 400.0, 800.0)  # s/mm^2
 T2_LEVELS = {"iso": 1.0, "mild": 1.5, "marked": 4.0}  # tumour T2 signal / liver T2 signal
-#: Seconds after the bolus written as DICOM timing (arterial, portal venous, 3-min, hepatobiliary 20 min).
-MR_DELAY_S = {"MR_AP": 35, "MR_PVP": 70, "TP": 180, "HBP": 1200}
+T1_SERIES = ("MR_PRE", "MR_AP", "MR_PVP", "TP", "HBP")  # one receive coil; DICOM: agent + bolus timing
+PRE_DELAY_S = -60.0  # the pre-contrast series is acquired a minute before the bolus
 AGENT_NAMES = {"extracellular": "Gadobutrol", "gadoxetate": "Gd-EOB-DTPA"}
 _DYNAMIC_FROM_CT = {"MR_PRE": "NC", "MR_AP": "AP", "MR_PVP": "PVP", "TP": "DP"}
-_NOISE_SIGMA = 12.5  # Rician noise SD (signal units), as the other phantom MR series
 
 
 def fill_mr_dynamic(table: np.ndarray, agent: str) -> None:
@@ -95,18 +95,17 @@ def render_dwi(classes, grid, table, rng, render) -> dict:
 
 def dicom_meta(name: str, agent: str) -> dict:
     """Series.meta entries that make the DICOM export write what the phase detector reads: a generic dynamic
-    description ("T1 VIBE dynamic") with the agent and bolus timing for the T1 series, b-values for DWI."""
-    if name in MR_DELAY_S or name == "MR_PRE":
-        return {"series_description": "T1 VIBE dynamic",
-                "contrast_agent": AGENT_NAMES[agent], "bolus_delay_s": MR_DELAY_S.get(name, -60)}
+    description ("T1 VIBE dynamic") with the agent and bolus timing for the T1 series (the export's per-phase
+    delays; the pre-contrast series `PRE_DELAY_S`), b-values for DWI."""
+    if name in T1_SERIES:
+        return {"series_description": "T1 VIBE dynamic", "contrast_agent": AGENT_NAMES[agent],
+                **({"bolus_delay_s": PRE_DELAY_S} if name == "MR_PRE" else {})}
     if name.startswith("DWI_b"):
         return {"series_description": "DWI", "b_value": float(name[5:])}
     return {"series_description": {"T2": "T2 HASTE", "ADC": "ADC"}.get(name, name)}
 
 
 def check_agent(agent, phases) -> None:
-    from ..errors import InputError
-
     if agent not in AGENTS:
         raise InputError(f"Unknown MR contrast agent '{agent}': use one of {', '.join(AGENTS)}.")
     if any(p not in CT_PHASES for p in phases):

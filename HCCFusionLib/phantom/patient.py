@@ -23,7 +23,7 @@ from .anatomy import Anatomy, Grid, GridCanvas
 STREAMS = ALL_SERIES + MR_DYNAMIC + ("DWI", "coil")
 from .lesions import LesionTruth, Tumour, lesion_truth, place_lesions, random_lesions
 from .motion import InverseMap, breathing_bspline, random_rigid
-from .mri import (MR_ACQUISITIONS, T2_LEVELS, check_agent, dicom_meta, fill_mr_dynamic, hcc_mr_values,
+from .mri import (MR_ACQUISITIONS, T1_SERIES, T2_LEVELS, check_agent, dicom_meta, fill_mr_dynamic, hcc_mr_values,
                   metastasis_mr_values, render_dwi)
 from .render import render_series, sample_classes, series_grid
 
@@ -210,7 +210,7 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
             images = render_dwi(classes, grids[name], table, rng_s, render_series)
         else:
             images = {name: render_series(name, classes, grids[name], table, rng_s, noise_sd, hu_offset,
-                                          coil=coil if mr_agent and name in MR_DYNAMIC + ("HBP",) else None)}
+                                          coil=coil if mr_agent and name in T1_SERIES else None)}
         mask = grids[name].image(LABEL_OF_CLASS.take(classes))
         for series_name, image in images.items():
             meta = {"phantom": True, **(dicom_meta(series_name, mr_agent) if mr_agent and name not in phases else {})}
