@@ -108,7 +108,7 @@ def test_mri_phantom_errors():
         adc_from_dwi({800.0: sitk.Image(4, 4, 4, sitk.sitkFloat32)})
 
 
-@pytest.mark.parametrize("case", [0, 1, 2])
+@pytest.mark.parametrize("case", [0, 3])  # gadoxetate, extracellular (cirrhotic)
 def test_mr_phase_from_the_images_when_the_timing_tags_are_silent(patients, tmp_path, case):
     """Bolus start and trigger times removed: the generic "dynamic" series get their phase from the images."""
     import pydicom
