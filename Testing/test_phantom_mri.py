@@ -198,3 +198,10 @@ def test_cli_phantom_writes_an_mri_study(tmp_path):
         ["MR_PRE", "MR_AP", "MR_PVP", "TP", "T2", "DWI", "DWI", "DWI", "ADC"])
     truth = pd.read_csv(tmp_path / "p" / "truth" / "lesions.csv")
     assert "lirads_mri" in truth.columns and len(truth) == 2
+
+
+def test_every_mri_series_has_its_true_transform():
+    patient = make_patient(2, "small", phases=(), mr_agent="extracellular", n_tumours=1, misalignment="rigid")
+    assert set(patient.transforms) == set(patient.landmarks) == set(patient.study.series)
+    dwi = [patient.transforms[n].GetParameters() for n in ("DWI_b50", "DWI_b800", "ADC")]
+    assert dwi[0] == dwi[1] == dwi[2] != patient.transforms["MR_AP"].GetParameters()  # one DWI acquisition

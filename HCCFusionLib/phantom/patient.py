@@ -212,6 +212,8 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
             images = {name: render_series(name, classes, grids[name], table, rng_s, noise_sd, hu_offset,
                                           coil=coil if mr_agent and name in T1_SERIES else None)}
         mask = grids[name].image(LABEL_OF_CLASS.take(classes))
+        for series_name in images if name == "DWI" else ():  # one acquisition, one transform per series
+            transforms[series_name] = transforms["DWI"]
         for series_name, image in images.items():
             meta = {"phantom": True, **(dicom_meta(series_name, mr_agent) if mr_agent and name not in phases else {})}
             series = Series(series_name, series_name.split("_b")[0], image, meta=meta)
@@ -229,7 +231,8 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
     study.clinical = clinical if clinical is not None else _random_clinical(rng_clin, bool(cirrhotic), truths)
 
     names_lm, points = _landmarks(anatomy, tumours)
-    landmarks = {name: np.array([transforms[name].TransformPoint(tuple(p)) for p in points]) for name in names}
+    transforms.pop("DWI", None)
+    landmarks = {name: np.array([transforms[name].TransformPoint(tuple(p)) for p in points]) for name in study.series}
     meta.update(cirrhotic=bool(cirrhotic), size=size, seed=seed, misalignment=misalignment, mr_agent=mr_agent)
     progress(1.0, "phantom ready")
     return PhantomPatient(study, reference, labels, lesion_labels, truths, transforms, landmarks, names_lm,
