@@ -80,8 +80,9 @@ CHEAP_MODULE_FIXTURES = {"models", "presets", "fast_preset", "qt_loaded", "real_
                          "deformable_patient", "_threads", "real_ct_as_two_phases"}
 # The longest groups (named by a module-scoped fixture, or by a test for a test that needs none), started first;
 # measured with `--durations` on 2 cores. Everything else follows in collection order.
-FIRST = ["real_mr_run", "real_ct_run", "test_segmentation.py::trained",
-         "test_segmentation.py::test_shipped_sample_model_on_new_full_size_phantoms", "test_liverlesion.py::slab",
+FIRST = ["real_mr_run", "real_ct_run", "test_segmentation.py::full_size", "test_segmentation.py::trained",
+         "test_federated.py::test_flower_processes_fit_the_pooled_model_and_sites_send_aggregates_only",
+         "test_liverlesion.py::slab",
          "test_registration.py::rigid_result", "test_demo.py::demo_run", "test_lirads.py::designed",
          "test_pipeline.py::result", "test_slicer_logic.py::fusion_bundle"]
 
@@ -132,10 +133,12 @@ SPLIT = {"Testing/test_pipeline_real.py": {"test_single_real_ct_series_runs_end_
                                           "test_real_t2_adc_mr_study_runs_end_to_end": "real_mr_run"},
          "Testing/test_liverlesion.py": {"test_crlm_ct_liver_is_plausible_and_lesions_are_inside": "real_ct_run",
                                          "test_mr_t2_chosen_and_liver_plausible": "real_mr_run"},
-         "Testing/test_segmentation.py": dict.fromkeys(
+         "Testing/test_segmentation.py": {**dict.fromkeys(
              ["test_training_from_scratch_learns_liver", "test_prediction_grid_identical_for_anisotropic_and_oblique_input",
               "test_channel_count_order_and_missing_phase_are_refused", "test_memory_is_estimated_before_running",
-              "test_tampered_or_unexpected_bundle_files_are_refused", "test_cli_plan_and_segment"], "trained")}
+              "test_tampered_or_unexpected_bundle_files_are_refused", "test_cli_plan_and_segment"], "trained"),
+             **dict.fromkeys(["test_tta_agrees_with_plain_and_reruns_are_identical",
+                              "test_shipped_sample_model_on_new_full_size_phantoms"], "full_size")}}
 
 
 def pytest_xdist_make_scheduler(config, log):

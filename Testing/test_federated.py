@@ -107,7 +107,9 @@ def test_errors_say_what_to_do():
 @pytest.mark.slow
 def test_flower_processes_fit_the_pooled_model_and_sites_send_aggregates_only(tmp_path):
     """SuperLink, three SuperNodes and the ServerApp run as separate processes on loopback; the audit mod records
-    every message each site sends: only per-feature aggregates, never rows."""
+    every message each site sends: only per-feature aggregates, never rows. Five Newton rounds (each a Flower
+    round trip of several seconds) bring the planted cohort's coefficients within 1e-8 of the pooled fit; the
+    in-process Newton above runs to convergence."""
     pytest.importorskip("flwr")
     from HCCFusionLib.federated.processes import run_local
 
@@ -116,7 +118,7 @@ def test_flower_processes_fit_the_pooled_model_and_sites_send_aggregates_only(tm
         tables[site] = tmp_path / f"{site}.csv"
         x.assign(outcome=y).to_csv(tables[site], index=False)
     audit = tmp_path / "audit.jsonl"
-    result = run_local(tables, tmp_path / "run", C=1.0, audit=audit)
+    result = run_local(tables, tmp_path / "run", C=1.0, audit=audit, rounds=5)
 
     X, y = pooled(cohort)
     reference = ComBat().fit(X)
@@ -125,7 +127,7 @@ def test_flower_processes_fit_the_pooled_model_and_sites_send_aggregates_only(tm
     Z = reference.transform(X)
     central, _ = fit_logistic(Z, y, C=1.0)
     beta = np.array(result["coefficients"])
-    assert np.max(np.abs(beta - central)) < 1e-3
+    assert np.max(np.abs(beta - central)) < 1e-6  # five rounds: about 1e-9
     design = np.column_stack([np.ones(len(Z)), Z])
     assert abs(roc_auc_score(y, design @ beta) - roc_auc_score(y, design @ central)) < 0.01
 

@@ -22,6 +22,8 @@ from HCCFusionLib.segmentation.trainer import PatchSampler, dice, kfold_split, t
 from HCCFusionLib.study import LABELS  # noqa: E402
 
 CHANNELS = ["AP", "PVP"]
+FULL_SIZE_SEEDS = (9003, 9004, 9005, 9101, 9102, 9103)
+TTA_SEED = 9003
 ORGAN = (LABELS["liver"], LABELS["tumour"])
 
 
@@ -157,14 +159,14 @@ def test_prediction_grid_identical_for_anisotropic_and_oblique_input(trained, sp
     assert organ_dice(seg.labels, moved.labels) >= 0.85  # same voxels, only relabelled geometry
 
 
-def test_tta_agrees_with_plain_and_reruns_are_identical():
-    """The shipped model on a new medium phantom (a 152-voxel lesion). The tiny model above is too briefly
-    trained to be mirror-invariant, so TTA is judged on the model users run."""
-    case = phantom_case(5003, CHANNELS, "medium")
-    bundle = bundles.load_bundle()
-    plain = predictor.predict_case(case, bundle, tta=False)
-    tta = predictor.predict_case(case, bundle, tta=True)
-    again = predictor.predict_case(case, bundle, tta=True)
+@pytest.mark.slow
+def test_tta_agrees_with_plain_and_reruns_are_identical(full_size):
+    """The shipped model on a new full-size phantom (a small lesion): its TTA prediction (from `full_size`)
+    against a plain one and a TTA rerun. The tiny model above is too briefly trained to be mirror-invariant, so
+    TTA is judged on the model users run."""
+    case, tta = full_size.tta_case, full_size.tta
+    plain = predictor.predict_case(case, full_size.bundle, tta=False, net=full_size.net)
+    again = predictor.predict_case(case, full_size.bundle, tta=True, net=full_size.net)
     assert organ_dice(plain.labels, tta.labels) >= 0.98
     assert tta.meta["tta_tiles"] >= 1 and tta.meta["forward_passes"] > plain.meta["forward_passes"]
     assert np.array_equal(sitk.GetArrayViewFromImage(tta.labels), sitk.GetArrayViewFromImage(again.labels))
@@ -341,25 +343,38 @@ def test_shipped_sample_model_is_a_valid_small_bundle():
     assert b.card["validation"]["dice"]["liver"] >= 0.95
 
 
-@pytest.mark.slow
-def test_shipped_sample_model_on_new_full_size_phantoms():
-    """New full-size phantoms (512x512x120) through the default predictor (TTA): liver Dice >= 0.95 on each,
-    tumour Dice >= 0.85 on average over those with lesions (one 10-16 mm lesion alone scores lower), and no
-    lesion found where there is none (seed 9102); about 30 s per phantom on 2 cores."""
+@pytest.fixture(scope="module")
+def full_size():
+    """The shipped sample model through the default predictor (TTA) on new full-size phantoms (512x512x120),
+    about 15 s each on one thread. `runs`: {seed: (phantom labels, reference grid size, predicted labels, lesion
+    count)}; `tta_case`, `tta`: the case of `TTA_SEED` and its Segmentation, reused by the TTA test."""
     bundle = bundles.load_bundle()
     net = bundle.build_network()
-    tumour = []
-    for seed in (9003, 9004, 9005, 9101, 9102, 9103):
+    found = SimpleNamespace(bundle=bundle, net=net, runs={})
+    for seed in FULL_SIZE_SEEDS:
         case = phantom_case(seed, CHANNELS, "full")
         seg = predictor.predict_case(case, bundle, net=net)
-        truth = sitk.GetArrayViewFromImage(case.labels)
-        pred = sitk.GetArrayViewFromImage(seg.labels)
-        assert seg.labels.GetSize() == case.reference.GetSize() == (512, 512, 120)
+        found.runs[seed] = (case.labels, case.reference.GetSize(), seg.labels, len(seg.lesions))
+        if seed == TTA_SEED:
+            found.tta_case, found.tta = case, seg
+    return found
+
+
+@pytest.mark.slow
+def test_shipped_sample_model_on_new_full_size_phantoms(full_size):
+    """New full-size phantoms through the default predictor (TTA): liver Dice >= 0.95 on each, tumour Dice >=
+    0.85 on average over those with lesions (one 10-16 mm lesion alone scores lower), and no lesion found where
+    there is none (seed 9102)."""
+    tumour = []
+    for seed, (labels, size, predicted, lesions) in full_size.runs.items():
+        truth = sitk.GetArrayViewFromImage(labels)
+        pred = sitk.GetArrayViewFromImage(predicted)
+        assert predicted.GetSize() == size == (512, 512, 120)
         assert dice(np.isin(pred, ORGAN), np.isin(truth, ORGAN)) >= 0.95, seed
         if (truth == LABELS["tumour"]).any():
             tumour.append(dice(pred == LABELS["tumour"], truth == LABELS["tumour"]))
         else:
-            assert len(seg.lesions) == 0, seed
+            assert lesions == 0, seed
     assert len(tumour) == 5 and np.mean(tumour) >= 0.85, tumour
 
 
