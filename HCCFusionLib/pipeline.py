@@ -1,7 +1,8 @@
 """`hccfusion run`: every stage for one study, each writing into its own OUT/<stage>/ folder.
 
-(pull from PACS) → load → register → segment (or the user's segmentation) → radiomics + kinetics → LI-RADS →
-clinical staging → prediction (+ contributions/evidence) → report → DICOM SEG + SR → (push to PACS).
+(pull from PACS) → load → register (to the reference's liver, segmented first) → segment (or the user's
+segmentation) → radiomics + kinetics → LI-RADS → clinical staging → prediction (+ contributions/evidence)
+→ report → DICOM SEG + SR → (push to PACS).
 This module only wires the stage modules together; each does its own science. A failing stage raises an
 HCCFusionError naming the stage; what earlier stages wrote stays as it was.
 """
@@ -215,8 +216,13 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         with stages.stage("registration") as step:
             from .registration import register_study
 
-            registration = register_study(study, reference=reference, mode=mode, seed=seed, progress=step,
-                                           **(registration_options or {}))
+            options = dict(registration_options or {})
+            if "mask" not in options:  # mask None: whole volumes, as before the liver came first
+                options["fixed_mask"] = _registration_mask(study, reference, segmentation, engine, seg_model,
+                                                           scaled(step, 0.0, 0.3))
+            start = 0.0 if options.get("fixed_mask") is None else 0.3
+            registration = register_study(study, reference=reference, mode=mode, seed=seed,
+                                           progress=scaled(step, start, 1.0), **options)
             written["registration"] = registration.save(paths.registration)
     registered, ref = registration.study, registration.reference
 
@@ -398,6 +404,30 @@ def _prepare_out(out: Path, plan: list[str], overwrite: bool, keep_manifest: boo
     RunFolder(out).run_record.unlink(missing_ok=True)  # written anew before the report stage
     if not keep_manifest:
         RunFolder(out).stage_manifest.unlink(missing_ok=True)  # written anew after each stage
+
+
+def _registration_mask(study, reference, segmentation, engine: str, seg_model, progress):
+    """The reference series' liver, segmented before registration (the user's label map, else the chosen engine on
+    the unregistered study, without TTA) so the registration aligns the liver, not the whole volume; None (whole
+    volumes) for a single series, or when the liver is not found (then the segmentation stage says why)."""
+    from .registration.study_registration import choose_reference, liver_mask
+    from .study import Series
+
+    if len(study) < 2:
+        return None
+    ref = choose_reference(study, reference)
+    t0 = time.time()
+    try:
+        seg, info = _segment(study, ref.name, segmentation, engine, seg_model, False, progress)
+    except HCCFusionError as error:
+        log.warning("no liver before registration (%s): registering whole volumes", error)
+        return None
+    mask = liver_mask(Series(ref.name, ref.phase, ref.image, ref.modality, {"labels": seg.labels}))
+    if info.get("qc_failure") or not _labelled(mask):
+        log.warning("no liver before registration (%s): registering whole volumes", info.get("qc_failure"))
+        return None
+    log.info("liver of '%s' for registration (%s) in %.1f s", ref.name, info["engine"], time.time() - t0)
+    return mask
 
 
 def _segment(registered, ref: str, segmentation, engine: str, seg_model, tta: bool, progress):
