@@ -216,13 +216,15 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         with stages.stage("registration") as step:
             from .registration import register_study
 
-            options = dict(registration_options or {})
-            if "mask" not in options:  # mask None: whole volumes, as before the liver came first
-                options["fixed_mask"] = _registration_mask(study, reference, segmentation, engine, seg_model,
-                                                           scaled(step, 0.0, 0.3))
+            options, first = dict(registration_options or {}), None
+            if "mask" not in options:  # mask=None: whole volumes, as before the liver came first
+                options["fixed_mask"], first = _registration_mask(study, reference, segmentation, engine, seg_model,
+                                                                  scaled(step, 0.0, 0.3))
             start = 0.0 if options.get("fixed_mask") is None else 0.3
             registration = register_study(study, reference=reference, mode=mode, seed=seed,
                                            progress=scaled(step, start, 1.0), **options)
+            if first:
+                registration.study.meta["registration"]["liver_first"] = first
             written["registration"] = registration.save(paths.registration)
     registered, ref = registration.study, registration.reference
 
@@ -407,27 +409,29 @@ def _prepare_out(out: Path, plan: list[str], overwrite: bool, keep_manifest: boo
 
 
 def _registration_mask(study, reference, segmentation, engine: str, seg_model, progress):
-    """The reference series' liver, segmented before registration (the user's label map, else the chosen engine on
-    the unregistered study, without TTA) so the registration aligns the liver, not the whole volume; None (whole
-    volumes) for a single series, or when the liver is not found (then the segmentation stage says why)."""
+    """(mask, note): the reference series' liver, segmented before registration (the user's label map, else the
+    chosen engine on the unregistered study without TTA) so that the registration aligns the liver rather than
+    the whole volume; (None, note) = whole volumes, for a single series or when no liver is found (logged). The
+    note (mask used, engine, seconds or the reason) goes into the registration's study.json."""
     from .registration.study_registration import choose_reference, liver_mask
     from .study import Series
 
     if len(study) < 2:
-        return None
+        return None, {"mask": None, "reason": "single series: nothing to register"}
     ref = choose_reference(study, reference)
     t0 = time.time()
     try:
         seg, info = _segment(study, ref.name, segmentation, engine, seg_model, False, progress)
+        mask = liver_mask(Series(ref.name, ref.phase, ref.image, ref.modality, {"labels": seg.labels}))
+        reason = info.get("qc_failure") or (None if _labelled(mask) else "empty liver mask")
     except HCCFusionError as error:
-        log.warning("no liver before registration (%s): registering whole volumes", error)
-        return None
-    mask = liver_mask(Series(ref.name, ref.phase, ref.image, ref.modality, {"labels": seg.labels}))
-    if info.get("qc_failure") or not _labelled(mask):
-        log.warning("no liver before registration (%s): registering whole volumes", info.get("qc_failure"))
-        return None
-    log.info("liver of '%s' for registration (%s) in %.1f s", ref.name, info["engine"], time.time() - t0)
-    return mask
+        info, reason = {"engine": engine}, f"{type(error).__name__}: {error}"
+    note = {"series": ref.name, "engine": info.get("engine"), "seconds": round(time.time() - t0, 2)}
+    if reason:
+        log.warning("no liver of '%s' before registration (%s): registering whole volumes", ref.name, reason)
+        return None, {"mask": None, **note, "reason": f"no liver before registration ({reason})"}
+    log.info("liver of '%s' for registration (%s) in %.1f s", ref.name, info["engine"], note["seconds"])
+    return mask, {"mask": "liver", **note}
 
 
 def _segment(registered, ref: str, segmentation, engine: str, seg_model, tta: bool, progress):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import subprocess
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--one", nargs=3, metavar=("ORDER", "STUDY", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
         print("RESULT " + json.dumps(one(args.one[0], Path(args.one[1]), Path(args.one[2]), args.seed, args.size)))
         return
 
@@ -81,6 +83,8 @@ def main() -> None:
             if run.returncode or not lines:
                 sys.exit(f"{order} failed:\n{run.stderr[-3000:]}")
             results[order] = json.loads(lines[-1][len("RESULT "):])
+            print("".join(f"  {line}\n" for line in run.stderr.splitlines()
+                          if "before registration" in line or "for registration" in line), end="")
             print(json.dumps(results[order]), f"(load average {os.getloadavg()[0]:.2f})", flush=True)
     new, old = results["liver_first"], results["whole_volumes"]
     print(f"BENCH pipeline seconds={new['seconds']:.1f} naive_seconds={old['seconds']:.1f} "
