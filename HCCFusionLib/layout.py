@@ -6,6 +6,7 @@
     OUT/radiomics/                  features_long.csv, features_wide.csv, kinetics.csv, definitions.csv
     OUT/lirads/, OUT/clinical/      lirads.csv + lesions.csv, staging.csv
     OUT/prediction/                 prediction.csv, evidence.csv, contributions.csv
+    OUT/pet/, OUT/ceus/             suv.nii.gz, sul.nii.gz, lesions.csv (`pet-suv`); perfusion.csv, lirads.csv (`ceus`)
     OUT/report/                     report.html (+ images/)
     OUT/dicom/, OUT/pacs/<uid>/     DICOM SEG/SR, retrieved series
     OUT/run.json                    what `run` was given (inputs, model) and why a stage was skipped
@@ -164,6 +165,35 @@ class RunFolder:
     @property
     def contributions(self) -> Path:
         return self.prediction / "contributions.csv"
+
+    # ------------------------------------------------------------ PET and CEUS
+    @property
+    def pet(self) -> Path:
+        return self.root / "pet"
+
+    @property
+    def pet_suv(self) -> Path:
+        return self.pet / "suv.nii.gz"
+
+    @property
+    def pet_sul(self) -> Path:
+        return self.pet / "sul.nii.gz"
+
+    @property
+    def pet_lesions(self) -> Path:
+        return self.pet / "lesions.csv"
+
+    @property
+    def ceus(self) -> Path:
+        return self.root / "ceus"
+
+    @property
+    def ceus_perfusion(self) -> Path:
+        return self.ceus / "perfusion.csv"
+
+    @property
+    def ceus_lirads(self) -> Path:
+        return self.ceus / "lirads.csv"
 
     # ------------------------------------------------------------ outputs
     @property

@@ -33,6 +33,15 @@ from .study import LABELS, Phase, check_same_grid
 log = logging.getLogger(__name__)
 
 FEATURES = ("aphe", "washout", "capsule", "threshold_growth")
+#: v2018 MRI ancillary features (measured ones in `lirads_mri`, the others given by a reader).
+ANCILLARY_MALIGNANT = ("restricted_diffusion", "t2_mild_moderate", "tp_hypointensity", "hbp_hypointensity",
+                       "nodule_in_nodule", "mosaic", "fat_in_mass", "corona", "blood_products", "iron_sparing")
+ANCILLARY_BENIGN = ("t2_marked", "hbp_isointensity", "size_stability", "size_reduction", "parallels_blood_pool",
+                    "undistorted_vessels", "iron_in_mass")
+#: LR-M features (measured on MRI in `lirads_mri`): any present -> LR-M (after reader findings).
+LR_M_FEATURES = ("rim_aphe", "peripheral_washout", "delayed_central_enhancement", "targetoid_diffusion",
+                 "targetoid_hbp")
+READER_FEATURES = ANCILLARY_MALIGNANT + ANCILLARY_BENIGN + LR_M_FEATURES  # tumour in vein: a Findings field
 CATEGORIES = ("LR-NC", "LR-1", "LR-2", "LR-3", "LR-4", "LR-5", "LR-M", "LR-TIV")
 
 # ---------------------------------------------------------------- v2018 diagnostic table (as data)
@@ -79,6 +88,7 @@ class Thresholds:
     rim_mm: float = 2.0  # rim eroded from the tumour to get its core
     shell_mm: float = 2.0  # capsule shell thickness outside the tumour (at least one voxel)
     liver_ring_mm: tuple[float, float] = (5.0, 25.0)  # background liver: this far from the tumour
+    washout_phases: tuple[str, ...] = ("PVP", "DP")  # gadoxetate MRI: PVP only (v2018)
 
 
 @dataclass
@@ -150,11 +160,31 @@ def _categorise(obs: Observation) -> tuple[str, str]:
     if missing:
         return "LR-NC", "cannot assess " + "; ".join(f"{n} ({feats[n].evidence})" for n in missing) + (
             ": add the phase or record a reader override")
+    lr_m = [n for n in LR_M_FEATURES if n in feats and feats[n].present]
+    if lr_m:
+        return "LR-M", "LR-M features: " + ", ".join(lr_m)
     growth = bool(feats["threshold_growth"].present)
     cat = category(feats["aphe"].present, obs.diameter_mm, feats["washout"].present, feats["capsule"].present, growth)
     present = [n for n in ("washout", "capsule", "threshold_growth") if feats[n].present]
-    return cat, (f"{'nonrim APHE' if feats['aphe'].present else 'no APHE'}, {obs.diameter_mm:.1f} mm "
-                 f"({size_band(obs.diameter_mm)}), additional: {', '.join(present) or 'none'}")
+    reason = (f"{'nonrim APHE' if feats['aphe'].present else 'no APHE'}, {obs.diameter_mm:.1f} mm "
+              f"({size_band(obs.diameter_mm)}), additional: {', '.join(present) or 'none'}")
+    return apply_ancillary(cat, reason, feats)
+
+
+def apply_ancillary(cat: str, reason: str, features: dict) -> tuple[str, str]:
+    """v2018 ancillary features (MRI): favouring malignancy upgrade LR-1..LR-3 by one (never to LR-5);
+    favouring benignity downgrade LR-2..LR-5 by one; features both ways, or none present: the category stands."""
+    malignant = [n for n in ANCILLARY_MALIGNANT if n in features and features[n].present]
+    benign = [n for n in ANCILLARY_BENIGN if n in features and features[n].present]
+    order = ("LR-1", "LR-2", "LR-3", "LR-4", "LR-5")
+    if not (malignant or benign) or cat not in order:
+        return cat, reason
+    if malignant and benign:
+        return cat, f"{reason}; ancillary features both ways ({', '.join(malignant + benign)}): not adjusted"
+    i = order.index(cat)
+    new = order[min(i + 1, 3) if malignant and i < 3 else i] if malignant else order[max(i - 1, 0)]
+    why = f"ancillary favouring {'malignancy' if malignant else 'benignity'}: {', '.join(malignant or benign)}"
+    return new, f"{reason}; {why}" + (f" -> {new}" if new != cat else " (never upgraded to LR-5)")
 
 
 # ---------------------------------------------------------------- assessment
@@ -180,6 +210,8 @@ class LiradsAssessment:
         if not reader or not str(reader).strip():
             raise InputError("An override needs the reader's name (who made the change).")
         obs = self[lesion]
+        if what in READER_FEATURES and what not in obs.features:  # reader-only ancillary / LR-M / TIV feature
+            obs.features[what] = Feature(what, None, evidence="reader")
         if what in obs.features:
             feature = obs.features[what]
             old, value = feature.present, bool(new)
@@ -322,13 +354,9 @@ def _core(mask: np.ndarray, spacing: np.ndarray, rim_mm: float) -> tuple[np.ndar
 def _measure(index, box, m, label_array, images, reference, modality, t: Thresholds) -> Observation:
     """Features of one observation: `m` is its mask inside `box` (numpy slices) of the full grid."""
     spacing = np.array(reference.GetSpacing())[::-1]  # numpy (z, y, x) order
-    distance = _distance_mm(m, spacing[::-1])  # > 0 outside (mm)
-    core, core_note = _core(m, spacing, t.rim_mm)
-    rim = m & ~core
-    shell_mm = max(t.shell_mm, float(spacing.max()))
-    shell = (distance > 0) & (distance <= shell_mm + 1e-6)
-    ring = (label_array[box] == LABELS["liver"]) & (distance > max(t.liver_ring_mm[0], shell_mm)) & (
-        distance <= t.liver_ring_mm[1])
+    r = regions(m, label_array[box], spacing, t)
+    core, core_note, rim, shell, ring, shell_mm = (r[k] for k in ("core", "core_note", "rim", "shell", "ring",
+                                                                 "shell_mm"))
     liver_note = f"liver {t.liver_ring_mm[0]:g}-{t.liver_ring_mm[1]:g} mm around"
     arrays = {p: sitk.GetArrayViewFromImage(image)[box].astype(np.float64) for p, image in images.items()}
     liver_values = {p: a[ring] for p, a in arrays.items()}
@@ -337,19 +365,10 @@ def _measure(index, box, m, label_array, images, reference, modality, t: Thresho
             np.float64) for p in arrays}
         liver_note = "whole liver (little liver around the observation)"
     unit = "HU" if modality == "CT" else "% of liver"
-
     inflation = {p: _design_effect(a, ring) for p, a in arrays.items()}  # correlated (blurred) noise
 
     def difference(a: np.ndarray, b: np.ndarray, liver: np.ndarray, phase: str) -> tuple[float, float]:
-        """mean(a) - mean(b) and its standard error; MRI: in percent of the liver mean."""
-        if min(a.size, b.size) < 2:
-            return float(a.mean() - b.mean()), float("inf")
-        diff = a.mean() - b.mean()
-        se = math.sqrt(inflation[phase] * (a.var(ddof=1) / a.size + b.var(ddof=1) / b.size))
-        if modality == "MR":
-            scale = 100.0 / max(abs(liver.mean()), 1e-6)
-            diff, se = diff * scale, se * scale
-        return float(diff), float(se)
+        return relative_difference(a, b, liver, inflation[phase], modality)
 
     def describe(name, values):
         return f"{name} ({values.size} vx, mean {values.mean():.1f})"
@@ -366,8 +385,9 @@ def _measure(index, box, m, label_array, images, reference, modality, t: Thresho
     for phase in (p for p in ("PVP", "DP") if p in arrays):
         a, liver = arrays[phase][core], liver_values[phase]
         diff, se = difference(liver, a, liver, phase)
-        washout.append(_decide("washout", diff, t.washout, se, unit, phase,
-                               f"{describe(liver_note, liver)} minus {describe(core_note, a)}"))
+        if phase in t.washout_phases:
+            washout.append(_decide("washout", diff, t.washout, se, unit, phase,
+                                   f"{describe(liver_note, liver)} minus {describe(core_note, a)}"))
         # the capsule lies on the boundary: inside the label (rim) or just outside (shell), whichever is brighter
         sides = [(n, arrays[phase][r]) for n, r in (("tumour rim", rim), (f"shell 0-{shell_mm:g} mm", shell))
                  if r.sum() >= 2]
@@ -388,11 +408,41 @@ def _measure(index, box, m, label_array, images, reference, modality, t: Thresho
                        longest_diameter_mm(m, spacing), features)
 
 
+def regions(m: np.ndarray, label_box: np.ndarray, spacing: np.ndarray, t: Thresholds) -> dict:
+    """Core (rim removed), rim, capsule shell and background-liver ring of mask `m` (numpy z, y, x; `spacing`
+    in that order) inside a box of the label map."""
+    distance = _distance_mm(m, spacing[::-1])  # > 0 outside (mm)
+    core, core_note = _core(m, spacing, t.rim_mm)
+    shell_mm = max(t.shell_mm, float(spacing.max()))
+    ring = (label_box == LABELS["liver"]) & (distance > max(t.liver_ring_mm[0], shell_mm)) & (
+        distance <= t.liver_ring_mm[1])
+    return {"core": core, "core_note": core_note, "rim": m & ~core, "shell_mm": shell_mm,
+            "shell": (distance > 0) & (distance <= shell_mm + 1e-6), "ring": ring}
+
+
+def relative_difference(a: np.ndarray, b: np.ndarray, liver: np.ndarray, inflation: float,
+                        modality: str) -> tuple[float, float]:
+    """mean(a) - mean(b) and its standard error (noise variance inflated by `inflation`); MRI: in percent of
+    the liver mean."""
+    if min(a.size, b.size) < 2:
+        return float(a.mean() - b.mean()), float("inf")
+    diff = a.mean() - b.mean()
+    se = math.sqrt(inflation * (a.var(ddof=1) / a.size + b.var(ddof=1) / b.size))
+    if modality == "MR":
+        scale = 100.0 / max(abs(liver.mean()), 1e-6)
+        diff, se = diff * scale, se * scale
+    return float(diff), float(se)
+
+
+def confidence(margin: float, se: float) -> float:
+    """Probability that a decision `margin` from its threshold is right, given Gaussian noise `se` (0.5..1)."""
+    z = margin / se if se > 0 and np.isfinite(se) else math.copysign(float("inf"), margin)
+    return 0.5 * (1 + math.erf(abs(z) / math.sqrt(2)))
+
+
 def _decide(name, value, threshold, se, unit, phase, evidence) -> Feature:
-    z = (value - threshold) / se if se > 0 and np.isfinite(se) else math.copysign(float("inf"), value - threshold)
-    confidence = 0.5 * (1 + math.erf(abs(z) / math.sqrt(2)))
-    return Feature(name, bool(value > threshold), float(value), float(threshold), unit, float(confidence), phase,
-                   evidence)
+    return Feature(name, bool(value > threshold), float(value), float(threshold), unit,
+                   confidence(value - threshold, se), phase, evidence)
 
 
 def read_prior(path: "str | Path") -> list[dict]:

@@ -36,13 +36,25 @@ _MR_RULES = [  # checked in this order
     (Phase.ADC, {"ADC"}, (), (r"APPARENT\s+DIFF",)),
     (Phase.DWI, {"DWI", "DWIBS", "TRACE", "DW"}, ("DIFF",), (r"\bB\s*=?\s*[1-9]\d{1,3}\b",)),
     (Phase.HBP, {"HBP", "HB"}, ("HEPATOBIL", "HEPATOCYT"), (r"\b(1[5-9]|2\d)\s*MIN",)),
-    (Phase.DCE, {"DCE", "DYN", "DYNAMIC", "HAP", "LAP", "EAP", "PV", "PVP", "PORTAL", "DELAYED", "TRANSITIONAL"},
-     ("ART", "PORT", "VENO", "DELAY", "EQUIL"), (r"\b([1-9]|10)\s*MIN",)),
+    (Phase.MR_PRE, {"PRE", "PRECONTRAST", "NATIVE", "UNENHANCED", "MASK"}, ("PRECONT", "NATIV", "UNENH"),
+     (r"\bNON[\s-]*(CONTRAST|ENHANCED)",)),
+    (Phase.MR_AP, {"HAP", "LAP", "EAP", "ARTERIAL"}, ("ART",), ()),
+    (Phase.MR_PVP, {"PV", "PVP", "PORTAL"}, ("PORT", "VENO"), ()),
+    (Phase.TP, {"TP", "DELAYED", "TRANSITIONAL", "EQ"}, ("DELAY", "EQUIL", "TRANSIT"), (r"\b([2-9]|10)\s*MIN",)),
+    (Phase.DCE, {"DCE", "DYN", "DYNAMIC"}, (), (r"\b1\s*MIN",)),
     (Phase.T2, {"HASTE", "SSFSE", "SSTSE", "STIR", "T2"}, ("T2",), ()),
     (Phase.T1, {"VIBE", "LAVA", "THRIVE", "DIXON", "FLASH", "SPGR", "GRE", "FL3D", "OPP", "INPHASE", "T1"},
      ("T1",), (r"\bIN\s*PHASE", r"OPPOSED")),
 ]
-_HEPATOBILIARY_AGENTS = ("EOB", "PRIMOVIST", "EOVIST", "GADOXET")
+#: ContrastBolusAgent words of a hepatobiliary (gadoxetate) agent.
+HEPATOBILIARY_AGENTS = ("EOB", "PRIMOVIST", "EOVIST", "GADOXET")
+#: MR rules used on file names (dynamic phase words of a file name are read as CT phases first).
+_MR_NAME_RULES = ([r for r in _MR_RULES if r[0] in (Phase.ADC, Phase.DWI, Phase.HBP)],
+                  [r for r in _MR_RULES if r[0] in (Phase.T2, Phase.T1)])
+_MR_DYNAMIC_KEYWORDS = (Phase.MR_AP, Phase.MR_PVP, Phase.TP, Phase.DCE)
+#: Seconds after an MR bolus: arterial < 50 s, portal venous < 150 s, transitional/delayed < 15 min, then HBP.
+_MR_TIMING = ((0.0, Phase.MR_PRE), (50.0, Phase.MR_AP), (150.0, Phase.MR_PVP), (900.0, Phase.TP),
+              (float("inf"), Phase.HBP))
 _NO_AGENT = {"", "NONE", "NO", "N/A", "NA", "0", "NIL", "WITHOUT"}
 #: End of the reason given to contrast CT series without keyword or timing (refined by acquisition order).
 UNTIMED_CONTRAST = "no phase keyword or timing: assumed portal venous"
@@ -174,6 +186,8 @@ def _detect_mr(datasets, texts: list[str]) -> tuple[Phase, float, str]:
     if any(b > 0 for b in b_values):
         return Phase.DWI, 0.95, f"diffusion b-value(s) {sorted(int(b) for b in b_values)}"
     contrast = _has_contrast_agent(ds) or _contrast_named(texts)
+    if found and found[0] is Phase.DCE and _bolus_delay(datasets) is not None:
+        return _post_contrast_mr(datasets, found)  # a generic dynamic keyword: the timing names the phase
     if found and not (found[0] is Phase.T1 and contrast):
         return found[0], 0.9, f"description keyword '{found[1]}'"
     if contrast:
@@ -191,20 +205,41 @@ def _detect_mr(datasets, texts: list[str]) -> tuple[Phase, float, str]:
     return Phase.T1, 0.3, "MR without sequence keyword or usable TE/TR: assumed T1 (override if wrong)"
 
 
+def _bolus_delay(datasets) -> tuple[float, str] | None:
+    """Seconds from bolus start to acquisition, and where they come from: ContrastBolusStartTime with the
+    acquisition time, else TriggerTime (ms, some dynamic MR sequences write the time after the bolus there)."""
+    ds = datasets[0]
+    start, acquired = _seconds(ds.get("ContrastBolusStartTime")), acquisition_seconds(datasets)
+    if start is not None and acquired is not None:
+        return acquired - start, "ContrastBolusStartTime"
+    trigger = ds.get("TriggerTime")
+    with contextlib.suppress(TypeError, ValueError):
+        if trigger not in (None, "") and float(trigger) > 0:
+            return float(trigger) / 1000.0, "TriggerTime"
+    return None
+
+
 def _post_contrast_mr(datasets, found) -> tuple[Phase, float, str]:
-    """Post-contrast MR: hepatobiliary when ≥15 min after a gadoxetate bolus, otherwise dynamic (DCE)."""
+    """Post-contrast MR by the time after the bolus: pre-contrast, arterial, portal venous, transitional
+    (delayed for extracellular agents), hepatobiliary (≥ 15 min; gadoxetate); DCE when the timing is unknown."""
     ds = datasets[0]
     agent = str(ds.get("ContrastBolusAgent") or "").upper()
-    start, acquired = _seconds(ds.get("ContrastBolusStartTime")), acquisition_seconds(datasets)
-    keyword = f"T1 keyword '{found[1]}' with contrast" if found else "contrast given"
-    if start is not None and acquired is not None and acquired >= start:
-        delay = acquired - start
-        if delay >= 900:
-            hepatobiliary = any(name in agent for name in _HEPATOBILIARY_AGENTS)
-            return (Phase.HBP, 0.7 if hepatobiliary else 0.5,
-                    f"{keyword}; acquired {delay / 60:.0f} min after the {'gadoxetate ' if hepatobiliary else ''}bolus")
-        return Phase.DCE, 0.7, f"{keyword}; acquired {delay:.0f} s after bolus start (dynamic phase)"
-    return Phase.DCE, 0.5 if found else 0.4, f"{keyword}, timing unknown: dynamic post-contrast assumed"
+    hepatobiliary = any(name in agent for name in HEPATOBILIARY_AGENTS)
+    keyword = f"keyword '{found[1]}' with contrast" if found else "contrast given"
+    timing = _bolus_delay(datasets)
+    if timing is None:
+        return Phase.DCE, 0.5 if found else 0.4, f"{keyword}, timing unknown: dynamic post-contrast assumed"
+    delay, source = timing
+    phase = next(p for limit, p in _MR_TIMING if delay < limit)
+    agent_name = "gadoxetate " if hepatobiliary else ""
+    if phase is Phase.HBP:
+        return (Phase.HBP, 0.7 if hepatobiliary else 0.5,
+                f"{keyword}; acquired {delay / 60:.0f} min after the {agent_name}bolus ({source})")
+    if phase is Phase.MR_PRE:
+        return phase, 0.7, f"{keyword}; acquired {-delay:.0f} s before the bolus ({source}): pre-contrast"
+    name = {Phase.MR_AP: "arterial", Phase.MR_PVP: "portal venous",
+            Phase.TP: "transitional" if hepatobiliary else "delayed"}[phase]
+    return phase, 0.7, f"{keyword}; acquired {delay:.0f} s after the {agent_name}bolus ({source}): {name} phase"
 
 
 def _detect_ct(datasets, texts: list[str]) -> tuple[Phase, float, str]:
@@ -301,7 +336,8 @@ def phase_from_name(name: str) -> tuple[Phase, float, str] | None:
     for code in ("HBP", "ADC", "DWI", "DCE", "PET", "CEUS", "PVP", "NC", "AP", "DP", "T1", "T2"):
         if code in tokens or code + "W" in tokens:
             return Phase(code), 0.8, f"name token '{code}'"
-    found = _keyword_phase(_MR_RULES[:3], upper) or _keyword_phase(_CT_RULES, upper) or _keyword_phase(_MR_RULES[4:], upper)
+    found = (_keyword_phase(_MR_NAME_RULES[0], upper) or _keyword_phase(_CT_RULES, upper)
+             or _keyword_phase(_MR_NAME_RULES[1], upper))
     if found:
         return found[0], 0.7, f"name keyword '{found[1]}'"
     return None

@@ -53,6 +53,9 @@ class ReportData:
     registration_qc: object = None  # DataFrame (registration qc.csv)
     registration_images: dict = field(default_factory=dict)  # series -> checkerboard (registration QC)
     radiomics: object = None  # DataFrame (a selection of features)
+    pet: object = None  # DataFrame, per-lesion SUV (pet.lesion_suv_table; OUT/pet/lesions.csv)
+    ceus: object = None  # DataFrame, CEUS perfusion parameters (OUT/ceus/perfusion.csv: roi, parameter, value, unit)
+    ceus_lirads: object = None  # DataFrame, CEUS LI-RADS v2017 evidence and category (OUT/ceus/lirads.csv)
     prediction: object = None  # DataFrame or dict (endpoint -> value / row)
     contributions: object = None  # DataFrame with a feature/name column and a numeric contribution column
     model_card: dict | None = None
@@ -107,6 +110,9 @@ def render_html(data: ReportData, folder: Path, *, embed_images: bool = False, i
         "registration": _table(data.registration_qc, data.max_rows),
         "registration_images": _registration_images(data, images, point),
         "radiomics": _table(data.radiomics, data.max_rows, index=True),
+        "pet": _table(_with_units(data.pet), data.max_rows),
+        "ceus": _table(data.ceus, data.max_rows),
+        "ceus_lirads": _table(data.ceus_lirads, data.max_rows),
         "prediction": _table(_frame(data.prediction), data.max_rows, index=True),
         "contributions": _table(_top_contributions(data.contributions, 15), 15),
         "contribution_plot": _contribution_plot(data.contributions, images),
@@ -389,7 +395,7 @@ def from_results(*, study_id: str, images: dict, labels: sitk.Image | None, lesi
 
 def from_folder(out: "str | Path", *, model: "str | Path | None" = None) -> ReportData:
     """ReportData of run folder OUT from its files alone (layout.RunFolder): the registered study (else the exported
-    one), segmentation, LI-RADS, registration QC, radiomics, staging, prediction and OUT/run.json (inputs, model;
+    one), segmentation, LI-RADS, registration QC, radiomics, PET SUV, CEUS, staging, prediction and OUT/run.json (inputs, model;
     `model` names the bundle for the card when run.json does not)."""
     import json
 
@@ -430,6 +436,8 @@ def from_folder(out: "str | Path", *, model: "str | Path | None" = None) -> Repo
         registration_images={p.name[:-len("_checkerboard.nii.gz")]: read_image(p) for p in
                              sorted(paths.checkerboard("*").parent.glob(paths.checkerboard("*").name))},
         radiomics=radiomics_summary(kinetics) if kinetics is not None else None,
+        pet=read_csv_table(paths.pet_lesions), ceus=read_csv_table(paths.ceus_perfusion),
+        ceus_lirads=read_csv_table(paths.ceus_lirads),
         prediction=prediction_with_staging(prediction, staging or {}, record.get("prediction_not_made")),
         contributions=_named(read_csv_table(paths.contributions)),
         model_card=_model_card(model if prediction is not None else None, diagnostics),
@@ -500,6 +508,14 @@ def read_csv_table(path, index: bool = False):
 
 
 # ---------------------------------------------------------------- section formatters (used by both entries)
+def _with_units(frame):
+    """The per-lesion PET table with each column's unit in its header (pet.PET_COLUMNS)."""
+    from .pet import PET_COLUMNS
+
+    return None if frame is None else frame.rename(columns={k: f"{k} [{v}]" for k, v in PET_COLUMNS.items()
+                                                            if k != "lesion"})
+
+
 def qc_table(qc):
     """Registration QC with each series' warnings as one text cell (as registration/qc.csv stores them)."""
     table = qc.copy()

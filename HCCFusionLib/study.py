@@ -36,7 +36,11 @@ class Phase(str, enum.Enum):
     T2 = "T2"
     DWI = "DWI"
     ADC = "ADC"
-    DCE = "DCE"  # MRI dynamic contrast (arterial/portal/transitional)
+    DCE = "DCE"  # MRI dynamic contrast, timing unknown
+    MR_PRE = "MR_PRE"  # MRI T1 pre-contrast (baseline of the dynamic series)
+    MR_AP = "MR_AP"  # MRI arterial phase
+    MR_PVP = "MR_PVP"  # MRI portal venous phase
+    TP = "TP"  # MRI transitional (gadoxetate) or delayed (extracellular agent) phase, 2-5 min
     HBP = "HBP"  # MRI hepatobiliary phase (Gd-EOB-DTPA)
     CEUS = "CEUS"
     PET = "PET"
@@ -77,7 +81,13 @@ _PHASE_NAMES = {
     Phase.DWI: {"DIFFUSION", "DIFFUSION WEIGHTED"},
     Phase.PET: {"PT", "FDG", "PET CT", "SUV"},
     Phase.CEUS: {"US", "CONTRAST ULTRASOUND"},
+    Phase.MR_PRE: {"MR PRE", "MRI PRE CONTRAST", "T1 PRE"},
+    Phase.MR_AP: {"MR AP", "MRI ARTERIAL"},
+    Phase.MR_PVP: {"MR PVP", "MRI PORTAL VENOUS"},
+    Phase.TP: {"MRI TRANSITIONAL", "MRI DELAYED"},
 }
+#: MRI dynamic (T1 post-contrast) phases in acquisition order, the pre-contrast baseline first.
+MR_DYNAMIC = (Phase.MR_PRE, Phase.MR_AP, Phase.MR_PVP, Phase.TP, Phase.HBP)
 
 #: Label values of a study segmentation (one label map, same grid as the series it belongs to).
 #: Abdominal soft-tissue CT window in HU as (width, level): the one source for display, key images and

@@ -51,6 +51,8 @@ def test_real_t2_adc_mr_study_runs_end_to_end(real_mr_run):
         assert (out / stage).is_dir(), stage
     info = json.loads((out / "segmentation" / "segmentation.json").read_text())
     assert info["engine"] == "liverlesion" and info["series"] == "T2" and info["qc_failure"] is None
+    notes = json.loads((out / "registration" / "channels.json").read_text())["normalisation"]
+    assert "N4 bias-corrected" in notes["T2"] and "not N4" in notes["ADC"]  # ADC is a computed map: no bias field
     labels = sitk.ReadImage(str(out / "segmentation" / "segmentation.nii.gz"))
     assert (sitk.GetArrayViewFromImage(labels) == LABELS["liver"]).sum() > 0
     assert (out / "report" / "report.html").is_file()

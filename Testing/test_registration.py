@@ -299,11 +299,15 @@ def test_normalisation_per_modality(shared_data, rigid_patient):
     assert values.min() == 0.0 and values.max() == 1.0 and "window" in note
     mr = sitk.ReadImage(str(shared_data / "real" / "mr_abdomen" / "mr_abdomen.nii.gz"))
     z, note = normalise(mr, Modality.MR)
-    from HCCFusionLib.registration.intensity import body_mask
+    from HCCFusionLib.registration.intensity import body_mask, robust_zscore
 
     body = sitk.GetArrayViewFromImage(z)[sitk.GetArrayViewFromImage(body_mask(mr, Modality.MR)) > 0]
     q1, median, q3 = np.percentile(body, [25, 50, 75])
     assert abs(median) < 0.01 and abs((q3 - q1) / 1.349 - 1.0) < 0.01 and "N4" in note
+    adc, note = normalise(mr, Modality.MR, "ADC")  # a computed map: z-scored as it is, without N4
+    assert "no bias field" in note
+    assert np.array_equal(sitk.GetArrayViewFromImage(adc),
+                          sitk.GetArrayViewFromImage(robust_zscore(mr, body_mask(mr, Modality.MR))))
     pet = sitk.ReadImage(str(shared_data / "real" / "sts" / "STS_001" / "PET_image.nii.gz"))
     same, _ = normalise(pet, Modality.PET)
     assert np.array_equal(sitk.GetArrayViewFromImage(same), sitk.GetArrayViewFromImage(pet))

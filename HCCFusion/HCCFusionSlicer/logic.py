@@ -398,12 +398,12 @@ class HCCFusionLogic(PanelSteps):
     # ------------------------------------------------------------ LI-RADS and DICOM (short: run in-process)
     def assessLirads(self, studyFolder, segmentationNode, outFolder, studyId: str) -> StageResult:
         """LI-RADS v2018 per observation on a registered study (phases on one grid) and its segmentation."""
-        from HCCFusionLib import lirads
+        from HCCFusionLib import lirads_mri
         from HCCFusionLib.io import load_study
 
         study = load_study(studyFolder)
         labels = mrml.segmentation_to_labels(segmentationNode, next(iter(study)).image)
-        self.lirads = lirads.assess_study(study, labels)
+        self.lirads = lirads_mri.assess_study(study, labels)  # CT or MRI
         self.liradsFolder, self.auditFolder = RunFolder(outFolder).lirads, RunFolder(outFolder).root
         self.lirads.save(self.liradsFolder)
         table = mrml.dataframe_to_table(self.scene, _liradsFrame(self.lirads), f"{studyId}_LI-RADS")

@@ -43,7 +43,7 @@ def _run_args(p):
     p.add_argument("--segmentation", type=Path, default=None,
                    help="your own label map (LABELS values) on the reference series' grid: skips segmentation")
     p.add_argument("--reference", default=None,
-                   help="reference series or phase (default: the first present of PVP, HBP, T1, DCE, T2, DP, AP, NC)")
+                   help="reference series or phase (default: the first present of PVP, HBP, MR_PVP, T1, DCE, MR_PRE, T2, DP, AP, NC)")
     p.add_argument("--mode", choices=["rigid", "affine", "deformable"], default="deformable")
     p.add_argument("--registration-spacing", type=float, default=None,
                    help="registration working resolution in mm (default: the registration module's, 2 mm)")
@@ -64,9 +64,9 @@ def _run_args(p):
     p.add_argument("--overwrite", action="store_true", help="replace stage folders of an earlier run in OUT")
     p.add_argument("--resume", action="store_true",
                    help="continue a run in OUT that was interrupted (killed, SIGTERM, Ctrl-C) with the same inputs and "
-                        "settings (else an error): stale temporaries are removed, a completed registration whose files "
-                        "still match OUT/stages.json is read back, the other stages are rerun; outputs equal those of "
-                        "an uninterrupted run")
+                        "settings (else an error): stale temporaries are removed, the completed registration, "
+                        "segmentation and radiomics whose files still match OUT/stages.json are read back, the later "
+                        "stages rerun; outputs equal those of an uninterrupted run")
 
 
 cmd_run.configure = _run_args

@@ -5,6 +5,7 @@ import importlib.util
 import logging
 import os
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import SimpleITK as sitk
 from ..errors import GeometryError, InputError
 from ..phases import (UNTIMED_CONTRAST, acquisition_seconds, b_value, detect_phase, order_contrast_series,
                       refine_with_image)
+from ..pet import scale, suv_factors
 from ..study import Modality, Phase, Series, Study
 from .seg import read_seg
 
@@ -86,6 +88,11 @@ def add_dicom_series(study: Study, headers) -> None:
                     continue
                 raise exc from None
             datasets = [m[1] for m in sub_members]
+            pet = {}
+            if modality == "PT":  # stored activity -> SUVbw, so a PET series is SUV everywhere downstream
+                factors = suv_factors(datasets)
+                image = scale(image, factors.bw)
+                pet = {"units": "SUVbw (g/mL)", "suv": asdict(factors)}
             phase, conf, reason = detect_phase(datasets)
             name = unique_key(study.series, safe_name(label) + suffix)
             meta = {
@@ -94,9 +101,10 @@ def add_dicom_series(study: Study, headers) -> None:
                 "study_uid": str(ds.get("StudyInstanceUID") or ""),
                 "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID") or ""),
                 "series_description": str(ds.get("SeriesDescription") or ""),
+                "contrast_agent": str(ds.get("ContrastBolusAgent") or ""),
                 "series_number": int(ds.get("SeriesNumber")) if ds.get("SeriesNumber") not in (None, "") else None,
                 "source": str(Path(os.path.commonpath([str(f) for f in files]))), "files": [str(f) for f in files],
-                "acquisition_seconds": acquisition_seconds(datasets),
+                "acquisition_seconds": acquisition_seconds(datasets), **pet,
             }
             series = study.add(Series(name, phase, image, modality=_modality(modality), meta=meta))
             if reason.endswith(UNTIMED_CONTRAST):

@@ -75,11 +75,15 @@ _PHASE_DESCRIPTION = {
     Phase.NC: "Non-contrast (NC)", Phase.AP: "Late arterial phase (AP)", Phase.PVP: "Portal venous phase (PVP)",
     Phase.DP: "Delayed phase (DP) 3 min", Phase.T1: "T1 VIBE", Phase.T2: "T2 HASTE", Phase.DWI: "DWI b800",
     Phase.ADC: "ADC", Phase.DCE: "T1 dynamic post-contrast", Phase.HBP: "Hepatobiliary phase (HBP) 20 min",
+    Phase.MR_PRE: "T1 VIBE pre-contrast", Phase.MR_AP: "T1 VIBE arterial", Phase.MR_PVP: "T1 VIBE portal venous",
+    Phase.TP: "T1 VIBE transitional 3 min",
 }
 #: Seconds from bolus start to acquisition written for each contrast phase (see _TIMING).
-_PHASE_DELAY = {Phase.AP: 35, Phase.PVP: 70, Phase.DP: 180, Phase.DCE: 70, Phase.HBP: 1200}
+_PHASE_DELAY = {Phase.AP: 35, Phase.PVP: 70, Phase.DP: 180, Phase.DCE: 70, Phase.HBP: 1200, Phase.MR_AP: 35,
+                Phase.MR_PVP: 70, Phase.TP: 180}
 #: (EchoTime, RepetitionTime) in ms written for MR sequences.
-_MR_TIMES = {Phase.T1: (2.0, 5.0), Phase.DCE: (2.0, 5.0), Phase.HBP: (2.0, 5.0), Phase.T2: (90.0, 3000.0),
+_MR_TIMES = {Phase.T1: (2.0, 5.0), Phase.DCE: (2.0, 5.0), Phase.HBP: (2.0, 5.0), Phase.MR_PRE: (2.0, 5.0),
+             Phase.MR_AP: (2.0, 5.0), Phase.MR_PVP: (2.0, 5.0), Phase.TP: (2.0, 5.0), Phase.T2: (90.0, 3000.0),
              Phase.DWI: (70.0, 4000.0), Phase.ADC: (70.0, 4000.0)}
 
 

@@ -121,13 +121,21 @@ class ComBat(TransformerMixin, BaseEstimator):
 def _eb_shrink(z, gamma_hat, delta_hat, tol=1e-4, max_iter=200):
     """Parametric empirical-Bayes estimates of one batch's shift (normal prior) and scale (inverse gamma prior)."""
     n = np.sum(~np.isnan(z), axis=0).astype(float)
+    centred = np.nansum((z - np.nanmean(z, axis=0)) ** 2, axis=0)
+    return eb_shrink_stats(n, centred, gamma_hat, delta_hat, tol, max_iter)
+
+
+def eb_shrink_stats(n, centred, gamma_hat, delta_hat, tol=1e-4, max_iter=200):
+    """`_eb_shrink` from one batch's summary statistics per feature: count `n`, centred sum of squares of z
+    (`centred`), mean `gamma_hat` and variance `delta_hat` of z; so distributed ComBat needs no rows."""
+    n = np.asarray(n, dtype=float)
     gamma_bar, tau2 = gamma_hat.mean(), max(gamma_hat.var(ddof=1) if gamma_hat.size > 1 else 0.0, 1e-12)
     m, s2 = delta_hat.mean(), max(delta_hat.var(ddof=1) if delta_hat.size > 1 else 0.0, 1e-12)
     a, b = (2 * s2 + m**2) / s2, (m * s2 + m**3) / s2
     gamma, delta = gamma_hat.copy(), delta_hat.copy()
     for _ in range(max_iter):
         gamma_new = (n * tau2 * gamma_hat + delta * gamma_bar) / (n * tau2 + delta)
-        ss = np.nansum((z - gamma_new) ** 2, axis=0)
+        ss = centred + n * (gamma_hat - gamma_new) ** 2  # sum over rows of (z - gamma_new)^2
         delta_new = (b + 0.5 * ss) / (n / 2.0 + a - 1.0)
         done = np.max(np.abs(gamma_new - gamma)) < tol and np.max(np.abs(delta_new - delta) / delta) < tol
         gamma, delta = gamma_new, delta_new

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import GeometryError
+from ..errors import GeometryError, InputError
 from ..progress import scaled, silent
 from ..regions import DEFAULT_MARGIN_MM, DEFAULT_REGIONS, DEFAULT_RINGS_MM, body_mask, build_regions
 from ..study import LABELS, Modality, Series, Study, check_same_grid, same_grid
@@ -59,6 +59,27 @@ class Extraction:
         folder = Path(out) / "radiomics"
         write_outputs(folder, self.long[LONG_COLUMNS], self.wide, self.kinetics, self.diagnostics)
         return folder
+
+    @classmethod
+    def read(cls, out: "str | Path", study: Study) -> "Extraction":
+        """The Extraction that `save(out)` wrote, for `study` (its series give the wide columns' phase prefixes), for
+        `run --resume`: floats come back bit for bit (pandas 3's parser), text as written. An incomplete folder is
+        an InputError."""
+        import pandas as pd
+
+        folder = Path(out) / "radiomics"
+        if not outputs_complete(folder):
+            raise InputError(f"'{folder}' holds no complete radiomics extraction: rerun the radiomics stage.")
+
+        def table(name):  # text columns as written, "value" as float64 ("" = NaN)
+            text = {c: str for c in pd.read_csv(folder / name, nrows=0).columns if c != "value"}
+            return pd.read_csv(folder / name, dtype=text, keep_default_na=False,
+                               na_values={"value": [""]}).astype({"value": float})
+        long, kinetics = table("features_long.csv"), table("kinetics.csv")
+        long["wide_phase"] = long["series"].map(_wide_phase(study))
+        diagnostics = json.loads((folder / "diagnostics.json").read_text())
+        diagnostics.pop("complete")
+        return cls(str(study.study_id), long, kinetics, diagnostics)
 
 
 def feature_card(diagnostics: dict) -> dict:

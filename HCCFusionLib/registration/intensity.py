@@ -1,7 +1,9 @@
 """Intensity normalisation per modality and stacking of co-registered series into one vector image.
 
 CT: clipped to an abdominal window and scaled to [0, 1]. MRI: N4 bias-field correction (fitted on a
-shrunk image, applied at full resolution) and a robust z-score inside the body. PET: SUV as given.
+shrunk image, applied at full resolution) and a robust z-score inside the body; an ADC map is z-scored without N4
+(it is computed from a ratio of diffusion images, in which the coil's multiplicative bias field cancels, and N4
+would bend its quantitative values). PET: SUV as given.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import GeometryError, InputError
-from ..study import Modality, Study, ct_window_range, same_grid
+from ..study import Modality, Phase, Study, ct_window_range, same_grid
 
 #: CT window (HU, low/high) used for normalisation: study.CT_WINDOW (liver/soft tissue, level 40, width 400).
 CT_WINDOW = ct_window_range()
@@ -31,9 +33,12 @@ def body_mask(image: sitk.Image, modality: Modality) -> sitk.Image:
     return sitk.Cast(mask, sitk.sitkUInt8)
 
 
-def n4_correct(image: sitk.Image, mask: sitk.Image | None = None, shrink: int = 4,
+def n4_correct(image: sitk.Image, mask: sitk.Image | None = None, shrink: int = 8,
                iterations: tuple[int, ...] = (50, 40, 30)) -> sitk.Image:
-    """N4 bias-field correction fitted on an image shrunk by `shrink`, applied at full resolution."""
+    """N4 bias-field correction fitted on an image shrunk by `shrink` (no axis below 16 voxels), applied at
+    full resolution. Shrink 8 fits the real 584x512x33 T2 3.6x faster than 4, its bias field within 1.45% of
+    shrink 4's in the body (shrink 6: 1.26%: N4's own dependence on the fitting grid); fewer iterations or a looser
+    convergence threshold moved it by 16-44%."""
     image = sitk.Cast(image, sitk.sitkFloat32)
     mask = body_mask(image, Modality.MR) if mask is None else mask
     factors = [max(1, min(shrink, s // 16)) for s in image.GetSize()]
@@ -58,8 +63,8 @@ def robust_zscore(image: sitk.Image, mask: sitk.Image) -> sitk.Image:
     return sitk.Cast((sitk.Cast(image, sitk.sitkFloat32) - float(median)) / float(scale), sitk.sitkFloat32)
 
 
-def normalise(image: sitk.Image, modality: Modality) -> tuple[sitk.Image, str]:
-    """Comparable intensities for one modality; returns the image (float32) and a description."""
+def normalise(image: sitk.Image, modality: Modality, phase: "Phase | str | None" = None) -> tuple[sitk.Image, str]:
+    """Comparable intensities for one modality (and MR sequence); returns the image (float32) and a description."""
     modality = Modality(modality)
     if modality is Modality.CT:
         low, high = CT_WINDOW
@@ -67,6 +72,8 @@ def normalise(image: sitk.Image, modality: Modality) -> tuple[sitk.Image, str]:
         return sitk.Cast(scaled, sitk.sitkFloat32), f"CT window [{low:g}, {high:g}] HU scaled to [0, 1]"
     if modality is Modality.MR:
         mask = body_mask(image, modality)
+        if phase is not None and Phase.parse(phase) is Phase.ADC:
+            return robust_zscore(image, mask), "MR ADC map (no bias field: not N4-corrected), robust z-score in the body"
         corrected = n4_correct(image, mask)
         return robust_zscore(corrected, mask), "MR N4 bias-corrected, robust z-score (median, IQR) in the body"
     return sitk.Cast(image, sitk.sitkFloat32), f"{modality.value} as given (SUV for PET)"
@@ -90,7 +97,7 @@ def stack(study: Study, channels: list[str] | None = None) -> tuple[sitk.Image, 
             )
     images, notes = [], {}
     for name in names:
-        normalised, notes[name] = normalise(study[name].image, study[name].modality)
+        normalised, notes[name] = normalise(study[name].image, study[name].modality, study[name].phase)
         images.append(normalised)
     return sitk.Compose(images), names, notes
 

@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 #: Default reference, in order of preference: portal venous CT, else hepatobiliary MRI, else T1.
 #: reference preference: anatomy-rich series first (a single series of any phase serves itself; DWI/ADC/PET last)
-DEFAULT_REFERENCES = (Phase.PVP, Phase.HBP, Phase.T1, Phase.DCE, Phase.T2, Phase.DP, Phase.AP, Phase.NC)
+DEFAULT_REFERENCES = (Phase.PVP, Phase.HBP, Phase.MR_PVP, Phase.T1, Phase.DCE, Phase.MR_PRE, Phase.T2,
+                      Phase.DP, Phase.AP, Phase.NC)
 MASKS = ("liver",)
 #: Labels that make up the liver region used as registration mask (parenchyma, tumours, portal vein).
 LIVER_LABELS = (LABELS["liver"], LABELS["tumour"], LABELS["portal_vein"])
@@ -73,6 +74,25 @@ class RegistrationResult:
                                 point=point, cmap="RdBu_r")
             save_study(self.study, tmp, overwrite=True)
         return folder
+
+    @classmethod
+    def read(cls, folder: "str | Path") -> "RegistrationResult":
+        """What `save(folder)` wrote, for the later stages (`run --resume`): reference, registered study, QC table
+        and checkerboards (transforms and difference images are not read back)."""
+        import pandas as pd
+
+        from ..io import load_study, read_image
+
+        folder = Path(folder)
+        try:
+            reference = json.loads((folder / "channels.json").read_text())["reference"]
+            qc = pd.read_csv(folder / "qc.csv")
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"Cannot read the registration in '{folder}' ({exc}): rerun the registration.") from exc
+        qc["warnings"] = [[w for w in str(v).split("; ") if w] if v == v else [] for v in qc["warnings"]]
+        boards = {p.name[:-len("_checkerboard.nii.gz")]: read_image(p)
+                  for p in sorted((folder / "qc").glob("*_checkerboard.nii.gz"))}
+        return cls(reference, {}, load_study(folder), qc, boards)
 
     def _qc_point(self):
         """Centroid (LPS mm) of the reference's liver, or None (the volume's centre) without a liver mask."""

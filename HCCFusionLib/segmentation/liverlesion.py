@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 ENGINE = "liverlesion"
 #: Series preference when a study is segmented without a named reference (first present wins).
 PREFERENCE = {Modality.CT: (Phase.PVP, Phase.DP, Phase.AP, Phase.NC),
-              Modality.MR: (Phase.DCE, Phase.HBP, Phase.T1, Phase.T2, Phase.DWI, Phase.ADC)}
+              Modality.MR: (Phase.MR_PVP, Phase.TP, Phase.DCE, Phase.MR_AP, Phase.HBP, Phase.T1, Phase.T2, Phase.DWI,
+                            Phase.ADC)}
 MIN_SLICES = 2
 #: z context mirrored onto a scan end that cuts the liver (the original's crop keeps 70 mm above the dome).
 LIVER_MIRROR_MM = 70.0
@@ -206,7 +207,7 @@ def segment_image_liverlesion(image: sitk.Image, modality, *, lesions: bool = Tr
 
 def choose_series(study, reference: str | None = None):
     """The series to segment: `reference` (name or phase) if given, else CT PVP > DP > AP > NC, then MR
-    DCE > HBP > T1 > T2 > DWI > ADC (post-contrast T1 first), else the first CT/MR series."""
+    MR_PVP > TP > DCE > MR_AP > HBP > T1 > T2 > DWI > ADC (post-contrast T1 first), else the first CT/MR series."""
     if reference:
         series = study.get(reference)
         if series is None:

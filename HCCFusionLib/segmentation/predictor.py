@@ -457,3 +457,25 @@ def save_segmentation(seg: Segmentation, folder, info: dict | None = None):
     with atomic_write(folder / "segmentation.json") as tmp:
         Path(tmp).write_text(json.dumps(doc, indent=2, default=str))
     return folder
+
+
+def read_segmentation(folder) -> tuple[Segmentation, dict]:
+    """(Segmentation, segmentation.json) as `save_segmentation` wrote them into `folder` (`run --resume`).
+
+    The lesion map comes back as UInt32 (what `lesions.label_lesions` gives); `meta` is segmentation.json less
+    its "labels" (the engine info and the Segmentation's meta were merged there)."""
+    import json
+    from pathlib import Path
+
+    from ..io import read_image
+
+    folder = Path(folder)
+    try:
+        doc = json.loads((folder / "segmentation.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"Cannot read '{folder / 'segmentation.json'}' ({exc}): rerun the segmentation "
+                         "stage.") from exc
+    lesion_map = sitk.Cast(read_image(folder / "lesions.nii.gz"), sitk.sitkUInt32)
+    seg = Segmentation(read_image(folder / "segmentation.nii.gz"), LesionTable.from_csv(folder / "lesions.csv").frame,
+                       lesion_map, {k: v for k, v in doc.items() if k != "labels"})
+    return seg, doc
