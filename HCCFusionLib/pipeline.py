@@ -1,7 +1,7 @@
 """`hccfusion run`: every stage for one study, each writing into its own OUT/<stage>/ folder.
 
-(pull from PACS) → load → register (to the reference's liver, segmented first) → segment (or the user's
-segmentation) → radiomics + kinetics → LI-RADS → clinical staging → prediction (+ contributions/evidence)
+(pull from PACS) → load → register (to the reference's liver, found first by the engine's cheap locate pass)
+→ segment (seeded with that pass; or the user's segmentation) → radiomics + kinetics → LI-RADS → clinical staging → prediction (+ contributions/evidence)
 → report → DICOM SEG + SR → (push to PACS).
 This module only wires the stage modules together; each does its own science. A failing stage raises an
 HCCFusionError naming the stage; what earlier stages wrote stays as it was.

@@ -139,21 +139,35 @@ def test_failing_stage_names_it_and_keeps_earlier_outputs(study_dir, patient, fa
 
 def test_liver_first_mask_single_series_and_empty_liver(patient, tmp_path):
     """The liver before registration: none for a single series (nothing to register), and whole volumes with a
-    warning when the label map has no liver."""
+    warning when the label map has no liver or cannot be read."""
     from HCCFusionLib.study import Study
 
     single = Study("one", clinical=patient.study.clinical)
     single.add(patient.study["PVP"])
     assert pipeline._registration_mask(single, None, None, "auto", None, None) == (
-        None, {"mask": None, "reason": "single series: nothing to register"})
+        None, {"mask": None, "reason": "single series: nothing to register"}, None)
     empty = sitk.Image(patient.labels.GetSize(), sitk.sitkUInt8)
     empty.CopyInformation(patient.labels)
     save_image(empty, tmp_path / "empty.nii.gz")
-    mask, note = pipeline._registration_mask(patient.study, None, tmp_path / "empty.nii.gz", "auto", None, None)
+    mask, note, _ = pipeline._registration_mask(patient.study, None, tmp_path / "empty.nii.gz", "auto", None, None)
     assert mask is None and note["engine"] == "user"
     assert note["reason"] == "no liver before registration (empty liver mask)"
-    mask, note = pipeline._registration_mask(patient.study, None, tmp_path / "absent.nii.gz", "auto", None, None)
+    mask, note, _ = pipeline._registration_mask(patient.study, None, tmp_path / "absent.nii.gz", "auto", None,
+                                                None)
     assert mask is None and note["engine"] == "auto" and "absent.nii.gz" in note["reason"]
+    mask, note, _ = pipeline._registration_mask(patient.study, None, None, "bundle", None, None)  # no folder
+    assert mask is None and note["reason"].startswith("no liver before registration (InputError: Engine 'bundle'")
+
+
+def test_liver_first_is_the_engines_locate_pass(patient):
+    """Without a label map the liver before registration is the phantom engine's coarse locate pass on the
+    unregistered study: a liver mask on the reference grid, and the seed for the later segmentation."""
+    mask, note, located = pipeline._registration_mask(patient.study, None, None, "auto", None, None)
+    assert note["mask"] == "liver" and note["engine"] == "phantom" and note["pass"] == "locate"
+    assert mask.GetSize() == patient.study["PVP"].image.GetSize() and located.meta["tiles"] >= 1
+    truth = sitk.GetArrayViewFromImage(patient.labels) > 0
+    found = sitk.GetArrayViewFromImage(mask) > 0
+    assert 2 * (truth & found).sum() / (truth.sum() + found.sum()) >= 0.75  # coarse (4 mm blocks), but the liver
 
 
 def test_orthanc_round_trip(patient, study_dir, fast_preset, tmp_path, capsys):
