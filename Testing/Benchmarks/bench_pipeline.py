@@ -147,11 +147,9 @@ def naive(parts: list, study_dir: Path, seed: int, size: str) -> dict:
         from HCCFusionLib.regions import build_regions
 
         started = time.perf_counter()
-        from HCCFusionLib.radiomics.presets import preset_for
-
         regions = build_regions(labels, names=RUN_REGIONS)
+        preset = R.load_preset("ct_v1").with_image_types(["Original"])  # the loop reproduces legacy presets only
         for series in registered:
-            preset = preset_for(series, None).with_image_types(["Original"])  # `run`'s default image types
             for name, region in regions.items():
                 R.naive_extract(series.image, {name: region.mask}, preset)
         out["stages"]["radiomics"] = round(time.perf_counter() - started, 1)
