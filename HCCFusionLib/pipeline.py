@@ -1,7 +1,8 @@
 """`hccfusion run`: every stage for one study, each writing into its own OUT/<stage>/ folder.
 
-(pull from PACS) → load → register → segment (or the user's segmentation) → radiomics + kinetics → LI-RADS →
-clinical staging → prediction (+ contributions/evidence) → report → DICOM SEG + SR → (push to PACS).
+(pull from PACS) → load → register (to the reference's liver, found first by the engine's cheap locate pass)
+→ segment (seeded with that pass; or the user's segmentation) → radiomics + kinetics → LI-RADS → clinical staging → prediction (+ contributions/evidence)
+→ report → DICOM SEG + SR → (push to PACS).
 This module only wires the stage modules together; each does its own science. A failing stage raises an
 HCCFusionError naming the stage; what earlier stages wrote stays as it was.
 """
@@ -208,6 +209,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             inputs["study"] = Path(study_or_path)
             study = load_study(study_or_path, phase_overrides=phase_overrides)
 
+    located = None  # the coarse liver pass before registration, reused by the segmentation
     if "registration" in done:
         from .registration import RegistrationResult
 
@@ -217,8 +219,15 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         with stages.stage("registration") as step:
             from .registration import register_study
 
-            registration = register_study(study, reference=reference, mode=mode, seed=seed, progress=step,
-                                           **(registration_options or {}))
+            options, first = dict(registration_options or {}), None
+            if "mask" not in options:  # mask=None: whole volumes, as before the liver came first
+                options["fixed_mask"], first, located = _registration_mask(
+                    study, reference, segmentation, engine, seg_model, scaled(step, 0.0, 0.1))
+            start = 0.0 if options.get("fixed_mask") is None else 0.1
+            registration = register_study(study, reference=reference, mode=mode, seed=seed,
+                                           progress=scaled(step, start, 1.0), **options)
+            if first:
+                registration.study.meta["registration"]["liver_first"] = first
             written["registration"] = registration.save(paths.registration)
     registered, ref = registration.study, registration.reference
 
@@ -229,7 +238,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         (seg, info), written["segmentation"] = read_segmentation(paths.segmentation), paths.segmentation
     else:
         with stages.stage("segmentation") as step:
-            seg, info = _segment(registered, ref, segmentation, engine, seg_model, tta, step)
+            seg, info = _segment(registered, ref, segmentation, engine, seg_model, tta, step, located)
             from .segmentation.predictor import save_segmentation
 
             written["segmentation"] = save_segmentation(seg, paths.segmentation, info)
@@ -405,7 +414,42 @@ def _prepare_out(out: Path, plan: list[str], overwrite: bool, keep_manifest: boo
         RunFolder(out).stage_manifest.unlink(missing_ok=True)  # written anew after each stage
 
 
-def _segment(registered, ref: str, segmentation, engine: str, seg_model, tta: bool, progress):
+def _registration_mask(study, reference, segmentation, engine: str, seg_model, progress):
+    """(mask, note, located): the reference series' liver before registration, so that the registration aligns
+    the liver rather than the whole volume: the user's label map, else the engine's cheap coarse pass
+    (segmentation.engines.locate_liver; its `located` seeds the later segmentation). mask None = whole volumes,
+    for a single series or when no liver is found (logged). The note (mask, engine, seconds or the reason) goes
+    into the registration's study.json."""
+    from .registration.study_registration import choose_reference, liver_mask
+    from .study import Series
+
+    if len(study) < 2:
+        return None, {"mask": None, "reason": "single series: nothing to register"}, None
+    ref = choose_reference(study, reference)
+    t0, located = time.time(), None
+    try:
+        if segmentation:
+            seg, info = _segment(study, ref.name, segmentation, engine, seg_model, False, progress)
+            mask = liver_mask(Series(ref.name, ref.phase, ref.image, ref.modality, {"labels": seg.labels}))
+            reason = None if _labelled(mask) else "empty liver mask"
+        else:
+            from .segmentation.engines import locate_liver
+
+            mask, info, located = locate_liver(study, engine, model=seg_model, reference=ref.name,
+                                               progress=progress)
+            reason = info.get("reason")
+    except HCCFusionError as error:
+        info, reason = {"engine": engine}, f"{type(error).__name__}: {error}"
+    note = {"series": ref.name, "engine": info.get("engine"), "seconds": round(time.time() - t0, 2),
+            **({"pass": info["pass"]} if "pass" in info else {})}
+    if reason:
+        log.warning("no liver of '%s' before registration (%s): registering whole volumes", ref.name, reason)
+        return None, {"mask": None, **note, "reason": f"no liver before registration ({reason})"}, None
+    log.info("liver of '%s' for registration (%s) in %.1f s", ref.name, info["engine"], note["seconds"])
+    return mask, {"mask": "liver", **note}, located
+
+
+def _segment(registered, ref: str, segmentation, engine: str, seg_model, tta: bool, progress, located=None):
     """(Segmentation, info): the user's label map on the reference grid, or the chosen engine's output."""
     from .segmentation.predictor import Segmentation, lesion_table as measure_lesions
 
@@ -427,7 +471,7 @@ def _segment(registered, ref: str, segmentation, engine: str, seg_model, tta: bo
         return Segmentation(labels, table, lesion_map, {"source": "user"}), info
     from .segmentation.engines import segment
 
-    return segment(registered, engine, model=seg_model, reference=ref, tta=tta, progress=progress)
+    return segment(registered, engine, model=seg_model, reference=ref, tta=tta, located=located, progress=progress)
 
 
 def lesion_table(measured, assessment):

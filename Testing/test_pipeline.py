@@ -61,6 +61,11 @@ def test_run_writes_every_stage(result, patient):
         assert (out / stage).is_dir(), stage
     assert (out / "registration" / "study.json").is_file() and (out / "registration" / "qc.csv").is_file()
     assert {"AP", "NC", "DP"} <= set(pd.read_csv(out / "registration" / "qc.csv")["series"])
+    # liver first: the user's label map on the reference was the registration's fixed mask, and that is recorded
+    registration = json.loads((out / "registration" / "study.json").read_text())["meta"]["registration"]
+    assert registration["mask"] == "liver"
+    assert registration["liver_first"] == {"mask": "liver", "series": "PVP", "engine": "user",
+                                           "seconds": registration["liver_first"]["seconds"]}
     wide = pd.read_csv(out / "radiomics" / "features_wide.csv", index_col=0)
     assert "AP__tumour__kinetic_ratio_to_liver" in wide.columns
     assert wide.loc[patient.study.study_id, "AP__tumour__kinetic_ratio_to_liver"] > 1.0  # HCC: arterial hyper
@@ -109,7 +114,7 @@ def test_seg_and_sr_read_back_and_match_lesions(result):
         assert row["lirads"] == expected["category"]
 
 
-def test_failing_stage_names_it_and_keeps_earlier_outputs(study_dir, patient, fast_preset, tmp_path):
+def test_failing_stage_names_it_and_keeps_earlier_outputs(study_dir, patient, fast_preset, tmp_path, caplog):
     other = sitk.Resample(patient.labels, [s // 2 for s in patient.labels.GetSize()], sitk.Transform(),
                           sitk.sitkNearestNeighbor, patient.labels.GetOrigin(),
                           [s * 2 for s in patient.labels.GetSpacing()], patient.labels.GetDirection())
@@ -119,11 +124,50 @@ def test_failing_stage_names_it_and_keeps_earlier_outputs(study_dir, patient, fa
         pipeline.run(study_dir / "study", out, segmentation=tmp_path / "coarse_labels.nii.gz",
                      presets={"*": fast_preset}, model="none", **FAST)
     assert (out / "registration" / "study.json").is_file()  # the stage before is intact and complete
-    assert json.loads((out / "registration" / "study.json").read_text())["series"]
+    written = json.loads((out / "registration" / "study.json").read_text())
+    assert written["series"]
+    # the same label map could not serve as the liver before registration: whole volumes, said and recorded
+    assert written["meta"]["registration"]["mask"] is None
+    assert "GeometryError" in written["meta"]["registration"]["liver_first"]["reason"]
+    assert any("before registration" in r.getMessage() and "whole volumes" in r.getMessage()
+               for r in caplog.records if r.levelname == "WARNING")
     assert not (out / "segmentation").exists() and not (out / "report").exists()
     assert not list(out.glob(".*part*"))  # no half-written staging folders
     with pytest.raises(Exception, match="already holds results"):  # a second run does not clobber it
         pipeline.run(study_dir / "study", out, segmentation=study_dir / "labels.nii.gz", model="none", **FAST)
+
+
+def test_liver_first_mask_single_series_and_empty_liver(patient, tmp_path):
+    """The liver before registration: none for a single series (nothing to register), and whole volumes with a
+    warning when the label map has no liver or cannot be read."""
+    from HCCFusionLib.study import Study
+
+    single = Study("one", clinical=patient.study.clinical)
+    single.add(patient.study["PVP"])
+    assert pipeline._registration_mask(single, None, None, "auto", None, None) == (
+        None, {"mask": None, "reason": "single series: nothing to register"}, None)
+    empty = sitk.Image(patient.labels.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(patient.labels)
+    save_image(empty, tmp_path / "empty.nii.gz")
+    mask, note, _ = pipeline._registration_mask(patient.study, None, tmp_path / "empty.nii.gz", "auto", None, None)
+    assert mask is None and note["engine"] == "user"
+    assert note["reason"] == "no liver before registration (empty liver mask)"
+    mask, note, _ = pipeline._registration_mask(patient.study, None, tmp_path / "absent.nii.gz", "auto", None,
+                                                None)
+    assert mask is None and note["engine"] == "auto" and "absent.nii.gz" in note["reason"]
+    mask, note, _ = pipeline._registration_mask(patient.study, None, None, "bundle", None, None)  # no folder
+    assert mask is None and note["reason"].startswith("no liver before registration (InputError: Engine 'bundle'")
+
+
+def test_liver_first_is_the_engines_locate_pass(patient):
+    """Without a label map the liver before registration is the phantom engine's coarse locate pass on the
+    unregistered study: a liver mask on the reference grid, and the seed for the later segmentation."""
+    mask, note, located = pipeline._registration_mask(patient.study, None, None, "auto", None, None)
+    assert note["mask"] == "liver" and note["engine"] == "phantom" and note["pass"] == "locate"
+    assert mask.GetSize() == patient.study["PVP"].image.GetSize() and located.meta["tiles"] >= 1
+    truth = sitk.GetArrayViewFromImage(patient.labels) > 0
+    found = sitk.GetArrayViewFromImage(mask) > 0
+    assert 2 * (truth & found).sum() / (truth.sum() + found.sum()) >= 0.75  # coarse (4 mm blocks), but the liver
 
 
 def test_orthanc_round_trip(patient, study_dir, fast_preset, tmp_path, capsys):
@@ -177,3 +221,11 @@ def test_orthanc_round_trip(patient, study_dir, fast_preset, tmp_path, capsys):
             assert "afp" in prediction["missing_inputs"].iloc[0]
     finally:
         server.stop()
+
+
+@pytest.mark.slow  # ~20 s: the real-data engine's liver network on the small phantom
+def test_liver_first_of_the_real_data_engine_is_its_liver_stage(patient):
+    mask, note, located = pipeline._registration_mask(patient.study, None, None, "liverlesion", None, None)
+    assert note["mask"] == "liver" and note["engine"] == "liverlesion" and note["pass"] == "liver stage"
+    assert located is None and mask.GetSize() == patient.study["PVP"].image.GetSize()
+    assert sitk.GetArrayViewFromImage(mask).any()

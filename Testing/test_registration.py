@@ -236,6 +236,20 @@ def test_empty_mask_is_refused(rigid_patient):
         register_study(no_liver, mode="rigid", mask="liver")
 
 
+def test_fixed_mask_is_the_liver_mask_given_from_outside(rigid_patient, rigid_result):
+    """`run` segments the liver before registering and hands it over as fixed_mask: same result as mask="liver"."""
+    ref = rigid_patient.study["PVP"]
+    bare = Study("s", clinical=rigid_patient.study.clinical)
+    for series in rigid_patient.study:
+        bare.add(Series(series.name, series.phase, series.image, series.modality))
+    given = register_study(bare, mode="rigid", fixed_mask=liver_mask(ref))
+    assert given.study.meta["registration"]["mask"] == "liver"
+    for name in ("NC", "AP", "DP"):
+        assert given.transforms[name].GetParameters() == rigid_result.transforms[name].GetParameters()
+    with pytest.raises(InputError, match="not both"):
+        register_study(rigid_patient.study, mode="rigid", mask="liver", fixed_mask=liver_mask(ref))
+
+
 def test_images_without_overlap_are_refused(rigid_patient):
     moving = sitk.Image(rigid_patient.study["AP"].image)
     moving.SetOrigin([o + 1000.0 for o in moving.GetOrigin()])

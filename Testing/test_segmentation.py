@@ -192,6 +192,36 @@ def test_sliding_window_weights_and_tiles_cover_everything():
         assert stats["forward_passes"] == stats["tiles"] + stats["box_tiles"] + 7 * stats["tta_tiles"]
 
 
+def test_locate_pass_alone_and_as_seed(trained):
+    """locate_case is predict_case's first pass alone: seeding predict_case with it gives the same labels with no
+    locate tiles, and its coarse mask lies on the case's reference grid."""
+    case = trained.held_out[0]
+    located = predictor.locate_case(case, trained.bundle)
+    assert located.meta["tiles"] >= 1 and located.meta["scale"] == predictor.LOCATE_SCALE
+    assert located.mask.GetSize() == case.reference.GetSize() and located.found.dtype == bool
+    assert set(np.unique(sitk.GetArrayViewFromImage(located.mask))) <= {0, 1}
+    plain = predictor.predict_case(case, trained.bundle, tta=False)
+    seeded = predictor.predict_case(case, trained.bundle, tta=False, located=located)
+    assert seeded.meta["tiles"] == 0 and seeded.meta["seeded"] and plain.meta["tiles"] == located.meta["tiles"]
+    assert np.array_equal(sitk.GetArrayViewFromImage(plain.labels), sitk.GetArrayViewFromImage(seeded.labels))
+    wrong = predictor.Located(located.mask, located.found[:-1], {})  # another grid: not reused, located anew
+    assert predictor.predict_case(case, trained.bundle, tta=False, located=wrong).meta["tiles"] >= 1
+
+
+def test_sliding_window_seeded_with_found_tiles_only_its_box():
+    net = torch.nn.Conv3d(1, 2, 1)  # foreground 0.12 everywhere: below min_probability, so the box never grows
+    torch.nn.init.zeros_(net.weight)
+    net.bias.data = torch.tensor([1.0, -1.0])
+    image = np.random.default_rng(1).normal(size=(1, 40, 30, 12)).astype(np.float32)
+    found = np.zeros(image.shape[1:], bool)
+    found[2:6, 2:6, 1:3] = True
+    stats = {}
+    probs = predictor.sliding_window(net, image, [16, 16, 8], 2, overlap=0.5, tta=False, found=found, stats=stats)
+    assert stats["tiles"] == 0 and stats["box_tiles"] == 1 and stats["seeded"] and stats["box"] == [16, 16, 8]
+    assert np.allclose(probs[0, :16, :16, :8], 1 / (1 + np.exp(-2.0)))  # the box: tiled
+    assert np.all(probs[0, 16:] == 1.0) and np.all(probs[0, :, 16:] == 1.0)  # outside it: background
+
+
 def test_tta_boxes_follow_the_candidate_groups():
     mask = torch.zeros((100, 90, 40), dtype=torch.bool)
     mask[10:14, 10:14, 5:8] = True  # small group: one window around it

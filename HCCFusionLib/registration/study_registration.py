@@ -130,12 +130,13 @@ def liver_mask(series: Series) -> sitk.Image:
 
 
 def register_study(study: Study, reference: "str | Phase | None" = None, *, mode: str = "deformable",
-                   mask: str | None = None, engine: str = "sitk", seed: int = 0,
-                   progress: ProgressFn | None = None, **options) -> RegistrationResult:
+                   mask: str | None = None, fixed_mask: sitk.Image | None = None, engine: str = "sitk",
+                   seed: int = 0, progress: ProgressFn | None = None, **options) -> RegistrationResult:
     """Register every series of `study` to the reference (default PVP, else HBP, else T1).
 
     mask="liver" restricts the metric to the reference's liver (dilated) so the liver is aligned rather
-    than the spine. `options` go to `register` (init, spacing_mm, mask_dilation_mm, grid_spacing_mm).
+    than the spine; `fixed_mask` (a liver mask on the reference grid, e.g. segmented before registration) does
+    the same without mask. `options` go to `register` (init, spacing_mm, mask_dilation_mm, grid_spacing_mm).
     Resampled images use linear interpolation, masks nearest neighbour, both onto the reference grid.
     """
     import pandas as pd
@@ -144,12 +145,15 @@ def register_study(study: Study, reference: "str | Phase | None" = None, *, mode
     if mask not in (None, *MASKS):
         raise InputError(f"Unknown registration mask '{mask}': use one of {', '.join(MASKS)} or none.")
     ref = choose_reference(study, reference)
-    fixed_mask = liver_mask(ref) if mask == "liver" else None
+    if mask and fixed_mask is not None:
+        raise InputError("Give either mask='liver' (the reference's own liver mask) or a fixed_mask, not both.")
+    fixed_mask = liver_mask(ref) if mask == "liver" else fixed_mask
     moving = [s for s in study if s.name != ref.name]
     transforms = {ref.name: sitk.Transform(3, sitk.sitkIdentity)}
+    used = mask or ("liver" if fixed_mask is not None else None)
     registered = Study(study.study_id, clinical=study.clinical,
                        meta={**study.meta, "registration": {"reference": ref.name, "mode": mode, "engine": engine,
-                                                            "mask": mask}})
+                                                            "mask": used}})
     registered.add(Series(ref.name, ref.phase, ref.image, ref.modality, dict(ref.masks), dict(ref.meta)))
     rows, checkerboards, differences = [], {}, {}
     for k, series in enumerate(moving):

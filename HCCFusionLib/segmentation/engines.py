@@ -68,11 +68,53 @@ def choose_engine(study, engine: str = "auto", *, model: "str | Path | None" = N
     return EngineChoice("liverlesion", f"{why}: real-data liver and lesion engine on one series")
 
 
+def locate_liver(study, engine: str = "auto", *, model=None, nnunet=None, reference: str | None = None,
+                 progress=None):
+    """(mask, info, located): a cheap, coarse liver of the reference series of an unregistered study, for the
+    registration's fixed mask; `info` names the engine, its seconds and, when `mask` is None, the reason.
+    phantom/bundle: the predictor's locate pass only (`predictor.locate_study`), returned as `located` to seed
+    `segment`; liverlesion: its own liver stage (no lesion network); nnunet: none (no cheap pass)."""
+    import time
+
+    import SimpleITK as sitk
+
+    from .domain import check_output
+
+    t0 = time.time()
+    choice = choose_engine(study, engine, model=model, nnunet=nnunet)
+    info, located = {"engine": choice.engine}, None
+    if choice.engine == "nnunet":
+        return None, {**info, "reason": "engine nnunet has no cheap liver pass"}, None
+    if choice.engine == "liverlesion":
+        from .bundle import load_bundle
+        from .liverlesion import choose_series, segment_image_liverlesion
+        from .liverlesion_models import bundle_path
+
+        series, _ = choose_series(study, reference)
+        labels = segment_image_liverlesion(series.image, series.modality, lesions=False, progress=progress).labels
+        domain = load_bundle(bundle_path("liver")).card.get("domain")
+        info["pass"] = "liver stage"
+    else:
+        from .bundle import default_bundle_path, load_bundle
+        from .predictor import locate_study
+
+        bundle = load_bundle(model if choice.engine == "bundle" else default_bundle_path())
+        located = locate_study(study, bundle, reference=reference, progress=progress)
+        labels, domain = located.mask, bundle.card.get("domain")
+        info.update({"pass": "locate", "scale": located.meta["scale"], "overlap": located.meta["overlap"]})
+    info["seconds"] = round(time.time() - t0, 2)
+    failure = check_output(labels, domain)
+    if failure:
+        return None, {**info, "reason": failure}, None
+    return sitk.Cast(labels > 0, sitk.sitkUInt8), info, located
+
+
 def segment(study, engine: str = "auto", *, model=None, nnunet=None, reference: str | None = None,
-            tta: bool = True, postprocess: bool = True, progress=None, **options):
+            tta: bool = True, postprocess: bool = True, located=None, progress=None, **options):
     """(Segmentation, info) of a (registered) study by the chosen engine; `info` says which engine and why, and
     holds the domain QC (segmentation.domain): "qc_warnings" (study outside the model's domain, checked before it
     runs) and "qc_failure" (no liver, or far too small; None when fine). Neither changes the label map.
+    `located`: `locate_liver`'s seed for the phantom/bundle engines (their first pass is skipped).
 
     `options` go to the engine that takes them (OPTIONS); a set option the chosen engine does not take is refused."""
     from .domain import check_input, check_output
@@ -110,7 +152,7 @@ def segment(study, engine: str = "auto", *, model=None, nnunet=None, reference: 
 
         bundle = load_bundle(model if choice.engine == "bundle" else default_bundle_path())
         run = lambda: segment_study(study, bundle, reference=reference, tta=tta,  # noqa: E731
-                                    postprocess=postprocess, progress=progress, **options)
+                                    postprocess=postprocess, located=located, progress=progress, **options)
         domain, read = bundle.card.get("domain"), [study[c].name for c in bundle.channels if study.get(c)]
         info.update(model=str(bundle.path), channels=bundle.channels)
     info["qc_warnings"] = check_input(study, read, domain)

@@ -70,7 +70,7 @@ MIRRORS = [axes for r in range(1, 4) for axes in itertools.combinations((2, 3, 4
 def sliding_window(net, image: np.ndarray, patch, n_classes: int, *, overlap: float = 0.5, tta: bool = True,
                    locate_overlap: float | None = None, locate_scale: int = 1, tta_classes=None,
                    min_probability: float = 0.25, batch_tiles: int = BATCH_TILES, device=None, progress=None,
-                   stats: dict | None = None):
+                   stats: dict | None = None, found=None):
     """Class probabilities (n_classes, x, y, z) of `image` (C, x, y, z) by Gaussian-weighted tiles, in up to
     three passes:
 
@@ -84,7 +84,8 @@ def sliding_window(net, image: np.ndarray, patch, n_classes: int, *, overlap: fl
     3. with `tta`: around each connected group of voxels where a class of `tta_classes` (indices; default all
        foreground) reaches `min_probability`, the 7 mirrored predictions are tiled at `overlap` and averaged
        with the unmirrored one (boxes padded by a quarter window; overlapping boxes merged).
-    Tiles run `batch_tiles` at a time (mirrors in the same batch).
+    Tiles run `batch_tiles` at a time (mirrors in the same batch). `found` (bool (x, y, z), e.g. `Located.found`
+    of the same plan grid) is the foreground of pass 1, which is then skipped.
     """
     import torch
 
@@ -97,7 +98,7 @@ def sliding_window(net, image: np.ndarray, patch, n_classes: int, *, overlap: fl
     tta_classes = list(tta_classes or range(1, n_classes))
     counts = {"tiles": 0, "skipped": 0, "box_tiles": 0, "tta_tiles": 0, "forward_passes": 0, "overlap": overlap,
               "locate_overlap": locate_overlap, "locate_scale": locate_scale, "tta_boxes": []}
-    refine = locate_overlap != overlap or locate_scale > 1
+    refine = locate_overlap != overlap or locate_scale > 1 or found is not None
 
     def tiled(region, ov, flips, lo, hi, key):
         return _tiled(net, region, patch, n_classes, ov, flips, device, scaled(progress, lo, hi), counts, key,
@@ -105,13 +106,14 @@ def sliding_window(net, image: np.ndarray, patch, n_classes: int, *, overlap: fl
 
     with inference():
         stop1 = 0.3 if refine or tta else 1.0
-        if locate_scale > 1:
-            coarse = tiled(_pad_to(_downsample(image, locate_scale), patch), locate_overlap, [()], 0.0, stop1,
-                           "tiles")
-            found = coarse[1:].max(0)[0] >= min_probability
-            for axis in range(3):
-                found = found.repeat_interleave(locate_scale, axis)
-            found = found[:full[0], :full[1], :full[2]]
+        if found is not None or locate_scale > 1:
+            if found is None:
+                coarse = tiled(_pad_to(_downsample(image, locate_scale), patch), locate_overlap, [()], 0.0, stop1,
+                               "tiles")
+                found = _upsample(coarse[1:].max(0)[0] >= min_probability, locate_scale, full)
+            else:
+                found = torch.from_numpy(np.pad(found, [(0, f - n) for f, n in zip(full, found.shape)]))
+                counts["seeded"] = True
             probs = torch.zeros((n_classes, *full), dtype=torch.float32)
             probs[0] = 1.0
         else:
@@ -146,6 +148,13 @@ def _pad_to(image: np.ndarray, patch) -> np.ndarray:
     if not pad.any():
         return image
     return np.stack([np.pad(ch, [(0, int(p)) for p in pad], constant_values=float(ch.min())) for ch in image])
+
+
+def _upsample(mask, scale: int, size):
+    """`mask` (torch, x, y, z) of blocks of scale^3 voxels back on the voxels, cut to `size`."""
+    for axis in range(3):
+        mask = mask.repeat_interleave(scale, axis)
+    return mask[:size[0], :size[1], :size[2]]
 
 
 def _downsample(image: np.ndarray, scale: int) -> np.ndarray:
@@ -318,14 +327,15 @@ def predict_case(case: Case, bundle, *, tta: bool = True, overlap: float | None 
                  locate_overlap: float = LOCATE_OVERLAP, locate_scale: int = LOCATE_SCALE,
                  batch_tiles: int = BATCH_TILES, window=None, postprocess: bool = True,
                  min_lesion_ml: float = 0.05, liver_margin_mm: float = 5.0, max_memory_mb: float | None = None,
-                 device: str | None = None, net=None, progress=None) -> Segmentation:
+                 device: str | None = None, net=None, located: "Located | None" = None,
+                 progress=None) -> Segmentation:
     """Segment one case with a bundle; labels come back on the case's reference grid with study.LABELS values.
 
     `window`: sliding-window size (x, y, z) at the plan spacing; default the plans' "inference_window" if set
     (chosen and validated by the model's training script), else the training patch size. `overlap`: default
     the plans' "inference_overlap" if set, else nnU-Net's 0.5, used in the box around the foreground found by a
     first pass at `locate_overlap`; mirroring TTA covers the plans' "tta_labels" if set, else all foreground
-    (see `sliding_window`).
+    (see `sliding_window`). `located`: `locate_case`'s result for this reference grid, reused as the first pass.
     """
     import torch
 
@@ -346,10 +356,15 @@ def predict_case(case: Case, bundle, *, tta: bool = True, overlap: float | None 
     window = window or plans.get("inference_window") or plans["patch_size"]
     overlap = plans.get("inference_overlap", 0.5) if overlap is None else overlap
     tta_classes = [plans["labels"][name] for name in plans.get("tta_labels", [])]
+    found = located.found if located is not None else None
+    if found is not None and found.shape != image.shape[1:]:
+        log.warning("located foreground is on a %s grid, the case's plan grid is %s: locating anew",
+                    list(found.shape), list(image.shape[1:]))
+        found = None
     probs = sliding_window(net, image, window, len(plans["labels"]), overlap=overlap, tta=tta,
                            locate_overlap=min(locate_overlap, overlap), locate_scale=locate_scale,
                            tta_classes=tta_classes, batch_tiles=batch_tiles, device=device,
-                           progress=scaled(progress, 0.1, 0.85), stats=stats)
+                           progress=scaled(progress, 0.1, 0.85), stats=stats, found=found)
     progress(0.85, "resampling to the original grid")
     model_labels = resample_to_reference(probs, grid, ref)
     study_labels = np.zeros(model_labels.shape, np.uint8)
@@ -365,16 +380,64 @@ def predict_case(case: Case, bundle, *, tta: bool = True, overlap: float | None 
     return Segmentation(labels, table, lesion_map, stats)
 
 
+@dataclass
+class Located:
+    mask: sitk.Image  # liver (+ tumour) where the coarse pass finds them, UInt8 0/1 on the case's reference grid
+    found: np.ndarray  # bool (x, y, z) on the plan grid: voxels that may be foreground (seeds `predict_case`)
+    meta: dict = field(default_factory=dict)
+
+
+def locate_case(case: Case, bundle, *, overlap: float = LOCATE_OVERLAP, scale: int = LOCATE_SCALE,
+                min_probability: float = 0.25, batch_tiles: int = BATCH_TILES, device: str | None = None,
+                net=None, progress=None) -> Located:
+    """Only the first (locate) pass of `predict_case`: plain tiles at `overlap` over the image averaged over
+    `scale`^3 plan voxels. Cheap (1/8 of the tiles at scale 2, no TTA, no box pass); coarse (blocks of
+    `scale` plan voxels), so fit for a registration mask (which is dilated) and to seed `predict_case`."""
+    progress = progress or silent
+    plans = bundle.plans
+    check_memory(case.reference.GetSize(), case.reference.GetSpacing(), plans, None, f"case '{case.case_id}'")
+    t0 = time.time()
+    image, _, grid = preprocess(case, plans, with_labels=False)
+    net = net if net is not None else bundle.build_network()
+    window = [int(w) for w in (plans.get("inference_window") or plans["patch_size"])]
+    padded = _pad_to(image, window)
+    counts = {"tiles": 0, "skipped": 0, "forward_passes": 0}
+    with inference():
+        coarse = _tiled(net, _pad_to(_downsample(padded, scale), window), window, len(plans["labels"]), overlap,
+                        [()], device, scaled(progress, 0.1, 0.9), counts, "tiles", batch_tiles)
+    size = image.shape[1:]
+    cut = (slice(0, size[0]), slice(0, size[1]), slice(0, size[2]))
+    found = _upsample(coarse[1:].max(0)[0] >= min_probability, scale, padded.shape[1:])[cut].numpy()
+    liver = _upsample(coarse[1:].sum(0) >= 0.5, scale, padded.shape[1:])[cut].numpy()
+    mask = sitk.GetImageFromArray(liver.transpose(2, 1, 0).astype(np.uint8))
+    mask.CopyInformation(grid)
+    mask = sitk.Resample(mask, case.reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    meta = {**counts, "overlap": overlap, "scale": scale, "seconds": round(time.time() - t0, 2)}
+    progress(1.0, "located")
+    return Located(mask, found, meta)
+
+
+def locate_study(study, bundle=None, *, reference: str | None = None, progress=None, **kwargs) -> Located:
+    """`locate_case` of a study (its series on the reference grid, unregistered is fine) with a bundle."""
+    from .bundle import Bundle, load_bundle
+
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    return locate_case(_case(study, bundle, reference), bundle, progress=progress, **kwargs)
+
+
+def _case(study, bundle, reference):
+    ref = reference or bundle.dataset.get("reference")
+    if ref and study.get(ref) is None:
+        ref = None
+    return case_from_study(study, bundle.channels, ref)
+
+
 def segment_study(study, bundle=None, *, reference: str | None = None, progress=None, **kwargs) -> Segmentation:
     """Segment a (registered) study with a bundle (default: the shipped sample model)."""
     from .bundle import Bundle, load_bundle
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    ref = reference or bundle.dataset.get("reference")
-    if ref and study.get(ref) is None:
-        ref = None
-    case = case_from_study(study, bundle.channels, ref)
-    return predict_case(case, bundle, progress=progress, **kwargs)
+    return predict_case(_case(study, bundle, reference), bundle, progress=progress, **kwargs)
 
 
 # ------------------------------------------------------------------ post-processing and lesions
