@@ -53,6 +53,8 @@ def _client(cluster: Cluster):
         except (OSError, TimeoutError) as exc:
             raise InputError(f"Cannot reach the Dask scheduler '{cluster.scheduler}' ({exc}): start it "
                              "(dask scheduler / dask-jobqueue) or give the right tcp://HOST:PORT.") from exc
+    if not log.isEnabledFor(logging.DEBUG):  # the in-process scheduler's INFO chatter would drown the verb's log
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     n = cluster.workers or local_workers()
     if n < 1:
         raise InputError(f"--dask-workers {n}: give at least one worker.")
