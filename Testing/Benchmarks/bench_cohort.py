@@ -93,6 +93,7 @@ def noop(study_id, path, segmentation, folder, options):
 
 def simulated_scale(n: int, workers: int = 2) -> dict:
     """Wall time of n no-op cohort tasks on a warm LocalCluster (graph: n independent tasks, gathered as done)."""
+    from dask.sizeof import sizeof
     from distributed import Client, LocalCluster
 
     from HCCFusionLib.cluster import Cluster, run_tasks
@@ -110,7 +111,8 @@ def simulated_scale(n: int, workers: int = 2) -> dict:
     started = time.perf_counter()
     run_tasks(noop, jobs, None)
     here = time.perf_counter() - started
-    return {"tasks": n, "seconds": seconds, "per_task_ms": 1000 * seconds / n, "sequential_noop_seconds": here}
+    return {"tasks": n, "graph_kb": sizeof(jobs) / 1024, "seconds": seconds, "per_task_ms": 1000 * seconds / n,
+            "sequential_noop_seconds": here}
 
 
 def main() -> int:
@@ -134,7 +136,7 @@ def main() -> int:
         print("tables of 1 and 2 workers identical")
     scale = simulated_scale(args.simulated)
     print(f"load average after: {os.getloadavg()}")
-    print(f"BENCH cohort_scale tasks={scale['tasks']} graph_tasks={scale['tasks']} seconds={scale['seconds']:.2f} "
+    print(f"BENCH cohort_scale tasks={scale['tasks']} graph_kb={scale['graph_kb']:.0f} seconds={scale['seconds']:.2f} "
           f"per_task_ms={scale['per_task_ms']:.2f} sequential_noop_seconds={scale['sequential_noop_seconds']:.3f}")
     print(f"BENCH cohort studies={args.studies} seconds_1={seconds_1:.2f} seconds_2={seconds_2:.2f} "
           f"efficiency={seconds_1 / (2 * seconds_2):.2f}")
