@@ -69,7 +69,8 @@ def _warm():
     return os.getpid()
 
 
-def timed_cohort(table: Path, out: Path, workers: int) -> float:
+def timed_cohort(table: Path, out: Path, workers: int) -> "tuple[float, float]":
+    """(wall seconds, CPU seconds of the workers) of cohort_extract on a warm LocalCluster of `workers`."""
     from distributed import Client, LocalCluster
 
     from HCCFusionLib.cluster import Cluster
@@ -79,12 +80,14 @@ def timed_cohort(table: Path, out: Path, workers: int) -> float:
                       silence_logs=40, env={"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}) as local, \
             Client(local) as client:
         client.run(_warm)
+        cpu = client.run(time.process_time)
         started = time.perf_counter()
         status = cohort_extract(table, out, cluster=Cluster(local.scheduler_address),
                                 presets={"*": str(table.parent / "bench.yaml")}, **OPTIONS)
         seconds = time.perf_counter() - started
+        cpu = sum(client.run(time.process_time).values()) - sum(cpu.values())
     assert (status["status"] == "done").all(), status
-    return seconds
+    return seconds, cpu
 
 
 def noop(study_id, path, segmentation, folder, options):
@@ -126,10 +129,10 @@ def main() -> int:
         root = Path(tmp)
         table = write_cohort(root, args.studies)
         print(f"load average before: {os.getloadavg()}", flush=True)
-        seconds_1 = timed_cohort(table, root / "out1", 1)
-        print(f"1 worker: {seconds_1:.2f} s", flush=True)
-        seconds_2 = timed_cohort(table, root / "out2", 2)
-        print(f"2 workers: {seconds_2:.2f} s", flush=True)
+        seconds_1, cpu_1 = timed_cohort(table, root / "out1", 1)
+        print(f"1 worker: {seconds_1:.2f} s, workers' CPU {cpu_1:.2f} s", flush=True)
+        seconds_2, cpu_2 = timed_cohort(table, root / "out2", 2)
+        print(f"2 workers: {seconds_2:.2f} s, workers' CPU {cpu_2:.2f} s", flush=True)
         for name in ("features_wide", "features_long", "kinetics"):
             a, b = (pd.read_csv(root / o / "radiomics" / f"{name}.csv") for o in ("out1", "out2"))
             pd.testing.assert_frame_equal(a, b, check_exact=True)
@@ -139,7 +142,8 @@ def main() -> int:
     print(f"BENCH cohort_scale tasks={scale['tasks']} graph_kb={scale['graph_kb']:.0f} seconds={scale['seconds']:.2f} "
           f"per_task_ms={scale['per_task_ms']:.2f} sequential_noop_seconds={scale['sequential_noop_seconds']:.3f}")
     print(f"BENCH cohort studies={args.studies} seconds_1={seconds_1:.2f} seconds_2={seconds_2:.2f} "
-          f"efficiency={seconds_1 / (2 * seconds_2):.2f}")
+          f"efficiency={seconds_1 / (2 * seconds_2):.2f} cpu_1={cpu_1:.2f} cpu_2={cpu_2:.2f} "
+          f"cpu_ratio={cpu_1 / cpu_2:.2f} load1={os.getloadavg()[0]:.2f}")
     return 0
 
 
