@@ -35,8 +35,8 @@ def add_cluster_args(p, default_dask: bool):
     else:
         p.add_argument("--dask", action="store_true", help="one Dask task per study on a LocalCluster sized to the "
                                                            "machine (or on --scheduler)")
-    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="an existing Dask cluster's scheduler (dask-jobqueue, "
-                                                                  "Kubernetes) instead of a LocalCluster")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="an existing Dask cluster's scheduler (dask-jobqueue, Kubernetes) instead of a LocalCluster")
     p.add_argument("--dask-workers", type=int, help="LocalCluster worker processes, one thread each (default: one "
                                                     "per core)")
     p.add_argument("--memory-limit", default="auto", help="LocalCluster memory per worker, e.g. 4GB (default auto: "
