@@ -5,9 +5,9 @@ Part 1: N small two-phase CT studies (112x112x40, one tumour; radiomics of tumou
 with first-order and the five texture classes, ~1.5 CPU seconds a study) run on a LocalCluster of 1 worker,
 then of 2 workers (1 thread each); the workers are started and have imported the radiomics stack before the
 clock starts, so the times are the cohort's (client, tasks and the combined tables).
-efficiency = seconds_1 / (2 * seconds_2); cpu_ratio = the workers' CPU seconds with 1 worker / with 2 (1.0: the second worker adds no work). On a machine
-other jobs keep busy the wall-clock efficiency falls below what cpu_ratio allows: read it with load1. The tables
-of both runs are checked equal.
+efficiency = seconds_1 / (2 * seconds_2); cpu_ratio = the workers' CPU seconds with 1 worker / with 2 (1.0:
+the second worker adds no work). On a machine other jobs keep busy the wall-clock efficiency falls below what
+cpu_ratio allows: read it with load1. The tables of both runs are checked equal.
 Part 2: 1,000 no-op tasks with the cohort's graph shape (one independent task per study with the same arguments,
 results gathered by the client as they finish): the graph size and the scheduler's per-task overhead.
 
