@@ -12,12 +12,15 @@
     OUT/run.json                    what `run` was given (inputs, model) and why a stage was skipped
     OUT/audit.jsonl                 one line per stage run
     OUT/stages.json                 completed stages: output SHA-256s + input/settings fingerprint (resume.py)
+    OUT/studies/<id>/               a cohort's per-study run folders (cohort-extract, cohort-run)
+    OUT/cohort/                     cohort-run's combined status.csv, lesions.csv, prediction.csv
 
 Every stage folder is written through `files.atomic_folder(..., replace=True)`: built as a temporary
 sibling and swapped in only when complete, so an interrupted stage leaves the previous one intact.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,6 +225,32 @@ class RunFolder:
 
     def pacs(self, study_uid: str) -> Path:
         return self.root / "pacs" / study_uid
+
+    # ------------------------------------------------------------ cohorts (cohort-extract, cohort-run)
+    def cohort_study(self, study_id: str) -> Path:
+        """A cohort study's own run folder: OUT/studies/<study_id, with unsafe characters replaced>."""
+        return self.root / "studies" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", str(study_id)) or "study")
+
+    @property
+    def cohort_done(self) -> Path:
+        """In a cohort study's folder: written by cohort-run once every stage of the study finished."""
+        return self.root / "cohort_done.json"
+
+    @property
+    def cohort(self) -> Path:
+        return self.root / "cohort"
+
+    @property
+    def cohort_status(self) -> Path:
+        return self.cohort / "status.csv"
+
+    @property
+    def cohort_lesions(self) -> Path:
+        return self.cohort / "lesions.csv"
+
+    @property
+    def cohort_prediction(self) -> Path:
+        return self.cohort / "prediction.csv"
 
     @property
     def run_record(self) -> Path:

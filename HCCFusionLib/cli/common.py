@@ -28,6 +28,31 @@ def phase_overrides(args) -> dict:
     return dict(getattr(args, "phase", None) or [])
 
 
+def add_cluster_args(p, default_dask: bool):
+    """Where a cohort verb's per-study tasks run (read back with `cluster_option`)."""
+    if default_dask:
+        p.add_argument("--sequential", action="store_true", help="run the studies here one after the other (no Dask)")
+    else:
+        p.add_argument("--dask", action="store_true", help="one Dask task per study on a LocalCluster sized to the "
+                                                           "machine (or on --scheduler)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="an existing Dask cluster's scheduler (dask-jobqueue, Kubernetes) instead of a LocalCluster")
+    p.add_argument("--dask-workers", type=int, help="LocalCluster worker processes, one thread each (default: one "
+                                                    "per core)")
+    p.add_argument("--memory-limit", default="auto", help="LocalCluster memory per worker, e.g. 4GB (default auto: "
+                                                          "the machine's memory shared out; a study past it is "
+                                                          "reported as failed)")
+
+
+def cluster_option(args):
+    """The cluster.Cluster of `add_cluster_args`' options, or None to run the studies here."""
+    from ..cluster import Cluster
+
+    if getattr(args, "sequential", False) or not (getattr(args, "dask", True) or args.scheduler):
+        return None
+    return Cluster(args.scheduler, args.dask_workers, None if args.memory_limit == "none" else args.memory_limit)
+
+
 # ---------------------------------------------------------------- helpers
 def format_table(rows: list[dict], title: str = "") -> str:
     """Plain-text table of dict rows (same keys), for terminal summaries."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import HCCFusionError
-from .common import add_phase_override, format_table, phase_overrides, verb
+from .common import add_cluster_args, add_phase_override, cluster_option, format_table, phase_overrides, verb
 from ..layout import RunFolder
 
 
@@ -89,7 +89,8 @@ cmd_extract.configure = _extract_args
 def cmd_cohort_extract(args, progress):
     from ..radiomics import cohort_extract
 
-    status = cohort_extract(args.cohort, args.out, progress=progress, **_radiomics_options(args))
+    status = cohort_extract(args.cohort, args.out, progress=progress, cluster=cluster_option(args),
+                            **_radiomics_options(args))
     print(format_table(status.to_dict("records"), title=f"Cohort -> {args.out / 'radiomics'}"))
     return 0 if (status["status"] != "failed").all() else 1
 
@@ -97,6 +98,7 @@ def cmd_cohort_extract(args, progress):
 def _cohort_extract_args(p):
     p.add_argument("cohort", type=Path, help="CSV with study_id,path[,segmentation][,patient_id,timepoint]")
     _radiomics_args(p)
+    add_cluster_args(p, default_dask=False)
     p.add_argument("--out", type=Path, required=True, help="output folder (OUT/studies/<id>/radiomics, OUT/radiomics)")
 
 

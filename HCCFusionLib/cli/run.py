@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import HCCFusionError
-from .common import add_phase_override, phase_overrides, verb
+from .common import add_cluster_args, add_phase_override, cluster_option, format_table, phase_overrides, verb
 from .segment import engine_arg
 
 
@@ -70,3 +70,36 @@ def _run_args(p):
 
 
 cmd_run.configure = _run_args
+
+
+@verb("cohort-run", "all stages for every study of a cohort CSV as Dask tasks, with resume -> OUT/studies/<id>/, "
+                    "OUT/cohort/")
+def cmd_cohort_run(args, progress):
+    from ..cohort_run import cohort_run
+
+    options = {"spacing_mm": args.registration_spacing} if args.registration_spacing else None
+    status = cohort_run(args.cohort, args.out, cluster=cluster_option(args), progress=progress, model=args.model,
+                        engine=args.engine, mode=args.mode, image_types=args.image_types.split(","),
+                        presets={"*": args.preset} if args.preset else None, workers=args.workers,
+                        registration_options=options)
+    print(format_table(status.to_dict("records"), title=f"Cohort -> {args.out / 'cohort'}"))
+    return 0 if (status["status"] != "failed").all() else 1
+
+
+def _cohort_run_args(p):
+    p.add_argument("cohort", type=Path, help="CSV with study_id,path[,segmentation][,patient_id,timepoint]; paths "
+                                             "relative to the CSV's folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder (OUT/studies/<id>/, OUT/cohort/, "
+                                                           "OUT/radiomics/); rerun to resume")
+    add_cluster_args(p, default_dask=True)
+    p.add_argument("--model", default=None, help="prediction bundle folder (default: the shipped demo bundle; "
+                                                "'none' skips prediction)")
+    engine_arg(p)
+    p.add_argument("--mode", choices=["rigid", "affine", "deformable"], default="deformable")
+    p.add_argument("--registration-spacing", type=float, default=None, help="registration resolution in mm")
+    p.add_argument("--image-types", default="Original", help="radiomics image types (default Original)")
+    p.add_argument("--preset", default=None, help="radiomics preset name or YAML file for every series")
+    p.add_argument("--workers", type=int, default=2, help="radiomics processes per study without Dask (default 2)")
+
+
+cmd_cohort_run.configure = _cohort_run_args

@@ -1,6 +1,7 @@
 """Segmentation verbs: plan, train-seg, segment."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .. import __version__
@@ -66,7 +67,8 @@ def _plan_args(p):
 cmd_plan.configure = _plan_args
 
 
-@verb("train-seg", "train a segmentation model bundle (DynUNet) on a dataset or on phantoms")
+@verb("train-seg", "train a segmentation model bundle (DynUNet) on a dataset or on phantoms (several processes: "
+                   "torchrun --nproc_per_node N -m HCCFusionLib.cli train-seg …)")
 def cmd_train_seg(args, progress):
     import torch
 
@@ -86,9 +88,10 @@ def cmd_train_seg(args, progress):
                if args.phantoms else f"from {args.dataset}"),
             "validation": result.val_ids, "metrics": result.metrics, "steps": args.steps,
             "train_seconds": round(result.seconds, 1), "versions": _versions()}
-    save_bundle(args.out, plans, dataset_description(plans, len(result.train_ids), args.reference or "PVP"),
-                result.network, card)
-    print(f"bundle -> {args.out}; validation Dice {result.metrics.get('dice', 'n/a')}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 writes the bundle
+        save_bundle(args.out, plans, dataset_description(plans, len(result.train_ids), args.reference or "PVP"),
+                    result.network, card)
+        print(f"bundle -> {args.out}; validation Dice {result.metrics.get('dice', 'n/a')}")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Training the plans' DynUNet: Dice + cross-entropy with deep supervision, nnU-Net-like augmentation,
 poly learning rate, per-step seeding (so a resumed run equals an uninterrupted one), safetensors
-checkpoints with a JSON state, k-fold splits; CPU or GPU.
+checkpoints with a JSON state, k-fold splits; CPU or GPU, and several processes under `torchrun` (DDP, see
+segmentation.distributed: the same loss curve as one process).
 """
 from __future__ import annotations
 
@@ -124,15 +125,31 @@ def train(cases, plans: dict, *, steps: int = 1000, seed: int = 0, fold: int | N
     `foreground_fraction`: share of each batch centred on a voxel of a foreground class; `class_weights`
     {label index: relative weight} picks that class (default: uniform over the classes a case has, as nnU-Net;
     small tumours learn far sooner on CPU budgets when weighted up). `optimizer`: "adamw" (fast convergence on
-    short budgets) or "sgd" (nnU-Net: Nesterov, momentum 0.99).
+    short budgets) or "sgd" (nnU-Net: Nesterov, momentum 0.99). Under `torchrun --nproc_per_node N` the plans'
+    batch is split over N processes (gloo on CPU, NCCL with one GPU each); only rank 0 writes checkpoints and
+    validates; every rank returns the same network and history.
     """
+    from . import distributed as ddp
+
+    ranks, device = ddp.start(device)
+    finished = False
+    try:
+        result = _train(cases, plans, steps, seed, fold, n_folds, lr, optimizer, elastic, device, checkpoint_dir,
+                        checkpoint_every, val_cases, foreground_fraction, class_weights, progress or silent, ranks)
+        finished = True
+        return result
+    finally:
+        ddp.stop(ranks, wait=finished)
+
+
+def _train(cases, plans, steps, seed, fold, n_folds, lr, optimizer, elastic, device, checkpoint_dir,
+           checkpoint_every, val_cases, foreground_fraction, class_weights, progress, ranks) -> TrainResult:
     import torch
     from monai.losses import DeepSupervisionLoss, DiceCELoss
 
+    from . import distributed as ddp
     from .network import build_network
 
-    progress = progress or silent
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     by_id = {c.case_id: c for c in cases}
     if len(by_id) != len(cases):
         raise InputError("Case ids in the training set are not unique: rename the studies.")
@@ -161,32 +178,37 @@ def train(cases, plans: dict, *, steps: int = 1000, seed: int = 0, fold: int | N
         start, history = load_checkpoint(ckpt, net, opt)
         log.info("Resuming training at step %d from %s", start, ckpt)
     batch = int(plans.get("batch_size", 2))
+    mine = ddp.share(ranks, batch)
+    model = net if ranks.world == 1 else torch.nn.parallel.DistributedDataParallel(
+        net, device_ids=[device.index] if device.type == "cuda" else None)
     t0 = time.time()
     net.train()
     for step in range(start, steps):
         rng = np.random.default_rng([seed, step])
-        aug.set_random_state(seed=int(rng.integers(2 ** 31)))
+        item_seeds = rng.integers(2 ** 31, size=batch)  # each item's augmentation, whichever process runs it
         items = []
         for b in range(batch):
             img, lab = sampler.sample(rng, b >= round(batch * (1 - foreground_fraction)), class_weights)
-            items.append(aug({"image": torch.from_numpy(img), "label": torch.from_numpy(lab)}))
+            if b in mine:
+                aug.set_random_state(seed=int(item_seeds[b]))
+                items.append(aug({"image": torch.from_numpy(img), "label": torch.from_numpy(lab)}))
         x = torch.stack([torch.as_tensor(i["image"]) for i in items]).float().to(device)
         y = torch.stack([torch.as_tensor(i["label"]) for i in items]).round().long().to(device)
         for group in opt.param_groups:
             group["lr"] = poly_lr(lr, step, steps)
-        out = net(x)
-        loss = loss_fn(list(torch.unbind(out, dim=1)), y)
+        out = ddp.gather_batch(ranks, model(x), keep_grad=True)
+        loss = loss_fn(list(torch.unbind(out, dim=1)), ddp.gather_batch(ranks, y, keep_grad=False))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * ranks.world).backward()  # DDP averages the shares' gradients: the whole batch's gradient
         torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
         opt.step()
         history.append(round(float(loss.detach()), 5))
-        if ckpt and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+        if ckpt and ranks.main and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
             save_checkpoint(ckpt, net, opt, step + 1, history, seed)
         progress(0.1 + 0.8 * (step + 1) / steps, f"step {step + 1}/{steps} loss {np.mean(history[-10:]):.3f}")
     seconds = time.time() - t0
     net.eval()
-    metrics = validate(net, val, plans, device, scaled(progress, 0.9, 1.0)) if val else {}
+    metrics = validate(net, val, plans, device, scaled(progress, 0.9, 1.0)) if val and ranks.main else {}
     metrics["train_steps"] = steps
     progress(1.0, "training done")
     val_ids = [c.case_id for c in val]

@@ -1,0 +1,165 @@
+"""Cohorts on Dask (HCCFusionLib.cluster, cohort-extract --dask, cohort-run): real worker processes on loopback;
+a worker killed mid-run and a killed client, with tables identical to the sequential path."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from HCCFusionLib.cluster import Cluster, run_tasks
+from HCCFusionLib.cohort_run import cohort_run
+from HCCFusionLib.io import save_image, save_study
+from HCCFusionLib.layout import RunFolder
+from HCCFusionLib.radiomics import cohort_extract
+from HCCFusionLib.study import LABELS, Series, Study
+from labelmaps import labelmap
+
+distributed = pytest.importorskip("distributed")
+
+N = 4
+PRESET = """name: small
+version: 1
+modality: CT
+preprocess: {resample_mm: null}
+setting: {binWidth: 25}
+imageType: {Original: {}}
+featureClass: {firstorder: [], glcm: [], glszm: []}
+"""
+HU = {"AP": (60, 80, 120), "PVP": (70, 110, 90)}  # body, liver, tumour
+EXTRACT = {"regions": ["tumour", "rings", "background_liver"], "workers": 1}
+RUN = {"model": "none", "mode": "rigid", "registration_options": {"spacing_mm": 6.0}, "workers": 1}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """N two-phase CT studies (tumours of different size) with their label maps; patient P0 has two time points."""
+    root = tmp_path_factory.mktemp("cohort")
+    rows = ["study_id,path,segmentation,patient_id,timepoint"]
+    for i in range(N):
+        labels = labelmap((64, 64, 24), (1.5, 1.5, 3.0), (((6.0 - i, 4.0, 0.0), 8.0 + 1.5 * i),),
+                          liver_axes=(40, 36, 30))
+        lab = sitk.GetArrayFromImage(labels)
+        study = Study(f"S{i}")
+        for k, (phase, (body, liver, tumour)) in enumerate(HU.items()):
+            arr = np.full(lab.shape, float(body), np.float32)
+            arr[lab == LABELS["liver"]], arr[lab == LABELS["tumour"]] = liver, tumour
+            arr[:, :, :6] = arr[:, :, -6:] = -1000.0  # air beside the body: Hounsfield units
+            arr += np.random.default_rng(10 * i + k).normal(0, 8.0, arr.shape).astype(np.float32)
+            image = sitk.GetImageFromArray(arr)
+            image.CopyInformation(labels)
+            study.add(Series(phase, phase, image))
+        save_study(study, root / f"s{i}")
+        save_image(labels, root / f"s{i}_labels.nii.gz")
+        rows.append(f"S{i},s{i},s{i}_labels.nii.gz,P{0 if i < 2 else i},{3 * (i == 1)}")
+    (root / "cohort.csv").write_text("\n".join(rows) + "\n")
+    (root / "small.yaml").write_text(PRESET)
+    return root / "cohort.csv", {"*": str(root / "small.yaml")}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two single-threaded worker processes (nannies restart a killed one), as an existing cluster."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=40) as local, distributed.Client(local) as client:
+        yield local, client
+
+
+def _tables(out, names=("features_wide", "features_long", "kinetics")):
+    folder = RunFolder(out).radiomics
+    return {n: pd.read_csv(folder / f"{n}.csv") for n in names}
+
+
+def _assert_same(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
+
+
+def _kill_busy_worker(client, done, timeout=60.0) -> str:
+    """SIGKILL the process of a worker while it runs a task (before every study is done); its address."""
+    pids = client.run(os.getpid)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        busy = [w for w, tasks in client.processing().items() if tasks]
+        if busy:
+            assert done() < N, "every study finished before a worker could be killed"
+            os.kill(pids[busy[0]], signal.SIGKILL)
+            return busy[0]
+        time.sleep(0.02)
+    raise AssertionError("no task started on the cluster")
+
+
+def test_killed_worker_cohort_extract_identical(cohort, cluster, tmp_path):
+    table, presets = cohort
+    sequential = cohort_extract(table, tmp_path / "seq", presets=presets, **EXTRACT)
+    assert (sequential["status"] == "done").all()
+    local, client = cluster
+    out, result = tmp_path / "dask", {}
+    runner = threading.Thread(target=lambda: result.update(status=cohort_extract(
+        table, out, presets=presets, cluster=Cluster(local.scheduler_address), **EXTRACT)))
+    runner.start()
+    _kill_busy_worker(client, lambda: len(list(out.glob("studies/*/radiomics/features_long.csv"))))
+    runner.join(240)
+    assert not runner.is_alive()
+    assert (result["status"]["status"] == "done").all(), result["status"]
+    _assert_same(_tables(tmp_path / "seq", ("features_wide", "features_long", "kinetics")), _tables(out))
+    deltas = [pd.read_csv(RunFolder(o).radiomics / "timepoint_deltas.csv") for o in (tmp_path / "seq", out)]
+    pd.testing.assert_frame_equal(*deltas, check_exact=True)
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
+
+
+@pytest.mark.slow  # ~25-40 s: two cohort-runs of 4 studies plus a killed one
+def test_cohort_run_killed_client_resumes(cohort, cluster, tmp_path):
+    table, presets = cohort
+    reference = cohort_run(table, tmp_path / "seq", presets=presets, **RUN)
+    assert (reference["status"] == "done").all(), reference
+    local, client = cluster
+    out = tmp_path / "dask"
+    cmd = [sys.executable, "-m", "HCCFusionLib.cli", "--progress", "none", "cohort-run", str(table), "--out",
+           str(out), "--scheduler", local.scheduler_address, "--model", "none", "--mode", "rigid",
+           "--registration-spacing", "6", "--preset", presets["*"]]
+    client_process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not list(out.glob("studies/*/cohort_done.json")) and time.time() < deadline:
+            time.sleep(0.05)
+        client_process.send_signal(signal.SIGKILL)
+    finally:
+        client_process.wait(30)
+    first = {p.parent.name for p in out.glob("studies/*/cohort_done.json")}
+    assert 1 <= len(first) < N, "the client was not killed mid-cohort"
+    status = cohort_run(table, out, presets=presets, cluster=Cluster(local.scheduler_address),
+                        **RUN).set_index("study_id")["status"]
+    assert set(status[status.str.startswith("skipped")].index) >= first  # finished studies did not run again
+    assert (status[~status.index.isin(first)] != "failed").all()
+    _assert_same(_tables(tmp_path / "seq"), _tables(out))
+    lesions = [pd.read_csv(RunFolder(o).cohort_lesions) for o in (tmp_path / "seq", out)]
+    pd.testing.assert_frame_equal(*lesions, check_exact=True)
+    assert list(lesions[0]["study_id"].unique()) == [f"S{i}" for i in range(N)]
+
+
+def _grow(mb: int) -> dict:
+    """A task that holds `mb` MB (in 20 MB steps, so the nanny sees it grow)."""
+    held = []
+    for _ in range(mb // 20):
+        held.append(np.ones(20 * 2 ** 20, np.uint8))
+        time.sleep(0.05)
+    return {"status": "done", "seconds": 0.0, "message": str(len(held))}
+
+
+def test_study_past_memory_limit_reported_not_lost(tmp_path):
+    import dask
+
+    jobs = {"small": {"mb": 20}, "huge": {"mb": 2000}}
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        results = run_tasks(_grow, jobs, Cluster(workers=1, memory_limit="400MB"))
+    assert results["small"]["status"] == "done"
+    assert results["huge"]["status"] == "failed" and "memory limit" in results["huge"]["message"]
