@@ -42,15 +42,20 @@ def label_lesions(labels: sitk.Image, *, min_ml: float = MIN_LESION_ML,
     return sitk.RelabelComponent(comps, minimumObjectSize=min_voxels, sortByObjectSize=True)
 
 
-def max_diameter_mm(points: np.ndarray, directions: int = 256) -> float:
-    """Largest distance between points (physical mm), from the extreme points along many directions."""
-    if len(points) < 2:
-        return 0.0
+def extreme_points(points: np.ndarray, directions: int = 256) -> np.ndarray:
+    """The points that are extreme (first or last) along many directions (the candidates of a diameter)."""
     k = np.arange(directions) + 0.5
     phi, theta = np.arccos(1 - k / directions), np.pi * (1 + 5 ** 0.5) * k  # half-sphere Fibonacci directions
     dirs = np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], 1)
     proj = points @ dirs.T
-    cand = points[np.unique(np.concatenate([proj.argmin(0), proj.argmax(0)]))]
+    return points[np.unique(np.concatenate([proj.argmin(0), proj.argmax(0)]))]
+
+
+def max_diameter_mm(points: np.ndarray, directions: int = 256) -> float:
+    """Largest distance between points (physical mm), from the extreme points along many directions."""
+    if len(points) < 2:
+        return 0.0
+    cand = extreme_points(points, directions)
     d = np.sqrt(((cand[:, None] - cand[None]) ** 2).sum(-1))
     return float(d.max())
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class LesionSpec:
     aphe: bool = True
     washout: bool = True
     capsule: bool = False
+    necrosis: float = 0.0  # radius fraction of a central non-enhancing core (after TACE; 1 = all necrotic)
 
     def expected_lirads(self, diameter_mm: float | None = None) -> str | None:
         """Expected LI-RADS v2018 category of an "hcc" lesion (at `diameter_mm`, default the designed one)."""
@@ -139,6 +140,8 @@ class Tumour:
                 cls[(depth < np.maximum(2.5, 0.3 * surface)) & (tex > -0.3)] = rim
             if pattern in ("hcc", "metastasis") and self.spec.diameter_mm >= 40:
                 cls[(rho < 0.35) & (tex < 0.3)] = necrosis
+            if self.spec.necrosis > 0:  # treated (TACE): the whole core is necrotic
+                cls[rho < self.spec.necrosis] = necrosis
             out = np.where(inside, cls, KEEP).astype(np.uint8)
             if peritumoral:
                 ring = (~inside) & (dist - surface < 5.0) & np.isin(cur, (LIVER, NODULE))
@@ -194,8 +197,7 @@ def place_lesions(rng, anatomy: Anatomy, specs: list, random_sizes: bool) -> lis
         else:
             raise InputError(f"Could not place lesion {i + 1} inside the liver even after shrinking it.")
         placed.append((centre, diameter))
-        out[i] = LesionSpec(tuple(float(v) for v in centre), diameter, spec.pattern, spec.aphe, spec.washout,
-                            spec.capsule)
+        out[i] = replace(spec, centre_mm=tuple(float(v) for v in centre), diameter_mm=diameter)
     return out
 
 
