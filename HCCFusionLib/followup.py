@@ -98,19 +98,34 @@ class FollowupResult:
     interval_months: float | None = None
 
     def save(self, folder: "str | Path") -> Path:
-        """matches.csv, response.csv, delta_radiomics.csv, registration.csv, to_followup_transform.h5 in `folder`."""
+        """The run folder's followup/ files (layout.RunFolder.followup_*) in `folder`."""
         from .files import atomic_folder
+        from .layout import RunFolder
 
         with atomic_folder(folder, replace=True) as tmp:
-            self.matches.to_csv(tmp / "matches.csv", index=False)
-            self.response.to_csv(tmp / "response.csv", index=False)
-            self.delta.to_csv(tmp / "delta_radiomics.csv", index=False)
+            paths = RunFolder(tmp.parent)  # typed names inside the temporary folder
+            name = {k: getattr(paths, f"followup_{k}").name for k in ("matches", "response", "delta", "registration",
+                                                                      "transform")}
+            self.matches.to_csv(tmp / name["matches"], index=False)
+            self.response.to_csv(tmp / name["response"], index=False)
+            self.delta.to_csv(tmp / name["delta"], index=False)
             qc = {k: ("; ".join(v) if isinstance(v, list) else v) for k, v in self.registration.items()}
-            pd.DataFrame([{**qc, "interval_months": self.interval_months}]).to_csv(tmp / "registration.csv",
+            pd.DataFrame([{**qc, "interval_months": self.interval_months}]).to_csv(tmp / name["registration"],
                                                                                  index=False)
             if self.transform is not None:
-                sitk.WriteTransform(self.transform, str(tmp / "to_followup_transform.h5"))
+                sitk.WriteTransform(self.transform, str(tmp / name["transform"]))
         return Path(folder)
+
+    @classmethod
+    def read(cls, out: "str | Path") -> "FollowupResult":
+        """The tables `save` wrote into run folder `out`'s followup/ (for the report)."""
+        from .layout import RunFolder
+
+        paths = RunFolder(out)
+        qc = pd.read_csv(paths.followup_registration).iloc[0].to_dict()
+        months = qc.pop("interval_months", None)
+        return cls(pd.read_csv(paths.followup_matches), pd.read_csv(paths.followup_response),
+                   pd.read_csv(paths.followup_delta), qc, None, None if months != months else months)
 
     def describe(self) -> list[str]:
         """Plain-text lines: matches, new/vanished lesions, response categories."""
@@ -288,7 +303,7 @@ def category(before_sum: float, after_sum: float, new_lesions: int, *, absolute_
         return "PD"
     if after_sum == 0:
         return "CR"
-    change = after_sum / before_sum - 1
+    change = round(after_sum / before_sum - 1, 9)  # thresholds are inclusive: no float dust
     if change >= PD_CHANGE and after_sum - before_sum >= absolute_mm:
         return "PD"
     return "PR" if change <= PR_CHANGE else "SD"
