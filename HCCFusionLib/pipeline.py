@@ -283,7 +283,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     followup = None
     if prior:
         with stages.stage("followup"):
-            followup = _followup(prior, registered, ref, seg, extraction, mode, seed, interval_months,
+            followup = _followup(prior, registered, ref, seg, extraction, seed, interval_months,
                                  registration_options, dict(image_types=list(image_types), presets=presets,
                                                             workers=workers))
             written["followup"] = followup.save(paths.followup)
@@ -370,9 +370,10 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
 
 
 # ---------------------------------------------------------------- stage helpers (wiring, no science)
-def _followup(prior, registered, ref: str, seg, extraction, mode: str, seed: int, interval_months, registration_options,
+def _followup(prior, registered, ref: str, seg, extraction, seed: int, interval_months, registration_options,
               radiomics: dict):
-    """followup.compare of this study with the baseline run `prior` (its per-lesion features extracted if missing)."""
+    """followup.compare of this study with the baseline run `prior` (its per-lesion features extracted if missing);
+    between time points the registration is always deformable (breathing differs), whatever `mode` is."""
     from .followup import Timepoint, compare
 
     baseline = Timepoint.from_run(prior)
@@ -384,7 +385,7 @@ def _followup(prior, registered, ref: str, seg, extraction, mode: str, seed: int
         baseline.features = extract_study(study, baseline.labels, regions=("lesions",), lesions=baseline.lesions,
                                           **radiomics).long
     current = Timepoint.from_study(registered, ref, seg.labels, seg.lesion_map, extraction.long)
-    return compare(baseline, current, mode=mode, seed=seed, interval_months=interval_months,
+    return compare(baseline, current, seed=seed, interval_months=interval_months,
                    **(registration_options or {}))
 
 

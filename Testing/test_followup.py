@@ -1,6 +1,8 @@
 """Follow-up and treatment response (followup.py) on rule tables, synthetic maps and phantom pairs with known truth."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -137,3 +139,42 @@ def test_phantom_pairs_match_all_lesions_and_give_the_true_response(scenario):
         assert growth == {1: True, 2: False}
     else:
         assert not any(growth.values())
+
+
+# ---------------------------------------------------------------- `hccfusion run --prior` end to end
+@pytest.mark.slow  # two small runs with a first-order preset + the follow-up stage
+def test_cli_run_with_prior_reports_matches_and_response(tmp_path, capsys):
+    import yaml
+
+    from HCCFusionLib import cli
+    from HCCFusionLib.layout import RunFolder
+    from HCCFusionLib.phantom import LesionChange, LesionSpec, make_followup, save_patient
+    from HCCFusionLib.radiomics import PRESET_DIR
+
+    preset = yaml.safe_load((PRESET_DIR / "ct_v1.yaml").read_text())
+    preset.update(name="ct_fast", featureClass={"firstorder": []}, imageType={"Original": {}})
+    preset["preprocess"]["resample_mm"] = None
+    (tmp_path / "ct_fast_v1.yaml").write_text(yaml.safe_dump(preset))
+    pair = make_followup(5, [LesionSpec(None, 45.0), LesionSpec(None, 30.0)],
+                         [LesionChange(necrosis=1.0), LesionChange()], months=3.0, phases=("NC", "AP", "PVP"))
+    runs = {}
+    for name, patient in (("baseline", pair.baseline), ("followup", pair.followup)):
+        save_patient(patient, tmp_path / name)
+        runs[name] = tmp_path / f"{name}_run"
+        args = ["--progress", "none", "run", str(tmp_path / name), "--out", str(runs[name]), "--segmentation",
+                str(tmp_path / name / "truth" / "labels.nii.gz"), "--model", "none", "--mode", "rigid",
+                "--registration-spacing", "4", "--workers", "1", "--preset", str(tmp_path / "ct_fast_v1.yaml")]
+        assert cli.main(args + (["--prior", str(runs["baseline"])] if name == "followup" else [])) == 0
+    printed = capsys.readouterr().out
+    assert "RECIST 1.1: SD" in printed and "mRECIST: PR" in printed
+    paths = RunFolder(runs["followup"])
+    matches = pd.read_csv(paths.followup_matches)
+    assert matches.status.tolist() == ["matched", "matched"]
+    assert dict(zip(matches.prior_lesion, matches.lesion)) == {1: 1, 2: 2}
+    assert matches.set_index("lesion").viable_mm[1] == 0  # the TACE-necrotic lesion has no viable tumour left
+    assert matches.interval_months.iloc[0] == pytest.approx(3.0, abs=0.05)  # from the studies' dates
+    delta = pd.read_csv(paths.followup_delta)
+    assert {"AP", "PVP"} <= set(delta.phase) and delta.delta.notna().any()  # per-lesion radiomics of both runs
+    html = paths.report_html.read_text()
+    assert "Follow-up against the baseline run" in html and "mRECIST" in html and "not drawn" in html
+    assert "followup" in json.dumps(json.loads(paths.stage_manifest.read_text()))  # recorded like the other stages
