@@ -11,7 +11,8 @@ LI-RADS threshold growth, delta radiomics, mRECIST and RECIST 1.1 response, and 
   (`lesions.LesionTable`), and the viable (arterially enhancing) longest diameter of mRECIST: the longest segment
   between enhancing voxels (AP above the liver's median AP and, on CT with NC, AP − NC ≥ `VIABLE_ENHANCEMENT_HU`)
   that crosses at most `NECROSIS_CROSSING` of non-enhancing tumour (so a necrotic core is not bridged).
-- Threshold growth (LI-RADS v2018): longest diameter up by ≥ 50 % in ≤ 6 months (`lirads.THRESHOLD_GROWTH*`).
+- Threshold growth (LI-RADS v2018): longest diameter up by ≥ 50 % in ≤ 6 months (`threshold_growth`, also used by
+  `lirads`, whose prior observations are paired here too: `read_prior`, `prior_observations`, `pair_prior`).
 - RECIST 1.1: up to `TARGETS_PER_ORGAN` measurable (≥ 10 mm) baseline lesions, largest first (all lesions are in
   the liver); sum of longest diameters: CR all gone, PR ≤ −30 %, PD ≥ +20 % and ≥ +5 mm or any new lesion, else SD.
   mRECIST: the same on viable diameters of targets enhancing at baseline; CR = no viable tumour left; PD ≥ +20 %
@@ -31,13 +32,14 @@ import pandas as pd
 import SimpleITK as sitk
 
 from .errors import InputError
-from .lesions import LesionTable, extreme_points
-from .lirads import THRESHOLD_GROWTH, THRESHOLD_GROWTH_MONTHS
+from .lesions import LesionTable, assign_pairs, extreme_points
 from .study import LABELS, Phase, Series
 
 log = logging.getLogger(__name__)
 
 GATE_MM = 20.0  # largest registered centroid distance of a match without overlap
+THRESHOLD_GROWTH = 0.5  # LI-RADS threshold growth: fractional size increase ...
+THRESHOLD_GROWTH_MONTHS = 6.0  # ... within this interval
 VIABLE_ENHANCEMENT_HU = 25.0  # CT: AP minus NC of viable tumour
 MIN_VIABLE_ML = 0.2  # smaller enhancing islands are noise
 NECROSIS_CROSSING = 0.1  # largest fraction of a viable diameter that may cross non-enhancing tumour
@@ -181,22 +183,17 @@ def match_lesions(labels: sitk.Image, prior_lesions: sitk.Image, mapped_lesions:
     """Pairs of baseline lesions and follow-up lesions mapped onto the baseline grid (both instance maps there).
 
     Columns prior_lesion, lesion (NaN when absent), status (matched / new / vanished), distance_mm, dice."""
-    from scipy.optimize import linear_sum_assignment
-
     before, after = LesionTable.from_map(labels, prior_lesions).frame, LesionTable.from_map(labels, mapped_lesions).frame
     centre = ["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]
     a, b = before[centre].to_numpy(float), after[centre].to_numpy(float)
     distance = np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1)) if len(a) and len(b) else np.zeros((len(a), len(b)))
     joint = _overlaps(prior_lesions, mapped_lesions, before.lesion.to_numpy(), after.lesion.to_numpy())
     dice = 2 * joint / (before.voxels.to_numpy()[:, None] + after.voxels.to_numpy()[None] + 1e-9)
-    allowed = (distance <= gate_mm) | (dice > 0)
-    cost = np.where(allowed, distance / gate_mm - dice, 1e6)
     rows, used_a, used_b = [], set(), set()
-    for i, j in zip(*linear_sum_assignment(cost)):
-        if allowed[i, j]:
-            used_a.add(i), used_b.add(j)
-            rows.append({"prior_lesion": int(before.lesion[i]), "lesion": int(after.lesion[j]), "status": "matched",
-                         "distance_mm": round(float(distance[i, j]), 2), "dice": round(float(dice[i, j]), 3)})
+    for i, j in assign_pairs(distance, gate_mm, dice):
+        used_a.add(i), used_b.add(j)
+        rows.append({"prior_lesion": int(before.lesion[i]), "lesion": int(after.lesion[j]), "status": "matched",
+                     "distance_mm": round(float(distance[i, j]), 2), "dice": round(float(dice[i, j]), 3)})
     rows += [{"prior_lesion": int(before.lesion[i]), "lesion": np.nan, "status": "vanished"}
              for i in range(len(a)) if i not in used_a]
     rows += [{"prior_lesion": np.nan, "lesion": int(after.lesion[j]), "status": "new"}
@@ -288,6 +285,42 @@ def threshold_growth(before_mm: float, after_mm: float, months: float | None) ->
     if months is None or not np.isfinite(months):
         return None
     return bool(after_mm >= (1 + THRESHOLD_GROWTH) * before_mm and months <= THRESHOLD_GROWTH_MONTHS)
+
+
+def read_prior(path: "str | Path") -> list[dict]:
+    """Prior observations from an earlier run's lirads.csv (centre_x/y/z_mm and diameter_mm columns)."""
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"Cannot read prior table '{path}' ({exc}): give an earlier run's lirads.csv.") from None
+    needed = ["centre_x_mm", "centre_y_mm", "centre_z_mm", "diameter_mm"]
+    if not set(needed) <= set(frame.columns):
+        raise InputError(f"Prior table '{path}' lacks columns {sorted(set(needed) - set(frame.columns))}: "
+                         "give the lirads.csv of an earlier `hccfusion lirads` run.")
+    return [{"centre_mm": (r.centre_x_mm, r.centre_y_mm, r.centre_z_mm), "diameter_mm": r.diameter_mm}
+            for r in frame.itertuples()]
+
+
+def prior_observations(prior) -> list[dict]:
+    """[{"centre_mm", "diameter_mm"}] from such a list or a LiradsAssessment (its observations), checked."""
+    if hasattr(prior, "observations"):
+        prior = [{"centre_mm": o.centre_mm, "diameter_mm": o.diameter_mm} for o in prior.observations]
+    prior = list(prior or [])
+    for k, p in enumerate(prior):
+        if len(p.get("centre_mm", ())) != 3 or not float(p.get("diameter_mm", 0)) > 0:
+            raise InputError(f"Prior observation {k + 1} needs 'centre_mm' (x, y, z) and a positive 'diameter_mm'.")
+    return prior
+
+
+def pair_prior(centres, prior: list[dict]) -> dict[int, int]:
+    """Row of `centres` (N, 3 mm, this study's frame) -> index of its prior observation, by `assign_pairs` with a
+    gate of max(prior diameter, 10 mm) and no overlap term (a prior table holds centres only)."""
+    if not prior or not len(centres):
+        return {}
+    before = np.array([p["centre_mm"] for p in prior], float)
+    distance = np.sqrt(((np.asarray(centres, float)[:, None] - before[None]) ** 2).sum(-1))
+    gate = np.maximum([float(p["diameter_mm"]) for p in prior], 10.0)
+    return dict(assign_pairs(distance, gate))
 
 
 # ---------------------------------------------------------------- response

@@ -60,6 +60,21 @@ def max_diameter_mm(points: np.ndarray, directions: int = 256) -> float:
     return float(d.max())
 
 
+def assign_pairs(distance: np.ndarray, gate_mm, overlap: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """One-to-one (row, column) pairs of two lesion sets minimising distance / gate − overlap (Hungarian
+    assignment); a pair further apart than its gate (a number or one per column) that does not overlap is never made."""
+    from scipy.optimize import linear_sum_assignment
+
+    distance = np.asarray(distance, float)
+    if not distance.size:
+        return []
+    overlap = np.zeros_like(distance) if overlap is None else np.asarray(overlap, float)
+    gate = np.broadcast_to(np.asarray(gate_mm, float), distance.shape)
+    allowed = (distance <= gate) | (overlap > 0)
+    cost = np.where(allowed, distance / gate - overlap, 1e6)
+    return [(int(i), int(j)) for i, j in zip(*linear_sum_assignment(cost)) if allowed[i, j]]
+
+
 def _surface(phys: np.ndarray, zyx: np.ndarray, arr: np.ndarray, lesion: int) -> np.ndarray:
     """Physical points of the lesion's boundary voxels (the diameter's end points lie there)."""
     inside = np.ones(len(zyx), bool)
