@@ -4,7 +4,7 @@ LI-RADS threshold growth, delta radiomics, mRECIST and RECIST 1.1 response, and 
 - Frame: the baseline's reference series. The follow-up's reference series is registered to it (liver-masked
   rigid + affine + B-spline, `registration.register`); the follow-up's lesion map is carried onto the baseline
   grid (nearest neighbour), so centroids and overlaps of both time points share one frame.
-- Matching: one-to-one assignment (`scipy.optimize.linear_sum_assignment`) minimising registered centroid
+- Matching: one-to-one assignment (`lesions.assign_pairs`, Hungarian) minimising registered centroid
   distance / `GATE_MM` minus Dice overlap; a pair further apart than the gate that does not overlap is not a
   match. Unmatched baseline lesions are "vanished", unmatched follow-up lesions "new".
 - Sizes are measured in each study's own frame: the segmentation's 3D longest diameter and volume
@@ -14,7 +14,8 @@ LI-RADS threshold growth, delta radiomics, mRECIST and RECIST 1.1 response, and 
 - Threshold growth (LI-RADS v2018): longest diameter up by ≥ 50 % in ≤ 6 months (`threshold_growth`, also used by
   `lirads`, whose prior observations are paired here too: `read_prior`, `prior_observations`, `pair_prior`).
 - RECIST 1.1: up to `TARGETS_PER_ORGAN` measurable (≥ 10 mm) baseline lesions, largest first (all lesions are in
-  the liver); sum of longest diameters: CR all gone, PR ≤ −30 %, PD ≥ +20 % and ≥ +5 mm or any new lesion, else SD.
+  the liver); sum of longest diameters: CR all gone, PR ≤ −30 %, PD ≥ +20 % and ≥ +5 mm or any new lesion,
+  else SD.
   mRECIST: the same on viable diameters of targets enhancing at baseline; CR = no viable tumour left; PD ≥ +20 %
   or a new lesion. The baseline is the only earlier time point, so it is also the nadir.
 - Landmark Cox (`landmark_cox`, `risk_curve`): a cohort's survival from a landmark time on delta features
@@ -65,10 +66,11 @@ class Timepoint:
 
     @classmethod
     def from_study(cls, study, reference: str, labels, lesions, features=None) -> "Timepoint":
-        """From a registered Study (series on the reference grid); the date from study.meta["study_date"]."""
-        get = {p: study.get(p) for p in (Phase.AP, Phase.NC)}
-        return cls(study[reference], labels, lesions, get[Phase.AP] and get[Phase.AP].image,
-                   get[Phase.NC] and get[Phase.NC].image, study.meta.get("study_date"), features)
+        """From a registered Study (series on the reference grid): arterial AP (else MR_AP), unenhanced NC (else
+        MR_PRE; subtracted on CT only); the date from study.meta["study_date"]."""
+        ap, nc = (next((s.image for s in map(study.get, pair) if s is not None), None)
+                  for pair in ((Phase.AP, Phase.MR_AP), (Phase.NC, Phase.MR_PRE)))
+        return cls(study[reference], labels, lesions, ap, nc, study.meta.get("study_date"), features)
 
     @classmethod
     def from_run(cls, out: "str | Path") -> "Timepoint":
@@ -118,16 +120,11 @@ class FollowupResult:
                 sitk.WriteTransform(self.transform, str(tmp / name["transform"]))
         return Path(folder)
 
-    @classmethod
-    def read(cls, out: "str | Path") -> "FollowupResult":
-        """The tables `save` wrote into run folder `out`'s followup/ (for the report)."""
-        from .layout import RunFolder
-
-        paths = RunFolder(out)
-        qc = pd.read_csv(paths.followup_registration).iloc[0].to_dict()
-        months = qc.pop("interval_months", None)
-        return cls(pd.read_csv(paths.followup_matches), pd.read_csv(paths.followup_response),
-                   pd.read_csv(paths.followup_delta), qc, None, None if months != months else months)
+    def carried(self, prior: list[dict]) -> list[dict]:
+        """Prior observations ({"centre_mm", ...} in the baseline frame) with centres carried into the follow-up's
+        frame by the registration (for `lirads.assess(prior=...)`)."""
+        return [{**p, "centre_mm": self.transform.TransformPoint(tuple(float(v) for v in p["centre_mm"]))}
+                for p in prior]
 
     def describe(self) -> list[str]:
         """Plain-text lines: matches, new/vanished lesions, response categories."""
@@ -183,7 +180,8 @@ def match_lesions(labels: sitk.Image, prior_lesions: sitk.Image, mapped_lesions:
     """Pairs of baseline lesions and follow-up lesions mapped onto the baseline grid (both instance maps there).
 
     Columns prior_lesion, lesion (NaN when absent), status (matched / new / vanished), distance_mm, dice."""
-    before, after = LesionTable.from_map(labels, prior_lesions).frame, LesionTable.from_map(labels, mapped_lesions).frame
+    before = LesionTable.from_map(labels, prior_lesions).frame
+    after = LesionTable.from_map(labels, mapped_lesions).frame
     centre = ["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]
     a, b = before[centre].to_numpy(float), after[centre].to_numpy(float)
     distance = np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1)) if len(a) and len(b) else np.zeros((len(a), len(b)))

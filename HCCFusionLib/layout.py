@@ -24,7 +24,7 @@ from pathlib import Path
 
 __all__ = ["RunFolder", "STAGES"]
 
-STAGES = ("registration", "segmentation", "radiomics", "lirads", "followup", "clinical", "prediction", "report",
+STAGES = ("registration", "segmentation", "radiomics", "followup", "lirads", "clinical", "prediction", "report",
           "dicom")
 
 

@@ -1,7 +1,8 @@
 """`hccfusion run`: every stage for one study, each writing into its own OUT/<stage>/ folder.
 
-(pull from PACS) → load → register → segment (or the user's segmentation) → radiomics + kinetics → LI-RADS →
-(with --prior: follow-up against the baseline run) → clinical staging → prediction (+ contributions/evidence) → report → DICOM SEG + SR → (push to PACS).
+(pull from PACS) → load → register → segment (or the user's segmentation) → radiomics + kinetics → (with a prior run:
+follow-up against it) → LI-RADS (threshold growth against the prior) → clinical staging → prediction
+(+ contributions/evidence) → report → DICOM SEG + SR → (push to PACS).
 This module only wires the stage modules together; each does its own science. A failing stage raises an
 HCCFusionError naming the stage; what earlier stages wrote stays as it was.
 """
@@ -21,7 +22,7 @@ from .progress import ProgressFn, scaled, silent
 log = logging.getLogger(__name__)
 
 #: OUT/<folder> written by each stage, in order.
-STAGES = ("pacs", "registration", "segmentation", "radiomics", "lirads", "followup", "clinical", "prediction", "report",
+STAGES = ("pacs", "registration", "segmentation", "radiomics", "followup", "lirads", "clinical", "prediction", "report",
           "dicom")
 #: radiomics regions used by `run` (kinetic features need the tumour and the background liver)
 RUN_REGIONS = ("tumour", "index", "background_liver")
@@ -272,14 +273,6 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
                                        presets=presets, workers=workers, lesions=seg.lesion_map, progress=step)
             written["radiomics"] = extraction.save(out)
 
-    with stages.stage("lirads"):
-        from .lirads_mri import assess_study  # CT or MRI
-
-        assessment = assess_study(registered, seg.labels, lesions=seg.lesion_map)
-        written["lirads"] = assessment.save(paths.lirads)["lirads.csv"].parent
-        lesions = lesion_table(seg.lesions, assessment)
-        _write_csv(lesions, paths.lirads_lesions, index=True)
-
     followup = None
     if prior:
         with stages.stage("followup"):
@@ -288,6 +281,20 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
                                                             workers=workers))
             written["followup"] = followup.save(paths.followup)
             inputs["prior run"] = RunFolder(prior).labels
+
+    with stages.stage("lirads"):
+        from .lirads_mri import assess_study  # CT or MRI
+
+        growth = {}
+        if followup is not None and RunFolder(prior).lirads_table.is_file():  # the baseline's observations, carried
+            from .followup import read_prior
+
+            growth = dict(prior=followup.carried(read_prior(RunFolder(prior).lirads_table)),
+                          interval_months=followup.interval_months)
+        assessment = assess_study(registered, seg.labels, lesions=seg.lesion_map, **growth)
+        written["lirads"] = assessment.save(paths.lirads)["lirads.csv"].parent
+        lesions = lesion_table(seg.lesions, assessment)
+        _write_csv(lesions, paths.lirads_lesions, index=True)
 
     with stages.stage("clinical"):
         from .clinical import stage_with_lesions, staging_frame

@@ -173,6 +173,9 @@ def test_cli_run_with_prior_reports_matches_and_response(tmp_path, capsys):
     assert dict(zip(matches.prior_lesion, matches.lesion)) == {1: 1, 2: 2}
     assert matches.set_index("lesion").viable_mm[1] == 0  # the TACE-necrotic lesion has no viable tumour left
     assert matches.interval_months.iloc[0] == pytest.approx(3.0, abs=0.05)  # from the studies' dates
+    growth = pd.read_csv(paths.lirads_evidence).query("feature == 'threshold_growth'")
+    assert len(growth) == 2 and growth.evidence.str.contains(" -> ").all()  # LI-RADS paired with the baseline
+    assert not growth.present.any()
     delta = pd.read_csv(paths.followup_delta)
     assert {"AP", "PVP"} <= set(delta.phase) and delta.delta.notna().any()  # per-lesion radiomics of both runs
     html = paths.report_html.read_text()
