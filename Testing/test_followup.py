@@ -99,6 +99,31 @@ def test_landmark_cox_recovers_a_planted_delta_effect():
 
 
 # ---------------------------------------------------------------- phantom pairs (known truth)
+def test_phantom_followup_has_the_designed_changes_and_motion():
+    from HCCFusionLib.phantom import LesionChange, LesionSpec, make_followup
+    from HCCFusionLib.lesions import LesionTable
+    from HCCFusionLib.study import LABELS
+
+    pair = make_followup(5, [LesionSpec(None, 30.0), LesionSpec(None, 15.0)],
+                         [LesionChange(necrosis=1.0), LesionChange(vanished=True)], [LesionSpec(None, 12.0)],
+                         months=2.0, phases=("NC", "AP"))
+    assert pair.matches == {1: 1, 2: None} and pair.new == [2]
+    assert (pair.baseline.study.meta["study_date"], pair.followup.study.meta["study_date"]) == ("2026-01-05",
+                                                                                               "2026-03-07")
+    before, after = (LesionTable.from_map(p.labels, p.lesion_labels).frame.set_index("lesion")
+                     for p in (pair.baseline, pair.followup))
+    centre = ["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]
+    moved = pair.to_followup(before.loc[[1], centre].to_numpy())[0]
+    assert np.linalg.norm(after.loc[1, centre].to_numpy(float) - moved) < 2.5  # the lesion moved with the motion
+    assert np.linalg.norm(moved - before.loc[1, centre].to_numpy(float)) > 1.0  # ... and the motion is not nil
+    ap, nc = (sitk.GetArrayFromImage(pair.followup.study[s].image) for s in ("AP", "NC"))
+    lesion = sitk.GetArrayFromImage(pair.followup.lesion_labels) == 1
+    core = sitk.GetArrayFromImage(sitk.BinaryErode(pair.followup.lesion_labels == 1, [1, 1, 1])) > 0
+    assert np.median((ap - nc)[core]) < 10 and lesion.sum() > core.sum() > 0  # necrotic after TACE: no enhancement
+    assert (sitk.GetArrayFromImage(pair.followup.labels) == LABELS["tumour"]).any()
+
+
+
 SCENARIOS = {  # name: (baseline lesions, changes, new lesions, months, RECIST 1.1, mRECIST)
     "tace": ([(45.0,), (30.0,), (15.0,)], [dict(necrosis=1.0), {}, dict(vanished=True)], [], 3.0, "SD", "PR"),
     "progression": ([(20.0,), (15.0,)], [dict(growth=1.6), {}], [(15.0,)], 4.0, "PD", "PD"),
