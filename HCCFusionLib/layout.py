@@ -5,6 +5,7 @@
     OUT/segmentation/               segmentation.nii.gz, segmentation.json, lesions.csv, lesions.nii.gz
     OUT/radiomics/                  features_long.csv, features_wide.csv, kinetics.csv, definitions.csv
     OUT/lirads/, OUT/clinical/      lirads.csv + lesions.csv (+ MR subtraction_*.nii.gz), staging.csv
+    OUT/followup/                   matches.csv, response.csv, delta_radiomics.csv, registration.csv (`run --prior`)
     OUT/prediction/                 prediction.csv, evidence.csv, contributions.csv
     OUT/pet/, OUT/ceus/             suv.nii.gz, sul.nii.gz, lesions.csv (`pet-suv`); perfusion.csv, lirads.csv (`ceus`)
     OUT/report/                     report.html (+ images/)
@@ -26,7 +27,8 @@ from pathlib import Path
 
 __all__ = ["RunFolder", "STAGES"]
 
-STAGES = ("registration", "segmentation", "radiomics", "lirads", "clinical", "prediction", "report", "dicom")
+STAGES = ("registration", "segmentation", "radiomics", "followup", "lirads", "clinical", "prediction", "report",
+          "dicom")
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,30 @@ class RunFolder:
     def subtraction(self, name: str) -> Path:
         """MR subtraction image `name` ("MR_AP-MR_PRE", ...: lirads_mri.subtraction_images)."""
         return self.lirads / f"subtraction_{name}.nii.gz"
+
+    @property
+    def followup(self) -> Path:
+        return self.root / "followup"
+
+    @property
+    def followup_matches(self) -> Path:
+        return self.followup / "matches.csv"
+
+    @property
+    def followup_response(self) -> Path:
+        return self.followup / "response.csv"
+
+    @property
+    def followup_delta(self) -> Path:
+        return self.followup / "delta_radiomics.csv"
+
+    @property
+    def followup_registration(self) -> Path:
+        return self.followup / "registration.csv"
+
+    @property
+    def followup_transform(self) -> Path:
+        return self.followup / "to_followup_transform.h5"
 
     @property
     def clinical(self) -> Path:

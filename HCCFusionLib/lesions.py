@@ -42,17 +42,37 @@ def label_lesions(labels: sitk.Image, *, min_ml: float = MIN_LESION_ML,
     return sitk.RelabelComponent(comps, minimumObjectSize=min_voxels, sortByObjectSize=True)
 
 
-def max_diameter_mm(points: np.ndarray, directions: int = 256) -> float:
-    """Largest distance between points (physical mm), from the extreme points along many directions."""
-    if len(points) < 2:
-        return 0.0
+def extreme_points(points: np.ndarray, directions: int = 256) -> np.ndarray:
+    """The points that are extreme (first or last) along many directions (the candidates of a diameter)."""
     k = np.arange(directions) + 0.5
     phi, theta = np.arccos(1 - k / directions), np.pi * (1 + 5 ** 0.5) * k  # half-sphere Fibonacci directions
     dirs = np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], 1)
     proj = points @ dirs.T
-    cand = points[np.unique(np.concatenate([proj.argmin(0), proj.argmax(0)]))]
+    return points[np.unique(np.concatenate([proj.argmin(0), proj.argmax(0)]))]
+
+
+def max_diameter_mm(points: np.ndarray, directions: int = 256) -> float:
+    """Largest distance between points (physical mm), from the extreme points along many directions."""
+    if len(points) < 2:
+        return 0.0
+    cand = extreme_points(points, directions)
     d = np.sqrt(((cand[:, None] - cand[None]) ** 2).sum(-1))
     return float(d.max())
+
+
+def assign_pairs(distance: np.ndarray, gate_mm, overlap: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """One-to-one (row, column) pairs of two lesion sets minimising distance / gate − overlap (Hungarian
+    assignment); a pair further apart than its gate (a number or one per column) that does not overlap is never made."""
+    from scipy.optimize import linear_sum_assignment
+
+    distance = np.asarray(distance, float)
+    if not distance.size:
+        return []
+    overlap = np.zeros_like(distance) if overlap is None else np.asarray(overlap, float)
+    gate = np.broadcast_to(np.asarray(gate_mm, float), distance.shape)
+    allowed = (distance <= gate) | (overlap > 0)
+    cost = np.where(allowed, distance / gate - overlap, 1e6)
+    return [(int(i), int(j)) for i, j in zip(*linear_sum_assignment(cost)) if allowed[i, j]]
 
 
 def _surface(phys: np.ndarray, zyx: np.ndarray, arr: np.ndarray, lesion: int) -> np.ndarray:

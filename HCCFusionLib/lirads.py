@@ -27,6 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .followup import THRESHOLD_GROWTH, THRESHOLD_GROWTH_MONTHS, pair_prior, prior_observations, threshold_growth
 from .lesions import label_lesions
 from .study import LABELS, Phase, check_same_grid
 
@@ -57,10 +58,6 @@ DIAGNOSTIC_TABLE = {
     (True, "10-19"): ("LR-3", "LR-4/5", "LR-5"),
     (True, ">=20"): ("LR-4", "LR-5", "LR-5"),
 }
-
-THRESHOLD_GROWTH = 0.5  # fractional size increase ...
-THRESHOLD_GROWTH_MONTHS = 6.0  # ... within this interval
-
 
 def size_band(diameter_mm: float) -> str:
     return "<10" if diameter_mm < 10 else ("10-19" if diameter_mm < 20 else ">=20")
@@ -303,10 +300,10 @@ def assess(images: dict, labels: sitk.Image, *, modality: str = "CT", lesions: "
     labels: study label map (study.LABELS: liver 1, tumour 2, ...). lesions: optional instance map
     (1..n); default: `lesions.label_lesions(labels)` (the project's one lesion rule).
     prior: the same patient's earlier observations, `interval_months` before, in this study's frame: a
-    LiradsAssessment or [{"centre_mm": (x, y, z), "diameter_mm": d}]; matched by nearest centre.
+    LiradsAssessment or [{"centre_mm": (x, y, z), "diameter_mm": d}]; paired by `followup.pair_prior`.
     """
     thresholds = thresholds or Thresholds()
-    prior = _prior_observations(prior)
+    prior = prior_observations(prior)
     if modality not in ("CT", "MR"):
         raise InputError(f"Modality '{modality}' is not supported for LI-RADS: use 'CT' or 'MR'.")
     images = {Phase.parse(k).value: v for k, v in images.items() if v is not None}
@@ -321,15 +318,16 @@ def assess(images: dict, labels: sitk.Image, *, modality: str = "CT", lesions: "
     shapes = sitk.LabelShapeStatisticsImageFilter()
     shapes.Execute(sitk.Cast(lesions, sitk.sitkUInt32))
     margin = np.ceil((thresholds.liver_ring_mm[1] + 2 * max(labels.GetSpacing())) / np.array(labels.GetSpacing()))
-    observations = []
-    for index in shapes.GetLabels():
+    observations, indices = [], shapes.GetLabels()
+    paired = pair_prior(np.array([shapes.GetCentroid(i) for i in indices]).reshape(-1, 3), prior)
+    for k, index in enumerate(indices):
         x, y, z, sx, sy, sz = shapes.GetBoundingBox(index)
         lo = np.maximum(np.array([z, y, x]) - margin[::-1], 0).astype(int)
         hi = np.minimum(np.array([z + sz, y + sy, x + sx]) + margin[::-1], lesion_array.shape).astype(int)
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         obs = _measure(int(index), box, lesion_array[box] == index, label_array, images, labels, modality, thresholds)
         obs.centre_mm = tuple(shapes.GetCentroid(index))  # physical (LPS) centroid
-        obs.features["threshold_growth"] = _growth(obs, prior, interval_months)
+        obs.features["threshold_growth"] = _growth(obs, prior, paired.get(k), interval_months)
         obs.findings = (findings or {}).get(int(index), Findings())
         obs.update_category()
         observations.append(obs)
@@ -445,48 +443,15 @@ def _decide(name, value, threshold, se, unit, phase, evidence) -> Feature:
                    confidence(value - threshold, se), phase, evidence)
 
 
-def read_prior(path: "str | Path") -> list[dict]:
-    """Prior observations from an earlier run's lirads.csv (centre_x/y/z_mm and diameter_mm columns)."""
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"Cannot read prior table '{path}' ({exc}): give an earlier run's lirads.csv.") from None
-    needed = ["centre_x_mm", "centre_y_mm", "centre_z_mm", "diameter_mm"]
-    if not set(needed) <= set(frame.columns):
-        raise InputError(f"Prior table '{path}' lacks columns {sorted(set(needed) - set(frame.columns))}: "
-                         "give the lirads.csv of an earlier `hccfusion lirads` run.")
-    return [{"centre_mm": (r.centre_x_mm, r.centre_y_mm, r.centre_z_mm), "diameter_mm": r.diameter_mm}
-            for r in frame.itertuples()]
-
-
-def _prior_observations(prior) -> list[dict]:
-    if isinstance(prior, LiradsAssessment):
-        prior = [{"centre_mm": o.centre_mm, "diameter_mm": o.diameter_mm} for o in prior.observations]
-    prior = list(prior or [])
-    for k, p in enumerate(prior):
-        if len(p.get("centre_mm", ())) != 3 or not float(p.get("diameter_mm", 0)) > 0:
-            raise InputError(f"Prior observation {k + 1} needs 'centre_mm' (x, y, z) and a positive 'diameter_mm'.")
-    return prior
-
-
-def _growth(obs: Observation, prior, interval_months) -> Feature:
-    if not prior:
-        return Feature("threshold_growth", False, threshold=THRESHOLD_GROWTH, unit="fraction",
-                       evidence="no prior study given", confidence=None)
-    centres = np.array([p["centre_mm"] for p in prior], dtype=float)
-    distances = np.linalg.norm(centres - np.array(obs.centre_mm), axis=1)
-    nearest = int(np.argmin(distances))
-    if distances[nearest] > max(obs.diameter_mm, 10.0):
-        return Feature("threshold_growth", False, threshold=THRESHOLD_GROWTH, unit="fraction",
-                       evidence=f"no prior observation within {max(obs.diameter_mm, 10.0):.0f} mm (new observation)")
-    before = float(prior[nearest]["diameter_mm"])
-    growth = obs.diameter_mm / before - 1.0
+def _growth(obs: Observation, prior, paired: int | None, interval_months) -> Feature:
+    if paired is None:
+        return Feature("threshold_growth", False, threshold=THRESHOLD_GROWTH, unit="fraction", confidence=None,
+                       evidence="no prior study given" if not prior else
+                       "no prior observation within max(its diameter, 10 mm) (new observation)")
+    before = float(prior[paired]["diameter_mm"])
     months = interval_months if interval_months is not None else float("nan")
-    within = months <= THRESHOLD_GROWTH_MONTHS if np.isfinite(months) else False
-    return Feature("threshold_growth", bool(growth >= THRESHOLD_GROWTH and within), float(growth),
-                   THRESHOLD_GROWTH, "fraction", None, "prior",
+    return Feature("threshold_growth", bool(threshold_growth(before, obs.diameter_mm, months)),
+                   float(obs.diameter_mm / before - 1.0), THRESHOLD_GROWTH, "fraction", None, "prior",
                    f"{before:.1f} -> {obs.diameter_mm:.1f} mm in "
                    f"{'unknown time' if not np.isfinite(months) else f'{months:g} months'} "
                    f"(threshold: >= 50% in <= {THRESHOLD_GROWTH_MONTHS:g} months)")

@@ -1,7 +1,8 @@
 """`hccfusion run`: every stage for one study, each writing into its own OUT/<stage>/ folder.
 
 (pull from PACS) → load → register (to the reference's liver, found first by the engine's cheap locate pass)
-→ segment (seeded with that pass; or the user's segmentation) → radiomics + kinetics → LI-RADS → clinical staging → prediction (+ contributions/evidence)
+→ segment (seeded with that pass; or the user's segmentation) → radiomics + kinetics → (with a prior run: follow-up
+against it) → LI-RADS (threshold growth against the prior) → clinical staging → prediction (+ contributions/evidence)
 → report → DICOM SEG + SR → (push to PACS).
 This module only wires the stage modules together; each does its own science. A failing stage raises an
 HCCFusionError naming the stage; what earlier stages wrote stays as it was.
@@ -22,7 +23,8 @@ from .progress import ProgressFn, scaled, silent
 log = logging.getLogger(__name__)
 
 #: OUT/<folder> written by each stage, in order.
-STAGES = ("pacs", "registration", "segmentation", "radiomics", "lirads", "clinical", "prediction", "report", "dicom")
+STAGES = ("pacs", "registration", "segmentation", "radiomics", "followup", "lirads", "clinical", "prediction", "report",
+          "dicom")
 #: radiomics regions used by `run` (kinetic features need the tumour and the background liver)
 RUN_REGIONS = ("tumour", "index", "background_liver")
 DEMO_MODEL = "hcc_demo_mvi"
@@ -55,6 +57,7 @@ class RunResult:
     written: dict = field(default_factory=dict)
     segmentation: dict = field(default_factory=dict)  # engine, engine_reason, qc_warnings (segmentation.json)
     stages: dict = field(default_factory=dict)  # stage -> "ok" / "failed: reason" / "skipped: reason" (audit log)
+    followup: "object | None" = None  # followup.FollowupResult (run with a prior run)
 
     def describe(self) -> str:
         """Plain-text summary: study, phases, registration QC, lesions with LI-RADS, staging, prediction."""
@@ -75,6 +78,9 @@ class RunResult:
                              f"capsule {_yes(row['capsule'])})")
         else:
             lines.append("  no lesion found")
+        if self.followup is not None:
+            lines += [f"  follow-up against {self.followup.registration.get('reference', 'the baseline')}:",
+                      *self.followup.describe()]
         lines.append("  staging: " + "; ".join(f"{k}: {v}" for k, v in self.staging.items()))
         if self.prediction is not None and len(self.prediction):
             row = self.prediction.iloc[0]
@@ -145,7 +151,8 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         presets: dict | None = None, registration_options: dict | None = None, workers: int = 2,
         tta: bool = False, pacs_url: str | None = None, pacs_study_uid: str | None = None,
         push: bool = False, overwrite: bool = False, seed: int = 0, phase_overrides: dict | None = None,
-        keep_identifiers: bool = False, resume: bool = False, progress: ProgressFn | None = None) -> RunResult:
+        keep_identifiers: bool = False, resume: bool = False, prior: "str | Path | None" = None,
+        interval_months: float | None = None, progress: ProgressFn | None = None) -> RunResult:
     """Run every stage on one study (a Study, a study/DICOM folder, or `pacs_study_uid` pulled from `pacs_url`).
 
     model: prediction bundle folder (default: the shipped demo bundle, when installed; "none" skips prediction).
@@ -160,6 +167,8 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     which files them with the source study); otherwise they are de-identified (dicom.export_dicom).
     resume: continue an interrupted run in OUT (same inputs and settings, else an InputError): stale temporaries
     are removed and the intact completed RESUMABLE stages (OUT/stages.json) are read back instead of recomputed.
+    prior: the same patient's earlier run folder (the baseline): this study is registered to it and compared
+    (followup.compare; per-lesion radiomics are added); interval_months: months since it (default: the dates).
     """
     from .study import Study
 
@@ -173,12 +182,16 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     if model is None:
         model = default_model_path()
     model = None if str(model).lower() == "none" else Path(model)
-    plan = [s for s in STAGES if (s != "pacs" or pacs_study_uid) and (s != "prediction" or model)]
+    plan = [s for s in STAGES if (s != "pacs" or pacs_study_uid) and (s != "prediction" or model)
+            and (s != "followup" or prior)]
+    if prior and "lesions" not in regions:
+        regions = (*regions, "lesions")  # per-lesion features for delta radiomics
     settings = dict(
         model=model and str(model), seg_model=seg_model and str(seg_model), engine=engine, reference=reference,
         mode=mode, segmentation=segmentation and str(segmentation), image_types=list(image_types),
         regions=list(regions), presets=presets, registration_options=registration_options, tta=tta, seed=seed,
-        phase_overrides=phase_overrides, keep_identifiers=keep_identifiers, push=push)
+        phase_overrides=phase_overrides, keep_identifiers=keep_identifiers, push=push,
+        prior=prior and str(prior), interval_months=interval_months)
     print_, done = _fingerprint(study_or_path, pacs_study_uid, settings), []
     resuming = resume and not overwrite and paths.stage_manifest.is_file()
     if resuming:
@@ -190,6 +203,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     stages.on_done = _manifest_writer(out, print_)
     stages.status.update({"pacs": "skipped: no --pull"} if not pacs_study_uid else {})
     stages.status.update({"prediction": "skipped: no model"} if not model else {})
+    stages.status.update({"followup": "skipped: no --prior"} if not prior else {})
     written, inputs = {}, {}
 
     if pacs_study_uid:
@@ -268,11 +282,26 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
                                        presets=presets, workers=workers, lesions=seg.lesion_map, progress=step)
             written["radiomics"] = extraction.save(out)
 
+    followup = None
+    if prior:
+        with stages.stage("followup"):
+            followup = _followup(prior, registered, ref, seg, extraction, seed, interval_months,
+                                 registration_options, dict(image_types=list(image_types), presets=presets,
+                                                            workers=workers))
+            written["followup"] = followup.save(paths.followup)
+            inputs["prior run"] = RunFolder(prior).labels
+
     with stages.stage("lirads"):
         from .io import save_image
         from .lirads_mri import assess_study, subtraction_images  # CT or MRI
 
-        assessment = assess_study(registered, seg.labels, lesions=seg.lesion_map)
+        growth = {}
+        if followup is not None and RunFolder(prior).lirads_table.is_file():  # the baseline's observations, carried
+            from .followup import read_prior
+
+            growth = dict(prior=followup.carried(read_prior(RunFolder(prior).lirads_table)),
+                          interval_months=followup.interval_months)
+        assessment = assess_study(registered, seg.labels, lesions=seg.lesion_map, **growth)
         written["lirads"] = assessment.save(paths.lirads)["lirads.csv"].parent
         for name, image in subtraction_images({s.phase.value: s.image for s in registered}).items():
             save_image(image, paths.subtraction(name))  # MR dynamic: post minus pre, also key images
@@ -322,7 +351,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             registration_qc=registration.qc, registration_images=registration.checkerboards,
             kinetics=extraction.kinetics, diagnostics=extraction.diagnostics, staging=staging, prediction=prediction,
             contributions=contributions, prediction_not_made=not_made, model=model if prediction is not None else None,
-            inputs=inputs, segmentation=seg_summary)
+            inputs=inputs, segmentation=seg_summary, followup=followup)
         written["report"] = write_report(data, paths.report)
 
     dicom = {}
@@ -354,18 +383,37 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     stages.status.setdefault("push", "skipped: no --push")
     result = RunResult(study.study_id, out, ref, study_phases(registered), registration.qc, lesions,
                        {k: str(v) for k, v in staging.items()}, prediction, written["report"], dicom, pushed,
-                       stages.seconds, written, seg_summary, stages.status)
+                       stages.seconds, written, seg_summary, stages.status, followup)
     log.debug("%s", result.describe())
     return result
 
 
 # ---------------------------------------------------------------- stage helpers (wiring, no science)
+def _followup(prior, registered, ref: str, seg, extraction, seed: int, interval_months, registration_options,
+              radiomics: dict):
+    """followup.compare of this study with the baseline run `prior` (its per-lesion features extracted if missing);
+    between time points the registration is always deformable (breathing differs), whatever `mode` is."""
+    from .followup import Timepoint, compare
+
+    baseline = Timepoint.from_run(prior)
+    if baseline.features is None or not baseline.features.region.str.startswith("lesion").any():
+        from .radiomics import extract_study
+        from .registration import RegistrationResult
+
+        study = RegistrationResult.read(RunFolder(prior).registration).study
+        baseline.features = extract_study(study, baseline.labels, regions=("lesions",), lesions=baseline.lesions,
+                                          **radiomics).long
+    current = Timepoint.from_study(registered, ref, seg.labels, seg.lesion_map, extraction.long)
+    return compare(baseline, current, seed=seed, interval_months=interval_months,
+                   **(registration_options or {}))
+
+
 def _fingerprint(study_or_path, pacs_study_uid, settings: dict) -> str:
     """resume.fingerprint of the run's input files (study, models, label map) and settings."""
     from .resume import fingerprint
 
     inputs = {"study": Path(study_or_path)} if isinstance(study_or_path, (str, Path)) else {}
-    for key in ("model", "seg_model", "segmentation"):
+    for key in ("model", "seg_model", "segmentation", "prior"):
         if settings[key] and Path(settings[key]).exists():
             inputs[key] = Path(settings[key])
     return fingerprint(inputs, {**settings, "pacs_study_uid": pacs_study_uid})

@@ -56,6 +56,7 @@ class ReportData:
     pet: object = None  # DataFrame, per-lesion SUV (pet.lesion_suv_table; OUT/pet/lesions.csv)
     ceus: object = None  # DataFrame, CEUS perfusion parameters (OUT/ceus/perfusion.csv: roi, parameter, value, unit)
     ceus_lirads: object = None  # DataFrame, CEUS LI-RADS v2017 evidence and category (OUT/ceus/lirads.csv)
+    followup: object = None  # (matches, response) DataFrames against the baseline run (OUT/followup/)
     prediction: object = None  # DataFrame or dict (endpoint -> value / row)
     contributions: object = None  # DataFrame with a feature/name column and a numeric contribution column
     model_card: dict | None = None
@@ -113,6 +114,7 @@ def render_html(data: ReportData, folder: Path, *, embed_images: bool = False, i
         "pet": _table(_with_units(data.pet), data.max_rows),
         "ceus": _table(data.ceus, data.max_rows),
         "ceus_lirads": _table(data.ceus_lirads, data.max_rows),
+        "followup": [_table(f, data.max_rows) for f in data.followup] if data.followup else None,
         "prediction": _table(_frame(data.prediction), data.max_rows, index=True),
         "contributions": _table(_top_contributions(data.contributions, 15), 15),
         "contribution_plot": _contribution_plot(data.contributions, images),
@@ -373,11 +375,11 @@ def from_results(*, study_id: str, images: dict, labels: sitk.Image | None, lesi
                  modality: str, assessment=None, registration_qc=None, registration_images: dict | None = None,
                  kinetics=None, diagnostics: dict | None = None, staging: dict | None = None, prediction=None,
                  contributions=None, prediction_not_made: str | None = None, model: "str | Path | None" = None,
-                 inputs: dict | None = None, segmentation: dict | None = None) -> ReportData:
+                 inputs: dict | None = None, segmentation: dict | None = None, followup=None) -> ReportData:
     """ReportData of one study's results in memory (what `pipeline.run` has): LiradsAssessment, registration QC
     (`qc` frame, checkerboards), radiomics kinetics + diagnostics, staging (clinical.stage_clinical results),
     prediction/contributions frames of fusion.workflow.predict (or why no prediction was made), the model bundle,
-    named input paths and the segmentation summary (engine, engine_reason, qc_warnings)."""
+    named input paths, the segmentation summary (engine, engine_reason, qc_warnings) and a FollowupResult."""
     import json
 
     card = _model_card(model, json.loads(json.dumps(diagnostics, default=str)) if diagnostics else None)
@@ -393,6 +395,7 @@ def from_results(*, study_id: str, images: dict, labels: sitk.Image | None, lesi
         prediction=prediction_with_staging(_stored(prediction, index=True) if prediction is not None else None,
                                            {k: str(v) for k, v in (staging or {}).items()}, prediction_not_made),
         contributions=_named(_stored(contributions) if contributions is not None else None), model_card=card,
+        followup=(_stored(followup.matches), _stored(followup.response)) if followup is not None else None,
         inputs={k: Path(v) for k, v in (inputs or {}).items()}, segmentation=segmentation, dated=False)
 
 
@@ -440,7 +443,9 @@ def from_folder(out: "str | Path", *, model: "str | Path | None" = None) -> Repo
                              sorted(paths.checkerboard("*").parent.glob(paths.checkerboard("*").name))},
         radiomics=radiomics_summary(kinetics) if kinetics is not None else None,
         pet=read_csv_table(paths.pet_lesions), ceus=read_csv_table(paths.ceus_perfusion),
-        ceus_lirads=read_csv_table(paths.ceus_lirads),
+        ceus_lirads=read_csv_table(paths.ceus_lirads), followup=(read_csv_table(paths.followup_matches),
+                                                                 read_csv_table(paths.followup_response))
+        if paths.followup_response.is_file() else None,
         prediction=prediction_with_staging(prediction, staging or {}, record.get("prediction_not_made")),
         contributions=_named(read_csv_table(paths.contributions)),
         model_card=_model_card(model if prediction is not None else None, diagnostics),

@@ -105,6 +105,7 @@ NON_LESION_LABELLING = {
     "HCCFusionLib/regions.py": "largest connected liver for the clipping mask",
     "HCCFusionLib/segmentation/predictor.py": "largest connected liver (liver + tumour) in post-processing",
     "HCCFusionLib/segmentation/predictor.py#find_objects": "bounding boxes of a mask",
+    "HCCFusionLib/followup.py": "enhancing (viable) islands inside lesions, dropped when tiny (mRECIST)",
 }
 
 

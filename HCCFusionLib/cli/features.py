@@ -147,7 +147,7 @@ cmd_stability.configure = _stability_args
 @verb("lirads", "LI-RADS v2018 features and category per observation of a registered study -> OUT/lirads/")
 def cmd_lirads(args, progress):
     from ..io import load_study, read_image
-    from ..lirads import read_prior
+    from ..followup import read_prior
     from ..lirads_mri import assess_study
 
     study = load_study(args.study, phase_overrides=phase_overrides(args))

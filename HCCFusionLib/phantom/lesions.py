@@ -6,10 +6,9 @@ compare the classifier with an independent truth.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -32,6 +31,7 @@ class LesionSpec:
     diffusion: bool = True  # MRI ancillary features (hcc): restricted diffusion,
     t2: str = "mild"  # T2 signal "iso", "mild" (mild-moderate hyperintensity) or "marked" (favours benignity),
     hbp_hypo: bool = True  # hypointense in the hepatobiliary (and, with gadoxetate, transitional) phase
+    necrosis: float = 0.0  # radius fraction of a central non-enhancing core (after TACE; 1 = all necrotic)
 
     def expected_lirads(self, diameter_mm: float | None = None) -> str | None:
         """Expected LI-RADS v2018 category of an "hcc" lesion (at `diameter_mm`, default the designed one)."""
@@ -162,6 +162,8 @@ class Tumour:
                 cls[(depth < np.maximum(2.5, 0.3 * surface)) & (tex > -0.3)] = rim
             if pattern in ("hcc", "metastasis") and self.spec.diameter_mm >= 40:
                 cls[(rho < 0.35) & (tex < 0.3)] = necrosis
+            if self.spec.necrosis > 0:  # treated (TACE): the whole core is necrotic
+                cls[rho < self.spec.necrosis] = necrosis
             out = np.where(inside, cls, KEEP).astype(np.uint8)
             if peritumoral:
                 ring = (~inside) & (dist - surface < 5.0) & np.isin(cur, (LIVER, NODULE))
@@ -217,7 +219,7 @@ def place_lesions(rng, anatomy: Anatomy, specs: list, random_sizes: bool) -> lis
         else:
             raise InputError(f"Could not place lesion {i + 1} inside the liver even after shrinking it.")
         placed.append((centre, diameter))
-        out[i] = dataclasses.replace(spec, centre_mm=tuple(float(v) for v in centre), diameter_mm=diameter)
+        out[i] = replace(spec, centre_mm=tuple(float(v) for v in centre), diameter_mm=diameter)
     return out
 
 
