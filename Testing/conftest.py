@@ -136,7 +136,8 @@ SPLIT = {"Testing/test_pipeline_real.py": {"test_single_real_ct_series_runs_end_
          "Testing/test_segmentation.py": {**dict.fromkeys(
              ["test_training_from_scratch_learns_liver", "test_prediction_grid_identical_for_anisotropic_and_oblique_input",
               "test_channel_count_order_and_missing_phase_are_refused", "test_memory_is_estimated_before_running",
-              "test_tampered_or_unexpected_bundle_files_are_refused", "test_cli_plan_and_segment"], "trained"),
+              "test_tampered_or_unexpected_bundle_files_are_refused", "test_cli_plan_and_segment",
+              "test_locate_pass_alone_and_as_seed"], "trained"),
              **dict.fromkeys(["test_tta_agrees_with_plain_and_reruns_are_identical",
                               "test_shipped_sample_model_on_new_full_size_phantoms"], "full_size")}}
 

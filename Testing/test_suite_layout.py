@@ -31,3 +31,14 @@ def test_split_names_existing_tests_and_fixtures():
         for test, fixture in tests.items():
             assert test.startswith("test_") and test in defined, f"{path}::{test} in conftest.SPLIT"
             assert fixture in defined or fixture in conftest.SHARED_SESSION_FIXTURES, f"{path}: {fixture}"
+
+
+def test_split_lists_every_test_of_a_shared_fixture():
+    """A test in a SPLIT module that takes one of its shared fixtures is listed with it (else it builds it again)."""
+    for path, tests in conftest.SPLIT.items():
+        shared = set(tests.values())
+        tree = ast.parse((TESTING / path.removeprefix("Testing/")).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                for fixture in shared & {a.arg for a in node.args.args}:
+                    assert tests.get(node.name) == fixture, f"{path}::{node.name} takes {fixture}: list it in SPLIT"
