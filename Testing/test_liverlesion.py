@@ -153,6 +153,7 @@ def test_slab_liver_dice_against_reference_labels(slab, shared_data):
     print(f"slab liver Dice {d:.3f}, liver {_liver_ml(seg):.0f} mL, lesions {len(seg.lesions)}")
     assert d >= 0.90
     assert seg.meta["crop"]["mirrored_z_slices"]  # a 40 mm slab through the liver: both ends mirrored
+    assert seg.meta["crop"]["liver_net_passes"] == 1  # no landmarks: the mirrored pass first, and kept
     assert seg.meta["engine"] == "liverlesion" and seg.meta["series"] == "PVP"
     assert {m["sha256"] for m in seg.meta["models"].values()} and len(seg.meta["models"]) == 2
     _check_lesions_inside(seg)
@@ -167,6 +168,7 @@ def test_crlm_ct_liver_is_plausible_and_lesions_are_inside(crlm):
           f"{seg.lesions.volume_ml.round(2).tolist()} mL")
     assert 900 <= volume <= 3000
     assert "mirrored_z_slices" not in seg.meta["crop"]  # the whole liver is in the scan: the original's cascade
+    assert seg.meta["crop"]["liver_net_passes"] == 1
     # in the right upper abdomen: the liver's centroid lies to the patient's right of the body's centre
     # (LPS: smaller x) and its top is in the upper half of the scan
     body = ndimage.binary_opening(_arr(image) > -300, iterations=2)
@@ -199,4 +201,4 @@ def test_three_slice_ct_runs_and_reports_its_dice(shared_data, models):
     # assert a clear agreement only, report the number.
     print(f"3-slice CT liver Dice {d:.3f} ({int(truth.sum())} reference voxels), crop {seg.meta['crop']}")
     assert seg.labels.GetSize() == series.image.GetSize()
-    assert seg.meta["crop"]["mirrored_z_slices"] and d >= 0.8
+    assert seg.meta["crop"]["mirrored_z_slices"] and seg.meta["crop"]["liver_net_passes"] == 1 and d >= 0.8

@@ -13,7 +13,9 @@ Cascade, as the original (see liverlesion_prep for each step):
    original's crop keeps above the liver dome) instead of its zero (= water) padding, which the net never
    met inside a liver, and the liver post-processing runs on the mirrored grid (its 3x3x3 erosion would
    empty a scan of 1-2 net slices): on a 40 mm slab the zero padding halves the liver (Dice 0.56 vs 0.94
-   mirrored); scans that contain the whole liver are unchanged;
+   mirrored); scans that contain the whole liver are unchanged. A CT crop without lung/pelvis landmarks (a
+   partial scan) runs the mirrored pass first and keeps it when it sees liver at the ends it mirrored: one
+   liver pass instead of two (meta crop.liver_net_passes);
 4. labels (study.LABELS: liver 1, tumour 2) on the input's exact grid, then the library's post-processing
    and lesion table (`postprocess_in_box`: tumours only within 5 mm of the liver, no lesion < 0.05 mL).
 """
@@ -119,6 +121,47 @@ def _predict(net, volume: np.ndarray, plans: dict) -> np.ndarray:
     return np.ascontiguousarray(np.flip(probs, (0, 1)))
 
 
+def _partial_ct_ends(modality: str, box: tuple, nz: int, crop_info: dict) -> tuple[bool, bool]:
+    """The scan ends a CT crop touches when its z-range had no lung/pelvis landmarks (a partial scan, likely
+    ending inside the liver); (False, False) otherwise (whole scans, MR)."""
+    if modality != "CT" or crop_info["z_crop"] == "landmarks":
+        return False, False
+    return box[2].start == 0, box[2].stop == nz
+
+
+def _liver_net_mask(net, net_in: np.ndarray, plans: dict, box: tuple, nz: int, crop_info: dict,
+                    guess: tuple[bool, bool], progress) -> np.ndarray:
+    """Liver mask on the net grid of the crop: the zero-padded pass, or mirrored in z at the scan ends where
+    it sees liver (module docstring). With `guess` (`_partial_ct_ends`) the pass mirrored at those ends runs
+    first and is kept when it sees liver at exactly those ends (one pass instead of two); otherwise the
+    zero-padded pass decides as for any scan (reusing the first pass when it chose the same ends)."""
+    margin = int(round(LIVER_MIRROR_MM / float(plans["target_spacing"][2])))
+
+    def mirrored_pass(ends):
+        mirrored, keep = prep.mirror_z(net_in, ends, margin, plans["output_segment_size"][2])
+        return _predict(net, mirrored, plans), keep
+
+    first = mirrored_pass(guess) if any(guess) else None
+    passes = int(first is not None)
+    if first is not None and prep.cut_ends(first[0][:, :, first[1]], box, nz) == guess:
+        probs, keep = first
+    else:
+        probs, keep = _predict(net, net_in, plans), None
+        passes += 1
+        ends = prep.cut_ends(probs, box, nz)
+        if any(ends):  # the scan ends inside the liver: mirror those ends instead of the original's zero padding
+            if ends != guess:
+                progress(0.3, "liverlesion: liver network (scan ends inside the liver)")
+                first = mirrored_pass(ends)
+                passes += 1
+            probs, keep = first
+    crop_info["liver_net_passes"] = passes
+    if keep is None:
+        return prep.liver_net_mask(probs)
+    crop_info["mirrored_z_slices"] = [keep.start, probs.shape[2] - keep.stop]
+    return prep.liver_net_mask(probs)[:, :, keep]
+
+
 # ------------------------------------------------------------------ engine
 def segment_image_liverlesion(image: sitk.Image, modality, *, lesions: bool = True, progress=None,
                               min_lesion_ml: float = 0.05, liver_margin_mm: float = 5.0,
@@ -153,19 +196,11 @@ def segment_image_liverlesion(image: sitk.Image, modality, *, lesions: bool = Tr
     times["liver_preprocess_s"] = round(time.time() - t, 2)
     progress(0.1, "liverlesion: liver network")
     t = time.time()
-    probs = _predict(liver_net, net_in, liver_bundle.plans)
-    ends = prep.cut_ends(probs, box, vol.shape[2])
-    if any(ends):  # the scan ends inside the liver: mirror those ends instead of the original's zero padding
-        progress(0.3, "liverlesion: liver network (scan ends inside the liver)")
-        margin = int(round(LIVER_MIRROR_MM / target[2]))
-        mirrored, keep = prep.mirror_z(net_in, ends, margin, liver_bundle.plans["output_segment_size"][2])
-        small = prep.liver_net_mask(_predict(liver_net, mirrored, liver_bundle.plans))[:, :, keep]
-        crop_info["mirrored_z_slices"] = [keep.start, mirrored.shape[2] - keep.stop]
-    else:
-        small = prep.liver_net_mask(probs)
+    guess = _partial_ct_ends(modality, box, vol.shape[2], crop_info)
+    small = _liver_net_mask(liver_net, net_in, liver_bundle.plans, box, vol.shape[2], crop_info, guess, progress)
     liver = prep.liver_to_full(small, box, vol.shape)
     times["liver_network_s"] = round(time.time() - t, 2)
-    del probs, net_in
+    del net_in
     log.info("liverlesion: %s crop %s (%s), liver %.0f mL", modality, [[s.start, s.stop] for s in box],
              crop_info["z_crop"], liver.sum() * np.prod(spacing) / 1000.0)
 

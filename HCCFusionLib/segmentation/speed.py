@@ -13,9 +13,13 @@
   above 64 MiB free, and the freed heap goes back to the system (malloc_trim).
   Without glibc (macOS, Windows, musl) this part is skipped.
 
-Measured and rejected (same label maps required): bf16 autocast, OpenVINO, ONNX
+Measured and rejected (same label maps required): bf16 autocast, OpenVINO (2026.4.1, f32, 2 threads: one
+lesion-net tile 5.3 CPU-s as torch, 83 s to convert and compile, 13 changed labels in the tile), ONNX
 Runtime (max probability difference 6e-4, a changed label, no CPU-time gain), torch.compile (80 s cold compile,
-no gain per tile), torch.jit.freeze + optimize_for_inference (no gain), batching 2 lesion-net tiles (no gain).
+no gain per tile), torch.jit.freeze + optimize_for_inference (no gain), batching 2 lesion-net tiles (no gain),
+torch.var_mean or a norm of the centred tensor in the instance normalisation (slower than mean + square-mean on
+channels-last tensors), skipping lesion-net tiles without liver (none on the real studies: each tile's input
+holds dilated liver).
 """
 from __future__ import annotations
 

@@ -111,6 +111,7 @@ def main() -> None:
                "liver_ml": float(np.isin(labels, (1, 2)).sum() * voxel_ml), "lesions": len(seg.lesions),
                "lesion_ml": float(seg.lesions.volume_ml.sum()) if len(seg.lesions) else 0.0,
                "mirrored": "mirrored_z_slices" in seg.meta["crop"],
+               "liver_net_passes": seg.meta["crop"].get("liver_net_passes"),
                "lesion_dice_vs_original_in_liver": dice((labels == 2), lesion_o & np.isin(labels, (1, 2))),
                "timings": seg.meta["timings"]}
         if "lesion_input_shape" in seg.meta:
