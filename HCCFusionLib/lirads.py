@@ -283,7 +283,7 @@ class LiradsAssessment:
         return written
 
 
-def assess_study(study, labels: sitk.Image, **kwargs) -> LiradsAssessment:
+def assess_ct(study, labels: sitk.Image, **kwargs) -> LiradsAssessment:
     """`assess` on a registered Study (series on one grid): AP, PVP and DP taken by phase."""
     images = {p.value: study.get(p).image for p in (Phase.AP, Phase.PVP, Phase.DP) if study.get(p) is not None}
     modality = next(iter(study)).modality.value if len(study) else "CT"
@@ -363,7 +363,7 @@ def _measure(index, box, m, label_array, images, reference, modality, t: Thresho
             np.float64) for p in arrays}
         liver_note = "whole liver (little liver around the observation)"
     unit = "HU" if modality == "CT" else "% of liver"
-    inflation = {p: _design_effect(a, ring) for p, a in arrays.items()}  # correlated (blurred) noise
+    inflation = {p: design_effect(a, ring) for p, a in arrays.items()}  # correlated (blurred) noise
 
     def difference(a: np.ndarray, b: np.ndarray, liver: np.ndarray, phase: str) -> tuple[float, float]:
         return relative_difference(a, b, liver, inflation[phase], modality)
@@ -375,7 +375,7 @@ def _measure(index, box, m, label_array, images, reference, modality, t: Thresho
     if "AP" in arrays:
         a, liver = arrays["AP"][core], liver_values["AP"]
         diff, se = difference(a, liver, liver, "AP")
-        features["aphe"] = _decide("aphe", diff, t.aphe, se, unit, "AP",
+        features["aphe"] = decide("aphe", diff, t.aphe, se, unit, "AP",
                                    f"{describe(core_note, a)} vs {describe(liver_note, liver)}")
     else:
         features["aphe"] = Feature("aphe", None, threshold=t.aphe, unit=unit, evidence="needs an arterial phase")
@@ -384,7 +384,7 @@ def _measure(index, box, m, label_array, images, reference, modality, t: Thresho
         a, liver = arrays[phase][core], liver_values[phase]
         diff, se = difference(liver, a, liver, phase)
         if phase in t.washout_phases:
-            washout.append(_decide("washout", diff, t.washout, se, unit, phase,
+            washout.append(decide("washout", diff, t.washout, se, unit, phase,
                                    f"{describe(liver_note, liver)} minus {describe(core_note, a)}"))
         # the capsule lies on the boundary: inside the label (rim) or just outside (shell), whichever is brighter
         sides = [(n, arrays[phase][r]) for n, r in (("tumour rim", rim), (f"shell 0-{shell_mm:g} mm", shell))
@@ -393,7 +393,7 @@ def _measure(index, box, m, label_array, images, reference, modality, t: Thresho
             side_name, side = max(sides, key=lambda item: item[1].mean())
             other_name, other = ("core", a) if a.mean() >= liver.mean() else ("liver", liver)
             diff, se = difference(side, other, liver, phase)
-            capsule.append(_decide("capsule", diff, t.capsule, se, unit, phase,
+            capsule.append(decide("capsule", diff, t.capsule, se, unit, phase,
                                    f"{describe(side_name, side)} minus brighter of core/liver: "
                                    f"{describe(other_name, other)}"))
     missing = "needs a portal venous or delayed phase"
@@ -438,7 +438,8 @@ def confidence(margin: float, se: float) -> float:
     return 0.5 * (1 + math.erf(abs(z) / math.sqrt(2)))
 
 
-def _decide(name, value, threshold, se, unit, phase, evidence) -> Feature:
+def decide(name, value, threshold, se, unit, phase, evidence) -> Feature:
+    """A measured feature: present when `value` exceeds `threshold`, with its confidence from the standard error."""
     return Feature(name, bool(value > threshold), float(value), float(threshold), unit,
                    confidence(value - threshold, se), phase, evidence)
 
@@ -457,7 +458,7 @@ def _growth(obs: Observation, prior, paired: int | None, interval_months) -> Fea
                    f"(threshold: >= 50% in <= {THRESHOLD_GROWTH_MONTHS:g} months)")
 
 
-def _design_effect(values: np.ndarray, region: np.ndarray) -> float:
+def design_effect(values: np.ndarray, region: np.ndarray) -> float:
     """Variance inflation of a mean from spatially correlated noise: prod over axes of (1 + r) / (1 - r), with r
     the lag-1 correlation of neighbouring voxels inside `region` (AR(1) approximation), at least 1."""
     effect = 1.0

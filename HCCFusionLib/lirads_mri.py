@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from . import lirads
 from .errors import InputError
 from .lesions import label_lesions
-from .lirads import (READER_FEATURES, Feature, Findings, LiradsAssessment, Thresholds, _decide, _design_effect, assess,
+from .lirads import (READER_FEATURES, Feature, Findings, LiradsAssessment, Thresholds, decide, design_effect, assess,
                      regions, relative_difference)
 from .study import Phase
 
@@ -153,8 +153,8 @@ def _aphe(arrays: dict, r: dict, threshold: float) -> Feature:
     """Nonrim APHE as relative enhancement: core minus background liver, in percentage points."""
     enhancement = 100.0 * (arrays["MR_AP"] - arrays["MR_PRE"]) / np.maximum(arrays["MR_PRE"], 1.0)
     core, ring = enhancement[r["core"]], enhancement[r["ring"]]
-    value, se = relative_difference(core, ring, ring, _design_effect(enhancement, r["ring"]), "CT")
-    return _decide("aphe", value, threshold, se, ENHANCEMENT_UNIT, "MR_AP",
+    value, se = relative_difference(core, ring, ring, design_effect(enhancement, r["ring"]), "CT")
+    return decide("aphe", value, threshold, se, ENHANCEMENT_UNIT, "MR_AP",
                    f"{r['core_note']}: {core.mean():.1f} % vs liver ring {ring.mean():.1f} % enhancement over MR_PRE")
 
 
@@ -164,10 +164,10 @@ def _ancillary(arrays: dict, r: dict, t: MriThresholds, nonrim_aphe, agent: str)
     unit, out = "% of liver", {}
 
     def diff(phase, a, b):  # mean(a) - mean(b) in % of the liver, with its standard error
-        return relative_difference(a, b, arrays[phase][ring], _design_effect(arrays[phase], ring), "MR")
+        return relative_difference(a, b, arrays[phase][ring], design_effect(arrays[phase], ring), "MR")
 
     def add(name, phase, value_se, threshold, evidence):
-        out[name] = _decide(name, value_se[0], threshold, value_se[1], unit, phase, evidence)
+        out[name] = decide(name, value_se[0], threshold, value_se[1], unit, phase, evidence)
 
     if "ADC" in arrays:
         adc = arrays["ADC"]
@@ -179,7 +179,7 @@ def _ancillary(arrays: dict, r: dict, t: MriThresholds, nonrim_aphe, agent: str)
     if "T2" in arrays:
         value, se = diff("T2", arrays["T2"][core], arrays["T2"][ring])
         add("t2_marked", "T2", (value, se), t.t2_marked, "core T2 minus liver T2 (marked: favours benignity)")
-        mild = _decide("t2_mild_moderate", value, t.t2_mild, se, unit, "T2",
+        mild = decide("t2_mild_moderate", value, t.t2_mild, se, unit, "T2",
                        f"core T2 minus liver T2, above {t.t2_mild:g} and up to {t.t2_marked:g}")
         mild.present = bool(mild.present and not out["t2_marked"].present)
         out["t2_mild_moderate"] = mild
@@ -204,19 +204,19 @@ def _targetoid(arrays: dict, r: dict, t: MriThresholds, agent: str) -> dict[str,
     if all(p in arrays for p in ("MR_PRE", "MR_AP", late)):
         pre = np.maximum(arrays["MR_PRE"], 1.0)
         gain = 100.0 * (arrays[late] - arrays["MR_AP"]) / pre  # enhancement points gained after the AP
-        value, se = relative_difference(gain[core], gain[rim], gain[ring], _design_effect(gain, ring), "CT")
-        out["delayed_central_enhancement"] = _decide(
+        value, se = relative_difference(gain[core], gain[rim], gain[ring], design_effect(gain, ring), "CT")
+        out["delayed_central_enhancement"] = decide(
             "delayed_central_enhancement", value, t.delayed_central, se, ENHANCEMENT_UNIT, late,
             f"core minus rim enhancement gained from MR_AP to {late}: {gain[core].mean():.1f} vs "
             f"{gain[rim].mean():.1f} points")
     phase = "HBP" if "HBP" in arrays else "TP"
     if agent == "gadoxetate" and phase in arrays:
         a = arrays[phase]
-        liver_se = (a[ring], _design_effect(a, ring))
+        liver_se = (a[ring], design_effect(a, ring))
         over_core = relative_difference(a[core], a[rim], *liver_se, "MR")
         over_liver = relative_difference(a[ring], a[rim], *liver_se, "MR")
         value, se = min(over_core, over_liver)
-        out["targetoid_hbp"] = _decide("targetoid_hbp", value, t.targetoid_hbp, se, "% of liver", phase,
+        out["targetoid_hbp"] = decide("targetoid_hbp", value, t.targetoid_hbp, se, "% of liver", phase,
                                        f"{phase} rim darker than the lesser of core and liver")
     return out
 
@@ -231,11 +231,11 @@ def study_agent(study) -> str:
 
 
 def assess_study(study, labels: sitk.Image, **kwargs) -> LiradsAssessment:
-    """LI-RADS of a registered Study: CT through `lirads.assess_study` when it has a CT contrast phase (AP, PVP,
+    """LI-RADS of a registered Study: CT through `lirads.assess_ct` when it has a CT contrast phase (AP, PVP,
     DP), else MRI (any MR series) through `assess_mri` with the study's agent (`study_agent`, unless given)."""
     ct = any(study.get(p) is not None for p in (Phase.AP, Phase.PVP, Phase.DP))
     if ct or not any(s.modality.value == "MR" for s in study):
-        return lirads.assess_study(study, labels, **kwargs)
+        return lirads.assess_ct(study, labels, **kwargs)
     images = {p.value: study.get(p).image for p in _MRI_INPUTS if study.get(p) is not None}
     kwargs.setdefault("agent", study_agent(study))
     return assess_mri(images, labels, **kwargs)

@@ -54,7 +54,7 @@ def designed():
     out = []
     for k in range(0, len(DESIGNS), 8):
         patient = make_patient(200 + k, "full", lesions=DESIGNS[k:k + 8], misalignment="none")
-        out.append((patient, lirads.assess_study(patient.study, patient.labels, lesions=patient.lesion_labels)))
+        out.append((patient, lirads.assess_ct(patient.study, patient.labels, lesions=patient.lesion_labels)))
     return out
 
 
@@ -99,7 +99,7 @@ def small():
 
 
 def test_reader_overrides_are_recorded(small):
-    result = lirads.assess_study(small.study, small.labels)
+    result = lirads.assess_ct(small.study, small.labels)
     obs = result.observations[0]
     assert obs.category == "LR-5"
     when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
@@ -133,7 +133,7 @@ def test_reader_overrides_are_recorded(small):
     ("not_evaluable", "LR-NC"), ("tumour_in_vein", "LR-TIV"), ("definitely_benign", "LR-1"),
     ("probably_benign", "LR-2"), ("lr_m_features", "LR-M")])
 def test_findings_decide_before_the_table(small, finding, expected):
-    result = lirads.assess_study(small.study, small.labels, findings={1: lirads.Findings(**{finding: True})})
+    result = lirads.assess_ct(small.study, small.labels, findings={1: lirads.Findings(**{finding: True})})
     assert result[1].category == expected
 
 
@@ -146,20 +146,20 @@ def test_missing_arterial_phase_gives_lr_nc(small):
 
 
 def test_threshold_growth_from_prior(small):
-    obs = lirads.assess_study(small.study, small.labels).observations[0]
+    obs = lirads.assess_ct(small.study, small.labels).observations[0]
     prior = [{"centre_mm": obs.centre_mm, "diameter_mm": obs.diameter_mm / 1.6}]
-    grown = lirads.assess_study(small.study, small.labels, prior=prior, interval_months=5)[1]
+    grown = lirads.assess_ct(small.study, small.labels, prior=prior, interval_months=5)[1]
     assert grown.features["threshold_growth"].present
     assert grown.features["threshold_growth"].value == pytest.approx(0.6, abs=1e-6)
-    slow = lirads.assess_study(small.study, small.labels, prior=prior, interval_months=9)[1]
+    slow = lirads.assess_ct(small.study, small.labels, prior=prior, interval_months=9)[1]
     assert not slow.features["threshold_growth"].present
-    same = lirads.assess_study(small.study, small.labels)  # a prior assessment: no growth against itself
-    assert lirads.assess_study(small.study, small.labels, prior=same, interval_months=3)[1].features[
+    same = lirads.assess_ct(small.study, small.labels)  # a prior assessment: no growth against itself
+    assert lirads.assess_ct(small.study, small.labels, prior=same, interval_months=3)[1].features[
         "threshold_growth"].value == pytest.approx(0.0)
     with pytest.raises(InputError, match="positive 'diameter_mm'"):
-        lirads.assess_study(small.study, small.labels, prior=[{"centre_mm": (0, 0, 0), "diameter_mm": 0}])
+        lirads.assess_ct(small.study, small.labels, prior=[{"centre_mm": (0, 0, 0), "diameter_mm": 0}])
     far = [{"centre_mm": np.array(obs.centre_mm) + 80, "diameter_mm": 5}]
-    assert not lirads.assess_study(small.study, small.labels, prior=far, interval_months=3)[1].features[
+    assert not lirads.assess_ct(small.study, small.labels, prior=far, interval_months=3)[1].features[
         "threshold_growth"].present
 
 
@@ -196,7 +196,7 @@ def test_lirads_cli(small, tmp_path, capsys):
 
 
 def test_reader_table_edits_become_recorded_overrides(small):
-    result = lirads.assess_study(small.study, small.labels)
+    result = lirads.assess_ct(small.study, small.labels)
     before = lirads.reader_table(result)
     lesion = int(before["lesion"].iloc[0])
     edited = before.astype({f: object for f in lirads.FEATURES})

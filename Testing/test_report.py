@@ -57,7 +57,7 @@ def full_data(tmp_path_factory):
                            misalignment="none")
     study_dir = tmp_path_factory.mktemp("inputs")
     sitk.WriteImage(patient.study["AP"].image, str(study_dir / "AP.nii.gz"))
-    assessment = lirads.assess_study(patient.study, patient.labels)
+    assessment = lirads.assess_ct(patient.study, patient.labels)
     assessment.override(1, "capsule", True, reader="reader_1", reason="visible on DP")
     return report.ReportData(
         study_id=patient.study.study_id,
