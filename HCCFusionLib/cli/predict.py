@@ -16,9 +16,19 @@ def _model_args(p, with_out_help: str):
                    "'<PHASE>__<region>__<feature>', indexed by a patient_id/study_id column")
     p.add_argument("clinical", type=Path, help="clinical table (CSV/Parquet): Clinical fields, center, endpoints")
     p.add_argument("--endpoint", required=True,
-                   help="mvi | early_recurrence | response | survival (survival_months + event) | diagnosis | any "
-                        "column of the clinical table")
-    p.add_argument("--fusion", choices=["feature", "decision"], default="feature")
+                   help="mvi | early_recurrence (column, or derived: recurrence by 24 months from --time-col/"
+                        "--event-col; censored earlier = excluded) | response (1/0 or CR/PR/SD/PD) | survival | "
+                        "grade (Edmondson-Steiner I-IV, ordinal model) | diagnosis | any column of the clinical table")
+    p.add_argument("--time-col", default="survival_months", help="time column (months) of survival or recurrence, "
+                   "e.g. os_months or rfs_months (default survival_months)")
+    p.add_argument("--event-col", default="event", help="event column (1 = event) matching --time-col, e.g. "
+                   "os_event or rfs_event (default event)")
+    p.add_argument("--stable-features", type=Path, help="ICC table (icc.csv of `hccfusion stability`): only imaging "
+                   "features with ICC >= --icc-threshold enter the model")
+    p.add_argument("--icc-threshold", type=float, default=0.75, help="ICC needed with --stable-features (0.75)")
+    p.add_argument("--fusion", choices=["feature", "decision", "cca", "scca"], default="feature",
+                   help="feature (concatenated blocks), decision (one model per block, combined), cca / scca "
+                        "(canonical variates of CT vs MRI blocks, or first block vs the rest; scca = sparse CCA)")
     p.add_argument("--combine", choices=["weighted", "vote", "majority", "stack", "bayes"], default="stack",
                    help="decision-level combination (default: stack)")
     p.add_argument("--classifier", choices=["logistic", "svm", "rf", "gb"], default="logistic")
@@ -41,12 +51,17 @@ def _model_spec(args):
                      harmonize=args.harmonize, survival_model=args.survival_model, groups=args.groups, seed=args.seed)
 
 
+def _data_options(args) -> dict:
+    return dict(time_col=args.time_col, event_col=args.event_col, stable_features=args.stable_features,
+                icc_threshold=args.icc_threshold)
+
+
 @verb("train", "train a fused prediction model (feature- or decision-level) -> model bundle folder")
 def cmd_train(args, progress):
     from ..fusion.workflow import train
 
     path = train(args.features, args.clinical, args.endpoint, args.out, _model_spec(args),
-                 definitions=args.definitions, cv=args.cv, progress=progress)
+                 definitions=args.definitions, cv=args.cv, progress=progress, **_data_options(args))
     log.info("model bundle: %s", path)
     return 0
 
@@ -66,7 +81,7 @@ def cmd_evaluate(args, progress):
 
     metrics = evaluate(args.features, args.clinical, args.endpoint, args.out, _model_spec(args), outer=args.outer,
                        inner=args.inner, tune=not args.no_tune, compare_blocks=not args.no_compare_blocks,
-                       progress=progress)
+                       progress=progress, **_data_options(args))
     print(format_table([{k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in metrics.items()}],
                        title=f"Nested CV, endpoint {args.endpoint}"))
     return 0

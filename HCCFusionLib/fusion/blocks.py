@@ -10,6 +10,7 @@ contributions of linear models.
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pandas as pd
@@ -26,9 +27,17 @@ CLINICAL = "clinical"
 BATCH_COLUMN = "center"
 #: columns of a clinical table that are outcomes or bookkeeping, never predictors
 NON_PREDICTORS = ("mvi", "early_recurrence", "survival_months", "event", "response", "diagnosis", "patient_id",
-                  "study_id")
+                  "study_id", "grade", "edmondson_grade")
+#: further outcome columns by name, so OS and RFS (os_months, rfs_event, ...) in one table never enter as predictors
+OUTCOME_NAMES = re.compile(r"^(os|rfs|dfs|pfs|ttp|ttr)(_|$)|_(months|days|event)$", re.IGNORECASE)
 #: clinical variables entered on a log10 scale (skewed labs)
 LOG_COLUMNS = ("afp",)
+
+
+def not_predictor(column) -> bool:
+    """True for outcome, id and simulation-truth columns (NON_PREDICTORS, OUTCOME_NAMES, 'latent_*')."""
+    column = str(column)
+    return column in NON_PREDICTORS or column.startswith("latent_") or bool(OUTCOME_NAMES.search(column))
 
 
 def block_of(column: str) -> str:
@@ -40,7 +49,7 @@ def split_blocks(columns, clinical_columns=(), batch_column: str | None = BATCH_
     """{block: columns}: imaging blocks by prefix (sorted by name), then 'clinical' (columns without '__')."""
     blocks: dict[str, list[str]] = {}
     for column in list(columns) + [c for c in clinical_columns if c not in columns]:
-        if column == batch_column or column in NON_PREDICTORS or str(column).startswith("latent_"):
+        if column == batch_column or not_predictor(column):
             continue
         blocks.setdefault(block_of(str(column)), []).append(column)
     ordered = {name: blocks[name] for name in sorted(b for b in blocks if b != CLINICAL)}
