@@ -5,7 +5,7 @@
     OUT/segmentation/               segmentation.nii.gz, segmentation.json, lesions.csv, lesions.nii.gz
     OUT/radiomics/                  features_long.csv, features_wide.csv, kinetics.csv, definitions.csv
     OUT/lirads/, OUT/clinical/      lirads.csv + lesions.csv, staging.csv
-    OUT/prediction/                 prediction.csv, evidence.csv, contributions.csv
+    OUT/prediction/                 prediction.csv, evidence.csv, contributions.csv, [nomogram.png, nomogram_points.csv]
     OUT/pet/, OUT/ceus/             suv.nii.gz, sul.nii.gz, lesions.csv (`pet-suv`); perfusion.csv, lirads.csv (`ceus`)
     OUT/report/                     report.html (+ images/)
     OUT/dicom/, OUT/pacs/<uid>/     DICOM SEG/SR, retrieved series
@@ -165,6 +165,20 @@ class RunFolder:
     @property
     def contributions(self) -> Path:
         return self.prediction / "contributions.csv"
+
+    @property
+    def nomogram_figure(self) -> Path:
+        """The bundle's nomogram (figure) and this run's points on it, when the model bundle has a nomogram."""
+        return self.prediction / "nomogram.png"
+
+    @property
+    def nomogram_points(self) -> Path:
+        return self.prediction / "nomogram_points.csv"
+
+    @property
+    def nomogram(self) -> Path:
+        """`hccfusion nomogram BUNDLE --out OUT`: nomogram.png and points.csv (the scales as numbers)."""
+        return self.root / "nomogram"
 
     # ------------------------------------------------------------ PET and CEUS
     @property

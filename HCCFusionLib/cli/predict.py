@@ -61,7 +61,8 @@ def cmd_train(args, progress):
     from ..fusion.workflow import train
 
     path = train(args.features, args.clinical, args.endpoint, args.out, _model_spec(args),
-                 definitions=args.definitions, cv=args.cv, progress=progress, **_data_options(args))
+                 definitions=args.definitions, cv=args.cv, nomogram=args.nomogram, progress=progress,
+                 **_data_options(args))
     log.info("model bundle: %s", path)
     return 0
 
@@ -70,6 +71,8 @@ def _train_args(p):
     _model_args(p, "bundle folder to write (model.skops, model_card.json, checksums.sha256)")
     p.add_argument("--definitions", type=Path, help="CSV feature,definition (e.g. radiomics definitions.csv)")
     p.add_argument("--cv", type=int, default=5, help="folds of the cross-validated metrics in the model card")
+    p.add_argument("--nomogram", action="store_true", help="also fit a nomogram (the model's out-of-fold score + "
+                   "log10 AFP, Child-Pugh, ALBI, tumour size and number) into the bundle (binary or survival)")
 
 
 cmd_train.configure = _train_args
@@ -117,3 +120,21 @@ def _predict_args(p):
 
 
 cmd_predict.configure = _predict_args
+
+
+@verb("nomogram", "draw the nomogram of a model bundle trained with --nomogram -> OUT/nomogram/nomogram.png, points.csv")
+def cmd_nomogram(args, progress):
+    from ..fusion.workflow import nomogram_figure
+
+    path = nomogram_figure(args.bundle, args.out, time=args.time)
+    log.info("nomogram: %s (scales as numbers in %s)", path, path.parent / "points.csv")
+    return 0
+
+
+def _nomogram_args(p):
+    p.add_argument("bundle", type=Path, help="model bundle folder written by `hccfusion train --nomogram`")
+    p.add_argument("--time", type=float, default=24.0, help="months of the survival scale (Cox nomograms; 24)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (writes OUT/nomogram/)")
+
+
+cmd_nomogram.configure = _nomogram_args

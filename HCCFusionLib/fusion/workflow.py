@@ -104,12 +104,13 @@ def load_inputs(features, clinical, endpoint: str | None, *, time_col: str = TIM
 def train(features, clinical, endpoint: str, out: "str | Path", spec: ModelSpec | None = None, *,
           definitions: "str | Path | None" = None, cv: int = 5, time_col: str = TIME_COLUMN,
           event_col: str = EVENT_COLUMN, stable_features=None, icc_threshold: float = ICC_THRESHOLD,
-          progress=None) -> Path:
+          nomogram: bool = False, progress=None) -> Path:
     """Fit the model on all rows, estimate its performance by `cv`-fold cross-validation, write a bundle.
 
     `time_col`/`event_col`: the time-to-event columns (survival, and early recurrence derived from them), so OS
     and RFS can come from one clinical table. `stable_features`: an ICC table (icc.csv); only imaging features
-    with ICC >= `icc_threshold` enter training (recorded in the model card).
+    with ICC >= `icc_threshold` enter training (recorded in the model card). `nomogram`: also fit a nomogram
+    of the model's out-of-fold score plus the clinical covariates (`fusion.nomogram`) into the bundle.
     """
     from .bundle import save_bundle
     from .evaluation import calibration, nested_cv, roc_auc_ci, survival_metrics
@@ -156,8 +157,15 @@ def train(features, clinical, endpoint: str, out: "str | Path", spec: ModelSpec 
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "intended_use": "Research only; trained on the data named in 'training'. Not for clinical decisions.",
     }
+    nomo = None
+    if nomogram:
+        from .nomogram import fit_for_model
+
+        nomo = fit_for_model(X, y, kind, result.prediction)
+        card["nomogram"] = {"kind": nomo.kind, "variables": nomo.variables_, "coefficients": nomo.coef_.tolist(),
+                            "score": "out-of-fold model output (log-odds or Cox risk)"}
     defs = _read_definitions(definitions) if definitions else None
-    path = save_bundle(model, out, card, defs)
+    path = save_bundle(model, out, card, defs, nomogram=nomo)
     progress(1.0, "model bundle written")
     return path
 
@@ -275,8 +283,45 @@ def predict(features, clinical, bundle: "str | Path", out: "str | Path", *, defi
     _write_csv(table, folder / "prediction.csv", index=True)
     _write_csv(contrib, folder / "contributions.csv")
     _write_csv(evidence, folder / "evidence.csv")
+    if loaded.nomogram is not None:
+        _nomogram_outputs(loaded.nomogram, model, X, Path(out))
     progress(1.0, "prediction written")
     return {"prediction": table, "contributions": contrib, "evidence": evidence}
+
+
+def _nomogram_outputs(nomogram, model, X, out: Path) -> None:
+    """OUT/prediction/nomogram.png and nomogram_points.csv (each patient's points per variable, total, outcome)."""
+    from ..layout import RunFolder
+    from .evaluation import _write_csv
+    from .nomogram import covariates_for
+
+    paths = RunFolder(out)
+    covariates = covariates_for(nomogram, model, X)
+    points = nomogram.points(covariates)
+    if nomogram.kind == "logistic":
+        points["probability"] = nomogram.predict_proba(covariates)
+    else:
+        points[f"survival_{SURVIVAL_TIMES[1]:g}m"] = nomogram.predict_survival(covariates, SURVIVAL_TIMES[1])
+    _write_csv(points, paths.nomogram_points, index=True)
+    nomogram.draw(paths.nomogram_figure, time=SURVIVAL_TIMES[1] if nomogram.kind == "cox" else None)
+
+
+def nomogram_figure(bundle: "str | Path", out: "str | Path", *, time: float = SURVIVAL_TIMES[1]) -> Path:
+    """`hccfusion nomogram BUNDLE --out OUT`: OUT/nomogram/nomogram.png and points.csv (the scales as numbers)."""
+    from ..errors import ModelError
+    from ..layout import RunFolder
+    from .bundle import load_bundle
+    from .evaluation import _write_csv
+    from .nomogram import scale_table
+
+    loaded = load_bundle(bundle)
+    if loaded.nomogram is None:
+        raise ModelError(f"The model bundle '{bundle}' has no nomogram: train it with `hccfusion train ... "
+                         "--nomogram` (binary or survival endpoint).")
+    folder = RunFolder(out).nomogram
+    cox = loaded.nomogram.kind == "cox"
+    _write_csv(scale_table(loaded.nomogram, time=time if cox else None), folder / "points.csv")
+    return loaded.nomogram.draw(folder / "nomogram.png", time=time if cox else None)
 
 
 def _prediction_table(model, card, X) -> pd.DataFrame:
