@@ -176,6 +176,11 @@ class RunFolder:
         return self.prediction / "nomogram_points.csv"
 
     @property
+    def protocol_qc(self) -> Path:
+        """`hccfusion protocol-qc`: one row per DICOM series with its acquisition protocol and outlier flags."""
+        return self.root / "protocol_qc" / "protocol.csv"
+
+    @property
     def nomogram(self) -> Path:
         """`hccfusion nomogram BUNDLE --out OUT`: nomogram.png and points.csv (the scales as numbers)."""
         return self.root / "nomogram"
