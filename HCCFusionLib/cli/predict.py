@@ -37,6 +37,10 @@ def _model_args(p, with_out_help: str):
     p.add_argument("--pca", type=float, default=None, help="per-block PCA keeping this variance fraction (0-1)")
     p.add_argument("--harmonize", action="store_true", help="ComBat by the clinical 'center' column (fitted on "
                    "training folds only)")
+    p.add_argument("--harmonize-covariates", help="comma-separated clinical columns whose effects ComBat preserves "
+                   "(e.g. age,sex,etiology; implies --harmonize)")
+    p.add_argument("--reference-center", help="harmonise every center to this one (implies --harmonize); centers "
+                   "not seen in training are then estimated from their own rows instead of refused")
     p.add_argument("--survival-model", choices=["coxnet", "coxph"], default="coxnet")
     p.add_argument("--groups", choices=["median", "tertiles"], default="median", help="survival risk groups")
     p.add_argument("--seed", type=int, default=0)
@@ -48,7 +52,14 @@ def _model_spec(args):
 
     return ModelSpec(fusion=args.fusion, combine=args.combine, classifier=args.classifier,
                      selection=None if args.selection == "none" else args.selection, k=args.k, pca=args.pca,
-                     harmonize=args.harmonize, survival_model=args.survival_model, groups=args.groups, seed=args.seed)
+                     harmonize=_harmonize(args), survival_model=args.survival_model, groups=args.groups, seed=args.seed)
+
+
+def _harmonize(args):
+    covariates = [c.strip() for c in (args.harmonize_covariates or "").split(",") if c.strip()]
+    if not covariates and not args.reference_center:
+        return args.harmonize
+    return {"covariates": covariates, "reference_batch": args.reference_center}
 
 
 def _data_options(args) -> dict:
@@ -122,7 +133,7 @@ def _predict_args(p):
 cmd_predict.configure = _predict_args
 
 
-@verb("nomogram", "draw the nomogram of a model bundle trained with --nomogram -> OUT/nomogram/nomogram.png, points.csv")
+@verb("nomogram", "nomogram of a bundle trained with --nomogram -> OUT/nomogram/nomogram.png, points.csv")
 def cmd_nomogram(args, progress):
     from ..fusion.workflow import nomogram_figure
 

@@ -52,7 +52,7 @@ class ModelSpec:
     selection: str | None = "lasso"  # lasso | mrmr | univariate | None
     k: int = 10
     pca: float | None = None
-    harmonize: bool = False
+    harmonize: "bool | dict" = False  # True, or ComBat options {"covariates": [...], "reference_batch": "C1"}
     survival_model: str = "coxnet"  # coxnet | coxph
     groups: str = "median"  # survival risk groups: median | tertiles
     seed: int = 0
