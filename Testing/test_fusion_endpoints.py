@@ -132,3 +132,21 @@ def test_train_uses_only_stable_features(tables, tmp_path):
     assert card["stable_features"]["threshold"] == 0.75
     with pytest.raises(InputError, match="No imaging feature"):
         stable_columns(features, icc.assign(icc=0.1))
+
+
+def test_train_verb_takes_the_new_options(tables, tmp_path):
+    from HCCFusionLib import cli
+
+    features, clinical = tables
+    features.to_csv(tmp_path / "features.csv")
+    clinical.assign(age=np.linspace(40, 80, len(clinical))).to_csv(tmp_path / "clinical.csv")
+    pd.DataFrame({"feature": ["original_firstorder_Mean"], "icc": [0.9]}).to_csv(tmp_path / "icc.csv", index=False)
+    code = cli.main(["--progress", "none", "train", str(tmp_path / "features.csv"), str(tmp_path / "clinical.csv"),
+                     "--endpoint", "survival", "--time-col", "rfs_months", "--event-col", "rfs_event",
+                     "--stable-features", str(tmp_path / "icc.csv"), "--harmonize-covariates", "age",
+                     "--reference-center", "C1", "--cv", "2", "--out", str(tmp_path / "m")])
+    card = _card(tmp_path / "m")
+    assert code == 0 and card["outcome_columns"] == {"time": "rfs_months", "event": "rfs_event"}
+    assert card["options"]["harmonize"] == {"covariates": ["age"], "reference_batch": "C1"}
+    stable = sum(c.endswith("__original_firstorder_Mean") for c in features.columns)
+    assert card["stable_features"]["kept"] == stable + 4  # plus afp, tumour_size_mm, center, age

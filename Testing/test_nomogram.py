@@ -71,6 +71,11 @@ def test_nomogram_verb_needs_a_nomogram_bundle(bundle, tmp_path):
     plain = train(features, clinical, "mvi", tmp_path / "plain", ModelSpec(seed=0, selection=None), cv=2)
     with pytest.raises(ModelError, match="--nomogram"):
         nomogram_figure(plain, tmp_path / "out")
+    predict(features.iloc[:3], clinical.iloc[:3], path, tmp_path / "run")  # with a nomogram, then without
+    assert RunFolder(tmp_path / "run").nomogram_figure.is_file()
+    predict(features.iloc[:3], clinical.iloc[:3], plain, tmp_path / "run")
+    assert not RunFolder(tmp_path / "run").nomogram_figure.exists()
+    assert not RunFolder(tmp_path / "run").nomogram_points.exists()
 
 
 def test_cox_nomogram_reads_survival_off_the_total_points(bundle, tmp_path):

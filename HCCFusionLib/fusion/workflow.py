@@ -285,6 +285,11 @@ def predict(features, clinical, bundle: "str | Path", out: "str | Path", *, defi
     _write_csv(evidence, folder / "evidence.csv")
     if loaded.nomogram is not None:
         _nomogram_outputs(loaded.nomogram, model, X, Path(out))
+    else:  # a nomogram of an earlier model must not stay beside this model's prediction
+        from ..layout import RunFolder
+
+        for stale in (RunFolder(out).nomogram_figure, RunFolder(out).nomogram_points):
+            stale.unlink(missing_ok=True)
     progress(1.0, "prediction written")
     return {"prediction": table, "contributions": contrib, "evidence": evidence}
 
