@@ -6,7 +6,7 @@
     OUT/radiomics/                  features_long.csv, features_wide.csv, kinetics.csv, definitions.csv
     OUT/lirads/, OUT/clinical/      lirads.csv + lesions.csv (+ MR subtraction_*.nii.gz), staging.csv
     OUT/followup/                   matches.csv, response.csv, delta_radiomics.csv, registration.csv (`run --prior`)
-    OUT/prediction/                 prediction.csv, evidence.csv, contributions.csv
+    OUT/prediction/                 prediction.csv, evidence.csv, contributions.csv, [nomogram.png, nomogram_points.csv]
     OUT/pet/, OUT/ceus/             suv.nii.gz, sul.nii.gz, lesions.csv (`pet-suv`); perfusion.csv, lirads.csv (`ceus`)
     OUT/report/                     report.html (+ images/)
     OUT/dicom/, OUT/pacs/<uid>/     DICOM SEG/SR, retrieved series
@@ -198,6 +198,25 @@ class RunFolder:
     @property
     def contributions(self) -> Path:
         return self.prediction / "contributions.csv"
+
+    @property
+    def nomogram_figure(self) -> Path:
+        """The bundle's nomogram (figure) and this run's points on it, when the model bundle has a nomogram."""
+        return self.prediction / "nomogram.png"
+
+    @property
+    def nomogram_points(self) -> Path:
+        return self.prediction / "nomogram_points.csv"
+
+    @property
+    def protocol_qc(self) -> Path:
+        """`hccfusion protocol-qc`: one row per DICOM series with its acquisition protocol and outlier flags."""
+        return self.root / "protocol_qc" / "protocol.csv"
+
+    @property
+    def nomogram(self) -> Path:
+        """`hccfusion nomogram BUNDLE --out OUT`: nomogram.png and points.csv (the scales as numbers)."""
+        return self.root / "nomogram"
 
     # ------------------------------------------------------------ PET and CEUS
     @property

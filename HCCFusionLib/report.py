@@ -59,6 +59,7 @@ class ReportData:
     followup: object = None  # (matches, response) DataFrames against the baseline run (OUT/followup/)
     prediction: object = None  # DataFrame or dict (endpoint -> value / row)
     contributions: object = None  # DataFrame with a feature/name column and a numeric contribution column
+    nomogram: Path | None = None  # nomogram PNG of the model bundle (OUT/prediction/nomogram.png)
     model_card: dict | None = None
     segmentation: dict | None = None  # engine, why it was chosen, QC warnings / failure (segmentation.json)
     inputs: dict = field(default_factory=dict)  # name -> file or folder whose SHA-256 is listed
@@ -118,6 +119,7 @@ def render_html(data: ReportData, folder: Path, *, embed_images: bool = False, i
         "prediction": _table(_frame(data.prediction), data.max_rows, index=True),
         "contributions": _table(_top_contributions(data.contributions, 15), 15),
         "contribution_plot": _contribution_plot(data.contributions, images),
+        "nomogram": images.add_png(Path(data.nomogram).read_bytes(), "nomogram") if data.nomogram else None,
         "model_card": {str(k): _fmt(v) for k, v in (data.model_card or {}).items()},
         "segmentation": data.segmentation,
         "input_hashes": {name: sha256_of(path) for name, path in data.inputs.items()},
@@ -243,7 +245,9 @@ class _ImageSink:
         buffer = _bytes_io.BytesIO()
         figure.savefig(buffer, format="png", dpi=100, facecolor=figure.get_facecolor())
         plt.close(figure)
-        png = buffer.getvalue()
+        return self.add_png(buffer.getvalue(), name)
+
+    def add_png(self, png: bytes, name: str) -> str:
         if self.embed:
             return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -375,7 +379,8 @@ def from_results(*, study_id: str, images: dict, labels: sitk.Image | None, lesi
                  modality: str, assessment=None, registration_qc=None, registration_images: dict | None = None,
                  kinetics=None, diagnostics: dict | None = None, staging: dict | None = None, prediction=None,
                  contributions=None, prediction_not_made: str | None = None, model: "str | Path | None" = None,
-                 inputs: dict | None = None, segmentation: dict | None = None, followup=None) -> ReportData:
+                 inputs: dict | None = None, segmentation: dict | None = None, followup=None,
+                 nomogram=None) -> ReportData:
     """ReportData of one study's results in memory (what `pipeline.run` has): LiradsAssessment, registration QC
     (`qc` frame, checkerboards), radiomics kinetics + diagnostics, staging (clinical.stage_clinical results),
     prediction/contributions frames of fusion.workflow.predict (or why no prediction was made), the model bundle,
@@ -396,7 +401,8 @@ def from_results(*, study_id: str, images: dict, labels: sitk.Image | None, lesi
                                            {k: str(v) for k, v in (staging or {}).items()}, prediction_not_made),
         contributions=_named(_stored(contributions) if contributions is not None else None), model_card=card,
         followup=(_stored(followup.matches), _stored(followup.response)) if followup is not None else None,
-        inputs={k: Path(v) for k, v in (inputs or {}).items()}, segmentation=segmentation, dated=False)
+        inputs={k: Path(v) for k, v in (inputs or {}).items()}, segmentation=segmentation, dated=False,
+        nomogram=nomogram)
 
 
 def from_folder(out: "str | Path", *, model: "str | Path | None" = None) -> ReportData:
@@ -449,7 +455,8 @@ def from_folder(out: "str | Path", *, model: "str | Path | None" = None) -> Repo
         prediction=prediction_with_staging(prediction, staging or {}, record.get("prediction_not_made")),
         contributions=_named(read_csv_table(paths.contributions)),
         model_card=_model_card(model if prediction is not None else None, diagnostics),
-        inputs={k: Path(v) for k, v in inputs.items()}, segmentation=segmentation, dated=False)
+        inputs={k: Path(v) for k, v in inputs.items()}, segmentation=segmentation, dated=False,
+        nomogram=paths.nomogram_figure if prediction is not None and paths.nomogram_figure.is_file() else None)
 
 
 def write_run_record(out: "str | Path", *, inputs: dict, model: "str | Path | None" = None,

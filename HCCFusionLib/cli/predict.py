@@ -16,9 +16,19 @@ def _model_args(p, with_out_help: str):
                    "'<PHASE>__<region>__<feature>', indexed by a patient_id/study_id column")
     p.add_argument("clinical", type=Path, help="clinical table (CSV/Parquet): Clinical fields, center, endpoints")
     p.add_argument("--endpoint", required=True,
-                   help="mvi | early_recurrence | response | survival (survival_months + event) | diagnosis | any "
-                        "column of the clinical table")
-    p.add_argument("--fusion", choices=["feature", "decision"], default="feature")
+                   help="mvi | early_recurrence (column, or derived: recurrence by 24 months from --time-col/"
+                        "--event-col; censored earlier = excluded) | response (1/0 or CR/PR/SD/PD) | survival | "
+                        "grade (Edmondson-Steiner I-IV, ordinal model) | diagnosis | any column of the clinical table")
+    p.add_argument("--time-col", default="survival_months", help="time column (months) of survival or recurrence, "
+                   "e.g. os_months or rfs_months (default survival_months)")
+    p.add_argument("--event-col", default="event", help="event column (1 = event) matching --time-col, e.g. "
+                   "os_event or rfs_event (default event)")
+    p.add_argument("--stable-features", type=Path, help="ICC table (icc.csv of `hccfusion stability`): only imaging "
+                   "features with ICC >= --icc-threshold enter the model")
+    p.add_argument("--icc-threshold", type=float, default=0.75, help="ICC needed with --stable-features (0.75)")
+    p.add_argument("--fusion", choices=["feature", "decision", "cca", "scca"], default="feature",
+                   help="feature (concatenated blocks), decision (one model per block, combined), cca / scca "
+                        "(canonical variates of CT vs MRI blocks, or first block vs the rest; scca = sparse CCA)")
     p.add_argument("--combine", choices=["weighted", "vote", "majority", "stack", "bayes"], default="stack",
                    help="decision-level combination (default: stack)")
     p.add_argument("--classifier", choices=["logistic", "svm", "rf", "gb"], default="logistic")
@@ -27,6 +37,10 @@ def _model_args(p, with_out_help: str):
     p.add_argument("--pca", type=float, default=None, help="per-block PCA keeping this variance fraction (0-1)")
     p.add_argument("--harmonize", action="store_true", help="ComBat by the clinical 'center' column (fitted on "
                    "training folds only)")
+    p.add_argument("--harmonize-covariates", help="comma-separated clinical columns whose effects ComBat preserves "
+                   "(e.g. age,sex,etiology; implies --harmonize)")
+    p.add_argument("--reference-center", help="harmonise every center to this one (implies --harmonize); centers "
+                   "not seen in training are then estimated from their own rows instead of refused")
     p.add_argument("--survival-model", choices=["coxnet", "coxph"], default="coxnet")
     p.add_argument("--groups", choices=["median", "tertiles"], default="median", help="survival risk groups")
     p.add_argument("--seed", type=int, default=0)
@@ -38,7 +52,19 @@ def _model_spec(args):
 
     return ModelSpec(fusion=args.fusion, combine=args.combine, classifier=args.classifier,
                      selection=None if args.selection == "none" else args.selection, k=args.k, pca=args.pca,
-                     harmonize=args.harmonize, survival_model=args.survival_model, groups=args.groups, seed=args.seed)
+                     harmonize=_harmonize(args), survival_model=args.survival_model, groups=args.groups, seed=args.seed)
+
+
+def _harmonize(args):
+    covariates = [c.strip() for c in (args.harmonize_covariates or "").split(",") if c.strip()]
+    if not covariates and not args.reference_center:
+        return args.harmonize
+    return {"covariates": covariates, "reference_batch": args.reference_center}
+
+
+def _data_options(args) -> dict:
+    return dict(time_col=args.time_col, event_col=args.event_col, stable_features=args.stable_features,
+                icc_threshold=args.icc_threshold)
 
 
 @verb("train", "train a fused prediction model (feature- or decision-level) -> model bundle folder")
@@ -46,7 +72,8 @@ def cmd_train(args, progress):
     from ..fusion.workflow import train
 
     path = train(args.features, args.clinical, args.endpoint, args.out, _model_spec(args),
-                 definitions=args.definitions, cv=args.cv, progress=progress)
+                 definitions=args.definitions, cv=args.cv, nomogram=args.nomogram, progress=progress,
+                 **_data_options(args))
     log.info("model bundle: %s", path)
     return 0
 
@@ -55,6 +82,8 @@ def _train_args(p):
     _model_args(p, "bundle folder to write (model.skops, model_card.json, checksums.sha256)")
     p.add_argument("--definitions", type=Path, help="CSV feature,definition (e.g. radiomics definitions.csv)")
     p.add_argument("--cv", type=int, default=5, help="folds of the cross-validated metrics in the model card")
+    p.add_argument("--nomogram", action="store_true", help="also fit a nomogram (the model's out-of-fold score + "
+                   "log10 AFP, Child-Pugh, ALBI, tumour size and number) into the bundle (binary or survival)")
 
 
 cmd_train.configure = _train_args
@@ -66,7 +95,7 @@ def cmd_evaluate(args, progress):
 
     metrics = evaluate(args.features, args.clinical, args.endpoint, args.out, _model_spec(args), outer=args.outer,
                        inner=args.inner, tune=not args.no_tune, compare_blocks=not args.no_compare_blocks,
-                       progress=progress)
+                       progress=progress, **_data_options(args))
     print(format_table([{k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in metrics.items()}],
                        title=f"Nested CV, endpoint {args.endpoint}"))
     return 0
@@ -102,3 +131,21 @@ def _predict_args(p):
 
 
 cmd_predict.configure = _predict_args
+
+
+@verb("nomogram", "nomogram of a bundle trained with --nomogram -> OUT/nomogram/nomogram.png, points.csv")
+def cmd_nomogram(args, progress):
+    from ..fusion.workflow import nomogram_figure
+
+    path = nomogram_figure(args.bundle, args.out, time=args.time)
+    log.info("nomogram: %s (scales as numbers in %s)", path, path.parent / "points.csv")
+    return 0
+
+
+def _nomogram_args(p):
+    p.add_argument("bundle", type=Path, help="model bundle folder written by `hccfusion train --nomogram`")
+    p.add_argument("--time", type=float, default=24.0, help="months of the survival scale (Cox nomograms; 24)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (writes OUT/nomogram/)")
+
+
+cmd_nomogram.configure = _nomogram_args

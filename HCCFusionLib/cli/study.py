@@ -1,4 +1,4 @@
-"""Foundation verbs: info, models, demo."""
+"""Foundation verbs: info, protocol-qc, models, demo."""
 from __future__ import annotations
 
 import logging
@@ -26,6 +26,34 @@ def _info_args(p):
 
 
 cmd_info.configure = _info_args
+
+
+# A verb of its own, not part of cohort-extract: it reads DICOM headers only (seconds for a whole cohort, no pixels,
+# no segmentation), it is run before extraction to decide on exclusion or harmonisation, and cohort-extract also
+# takes NIfTI studies, which carry no acquisition headers.
+@verb("protocol-qc", "acquisition protocol per DICOM series (kVp, slice, kernel, contrast timing, scanner) with "
+      "outliers flagged per site -> OUT/protocol_qc/protocol.csv")
+def cmd_protocol_qc(args, progress):
+    from ..dicom.protocol import protocol_qc
+
+    table = protocol_qc(args.cohort, args.out, z_limit=args.z_limit, rare_fraction=args.rare_fraction)
+    flagged = table[table.outlier]
+    print(format_table(flagged[["site", "modality", "description", "flags"]].to_dict("records") or
+                       [{"result": f"no outlier among {len(table)} series"}],
+                       title=f"Protocol QC: {len(flagged)} of {len(table)} series flagged"))
+    return 0
+
+
+def _protocol_qc_args(p):
+    p.add_argument("cohort", type=Path, help="CSV with path (DICOM folder or file; relative to the CSV) and site "
+                   "(or center) columns")
+    p.add_argument("--z-limit", type=float, default=3.5, help="robust z (median/MAD) above which a value is flagged")
+    p.add_argument("--rare-fraction", type=float, default=0.2,
+                   help="a scanner/model/kernel used by fewer than this fraction of a site's series is flagged")
+    p.add_argument("--out", type=Path, required=True, help="output folder (writes OUT/protocol_qc/protocol.csv)")
+
+
+cmd_protocol_qc.configure = _protocol_qc_args
 
 
 @verb("models", "the shipped segmentation models (engine, modality, phases, labels, time, licence, SHA-256 check)")

@@ -53,12 +53,8 @@ def _site_table(context: Context) -> tuple[str, pd.DataFrame]:
 
 
 def _site_combat(site: str, features, params: dict[str, np.ndarray]) -> ComBat:
-    combat = ComBat()
-    combat.feature_names_in_ = np.array(list(features), dtype=object)
-    combat.batches_ = np.array([site], dtype=object)
-    combat.mean_, combat.std_ = params["mean"], params["std"]
-    combat.gamma_, combat.delta_ = params["gamma"][None, :], params["delta"][None, :]
-    return combat
+    return ComBat.from_parameters(features, [site], params["mean"], params["std"], params["gamma"][None, :],
+                                  params["delta"][None, :])
 
 
 def audit_mod(message: Message, context: Context, call_next) -> Message:

@@ -48,7 +48,8 @@ def combat_from_stats(stats: Mapping[str, Mapping[str, np.ndarray]], feature_nam
     """A fitted `fusion.blocks.ComBat` from per-site `site.combat_stats` ({site: stats}): distributed ComBat.
 
     Pooled mean, pooled within-site scale, site shifts and scales with the same empirical-Bayes shrinkage as
-    the pooled fit, all from counts, sums and centred sums of squares.
+    the pooled fit, all from counts, sums and centred sums of squares: equal to the pooled `ComBat()` (no
+    covariates, no reference batch; those need more than these per-site sums).
     """
     levels = sorted(str(s) for s in stats)
     if not levels:
@@ -59,26 +60,21 @@ def combat_from_stats(stats: Mapping[str, Mapping[str, np.ndarray]], feature_nam
     if count.shape[1] != len(feature_names):
         raise ModelError(f"Sites sent statistics for {count.shape[1]} features, expected {len(feature_names)}: "
                          "all sites must use the same feature columns.")
-    combat = ComBat(batch_column=batch_column, empirical_bayes=empirical_bayes)
-    combat.feature_names_in_ = np.array(list(feature_names), dtype=object)
-    combat.batches_ = np.array(levels, dtype=object)
     with np.errstate(invalid="ignore", divide="ignore"):
-        combat.mean_ = total.sum(0) / count.sum(0)
+        mean = total.sum(0) / count.sum(0)
         std = np.sqrt(centred.sum(0) / count.sum(0))
         std[~(std > 1e-12)] = 1.0
-        combat.std_ = std
         site_mean = total / count
-        gamma_hat = (site_mean - combat.mean_) / std
+        gamma_hat = (site_mean - mean) / std
         delta_hat = centred / (count - 1) / std**2
     delta_hat[~(delta_hat > 1e-12)] = 1.0
-    if not empirical_bayes:
-        combat.gamma_, combat.delta_ = gamma_hat, delta_hat
-        return combat
-    combat.gamma_, combat.delta_ = np.empty_like(gamma_hat), np.empty_like(delta_hat)
-    for i in range(len(levels)):
-        combat.gamma_[i], combat.delta_[i] = eb_shrink_stats(count[i], centred[i] / std**2, gamma_hat[i],
-                                                             delta_hat[i])
-    return combat
+    gamma, delta = gamma_hat, delta_hat
+    if empirical_bayes:
+        gamma, delta = np.empty_like(gamma_hat), np.empty_like(delta_hat)
+        for i in range(len(levels)):
+            gamma[i], delta[i] = eb_shrink_stats(count[i], centred[i] / std**2, gamma_hat[i], delta_hat[i])
+    return ComBat.from_parameters(feature_names, levels, mean, std, gamma, delta, batch_column=batch_column,
+                                  empirical_bayes=empirical_bayes)
 
 
 def federated_combat(sites: Mapping[str, Callable[[], Mapping[str, np.ndarray]]], feature_names,

@@ -10,6 +10,7 @@ contributions of linear models.
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pandas as pd
@@ -26,9 +27,17 @@ CLINICAL = "clinical"
 BATCH_COLUMN = "center"
 #: columns of a clinical table that are outcomes or bookkeeping, never predictors
 NON_PREDICTORS = ("mvi", "early_recurrence", "survival_months", "event", "response", "diagnosis", "patient_id",
-                  "study_id")
+                  "study_id", "grade", "edmondson_grade")
+#: further outcome columns by name, so OS and RFS (os_months, rfs_event, ...) in one table never enter as predictors
+OUTCOME_NAMES = re.compile(r"^(os|rfs|dfs|pfs|ttp|ttr)(_|$)|_(months|days|event)$", re.IGNORECASE)
 #: clinical variables entered on a log10 scale (skewed labs)
 LOG_COLUMNS = ("afp",)
+
+
+def not_predictor(column) -> bool:
+    """True for outcome, id and simulation-truth columns (NON_PREDICTORS, OUTCOME_NAMES, 'latent_*')."""
+    column = str(column)
+    return column in NON_PREDICTORS or column.startswith("latent_") or bool(OUTCOME_NAMES.search(column))
 
 
 def block_of(column: str) -> str:
@@ -40,7 +49,7 @@ def split_blocks(columns, clinical_columns=(), batch_column: str | None = BATCH_
     """{block: columns}: imaging blocks by prefix (sorted by name), then 'clinical' (columns without '__')."""
     blocks: dict[str, list[str]] = {}
     for column in list(columns) + [c for c in clinical_columns if c not in columns]:
-        if column == batch_column or column in NON_PREDICTORS or str(column).startswith("latent_"):
+        if column == batch_column or not_predictor(column):
             continue
         blocks.setdefault(block_of(str(column)), []).append(column)
     ordered = {name: blocks[name] for name in sorted(b for b in blocks if b != CLINICAL)}
@@ -60,52 +69,129 @@ def block_present(X: pd.DataFrame, columns) -> np.ndarray:
 class ComBat(TransformerMixin, BaseEstimator):
     """ComBat harmonisation of location and scale per batch (Johnson et al. 2007), empirical Bayes.
 
-    Input: a DataFrame with the feature columns and `batch_column`; output: the features (batch column dropped)
-    with each batch's mean and variance moved to the pooled ones. Fitted on training rows only; a batch not
-    seen in training raises a ModelError. NaN values are ignored in the estimates and kept.
+    Input: a DataFrame with the feature columns, `batch_column` and the `covariates` columns; output: the features
+    (batch and covariate columns dropped) with each batch's mean and variance moved to the pooled ones (or to the
+    `reference_batch`'s). NaN values are ignored in the estimates and kept.
+
+    - `covariates`: biological covariates whose effects are preserved (as neuroCombat's design matrix): each
+      feature is regressed on batch indicators + covariates (numeric as is, categorical one-hot by the training
+      levels; missing numeric values take the training mean), and only the batch part is removed.
+    - `reference_batch`: harmonise every batch to this one (it is left unchanged, and the pooled mean and
+      scale are its own). A batch not seen in training is then estimated from its own rows at transform time
+      (at least 2 rows: its shift and scale against the reference, shrunk by empirical Bayes) instead of refused.
+    Without a reference batch an unseen batch raises a ModelError. Fitted on training rows only.
     """
 
-    def __init__(self, batch_column: str = BATCH_COLUMN, empirical_bayes: bool = True):
+    def __init__(self, batch_column: str = BATCH_COLUMN, empirical_bayes: bool = True, covariates=(),
+                 reference_batch: str | None = None):
         self.batch_column = batch_column
         self.empirical_bayes = empirical_bayes
+        self.covariates = covariates
+        self.reference_batch = reference_batch
 
     def fit(self, X, y=None):
         values, batches = self._split(X)
-        self.feature_names_in_ = np.array([c for c in X.columns if c != self.batch_column], dtype=object)
-        self.mean_ = np.nanmean(values, axis=0)
+        design = self._design(X, fit=True)
+        self.feature_names_in_ = np.array([c for c in X.columns if c not in self._extra()], dtype=object)
         levels = sorted(pd.unique(batches).tolist())
+        reference = None if self.reference_batch is None else str(self.reference_batch)
+        if reference is not None and reference not in levels:
+            raise InputError(f"The reference batch '{reference}' is not among the training batches {levels}.")
         if len(levels) < 2:
             log.info("ComBat: a single batch in training; harmonisation is the identity")
-        means = np.array([np.nanmean(values[batches == b], axis=0) for b in levels])
-        resid = values - means[[levels.index(b) for b in batches]]
-        self.std_ = np.sqrt(np.nanmean(resid**2, axis=0))
+        index = np.array([levels.index(b) for b in batches])
+        means, self.beta_ = _batch_regression(values, index, len(levels), design)
+        counts = np.array([np.sum(~np.isnan(values[index == i]), axis=0) for i in range(len(levels))], dtype=float)
+        rows = np.ones(len(values), bool) if reference is None else batches == reference
+        self.mean_ = (means[levels.index(reference)] if reference is not None
+                      else (counts * means).sum(0) / np.maximum(counts.sum(0), 1))
+        resid = values - means[index] - design @ self.beta_
+        self.std_ = np.sqrt(np.nanmean(resid[rows] ** 2, axis=0))
         self.std_[~(self.std_ > 1e-12)] = 1.0
-        z = (values - self.mean_) / self.std_
+        z = self._z(values, design)
         self.batches_ = np.array(levels, dtype=object)
-        gamma_hat = np.array([np.nanmean(z[batches == b], axis=0) for b in levels])
-        delta_hat = np.array([np.nanvar(z[batches == b], axis=0, ddof=1) for b in levels])
-        delta_hat[~(delta_hat > 1e-12)] = 1.0
-        if not self.empirical_bayes:
-            self.gamma_, self.delta_ = gamma_hat, delta_hat
-            return self
-        self.gamma_, self.delta_ = np.empty_like(gamma_hat), np.empty_like(delta_hat)
+        self.gamma_, self.delta_ = np.empty((len(levels), values.shape[1])), np.empty((len(levels), values.shape[1]))
         for i, b in enumerate(levels):
-            self.gamma_[i], self.delta_[i] = _eb_shrink(z[batches == b], gamma_hat[i], delta_hat[i])
+            self.gamma_[i], self.delta_[i] = self._batch_effect(z[index == i])
+        if reference is not None:  # the reference batch is the target: unchanged
+            self.gamma_[levels.index(reference)], self.delta_[levels.index(reference)] = 0.0, 1.0
         return self
+
+    @classmethod
+    def from_parameters(cls, feature_names, batches, mean, std, gamma, delta, **options) -> "ComBat":
+        """A fitted batch-only ComBat from its parameters (distributed ComBat builds it from site statistics)."""
+        combat = cls(**options)
+        combat.feature_names_in_ = np.array(list(feature_names), dtype=object)
+        combat.batches_ = np.array(list(batches), dtype=object)
+        combat.mean_, combat.std_, combat.gamma_, combat.delta_ = mean, std, gamma, delta
+        combat.beta_, combat.covariate_levels_ = np.zeros((0, len(combat.feature_names_in_))), {}
+        combat.covariate_mean_ = np.zeros(0)
+        return combat
 
     def transform(self, X):
         check_is_fitted(self, "gamma_")
         values, batches = self._split(X)
-        unknown = sorted(set(batches) - set(self.batches_))
-        if unknown:
+        design = self._design(X, fit=False)
+        z = self._z(values, design)
+        known = list(self.batches_)
+        unknown = sorted(set(batches) - set(known))
+        if unknown and self.reference_batch is None:
             raise ModelError(
                 f"Center(s) {unknown} were not in the training data, so ComBat cannot harmonise them "
-                f"(known: {list(self.batches_)}): retrain with these centers or use a model trained without "
-                "harmonisation."
+                f"(known: {known}): retrain with these centers, train with a reference center (--reference-center; "
+                "new centers are then estimated from their own rows) or use a model trained without harmonisation."
             )
-        index = np.array([list(self.batches_).index(b) for b in batches], dtype=int)
-        z = (values - self.mean_) / self.std_
-        return (z - self.gamma_[index]) / np.sqrt(self.delta_[index]) * self.std_ + self.mean_
+        gamma, delta = np.zeros_like(z), np.ones_like(z)
+        for b in set(batches):
+            rows = batches == b
+            if b in known:
+                gamma[rows], delta[rows] = self.gamma_[known.index(b)], self.delta_[known.index(b)]
+                continue
+            if rows.sum() < 2:
+                raise ModelError(f"Center '{b}' was not in the training data and has {rows.sum()} row: its shift and "
+                                 "scale against the reference center need at least 2 rows; harmonise it with more.")
+            log.info("ComBat: center '%s' not seen in training, estimated from its %d rows", b, rows.sum())
+            gamma[rows], delta[rows] = self._batch_effect(z[rows])
+        return (z - gamma) / np.sqrt(delta) * self.std_ + self.mean_ + design @ self.beta_
+
+    def _batch_effect(self, z):
+        """(gamma, delta) of one batch's standardised rows: moments, shrunk by empirical Bayes when asked."""
+        gamma_hat = np.nanmean(z, axis=0)
+        delta_hat = np.nanvar(z, axis=0, ddof=1)
+        delta_hat[~(delta_hat > 1e-12)] = 1.0
+        return _eb_shrink(z, gamma_hat, delta_hat) if self.empirical_bayes else (gamma_hat, delta_hat)
+
+    def _z(self, values, design):
+        return (values - self.mean_ - design @ self.beta_) / self.std_
+
+    def _extra(self) -> list:
+        return [self.batch_column, *self.covariates]
+
+    def _design(self, X, fit: bool) -> np.ndarray:
+        """Covariates as numbers, centred at their training means (rows x covariate columns)."""
+        columns = []
+        if fit:
+            self.covariate_levels_ = {}
+        for name in self.covariates:
+            if name not in X.columns:
+                raise InputError(f"ComBat covariate '{name}' is not in the table: give it in the clinical table.")
+            values = X[name]
+            if fit and not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
+                self.covariate_levels_[name] = sorted(str(v) for v in values.dropna().unique())
+            if name in self.covariate_levels_:
+                levels = self.covariate_levels_[name]
+                unknown = sorted(set(values.dropna().astype(str)) - set(levels))
+                if unknown:
+                    raise ModelError(f"ComBat covariate '{name}' has level(s) {unknown} not seen in training "
+                                     f"(known: {levels}).")
+                columns += [(values.astype(str) == level).to_numpy(float) for level in levels[1:]]
+            else:
+                columns.append(pd.to_numeric(values, errors="coerce").to_numpy(float))
+        design = np.column_stack(columns) if columns else np.zeros((len(X), 0))
+        if fit:
+            self.covariate_mean_ = np.nanmean(design, axis=0) if design.shape[1] else np.zeros(0)
+        design = np.where(np.isnan(design), self.covariate_mean_, design)
+        return design - self.covariate_mean_
 
     def get_feature_names_out(self, input_features=None):
         return self.feature_names_in_
@@ -114,8 +200,26 @@ class ComBat(TransformerMixin, BaseEstimator):
         if not isinstance(X, pd.DataFrame) or self.batch_column not in X.columns:
             raise InputError(f"ComBat needs a table with a '{self.batch_column}' column naming each row's center.")
         batches = X[self.batch_column].astype(str).to_numpy()
-        values = X.drop(columns=[self.batch_column]).to_numpy(dtype=float)
+        values = X.drop(columns=[c for c in self._extra() if c in X.columns]).to_numpy(dtype=float)
         return values, batches
+
+
+def _batch_regression(values, index, k: int, design):
+    """Per-feature least squares of values on batch indicators + centred covariates, NaN rows left out per
+    feature: (batch intercepts (k, d), covariate slopes (c, d)). Without covariates: the batch means."""
+    if design.shape[1] == 0:
+        means = np.array([np.nanmean(values[index == i], axis=0) for i in range(k)])
+        return means, np.zeros((0, values.shape[1]))
+    full = np.column_stack([(index[:, None] == np.arange(k)[None, :]).astype(float), design])
+    coef = np.empty((full.shape[1], values.shape[1]))
+    missing = np.isnan(values)
+    if not missing.any():
+        coef[:] = np.linalg.lstsq(full, values, rcond=None)[0]
+    else:
+        for j in range(values.shape[1]):
+            keep = ~missing[:, j]
+            coef[:, j] = np.linalg.lstsq(full[keep], values[keep, j], rcond=None)[0]
+    return coef[:k], coef[k:]
 
 
 def _eb_shrink(z, gamma_hat, delta_hat, tol=1e-4, max_iter=200):
@@ -306,8 +410,8 @@ def block_pipeline(columns, *, clinical: bool = False, harmonize: bool = False, 
     from sklearn.preprocessing import StandardScaler
 
     prep = []
-    if harmonize:
-        prep.append(("combat", ComBat(batch_column=batch_column)))
+    if harmonize:  # True, or the ComBat options {"covariates": [...], "reference_batch": ...}
+        prep.append(("combat", ComBat(batch_column=batch_column, **combat_options(harmonize))))
     if clinical:
         prep.append(("encode", ClinicalEncoder()))
     prep += [("impute", SimpleImputer(strategy="median", keep_empty_features=True)), ("scale", StandardScaler())]
@@ -327,11 +431,23 @@ def block_transformer(blocks: dict, *, harmonize=False, batch_column=BATCH_COLUM
 
     parts = []
     for name, columns in blocks.items():
-        combat = harmonize and name != CLINICAL
-        routed = list(columns) + ([batch_column] if combat else [])
-        parts.append((name, block_pipeline(columns, clinical=name == CLINICAL, harmonize=combat,
+        combat = bool(harmonize) and name != CLINICAL
+        extra = [batch_column, *combat_options(harmonize).get("covariates", ())] if combat else []
+        routed = list(columns) + [c for c in extra if c not in columns]
+        parts.append((name, block_pipeline(columns, clinical=name == CLINICAL, harmonize=combat and harmonize,
                                            batch_column=batch_column, **options), routed))
     return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=output_name)
+
+
+def combat_options(harmonize) -> dict:
+    """ComBat keyword arguments from a model's `harmonize` (bool, or a dict of covariates / reference_batch)."""
+    if not isinstance(harmonize, dict):
+        return {}
+    unknown = set(harmonize) - {"covariates", "reference_batch", "empirical_bayes"}
+    if unknown:
+        raise InputError(f"Unknown harmonisation option(s) {sorted(unknown)}: use covariates, reference_batch, "
+                         "empirical_bayes.")
+    return {**harmonize, "covariates": tuple(harmonize.get("covariates", ()))}
 
 
 def output_name(block: str, feature: str) -> str:

@@ -4,6 +4,7 @@
       model.skops         the fitted FeatureFusion / DecisionFusion / SurvivalFusion (skops format, no pickle)
       model_card.json     endpoint, kind, fusion, blocks, features, training cohort summary, CV metrics, versions
       definitions.csv     (optional) feature -> definition, shown beside contributions
+      nomogram.skops      (optional, `train --nomogram`) the nomogram of the model's score + clinical covariates
       checksums.sha256    "<sha256>  <file>" for every other file
 
 Loading verifies every checksum first (IntegrityError when a file was changed, added or removed), then lists
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE, CARD_FILE, DEFINITIONS_FILE, CHECKSUM_FILE = "model.skops", "model_card.json", "definitions.csv", \
     "checksums.sha256"
+NOMOGRAM_FILE = "nomogram.skops"
 FORMAT = "hccfusion-model/1"
 
 #: The only non-default types a bundle may contain (skops already trusts numpy arrays, builtins and the
@@ -37,10 +39,14 @@ TRUSTED_TYPES = (
     "HCCFusionLib.fusion.blocks.CorrelationFilter",
     "HCCFusionLib.fusion.blocks.Selector",
     "HCCFusionLib.fusion.blocks.output_name",
+    "HCCFusionLib.fusion.cca.CCAFusion",
+    "HCCFusionLib.fusion.cca.CanonicalVariates",
     "HCCFusionLib.fusion.decision_level.CalibratedBlock",
     "HCCFusionLib.fusion.decision_level.Combiner",
     "HCCFusionLib.fusion.decision_level.DecisionFusion",
     "HCCFusionLib.fusion.feature_level.FeatureFusion",
+    "HCCFusionLib.fusion.nomogram.Nomogram",
+    "HCCFusionLib.fusion.ordinal.OrdinalLogistic",
     "HCCFusionLib.fusion.survival.SurvivalFusion",
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",
@@ -59,6 +65,7 @@ class Bundle:
     card: dict
     definitions: pd.DataFrame | None
     path: Path
+    nomogram: object = None  # fusion.nomogram.Nomogram when the bundle has one
 
 
 def versions() -> dict:
@@ -73,7 +80,8 @@ def versions() -> dict:
     return out
 
 
-def save_bundle(model, folder: "str | Path", card: dict, definitions: pd.DataFrame | None = None) -> Path:
+def save_bundle(model, folder: "str | Path", card: dict, definitions: pd.DataFrame | None = None,
+                nomogram=None) -> Path:
     """Write the bundle folder atomically (built beside it, then renamed); an existing bundle is replaced."""
     import skops.io as sio
 
@@ -81,6 +89,8 @@ def save_bundle(model, folder: "str | Path", card: dict, definitions: pd.DataFra
     folder.parent.mkdir(parents=True, exist_ok=True)
     with atomic_folder(folder, replace=True) as tmp:
         sio.dump(model, tmp / MODEL_FILE)
+        if nomogram is not None:
+            sio.dump(nomogram, tmp / NOMOGRAM_FILE)
         card = {"format": FORMAT, **card, "versions": versions()}
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, default=_json_default))
         if definitions is not None:
@@ -133,18 +143,23 @@ def verify_bundle(folder: "str | Path") -> dict[str, str]:
 
 def load_bundle(folder: "str | Path") -> Bundle:
     """Verify and load a bundle; never constructs a type outside the trusted list."""
-    import skops.io as sio
-
     folder = Path(folder)
     verify_bundle(folder)
     card = json.loads((folder / CARD_FILE).read_text())
     if card.get("format") != FORMAT:
         raise IntegrityError(f"Model bundle '{folder}' has format '{card.get('format')}', expected '{FORMAT}'.")
-    untrusted = sio.get_untrusted_types(file=folder / MODEL_FILE)
+    model = _load_trusted(folder, MODEL_FILE)
+    nomogram = _load_trusted(folder, NOMOGRAM_FILE) if (folder / NOMOGRAM_FILE).is_file() else None
+    definitions = pd.read_csv(folder / DEFINITIONS_FILE) if (folder / DEFINITIONS_FILE).is_file() else None
+    return Bundle(model, card, definitions, folder, nomogram)
+
+
+def _load_trusted(folder: Path, name: str):
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=folder / name)
     refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
     if refused:
         raise IntegrityError(f"Model bundle '{folder}' contains types outside the trusted list: {refused[:5]}; "
                              "it was not loaded.")
-    model = sio.load(folder / MODEL_FILE, trusted=list(untrusted))
-    definitions = pd.read_csv(folder / DEFINITIONS_FILE) if (folder / DEFINITIONS_FILE).is_file() else None
-    return Bundle(model, card, definitions, folder)
+    return sio.load(folder / name, trusted=list(untrusted))

@@ -1,19 +1,24 @@
 """Feature and clinical tables in, model inputs out: reading, joining, endpoints, input checks."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InputError, ModelError
-from .blocks import NON_PREDICTORS, block_present, split_blocks
+from .blocks import block_present, not_predictor, split_blocks
 
+log = logging.getLogger(__name__)
 ID_COLUMNS = ("patient_id", "study_id", "PatientID", "StudyID", "id")
 #: endpoint name -> kind; any other column of the clinical table can be an endpoint too (kind from its values)
 ENDPOINTS = {"mvi": "binary", "early_recurrence": "binary", "response": "binary", "diagnosis": "multiclass",
-             "survival": "survival"}
+             "survival": "survival", "grade": "ordinal", "edmondson_grade": "ordinal"}
 TIME_COLUMN, EVENT_COLUMN = "survival_months", "event"
+EARLY_RECURRENCE_MONTHS = 24.0  # early recurrence: within 2 years of treatment
+RESPONDERS, NON_RESPONDERS = ("CR", "PR"), ("SD", "PD")  # mRECIST / RECIST 1.1 objective response
+GRADES = {"I": 1, "II": 2, "III": 3, "IV": 4}  # Edmondson-Steiner, roman or 1-4
 
 
 def read_table(path: "str | Path", what: str = "table") -> pd.DataFrame:
@@ -65,6 +70,8 @@ def assemble(features: pd.DataFrame, clinical: pd.DataFrame | None = None, endpo
         X = X.join(clinical[extra], how="left")
     if endpoint is None:
         return _predictors(X), None, None
+    if endpoint == "early_recurrence" and endpoint not in X.columns:
+        X = X.assign(early_recurrence=early_recurrence(X, time_column, event_column))
     kind = endpoint_kind(endpoint, X[endpoint] if endpoint in X.columns else None)
     if kind == "survival":
         for column in (time_column, event_column):
@@ -80,15 +87,60 @@ def assemble(features: pd.DataFrame, clinical: pd.DataFrame | None = None, endpo
         if endpoint not in X.columns:
             raise InputError(f"Endpoint column '{endpoint}' is not in the feature or clinical table.")
         X = X[X[endpoint].notna()]
+        if endpoint == "response" and not pd.api.types.is_numeric_dtype(X[endpoint]):
+            X = X.assign(response=objective_response(X[endpoint]))
+        if kind == "ordinal":
+            X = X.assign(**{endpoint: ordinal_grade(X[endpoint])})
         y = X[endpoint].to_numpy()
-        if kind == "binary" and pd.api.types.is_numeric_dtype(X[endpoint]):
+        if kind in ("binary", "ordinal") and pd.api.types.is_numeric_dtype(X[endpoint]):
             y = y.astype(int)
     return _predictors(X, drop=(endpoint, time_column, event_column)), y, kind
 
 
 def _predictors(X: pd.DataFrame, drop=()) -> pd.DataFrame:
-    dropped = [c for c in X.columns if c in NON_PREDICTORS or c in drop or str(c).startswith("latent_")]
-    return X.drop(columns=dropped)
+    return X.drop(columns=[c for c in X.columns if c in drop or not_predictor(c)])
+
+
+def early_recurrence(table: pd.DataFrame, time_column: str = TIME_COLUMN, event_column: str = EVENT_COLUMN,
+                     horizon: float = EARLY_RECURRENCE_MONTHS) -> pd.Series:
+    """1 = recurrence by `horizon` months, 0 = followed beyond it without one, NaN = censored before it (excluded).
+
+    From a recurrence-free time (months) and event (1 = recurrence) column, e.g. rfs_months / rfs_event.
+    """
+    for column in (time_column, event_column):
+        if column not in table.columns:
+            raise InputError(f"Early recurrence needs an 'early_recurrence' column, or the recurrence time and event "
+                             f"columns (--time-col/--event-col); '{column}' is not in the tables.")
+    time = pd.to_numeric(table[time_column], errors="coerce")
+    event = pd.to_numeric(table[event_column], errors="coerce").astype(bool) & table[event_column].notna()
+    out = pd.Series(np.nan, index=table.index, name="early_recurrence")
+    out[event & (time <= horizon)] = 1.0
+    out[time > horizon] = 0.0
+    excluded = int((time.notna() & out.isna()).sum())
+    if excluded:
+        log.info("early recurrence: %d patient(s) censored before %g months are excluded", excluded, horizon)
+    return out
+
+
+def objective_response(values: pd.Series) -> pd.Series:
+    """mRECIST / RECIST 1.1 categories -> 1 (CR, PR: objective response) or 0 (SD, PD)."""
+    text = values.astype(str).str.strip().str.upper()
+    unknown = sorted(set(text) - set(RESPONDERS) - set(NON_RESPONDERS))
+    if unknown:
+        raise InputError(f"Response values {unknown[:5]} are not CR, PR, SD or PD (or 1/0): recode the 'response' "
+                         "column.")
+    return text.isin(RESPONDERS).astype(int)
+
+
+def ordinal_grade(values: pd.Series) -> pd.Series:
+    """Edmondson-Steiner grade as 1-4 from 'I'..'IV', 'G1'.., or numbers 1-4."""
+    text = values.astype(str).str.strip().str.upper().str.replace(r"^(G|GRADE)\s*", "", regex=True)
+    text = text.str.replace(r"\.0$", "", regex=True)
+    grade = text.map(lambda v: GRADES.get(v, int(v) if v.isdigit() else None))
+    bad = sorted(set(values[grade.isna() | ~grade.isin(list(GRADES.values()))].astype(str)))
+    if bad:
+        raise InputError(f"Grade values {bad[:5]} are not Edmondson-Steiner grades I-IV (or 1-4): recode them.")
+    return grade.astype(int)
 
 
 def check_training(X, y, blocks: dict, *, kind: str, harmonize: bool, batch_column: str, min_per_class: int = 2):
@@ -101,7 +153,7 @@ def check_training(X, y, blocks: dict, *, kind: str, harmonize: bool, batch_colu
         raise InputError(f"The outcome has {0 if y is None else len(y)} values for {len(X)} patients.")
     if not blocks:
         raise InputError("No predictor columns found: feature columns are named '<PHASE>__<region>__<feature>'.")
-    if kind != "survival":
+    if kind != "survival":  # classification: binary, multiclass, ordinal
         values, counts = np.unique(np.asarray(y).astype(str), return_counts=True)
         if len(values) < 2:
             raise InputError(f"The outcome has a single class ({values.tolist()}) in the training data: a model "
@@ -164,3 +216,44 @@ class BlockPipeline:
 
     def get_feature_names_out(self, input_features=None):
         return self.pipeline_.named_steps["blocks"].get_feature_names_out()
+
+
+ICC_THRESHOLD = 0.75  # "good" reliability (Koo & Li 2016), as radiomics.stability_screen
+
+
+def stable_columns(X: pd.DataFrame, icc: "pd.DataFrame | str | Path", threshold: float = ICC_THRESHOLD):
+    """(X with only stable imaging columns, record): keep an imaging column when its ICC >= `threshold`.
+
+    `icc`: the table of `hccfusion stability` (icc.csv: feature, icc, ...). Its feature is matched to the full
+    column name or to the column's feature part ('AP__tumour__original_firstorder_Mean' -> 'original_firstorder_
+    Mean'). Imaging columns without an ICC are dropped (not shown stable); clinical columns are kept.
+    """
+    from ..files import sha256_file
+    from .blocks import CLINICAL, block_of
+
+    source = None
+    if not isinstance(icc, pd.DataFrame):
+        source = Path(icc)
+        if not source.is_file():
+            raise InputError(f"The ICC table '{source}' does not exist: give the icc.csv written by "
+                             "`hccfusion stability`.")
+        icc = pd.read_csv(source)
+    if not {"feature", "icc"} <= set(icc.columns):
+        raise InputError(f"The ICC table needs the columns 'feature' and 'icc' (it has {list(icc.columns)[:6]}): "
+                         "give the icc.csv written by `hccfusion stability`.")
+    value = dict(zip(icc.feature.astype(str), pd.to_numeric(icc.icc, errors="coerce")))
+    kept, dropped = [], []
+    for column in X.columns:
+        if block_of(str(column)) == CLINICAL or not_predictor(column):
+            kept.append(column)
+            continue
+        found = value.get(str(column), value.get(str(column).rsplit("__", 1)[-1], np.nan))
+        (kept if found >= threshold else dropped).append(column)
+    if len(kept) == sum(block_of(str(c)) == CLINICAL or not_predictor(c) for c in X.columns):
+        raise InputError(f"No imaging feature has ICC >= {threshold} in the ICC table: lower --icc-threshold or "
+                         "check that the table was computed with the same features.")
+    log.info("stable features: %d imaging column(s) kept, %d dropped (ICC < %g or not in the table)",
+             len(kept), len(dropped), threshold)
+    record = {"threshold": float(threshold), "kept": len(kept), "dropped": dropped,
+              "table": str(source) if source else None, "sha256": sha256_file(source) if source else None}
+    return X[kept], record

@@ -46,7 +46,7 @@ def nested_cv(estimator, X: pd.DataFrame, y, *, kind: str, param_grid: dict | No
     strata = y[y.dtype.names[0]] if kind == "survival" else y  # survival: stratified by event
     splits = list(StratifiedKFold(outer, shuffle=True, random_state=seed).split(X, strata))
     classes = None if kind == "survival" else np.unique(y)
-    prediction = np.zeros((len(X), len(classes))) if kind == "multiclass" else np.zeros(len(X))
+    prediction = np.zeros((len(X), len(classes))) if kind in ("multiclass", "ordinal") else np.zeros(len(X))
     fold = np.zeros(len(X), dtype=int)
     groups = np.empty(len(X), dtype=object) if kind == "survival" else None
     best = []
@@ -361,7 +361,7 @@ def report_survival(y, risk, groups, out_dir: Path) -> dict:
 def out_of_fold_predictions(result: NestedCV, index) -> pd.DataFrame:
     """Table of the nested-CV predictions (what every metric above was computed from)."""
     table = pd.DataFrame({"fold": result.fold}, index=index)
-    if result.kind == "multiclass":
+    if result.kind in ("multiclass", "ordinal"):
         for k, c in enumerate(result.classes):
             table[f"p_{c}"] = result.prediction[:, k]
     else:

@@ -86,10 +86,15 @@ def contributions(model, X: pd.DataFrame, target=None) -> pd.DataFrame:
             X.index, fill_value=0.0).to_numpy()
         return _with_baseline(terms, X.index, float(np.median(baseline)), "Cox risk score")
     X = model._checked(X)
+    if hasattr(final, "thresholds_"):  # ordinal: the latent grade score x.beta (cumulative log-odds scale)
+        terms, baseline = linear_terms(pipeline, X, final.coef_, 0.0)
+        return _with_baseline(terms, X.index, baseline, "ordinal log-odds")
     if hasattr(final, "coef_"):
         k = _class_index(model, target)
         coef = final.coef_[0] * (1 if k == 1 else -1) if final.coef_.shape[0] == 1 else final.coef_[k]
         intercept = final.intercept_[0] * (1 if k == 1 else -1) if final.coef_.shape[0] == 1 else final.intercept_[k]
+        if "cca" in pipeline.named_steps:  # canonical variates are linear in the block features
+            coef, intercept = pipeline.named_steps["cca"].pullback(coef, intercept)
         terms, baseline = linear_terms(pipeline, X, coef, intercept)
         return _with_baseline(terms, X.index, baseline, "log-odds")
     if hasattr(final, "estimators_") or hasattr(final, "tree_"):

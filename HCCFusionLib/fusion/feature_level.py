@@ -9,11 +9,12 @@ from .blocks import BATCH_COLUMN, block_transformer
 from .data import BlockPipeline, check_training, resolve_blocks
 from .logistic import expit, wald_interval
 
-CLASSIFIERS = ("logistic", "svm", "rf", "gb")
+CLASSIFIERS = ("logistic", "svm", "rf", "gb", "ordinal")
 
 
 def make_classifier(name: str, *, C: float = 1.0, random_state: int = 0):
-    """'logistic' (L2-penalised), 'svm' (RBF, probabilities by sigmoid calibration), 'rf', 'gb'."""
+    """'logistic' (L2-penalised), 'svm' (RBF, probabilities by sigmoid calibration), 'rf', 'gb', 'ordinal'
+    (cumulative logit, for ordered grades)."""
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
@@ -30,6 +31,10 @@ def make_classifier(name: str, *, C: float = 1.0, random_state: int = 0):
     if name == "gb":
         return GradientBoostingClassifier(n_estimators=150, learning_rate=0.05, max_depth=2, subsample=0.8,
                                           random_state=random_state)
+    if name == "ordinal":
+        from .ordinal import OrdinalLogistic
+
+        return OrdinalLogistic(C=C)
     raise InputError(f"Unknown classifier '{name}': use one of {', '.join(CLASSIFIERS)}.")
 
 

@@ -170,3 +170,48 @@ class Nomogram:
             fig.savefig(tmp, format="png")
         plt.close(fig)
         return path
+
+
+# ---------------------------------------------------------------- nomogram of a trained model (bundle, CLI, report)
+SCORE = "radiomics_score"
+
+
+def fit_for_model(X: pd.DataFrame, y, kind: str, out_of_fold) -> "Nomogram":
+    """Nomogram of a fused model's out-of-fold output (`nested_cv` prediction: probability or Cox risk) plus the
+    clinical covariates X carries (those with no value for anybody are left out)."""
+    if kind not in ("binary", "survival"):
+        raise InputError(f"A nomogram needs a binary or survival endpoint (this one is {kind}).")
+    covariates = clinical_covariates(X)
+    covariates = covariates.loc[:, covariates.notna().any()]
+    score = logit(out_of_fold) if kind == "binary" else np.asarray(out_of_fold, dtype=float)
+    covariates.insert(0, SCORE, score)
+    return Nomogram("logistic" if kind == "binary" else "cox").fit(covariates, y)
+
+
+def covariates_for(nomogram: "Nomogram", model, X: pd.DataFrame) -> pd.DataFrame:
+    """The nomogram's variables for new patients: the model's score (log-odds or risk) and clinical covariates."""
+    covariates = clinical_covariates(X)
+    score = model.predict(X) if nomogram.kind == "cox" else logit(model.predict_proba(X)[:, -1])
+    covariates.insert(0, SCORE, score)
+    return covariates[nomogram.variables_]
+
+
+def scale_table(nomogram: "Nomogram", *, time: float | None = None, steps: int = 5) -> pd.DataFrame:
+    """The figure as numbers: rows (variable, value, points) along each variable's 1st-99th percentile range, then
+    (total_points, value = probability or survival at `time`) along the total-points scale."""
+    rows = []
+    for j, variable in enumerate(nomogram.variables_):
+        for value in np.linspace(nomogram.low_[j], nomogram.high_[j], steps):
+            frame = pd.DataFrame([nomogram.reference_], columns=nomogram.variables_)
+            frame[variable] = value
+            rows.append({"variable": variable, "value": float(value),
+                         "points": float(nomogram.points(frame)[variable].iloc[0])})
+    total_max = 100.0 * np.sum(np.abs(nomogram.coef_[1:]) * (nomogram.high_ - nomogram.low_)) / nomogram.span_
+    lp = nomogram._lp_of_total(np.linspace(0, total_max, 2 * steps + 1))
+    if nomogram.kind == "logistic":
+        outcome, name = expit(lp), "probability"
+    else:
+        outcome, name = nomogram.cox_.baseline_survival_(time) ** np.exp(lp), f"survival_{time:g}m"
+    rows += [{"variable": name, "value": float(o), "points": float(t)}
+             for o, t in zip(outcome, np.linspace(0, total_max, 2 * steps + 1))]
+    return pd.DataFrame(rows)

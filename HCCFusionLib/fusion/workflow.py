@@ -35,7 +35,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..progress import scaled, silent
-from .data import assemble, read_table
+from .data import EVENT_COLUMN, ICC_THRESHOLD, TIME_COLUMN, assemble, read_table, stable_columns
 
 log = logging.getLogger(__name__)
 SURVIVAL_TIMES = (12.0, 24.0, 36.0)  # months, for predicted survival probabilities
@@ -46,13 +46,13 @@ EVIDENCE_TOP = 20
 class ModelSpec:
     """Model choice shared by train and evaluate."""
 
-    fusion: str = "feature"  # feature | decision
+    fusion: str = "feature"  # feature | decision | cca | scca (canonical variates of two views, see fusion.cca)
     combine: str = "stack"  # decision fusion: weighted | vote | majority | stack | bayes
     classifier: str = "logistic"  # logistic | svm | rf | gb
     selection: str | None = "lasso"  # lasso | mrmr | univariate | None
     k: int = 10
     pca: float | None = None
-    harmonize: bool = False
+    harmonize: "bool | dict" = False  # True, or ComBat options {"covariates": [...], "reference_batch": "C1"}
     survival_model: str = "coxnet"  # coxnet | coxph
     groups: str = "median"  # survival risk groups: median | tertiles
     seed: int = 0
@@ -67,40 +67,60 @@ class ModelSpec:
             if self.fusion != "feature":
                 raise InputError("Survival models use feature-level fusion: use --fusion feature.")
             return SurvivalFusion(model=self.survival_model, groups=self.groups, **common)
+        if kind == "ordinal":  # ordered grades: cumulative-logit model on the fused features
+            if self.fusion != "feature":
+                raise InputError("Ordinal (grade) endpoints use feature-level fusion: use --fusion feature.")
+            return FeatureFusion(classifier="ordinal", selection=self.selection, k=self.k, **common)
         if self.fusion == "feature":
             return FeatureFusion(classifier=self.classifier, selection=self.selection, k=self.k, **common)
+        if self.fusion in ("cca", "scca"):
+            from .cca import CCAFusion
+
+            return CCAFusion(sparse=self.fusion == "scca", classifier=self.classifier, **common)
         if self.fusion == "decision":
             return DecisionFusion(combine=self.combine, base=self.classifier, selection=self.selection, k=self.k,
                                   **common)
-        raise InputError(f"Unknown fusion '{self.fusion}': use feature or decision.")
+        raise InputError(f"Unknown fusion '{self.fusion}': use feature, decision, cca or scca.")
 
     def grid(self, kind: str) -> dict | None:
         """Inner-loop grid of nested cross-validation."""
         if kind == "survival":
             return {"alpha": [0.02, 0.1]} if self.survival_model == "coxnet" else {"alpha": [0.1, 1.0]}
-        if self.fusion == "feature" and self.classifier in ("logistic", "svm"):
+        if kind == "ordinal" or self.fusion in ("feature", "cca", "scca") and self.classifier in ("logistic", "svm"):
             return {"C": [0.05, 0.2]}
         return None
 
 
-def load_inputs(features, clinical, endpoint: str | None):
-    """(X, y, kind) from paths or DataFrames."""
+def load_inputs(features, clinical, endpoint: str | None, *, time_col: str = TIME_COLUMN,
+                event_col: str = EVENT_COLUMN):
+    """(X, y, kind) from paths or DataFrames; `time_col`/`event_col` name the survival (or recurrence) columns."""
     features = read_table(features, "feature table") if not isinstance(features, pd.DataFrame) else features
     if clinical is not None and not isinstance(clinical, pd.DataFrame):
         clinical = read_table(clinical, "clinical table")
-    return assemble(features, clinical, endpoint)
+    return assemble(features, clinical, endpoint, time_column=time_col, event_column=event_col)
 
 
 # ---------------------------------------------------------------- train
 def train(features, clinical, endpoint: str, out: "str | Path", spec: ModelSpec | None = None, *,
-          definitions: "str | Path | None" = None, cv: int = 5, progress=None) -> Path:
-    """Fit the model on all rows, estimate its performance by `cv`-fold cross-validation, write a bundle."""
+          definitions: "str | Path | None" = None, cv: int = 5, time_col: str = TIME_COLUMN,
+          event_col: str = EVENT_COLUMN, stable_features=None, icc_threshold: float = ICC_THRESHOLD,
+          nomogram: bool = False, progress=None) -> Path:
+    """Fit the model on all rows, estimate its performance by `cv`-fold cross-validation, write a bundle.
+
+    `time_col`/`event_col`: the time-to-event columns (survival, and early recurrence derived from them), so OS
+    and RFS can come from one clinical table. `stable_features`: an ICC table (icc.csv); only imaging features
+    with ICC >= `icc_threshold` enter training (recorded in the model card). `nomogram`: also fit a nomogram
+    of the model's out-of-fold score plus the clinical covariates (`fusion.nomogram`) into the bundle.
+    """
     from .bundle import save_bundle
     from .evaluation import calibration, nested_cv, roc_auc_ci, survival_metrics
 
     progress = progress or silent
     spec = spec or ModelSpec()
-    X, y, kind = load_inputs(features, clinical, endpoint)
+    X, y, kind = load_inputs(features, clinical, endpoint, time_col=time_col, event_col=event_col)
+    stability = None
+    if stable_features is not None:
+        X, stability = stable_columns(X, stable_features, icc_threshold)
     model = spec.build(kind)
     log.info("training a %s %s model for '%s' on %d patients", spec.fusion, kind, endpoint, len(X))
     progress(0.05, f"cross-validating {len(X)} patients")
@@ -116,10 +136,14 @@ def train(features, clinical, endpoint: str, out: "str | Path", spec: ModelSpec 
 
         metrics = {"auc_macro_ovr": float(roc_auc_score(y, result.prediction, multi_class="ovr",
                                                         labels=result.classes))}
+        if kind == "ordinal":
+            from .ordinal import ordinal_metrics
+
+            metrics.update(ordinal_metrics(y, result.prediction, result.classes))
     progress(0.85, "fitting the final model")
     model.fit(X, y)
     card = {
-        "endpoint": endpoint, "kind": kind, "fusion": spec.fusion if kind != "survival" else "feature",
+        "endpoint": endpoint, "kind": kind, "fusion": spec.fusion if kind not in ("survival", "ordinal") else "feature",
         "options": {k: v for k, v in vars(spec).items()},
         "blocks": model.blocks_, "features": [c for cols in model.blocks_.values() for c in cols],
         "classes": [str(c) for c in getattr(model, "classes_", [])],
@@ -127,11 +151,21 @@ def train(features, clinical, endpoint: str, out: "str | Path", spec: ModelSpec 
         "cv_metrics": {"method": f"{cv}-fold cross-validation, all preprocessing and selection inside each fold",
                        **metrics},
         "interval": _interval_method(model, kind),
+        "outcome_columns": ({"time": time_col, "event": event_col}
+                            if kind == "survival" or endpoint == "early_recurrence" else None),
+        "stable_features": stability,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "intended_use": "Research only; trained on the data named in 'training'. Not for clinical decisions.",
     }
+    nomo = None
+    if nomogram:
+        from .nomogram import fit_for_model
+
+        nomo = fit_for_model(X, y, kind, result.prediction)
+        card["nomogram"] = {"kind": nomo.kind, "variables": nomo.variables_, "coefficients": nomo.coef_.tolist(),
+                            "score": "out-of-fold model output (log-odds or Cox risk)"}
     defs = _read_definitions(definitions) if definitions else None
-    path = save_bundle(model, out, card, defs)
+    path = save_bundle(model, out, card, defs, nomogram=nomo)
     progress(1.0, "model bundle written")
     return path
 
@@ -156,7 +190,7 @@ def _interval_method(model, kind) -> str:
         return "none"
     if isinstance(model, DecisionFusion):
         return "95% Wald interval of the combiner for the blocks present"
-    if getattr(model, "classifier", "") == "logistic":
+    if hasattr(model, "cov_"):
         return "95% Wald interval of the logistic model given the selected features"
     return "none"
 
@@ -174,7 +208,9 @@ def _read_definitions(path) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- evaluate
 def evaluate(features, clinical, endpoint: str, out: "str | Path", spec: ModelSpec | None = None, *,
-             outer: int = 5, inner: int = 3, tune: bool = True, compare_blocks: bool = True, progress=None) -> dict:
+             outer: int = 5, inner: int = 3, tune: bool = True, compare_blocks: bool = True,
+             time_col: str = TIME_COLUMN, event_col: str = EVENT_COLUMN, stable_features=None,
+             icc_threshold: float = ICC_THRESHOLD, progress=None) -> dict:
     """Nested cross-validation report in OUT/evaluation/ (metrics, plots, CSVs); returns the main metrics.
 
     Each outer training fold refits everything (blocks, ComBat, selection) and, with `tune`, chooses the
@@ -188,7 +224,9 @@ def evaluate(features, clinical, endpoint: str, out: "str | Path", spec: ModelSp
 
     progress = progress or silent
     spec = spec or ModelSpec()
-    X, y, kind = load_inputs(features, clinical, endpoint)
+    X, y, kind = load_inputs(features, clinical, endpoint, time_col=time_col, event_col=event_col)
+    if stable_features is not None:
+        X, _ = stable_columns(X, stable_features, icc_threshold)
     folder = Path(out) / "evaluation"
     steps = 1 + (len(split_blocks(X.columns)) if compare_blocks and kind == "binary" else 0)
     result = nested_cv(spec.build(kind), X, y, kind=kind, param_grid=spec.grid(kind) if tune else None,
@@ -212,6 +250,11 @@ def evaluate(features, clinical, endpoint: str, out: "str | Path", spec: ModelSp
         metrics = report_survival(y, result.prediction, result.groups, folder)
     else:
         metrics = report_multiclass(y, result.prediction, result.classes, folder)
+        if kind == "ordinal":
+            from .ordinal import ordinal_metrics
+
+            metrics.update(ordinal_metrics(y, result.prediction, result.classes))
+            _write_csv(pd.DataFrame([metrics]), folder / "metrics.csv")
     _write_csv(out_of_fold_predictions(result, X.index), folder / "predictions.csv", index=True)
     _write_csv(pd.DataFrame({"fold": range(len(result.best_params)),
                              "best_params": [str(p) for p in result.best_params]}), folder / "inner_selection.csv")
@@ -240,8 +283,50 @@ def predict(features, clinical, bundle: "str | Path", out: "str | Path", *, defi
     _write_csv(table, folder / "prediction.csv", index=True)
     _write_csv(contrib, folder / "contributions.csv")
     _write_csv(evidence, folder / "evidence.csv")
+    if loaded.nomogram is not None:
+        _nomogram_outputs(loaded.nomogram, model, X, Path(out))
+    else:  # a nomogram of an earlier model must not stay beside this model's prediction
+        from ..layout import RunFolder
+
+        for stale in (RunFolder(out).nomogram_figure, RunFolder(out).nomogram_points):
+            stale.unlink(missing_ok=True)
     progress(1.0, "prediction written")
     return {"prediction": table, "contributions": contrib, "evidence": evidence}
+
+
+def _nomogram_outputs(nomogram, model, X, out: Path) -> None:
+    """OUT/prediction/nomogram.png and nomogram_points.csv (each patient's points per variable, total, outcome)."""
+    from ..layout import RunFolder
+    from .evaluation import _write_csv
+    from .nomogram import covariates_for
+
+    paths = RunFolder(out)
+    covariates = covariates_for(nomogram, model, X)
+    points = nomogram.points(covariates)
+    if nomogram.kind == "logistic":
+        points["probability"] = nomogram.predict_proba(covariates)
+    else:
+        points[f"survival_{SURVIVAL_TIMES[1]:g}m"] = nomogram.predict_survival(covariates, SURVIVAL_TIMES[1])
+    _write_csv(points, paths.nomogram_points, index=True)
+    nomogram.draw(paths.nomogram_figure, time=SURVIVAL_TIMES[1] if nomogram.kind == "cox" else None)
+
+
+def nomogram_figure(bundle: "str | Path", out: "str | Path", *, time: float = SURVIVAL_TIMES[1]) -> Path:
+    """`hccfusion nomogram BUNDLE --out OUT`: OUT/nomogram/nomogram.png and points.csv (the scales as numbers)."""
+    from ..errors import ModelError
+    from ..layout import RunFolder
+    from .bundle import load_bundle
+    from .evaluation import _write_csv
+    from .nomogram import scale_table
+
+    loaded = load_bundle(bundle)
+    if loaded.nomogram is None:
+        raise ModelError(f"The model bundle '{bundle}' has no nomogram: train it with `hccfusion train ... "
+                         "--nomogram` (binary or survival endpoint).")
+    folder = RunFolder(out).nomogram
+    cox = loaded.nomogram.kind == "cox"
+    _write_csv(scale_table(loaded.nomogram, time=time if cox else None), folder / "points.csv")
+    return loaded.nomogram.draw(folder / "nomogram.png", time=time if cox else None)
 
 
 def _prediction_table(model, card, X) -> pd.DataFrame:
