@@ -9,10 +9,10 @@ only, unless the caller opts in to patient details.
 A run folder's report is assembled in one place: `from_results` (what `pipeline.run` has in memory) and
 `from_folder` (the run folder's files alone: the `report` verb and the Slicer panel) give the same ReportData,
 hence byte-identical HTML; such a report carries no wall-clock time (the audit log records when it was made).
+Its pictures (key images, checkerboards, the contribution plot) are drawn by `report_images`.
 """
 from __future__ import annotations
 
-import base64
 import datetime
 import hashlib
 import io as _bytes_io
@@ -28,14 +28,12 @@ import SimpleITK as sitk
 from .errors import InputError
 from .files import atomic_folder, atomic_write, sha256_file
 from .layout import RunFolder
-from .lesions import label_lesions
-from .study import CT_WINDOW, LABELS, check_same_grid, ct_window_range
-from .views import display_slice, show
+from .report_images import (CONTOURS, ImageSink, contribution_plot, key_images, key_point, lesion_instances,
+                            registration_images)
 
 log = logging.getLogger(__name__)
 
 TEMPLATE = "report.html.j2"
-_CONTOURS = {"liver": "#f2a65a", "tumour": "#ffe600", "spleen": "#b784d9", "portal_vein": "#38b6ff"}
 
 
 @dataclass
@@ -92,8 +90,8 @@ def render_html(data: ReportData, folder: Path, *, embed_images: bool = False, i
 
     from . import __version__
 
-    images = _ImageSink(folder / "images", embed_images)
-    point, lesion = (_key_point(data.labels, _lesion_instances(data)) if data.images or data.registration_images
+    images = ImageSink(folder / "images", embed_images)
+    point, lesion = (key_point(data.labels, lesion_instances(data)) if data.images or data.registration_images
                      else (None, 0))
     context = {
         "study_id": data.study_id,
@@ -102,15 +100,15 @@ def render_html(data: ReportData, folder: Path, *, embed_images: bool = False, i
         "version": __version__,
         "python": platform.python_version(),
         "patient": data.patient if include_patient and data.patient else None,
-        "key_images": _key_images(data, images, point, lesion),
+        "key_images": key_images(data, images, point, lesion),
         "key_images_note": "Axial slice through the centre of the largest observation (else the liver's largest "
                            "cross-section), radiological convention (patient right on the image's left, anterior up); "
-                           "contours: " + ", ".join(f"{k} ({c})" for k, c in _CONTOURS.items()) + ".",
+                           "contours: " + ", ".join(f"{k} ({c})" for k, c in CONTOURS.items()) + ".",
         "lirads": _table(_compact_features(data.lirads), data.max_rows, index=True),
         "lirads_evidence": _table(data.lirads_evidence, data.max_rows),
         "lirads_overrides": _table(data.lirads_overrides, data.max_rows),
         "registration": _table(data.registration_qc, data.max_rows),
-        "registration_images": _registration_images(data, images, point),
+        "registration_images": registration_images(data, images, point),
         "radiomics": _table(data.radiomics, data.max_rows, index=True),
         "pet": _table(_with_units(data.pet), data.max_rows),
         "ceus": _table(data.ceus, data.max_rows),
@@ -118,7 +116,7 @@ def render_html(data: ReportData, folder: Path, *, embed_images: bool = False, i
         "followup": [_table(f, data.max_rows) for f in data.followup] if data.followup else None,
         "prediction": _table(_frame(data.prediction), data.max_rows, index=True),
         "contributions": _table(_top_contributions(data.contributions, 15), 15),
-        "contribution_plot": _contribution_plot(data.contributions, images),
+        "contribution_plot": contribution_plot(_top_contributions(data.contributions, 10), images),
         "nomogram": images.add_png(Path(data.nomogram).read_bytes(), "nomogram") if data.nomogram else None,
         "model_card": {str(k): _fmt(v) for k, v in (data.model_card or {}).items()},
         "segmentation": data.segmentation,
@@ -230,126 +228,6 @@ def _top_contributions(frame, n: int):
     value = "contribution" if "contribution" in numeric else numeric[0]
     order = frame[value].abs().sort_values(ascending=False).index[:n]
     return frame.loc[order, [text[0], value]].rename(columns={text[0]: "feature", value: "contribution"})
-
-
-# ---------------------------------------------------------------- images
-class _ImageSink:
-    """Saves matplotlib figures as PNG files under a folder, or returns them as data URIs."""
-
-    def __init__(self, folder: Path, embed: bool):
-        self.folder, self.embed = folder, embed
-
-    def add(self, figure, name: str) -> str:
-        import matplotlib.pyplot as plt
-
-        buffer = _bytes_io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=100, facecolor=figure.get_facecolor())
-        plt.close(figure)
-        return self.add_png(buffer.getvalue(), name)
-
-    def add_png(self, png: bytes, name: str) -> str:
-        if self.embed:
-            return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / f"{name}.png").write_bytes(png)
-        return f"{self.folder.name}/{name}.png"
-
-
-def _key_images(data: ReportData, sink: _ImageSink, point, lesion: int) -> list[dict]:
-    """One axial picture per phase (radiological convention, via views.display_slice) through `point`, then the MR
-    subtraction images (post minus pre: lirads_mri.subtraction_images) of a dynamic MR study."""
-    from .lirads_mri import subtraction_images
-
-    if not data.images:
-        return []
-    reference = data.labels if data.labels is not None else next(iter(data.images.values()))
-    for phase, image in data.images.items():
-        check_same_grid(reference, image, f"{phase} image of the report (give registered phases)")
-    labels = display_slice(data.labels, "axial", point, nearest=True).array if data.labels is not None else None
-    out = []
-    for phase, image in {**data.images, **subtraction_images(data.images)}.items():
-        picture = display_slice(image, "axial", point)
-        figure, axes = show(picture, *_window(picture.array, data.modality))
-        for name, colour in _CONTOURS.items() if labels is not None else ():
-            mask = labels == LABELS[name]
-            if mask.any():
-                axes.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=0.8,
-                             extent=picture.extent, origin="upper")
-        if lesion:
-            axes.annotate(f"{lesion}", xy=picture.to_display(point), xytext=(18, 18), textcoords="offset points",
-                          color="#00ff6a", fontsize=10, arrowprops={"arrowstyle": "->", "color": "#00ff6a", "lw": 1.5})
-        caption = f"{phase} · axial slice {picture.index + 1}/{picture.count}" + (
-            f" · observation {lesion}" if lesion else "")
-        out.append({"src": sink.add(figure, f"key_{phase}"), "caption": caption})
-    return out
-
-
-def _registration_images(data: ReportData, sink: _ImageSink, point) -> list[dict]:
-    """Axial checkerboard (reference / registered series) per moving series, through the key images' point."""
-    out = []
-    for name, image in data.registration_images.items():
-        picture = display_slice(image, "axial", point)
-        figure, _axes = show(picture, 0.0, 1.0)
-        out.append({"src": sink.add(figure, f"checkerboard_{name}"),
-                    "caption": f"{name} / reference checkerboard · axial slice {picture.index + 1}/{picture.count}"})
-    return out
-
-
-def _window(array: np.ndarray, modality: str) -> tuple[float, float]:
-    if modality == "CT":
-        return ct_window_range(CT_WINDOW)
-    low, high = np.percentile(array, [1, 99])
-    return float(low), float(high)
-
-
-def _lesion_instances(data: ReportData) -> sitk.Image | None:
-    if data.lesions is not None:
-        reference = data.labels if data.labels is not None else next(iter(data.images.values()), None)
-        if reference is not None:
-            check_same_grid(reference, data.lesions, "lesion instance map of the report")
-        return data.lesions
-    if data.labels is None:
-        return None
-    return label_lesions(data.labels)
-
-
-def _key_point(labels: sitk.Image | None, lesions: sitk.Image | None) -> tuple[tuple | None, int]:
-    """Physical point (LPS mm) of the key slice and the observation it shows (0: none): the largest
-    observation's centroid, else the middle of the liver's largest axial cross-section, else None (centre)."""
-    if lesions is not None:
-        stats = sitk.LabelShapeStatisticsImageFilter()
-        stats.Execute(sitk.Cast(lesions, sitk.sitkUInt32))
-        if stats.GetLabels():
-            lesion = max(sorted(stats.GetLabels()), key=stats.GetNumberOfPixels)
-            return stats.GetCentroid(lesion), int(lesion)
-    if labels is not None:
-        liver = sitk.DICOMOrient(labels == LABELS["liver"], "LPS")
-        areas = sitk.GetArrayViewFromImage(liver).sum(axis=(1, 2))
-        if areas.any():
-            size = liver.GetSize()
-            return liver.TransformContinuousIndexToPhysicalPoint(
-                [(size[0] - 1) / 2, (size[1] - 1) / 2, float(np.argmax(areas))]), 0
-    return None, 0
-
-
-def _contribution_plot(contributions, sink: _ImageSink) -> str | None:
-    top = _top_contributions(contributions, 10)
-    if top is None:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    top = top.iloc[::-1]
-    figure, axes = plt.subplots(figsize=(6, 0.35 * len(top) + 1))
-    colours = ["#c0392b" if v > 0 else "#2471a3" for v in top["contribution"]]
-    axes.barh([str(n) for n in top["feature"]], top["contribution"], color=colours)
-    axes.axvline(0, color="black", lw=0.8)
-    axes.set_xlabel("contribution to the prediction (red: towards, blue: against)")
-    axes.tick_params(axis="y", labelsize=8)
-    figure.tight_layout()
-    return sink.add(figure, "contributions")
 
 
 # ---------------------------------------------------------------- provenance and files
