@@ -3,8 +3,8 @@ plus the filters' margin, from the input cropped to that box plus the B-spline's
 
 Margins (per axis, in voxels):
 - output (target grid): the LoG's (`features.LOG_MARGIN_SIGMAS` × largest sigma / spacing + 2) or the wavelet's
-  support (filter length × 2^levels + 2), whichever is larger, so `features._log_crop` / `_wavelet_crop` see the
-  same voxels as on the whole series;
+  support (filter length × 2^levels + 2), whichever is larger, so the filters' crops (`features.crop_groups`) see
+  the same voxels as on the whole series;
 - input (original grid): the cubic kernel's support (2) + `IIR_MARGIN` (32): the B-spline coefficients come from a
   recursive (infinite-support) prefilter whose pole is 2 - sqrt(3), and 0.268^32 < 2^-60, so the coefficients
   inside the box converge to the same doubles as on the whole series.
@@ -12,7 +12,7 @@ Margins (per axis, in voxels):
 The resampling runs in ITK's Python wrapping with the input's index start kept (same physical ↔ index arithmetic
 as the whole image) and an output requested region, in double precision as SimpleITK's `Resample` does: values in
 the box equal the whole-series resampling bit for bit (checked in `Testing/test_radiomics_crop.py` and by
-`Testing/Benchmarks/bench_radiomics.py --crop-log`, which compares Original features with the naive loop).
+`Testing/Benchmarks/bench_radiomics.py --crop-filters`, which compares Original features with the naive loop).
 """
 from __future__ import annotations
 
