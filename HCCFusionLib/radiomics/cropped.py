@@ -54,11 +54,6 @@ def preprocess_cropped(image: sitk.Image, masks: dict, preset: Preset):
     interpolator = preset.preprocess.get("interpolator") or "sitkBSpline"
     if preset.mode == "ibsi" or grid is None or interpolator != "sitkBSpline" or preset.preprocess.get("normalize"):
         return None
-    try:
-        import itk
-    except ImportError:
-        log.info("ITK's Python wrapping is not installed: resampling the whole series")
-        return None
     boxes = [_box(m) for m in masks.values() if sitk.GetArrayViewFromImage(m).any()]
     if not boxes:
         return None
@@ -66,6 +61,11 @@ def preprocess_cropped(image: sitk.Image, masks: dict, preset: Preset):
     lo = np.maximum(np.min([b[0] for b in boxes], 0) - filter_margin(preset, grid.GetSpacing()), 0)
     hi = np.minimum(np.max([b[1] for b in boxes], 0) + filter_margin(preset, grid.GetSpacing()) + 1, size)
     if np.prod(hi - lo) >= 0.8 * np.prod(size):
+        return None
+    try:  # imported only now: loading ITK's wrapping costs seconds per process
+        import itk
+    except ImportError:
+        log.info("ITK's Python wrapping is not installed: resampling the whole series")
         return None
     values = _resample_region(itk, sitk.Cast(image, sitk.sitkFloat32), grid, lo, hi)
     out = sitk.GetImageFromArray(values)
