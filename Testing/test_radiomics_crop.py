@@ -1,5 +1,6 @@
-"""Radiomics with the LoG cropped to the region's box plus a 10-sigma margin: filtered features within 1e-4
-relative of the whole-image LoG, Original and shape bit-identical, bin flips counted; the B-spline resampling
+"""Radiomics in the tolerance mode (`crop_filters`): the LoG per sigma on each region group's box plus a 10-sigma
+margin, filtered features within `CROP_TOLERANCE` relative of the whole-image LoG, Original, shape and wavelet
+bit-identical, bin flips counted per image type; the B-spline resampling
 cropped to the box plus the filters' margin (`radiomics.cropped`): bit-identical to the whole-series resampling."""
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def test_cropped_log_within_tolerance_and_original_shape_identical(tmp_path):
     pre = R.preprocess_image(image, preset)
     mask = R.preprocess_mask(labels == LABELS["tumour"], image, preset)
     whole = R.series_features(pre, {"t": mask}, preset)
-    cropped = R.series_features(pre, {"t": mask}, preset, crop_log=True)
+    cropped = R.series_features(pre, {"t": mask}, preset, crop_filters=True)
     keys = whole.values["t"].keys()
     assert keys == cropped.values["t"].keys() and any(k.startswith("log-sigma-3") for k in keys)
     exact = {k for k in keys if k.startswith("original_")}
@@ -49,9 +50,9 @@ def test_cropped_log_within_tolerance_and_original_shape_identical(tmp_path):
     filtered = R.SeriesFeatures(values={"t": {k: v for k, v in whole.values["t"].items() if k not in exact}})
     mine = R.SeriesFeatures(values={"t": {k: v for k, v in cropped.values["t"].items() if k not in exact}})
     worst, count = R.max_relative_difference(filtered, mine)
-    assert count > 100 and worst <= 1e-4
+    assert count > 100 and worst <= R.CROP_TOLERANCE
     assert worst > 0  # the crop really happened (the recursive LoG is not local: low-order bits change)
-    flips = R.log_bin_flips(pre, mask, preset)
+    flips = R.bin_flips(pre, {"t": mask}, preset)["t"]
     assert set(flips) == {"log-sigma-1-0-mm-3D", "log-sigma-3-0-mm-3D"}
     assert all(0 <= n <= int(sitk.GetArrayViewFromImage(mask).sum()) // 100 for n in flips.values())
 
@@ -72,14 +73,61 @@ def test_cropped_resampling_is_bit_identical_and_features_within_tolerance(tmp_p
                           sitk.GetArrayViewFromImage(small["t"]))
     assert sitk.GetArrayViewFromImage(small["t"]).sum() == sitk.GetArrayViewFromImage(masks["t"]).sum()
     naive = R.naive_series_features(pre, masks, preset).values["t"]
-    mine = R.series_features(cropped, small, preset, crop_log=True).values["t"]
+    mine = R.series_features(cropped, small, preset, crop_filters=True).values["t"]
     assert naive.keys() == mine.keys() and any(k.startswith("wavelet-") for k in naive)
     exact = [k for k in naive if k.startswith("original_") or k.startswith("wavelet-")]
     assert any("_shape_" in k for k in exact)
     assert all(naive[k] == mine[k] for k in exact)  # Original, shape and wavelet: bit-identical
     worst, count = R.max_relative_difference(R.SeriesFeatures(values={"t": naive}),
                                              R.SeriesFeatures(values={"t": mine}))
-    assert count == len(naive) and worst <= 1e-4
-    flips = R.log_bin_flips(pre, masks["t"], preset)
+    assert count == len(naive) and worst <= R.CROP_TOLERANCE
+    flips = R.bin_flips(pre, masks, preset)["t"]
+    assert len(flips) == 2 + 8 and all(flips[k] == 0 for k in flips if k.startswith("wavelet-"))  # local: exact
     assert sum(flips.values()) <= int(sitk.GetArrayViewFromImage(masks["t"]).sum()) // 100
     print(f"cropped grid {cropped.GetSize()} of {pre.GetSize()}; max rel diff {worst:.3g}; bin flips {flips}")
+
+
+def test_crop_groups_merge_nested_regions_and_split_distant_ones():
+    from HCCFusionLib.radiomics.features import crop_groups
+
+    margin, size = np.array([5, 5, 5]), (200, 200, 60)
+    nested = {"liver": [20, 150, 20, 150, 5, 50], "tumour": [60, 70, 60, 70, 20, 30]}
+    assert [g[0] for g in crop_groups(nested, margin, size)] == [["liver", "tumour"]]
+    distant = {"a": [10, 20, 10, 20, 10, 20], "b": [170, 180, 170, 180, 30, 40], "c": [14, 22, 12, 20, 12, 22]}
+    groups = crop_groups(distant, margin, size)
+    assert sorted(sorted(g[0]) for g in groups) == [["a", "c"], ["b"]]
+    lo, hi = next((g[1], g[2]) for g in groups if g[0] == ["b"])
+    assert lo.tolist() == [165, 165, 25] and hi.tolist() == [186, 186, 46]
+    edge = crop_groups({"e": [0, 199, 0, 199, 0, 59]}, margin, size)
+    assert edge[0][1].tolist() == [0, 0, 0] and edge[0][2].tolist() == [200, 200, 60]
+
+
+def test_tolerance_mode_per_region_crops_and_stated_tolerance(tmp_path):
+    """Two distant regions, each with its own LoG crop: Original, shape and wavelet bit-identical to the exact
+    path, LoG within the tolerance; extract_study states the mode and tolerance in its diagnostics."""
+    preset, labels, image = _case(tmp_path, PRESET.replace("{Original: {}, LoG: {sigma: [1.0, 3.0]}}",
+                                                           "{Original: {}, LoG: {sigma: [1.0]}, Wavelet: {}}"))
+    pre = R.preprocess_image(image, preset)
+    arr = np.zeros(sitk.GetArrayViewFromImage(pre).shape, np.uint8)
+    a, b = arr.copy(), arr.copy()
+    a[3:9, 10:22, 10:22], b[6:12, 60:72, 58:70] = 1, 1
+    masks = {}
+    for name, m in (("a", a), ("b", b)):
+        masks[name] = sitk.GetImageFromArray(m)
+        masks[name].CopyInformation(pre)
+    exact = R.series_features(pre, masks, preset)
+    fast = R.series_features(pre, masks, preset, crop_filters=True)
+    for name in masks:
+        keep = [k for k in exact.values[name] if not k.startswith("log-")]
+        assert any("_shape_" in k for k in keep) and any(k.startswith("wavelet-") for k in keep)
+        assert all(exact.values[name][k] == fast.values[name][k] for k in keep)
+    worst, count = R.max_relative_difference(exact, fast)
+    assert count == sum(len(v) for v in exact.values.values()) and 0 < worst <= R.CROP_TOLERANCE
+    from HCCFusionLib.study import Modality, Phase, Series, Study
+
+    study = Study("s")
+    study.add(Series("PVP", Phase.PVP, image, Modality.CT, masks={"labels": labels}))
+    found = R.extract_study(study, regions=("tumour",), presets={"*": preset}, workers=1, crop_filters=True)
+    assert found.diagnostics["extraction"]["max_rel_diff_vs_pyradiomics"] == R.CROP_TOLERANCE
+    assert R.extract_study(study, regions=("tumour",), presets={"*": preset}, workers=1
+                           ).diagnostics["extraction"]["mode"] == "exact"

@@ -26,7 +26,8 @@ def _radiomics_options(args) -> dict:
     return {"regions": [r.strip() for r in args.regions.split(",") if r.strip()], "rings_mm": rings,
             "margin_mm": args.margin_mm, "clip": args.clip, "presets": presets or None,
             "image_types": [t.strip() for t in args.image_types.split(",")] if args.image_types else None,
-            "workers": args.workers, "cache_dir": args.cache, "resample_masks": args.resample_masks}
+            "workers": args.workers, "cache_dir": args.cache, "resample_masks": args.resample_masks,
+            "crop_filters": args.crop_filters}
 
 
 def _radiomics_args(p):
@@ -42,6 +43,9 @@ def _radiomics_args(p):
     p.add_argument("--image-types", help="comma list of Original,LoG,Wavelet (default: the preset's)")
     p.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
     p.add_argument("--cache", type=Path, help="cache folder for per-(series, region) results (content-hashed)")
+    p.add_argument("--crop-filters", action="store_true",
+                   help="tolerance mode: filters on each region's crop (LoG features within 1e-4 relative of "
+                        "pyradiomics, Original and shape bit-identical; stated in diagnostics.json)")
     p.add_argument("--resample-masks", action="store_true",
                    help="resample a segmentation on another grid to each series (nearest neighbour) instead of "
                         "reporting a GeometryError; better: extract the registered study")

@@ -28,8 +28,8 @@ stability screening by ICC(3,1) (`stability`) and cohort extraction with resume 
 from . import ibsi
 from .cohort import cohort_extract
 from .extraction import LONG_COLUMNS, Extraction, extract_study, outputs_complete, write_outputs
-from .features import (SeriesFeatures, image_hash, log_bin_flips, max_relative_difference, naive_extract,
-                       naive_series_features, preprocess_image, preprocess_mask, series_features)
+from .features import (CROP_TOLERANCE, SeriesFeatures, bin_flips, image_hash, max_relative_difference,
+                       naive_extract, naive_series_features, preprocess_image, preprocess_mask, series_features)
 from .kinetics import (KINETIC_DEFINITIONS, PHASE_PAIRS, definitions_table, kinetic_features, phase_deltas,
                        region_statistics, timepoint_deltas)
 from .presets import (CACHE_VERSION, DEFAULT_IMAGE_TYPE_ARGS, DEFAULT_PRESETS, IMAGE_TYPES, PRESET_DIR, Preset,
@@ -38,11 +38,11 @@ from .presets import (CACHE_VERSION, DEFAULT_IMAGE_TYPE_ARGS, DEFAULT_PRESETS, I
 from .stability import PERTURBATIONS, icc_3_1, perturb, stability_screen, stability_subjects
 
 __all__ = [
-    "CACHE_VERSION", "DEFAULT_IMAGE_TYPE_ARGS", "DEFAULT_PRESETS", "IMAGE_TYPES", "KINETIC_DEFINITIONS", "LONG_COLUMNS",
+    "CACHE_VERSION", "CROP_TOLERANCE", "DEFAULT_IMAGE_TYPE_ARGS", "DEFAULT_PRESETS", "IMAGE_TYPES", "KINETIC_DEFINITIONS", "LONG_COLUMNS",
     "PERTURBATIONS", "PHASE_PAIRS", "PRESET_DIR", "Extraction", "Preset", "SeriesFeatures", "available_presets",
     "cohort_extract", "ibsi", "column_name", "definitions_table", "expected_keys", "extract_study", "feature_names",
     "icc_3_1", "image_hash", "image_type_names", "kinetic_features", "load_preset", "max_relative_difference",
-    "log_bin_flips", "naive_extract", "naive_series_features", "outputs_complete", "perturb", "phase_deltas",
+    "bin_flips", "naive_extract", "naive_series_features", "outputs_complete", "perturb", "phase_deltas",
     "preprocess_image",
     "preprocess_mask", "preset_for", "region_statistics", "series_features", "stability_screen", "stability_subjects",
     "timepoint_deltas", "versions", "write_outputs",

@@ -3,8 +3,8 @@ plus the filters' margin, from the input cropped to that box plus the B-spline's
 
 Margins (per axis, in voxels):
 - output (target grid): the LoG's (`features.LOG_MARGIN_SIGMAS` × largest sigma / spacing + 2) or the wavelet's
-  support (filter length × 2^levels + 2), whichever is larger, so `features._log_crop` / `_wavelet_crop` see the
-  same voxels as on the whole series;
+  support (filter length × 2^levels + 2), whichever is larger, so the filters' crops (`features.crop_groups`) see
+  the same voxels as on the whole series;
 - input (original grid): the cubic kernel's support (2) + `IIR_MARGIN` (32): the B-spline coefficients come from a
   recursive (infinite-support) prefilter whose pole is 2 - sqrt(3), and 0.268^32 < 2^-60, so the coefficients
   inside the box converge to the same doubles as on the whole series.
@@ -12,7 +12,7 @@ Margins (per axis, in voxels):
 The resampling runs in ITK's Python wrapping with the input's index start kept (same physical ↔ index arithmetic
 as the whole image) and an output requested region, in double precision as SimpleITK's `Resample` does: values in
 the box equal the whole-series resampling bit for bit (checked in `Testing/test_radiomics_crop.py` and by
-`Testing/Benchmarks/bench_radiomics.py --crop-log`, which compares Original features with the naive loop).
+`Testing/Benchmarks/bench_radiomics.py --crop-filters`, which compares Original features with the naive loop).
 """
 from __future__ import annotations
 
@@ -54,11 +54,6 @@ def preprocess_cropped(image: sitk.Image, masks: dict, preset: Preset):
     interpolator = preset.preprocess.get("interpolator") or "sitkBSpline"
     if preset.mode == "ibsi" or grid is None or interpolator != "sitkBSpline" or preset.preprocess.get("normalize"):
         return None
-    try:
-        import itk
-    except ImportError:
-        log.info("ITK's Python wrapping is not installed: resampling the whole series")
-        return None
     boxes = [_box(m) for m in masks.values() if sitk.GetArrayViewFromImage(m).any()]
     if not boxes:
         return None
@@ -66,6 +61,11 @@ def preprocess_cropped(image: sitk.Image, masks: dict, preset: Preset):
     lo = np.maximum(np.min([b[0] for b in boxes], 0) - filter_margin(preset, grid.GetSpacing()), 0)
     hi = np.minimum(np.max([b[1] for b in boxes], 0) + filter_margin(preset, grid.GetSpacing()) + 1, size)
     if np.prod(hi - lo) >= 0.8 * np.prod(size):
+        return None
+    try:  # imported only now: loading ITK's wrapping costs seconds per process
+        import itk
+    except ImportError:
+        log.info("ITK's Python wrapping is not installed: resampling the whole series")
         return None
     values = _resample_region(itk, sitk.Cast(image, sitk.sitkFloat32), grid, lo, hi)
     out = sitk.GetImageFromArray(values)

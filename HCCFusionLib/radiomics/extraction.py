@@ -16,7 +16,7 @@ from ..errors import GeometryError, InputError
 from ..progress import scaled, silent
 from ..regions import DEFAULT_MARGIN_MM, DEFAULT_REGIONS, DEFAULT_RINGS_MM, body_mask, build_regions
 from ..study import LABELS, Modality, Series, Study, check_same_grid, same_grid
-from .features import image_hash
+from .features import CROP_TOLERANCE, LOG_MARGIN_SIGMAS, image_hash
 from .kinetics import definitions_table, kinetic_features, region_statistics
 from .parallel import TaskRunner, pack_image, pack_mask
 from .presets import Preset, column_name, expected_keys, preset_for, versions
@@ -115,6 +115,17 @@ def write_outputs(folder: Path, long, wide, kinetics, diagnostics: dict, extra: 
         raise
 
 
+def extraction_settings(crop_filters: bool) -> dict:
+    """How the features were computed, for diagnostics.json: exact (bit-identical to pyradiomics' naive loop) or the
+    tolerance mode (`crop_filters`), with its stated tolerance."""
+    if not crop_filters:
+        return {"mode": "exact", "max_rel_diff_vs_pyradiomics": 0.0}
+    return {"mode": "crop_filters", "max_rel_diff_vs_pyradiomics": CROP_TOLERANCE,
+            "exact": ["Original", "shape", "Wavelet"], "within_tolerance": ["LoG"],
+            "log_margin_sigmas": LOG_MARGIN_SIGMAS,
+            "note": "LoG per sigma on each region group's box + margin; bin flips are possible (see features.bin_flips)"}
+
+
 def outputs_complete(folder: "str | Path") -> bool:
     """True when `folder` (OUT/radiomics) holds a finished extraction (used by cohort resume)."""
     folder = Path(folder)
@@ -180,16 +191,18 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
                   rings_mm=DEFAULT_RINGS_MM, margin_mm: float = DEFAULT_MARGIN_MM, clip: str = "liver",
                   presets: dict | None = None, image_types=None, workers: int = 2, cache_dir=None,
                   resample_masks: bool = False, label_values: dict | None = None, lesions: sitk.Image | None = None,
-                  progress=None, crop_log: bool = False) -> Extraction:
+                  progress=None, crop_filters: bool = False) -> Extraction:
     """Radiomics, kinetics and diagnostics of every series × region of a study (see the package doc).
 
     `presets`: {series name | phase code | modality code | "*": preset name/file/Preset}; default per modality.
     `image_types`: subset of ("Original", "LoG", "Wavelet") overriding the presets'. `workers`: processes
     (1 = in this process). `cache_dir`: folder of cached per-(series, region) results. `lesions`: the
     segmentation's lesion instance map (`lesions.label_lesions`), used for the per-lesion regions of series on
-    its grid. `crop_log`: LoG on the regions' box + 10-sigma margin (filtered features within 1e-4 relative,
-    Original and shape unchanged; see `features.log_bin_flips`) and the B-spline resampling on the box plus the
-    filters' margin (bit-identical; `cropped`; diagnostics: the preprocessed grid is then the crop's).
+    its grid. `crop_filters`: the tolerance mode: every filter on its regions' crops (LoG per sigma on the box + 10
+    sigma; LoG features within `features.CROP_TOLERANCE` relative of the naive loop, Original, shape and wavelet
+    unchanged; see `features.bin_flips`) and the B-spline resampling on the box plus the filters' margin
+    (bit-identical; `cropped`); diagnostics["extraction"] states the mode and tolerance, and the preprocessed grid
+    is then the crop's.
     """
     import pandas as pd
 
@@ -198,7 +211,8 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
     wide_phase = _wide_phase(study)
     diag = {"study": study.study_id, "versions": versions(), "presets": {}, "series": {},
             "regions": {"groups": list(regions), "rings_mm": [list(r) for r in rings_mm], "margin_mm": margin_mm,
-                        "clip": clip}}
+                        "clip": clip},
+            "extraction": extraction_settings(crop_filters)}
     shape_groups, kinetic_stats, series_info, series_cache_keys = {}, {}, {}, {}
     long_rows, cache_hits = [], {}
     region_cache = {}
@@ -246,7 +260,7 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
                 masks[name] = region
             if not masks:
                 continue
-            cache_keys = {n: _cache_key(info["image_sha256"], info["regions"][n]["mask_sha256"], preset, crop_log)
+            cache_keys = {n: _cache_key(info["image_sha256"], info["regions"][n]["mask_sha256"], preset, crop_filters)
                           for n in masks}
             todo = {}
             for name in masks:
@@ -262,7 +276,7 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
             packed = {n: pack_mask(r.mask) for n, r in todo.items()}
             runner.add_series(series.name, {"series": series.name, "preset": preset.as_dict(),
                                             "threads": runner.threads, "image": pack_image(series.image),
-                                            "crop_log": crop_log,
+                                            "crop_filters": crop_filters,
                                             "masks": packed})
             series_cache_keys[series.name] = cache_keys
             grid = {"size": series.image.GetSize(), "spacing": series.image.GetSpacing(),
@@ -308,8 +322,8 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
     return Extraction(study.study_id, long, kin, diag)
 
 
-def _cache_key(image_sha: str, mask_sha: str, preset: Preset, crop_log: bool = False) -> str:
-    text = json.dumps([image_sha, mask_sha, preset.sha256(), versions()] + (["crop_log"] if crop_log else []),
+def _cache_key(image_sha: str, mask_sha: str, preset: Preset, crop_filters: bool = False) -> str:
+    text = json.dumps([image_sha, mask_sha, preset.sha256(), versions()] + (["crop_filters"] if crop_filters else []),
                       sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 

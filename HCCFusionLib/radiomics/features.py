@@ -221,13 +221,14 @@ def _class_features(classes_impl, image, mask, image_type: str, classes, enabled
 
 
 def series_features(image: sitk.Image, masks: dict, preset: Preset, shapes: dict | None = None,
-                    defer_shapes: bool = False, crop_log: bool = False) -> SeriesFeatures:
+                    defer_shapes: bool = False, crop_filters: bool = False) -> SeriesFeatures:
     """Features of every region mask of one preprocessed series, filters computed once (see the module doc).
 
     `masks`: region name -> binary mask on `image`'s grid. `shapes`: shape features already computed, keyed by
     `shape_key` (reused instead of recomputed; new ones are added). `defer_shapes`: leave out shape features
-    another process computes for the same mask (only `shape_keys` are returned for them). `crop_log`: LoG on the
-    regions' box plus a 10-sigma margin (`_log_crop`; within 1e-4 relative, not bit-identical).
+    another process computes for the same mask (only `shape_keys` are returned for them). `crop_filters`: every
+    filter on its regions' crops (`_variants`, `crop_groups`; LoG features within `CROP_TOLERANCE` relative, not
+    bit-identical; Original and shape unchanged).
     """
     _, _, imageoperations, classes_impl = pyradiomics()
     start = time.perf_counter()
@@ -264,7 +265,7 @@ def series_features(image: sitk.Image, masks: dict, preset: Preset, shapes: dict
             prepared[name] = (region.box, region.feature_mask, todo)
     if prepared:
         _filtered_features(image, prepared, extractor, settings, result, classes_impl, imageoperations, prep,
-                           crop_log)
+                           crop_filters)
     for name, same in duplicates.items():
         result.values[name] = dict(result.values[same])
         result.reasons[name] = dict(result.reasons[same])
@@ -275,34 +276,39 @@ def series_features(image: sitk.Image, masks: dict, preset: Preset, shapes: dict
 
 
 def _filtered_features(image, prepared, extractor, settings, result, classes_impl, imageoperations, prep=None,
-                       crop_log: bool = False):
+                       crop_filters: bool = False):
     for image_type, custom in extractor.enabledImagetypes.items():
-        args = {**settings, **custom}
-        source, offset = image, np.zeros(3, int)
-        if image_type == "Wavelet":
-            source, offset = _wavelet_crop(image, [p[0] for p in prepared.values()], custom)
-        elif image_type == "LoG" and crop_log:
-            source, offset = _log_crop(image, [p[0] for p in prepared.values()], custom)
-        local = {}
-        for name, (bb, feature_mask, todo) in prepared.items():
-            mask = feature_mask if source is image else sitk.RegionOfInterest(
-                feature_mask, source.GetSize(), [int(v) for v in offset])
-            lbb = np.array(bb).copy()
-            lbb[0::2] -= offset
-            lbb[1::2] -= offset
-            local[name] = (lbb, mask, todo)
-        generator = getattr(imageoperations, f"get{image_type}Image")(source, next(iter(local.values()))[1], **args)
-        for filtered, type_name, kwargs in generator:
-            for name, (lbb, mask, todo) in local.items():
-                cropped_image, cropped_mask = imageoperations.cropToTumorMask(filtered, mask, lbb, padDistance=0)
-                bound, per_slice = _lower_bound(prep, type_name), []
-                if prep is not None and prep["aggregation"] == "2D":
-                    per_slice = [c for c in todo if c != "firstorder"]
-                    result.values[name].update(_slice_features(classes_impl, cropped_image, cropped_mask, type_name,
-                                                               per_slice, extractor.enabledFeatures, kwargs, bound))
-                result.values[name].update(_class_features(
-                    classes_impl, cropped_image, cropped_mask, type_name, [c for c in todo if c not in per_slice],
-                    extractor.enabledFeatures, kwargs, bound))
+        for variant, margin in _variants(image_type, custom, image.GetSpacing(), crop_filters):
+            args = {**settings, **variant}
+            boxes = {name: p[0] for name, p in prepared.items()}
+            for names, source, offset in _crops(image, boxes, margin):
+                local = {}
+                for name in names:
+                    bb, feature_mask, todo = prepared[name]
+                    mask = feature_mask if source is image else sitk.RegionOfInterest(
+                        feature_mask, source.GetSize(), [int(v) for v in offset])
+                    lbb = np.array(bb).copy()
+                    lbb[0::2] -= offset
+                    lbb[1::2] -= offset
+                    local[name] = (lbb, mask, todo)
+                generator = getattr(imageoperations, f"get{image_type}Image")(source, next(iter(local.values()))[1],
+                                                                               **args)
+                for filtered, type_name, kwargs in generator:
+                    for name, (lbb, mask, todo) in local.items():
+                        _region_features(result.values[name], filtered, mask, lbb, type_name, kwargs, todo, prep,
+                                         classes_impl, extractor.enabledFeatures, imageoperations)
+
+
+def _region_features(out: dict, filtered, mask, lbb, type_name: str, kwargs: dict, todo, prep, classes_impl,
+                     enabled: dict, imageoperations) -> None:
+    cropped_image, cropped_mask = imageoperations.cropToTumorMask(filtered, mask, lbb, padDistance=0)
+    bound, per_slice = _lower_bound(prep, type_name), []
+    if prep is not None and prep["aggregation"] == "2D":
+        per_slice = [c for c in todo if c != "firstorder"]
+        out.update(_slice_features(classes_impl, cropped_image, cropped_mask, type_name, per_slice, enabled, kwargs,
+                                   bound))
+    out.update(_class_features(classes_impl, cropped_image, cropped_mask, type_name,
+                               [c for c in todo if c not in per_slice], enabled, kwargs, bound))
 
 
 def _slice_features(classes_impl, image, mask, type_name: str, classes, enabled: dict, kwargs: dict,
@@ -342,57 +348,90 @@ def _lower_bound(prep: dict | None, type_name: str):
 # full-size phantom 6 sigma gave bin flips and relative differences up to 2e-2 (glcm ClusterShade), 8 sigma
 # 4e-4, 10 sigma 2.5e-6 and no flips
 LOG_MARGIN_SIGMAS = 10.0
+#: Largest relative difference from the naive loop accepted for filtered (LoG) features with `crop_filters`
+CROP_TOLERANCE = 1e-4
 
 
-def _log_crop(image: sitk.Image, boxes, custom: dict):
-    """The image cropped to the union of region boxes plus a LoG margin: ceil(10 * largest sigma / spacing) + 2
-    voxels per axis. The recursive LoG is not local, so values inside change in their low-order bits only
-    (relative differences well under 1e-4; `Testing/test_radiomics_crop.py`)."""
-    sigma = max(float(s) for s in custom.get("sigma", [1.0]))
-    margin = np.ceil(LOG_MARGIN_SIGMAS * sigma / np.array(image.GetSpacing())).astype(int) + 2
-    return _box_crop(image, boxes, margin)
+def _variants(image_type: str, custom: dict, spacing, crop_filters: bool) -> list[tuple[dict, object]]:
+    """[(image type arguments, crop margin in voxels (x, y, z) or None = whole image)] of one image type.
+
+    Wavelet: always cropped to its support (the transform is local: values inside are unchanged). LoG with
+    `crop_filters`: one variant per sigma, each cropped to ceil(10 sigma / spacing) + 2 voxels (the recursive LoG
+    is not local: values inside change in their low-order bits only, within `CROP_TOLERANCE`)."""
+    if image_type == "Wavelet":
+        import pywt
+
+        levels = int(custom.get("start_level", 0)) + int(custom.get("level", 1))
+        return [(custom, np.full(3, pywt.Wavelet(custom.get("wavelet", "coif1")).dec_len * 2 ** levels + 2))]
+    if image_type == "LoG" and crop_filters:
+        return [({**custom, "sigma": [s]},
+                 np.ceil(LOG_MARGIN_SIGMAS * float(s) / np.array(spacing, float)).astype(int) + 2)
+                for s in custom.get("sigma", [1.0])]
+    return [(custom, None)]
 
 
-def log_bin_flips(image: sitk.Image, mask: sitk.Image, preset: Preset) -> dict:
-    """{LoG image type name: voxels of `mask` whose grey-level bin differs between the LoG of the whole `image` and
-    of its `_log_crop`} (the bin flips the crop causes; pyradiomics' own filter and binning)."""
+def crop_groups(boxes: dict, margin, size) -> list[tuple[list, np.ndarray, np.ndarray]]:
+    """[(region names, lo, hi)]: crops (x, y, z voxels [lo, hi)) of the regions' pyradiomics boxes plus `margin`,
+    clipped to `size`; two crops merge into their union while the union is no larger than the two together (nested
+    regions share one filter run, distant ones get their own)."""
+    size = np.asarray(size)
+    groups = [([n], np.maximum(np.asarray(bb)[0::2] - margin, 0), np.minimum(np.asarray(bb)[1::2] + margin + 1, size))
+              for n, bb in boxes.items()]
+    while len(groups) > 1:
+        best = None
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                lo, hi = np.minimum(groups[i][1], groups[j][1]), np.maximum(groups[i][2], groups[j][2])
+                gain = sum(int(np.prod(g[2] - g[1])) for g in (groups[i], groups[j])) - int(np.prod(hi - lo))
+                if gain >= 0 and (best is None or gain > best[0]):
+                    best = (gain, i, j, lo, hi)
+        if best is None:
+            break
+        _, i, j, lo, hi = best
+        groups[i] = (groups[i][0] + groups[j][0], lo, hi)
+        del groups[j]
+    return groups
+
+
+def _crops(image: sitk.Image, boxes: dict, margin) -> list[tuple[list, sitk.Image, np.ndarray]]:
+    """[(region names, image or its crop, the crop's offset)] a filter runs on (`crop_groups`; None: whole)."""
+    if margin is None:
+        return [(list(boxes), image, np.zeros(3, int))]
+    out = []
+    for names, lo, hi in crop_groups(boxes, margin, image.GetSize()):
+        if np.all(lo == 0) and np.all(hi == np.array(image.GetSize())):
+            out.append((names, image, np.zeros(3, int)))
+        else:
+            out.append((names, sitk.RegionOfInterest(image, [int(v) for v in hi - lo], [int(v) for v in lo]), lo))
+    return out
+
+
+def bin_flips(image: sitk.Image, masks: dict, preset: Preset) -> dict:
+    """{region: {filtered image type name: voxels of the region whose grey-level bin differs between the filter of
+    the whole `image` and of the region's own crop under `crop_filters`}} (pyradiomics' filters and binning; LoG
+    per sigma and every wavelet sub-band). Each whole-image filter runs once for all regions."""
     _, _, imageoperations, _ = pyradiomics()
     extractor = preset.extractor()
-    custom = extractor.enabledImagetypes.get("LoG")
-    if custom is None:
-        return {}
-    args = {**extractor.settings, **custom, "label": 1}
-    box = imageoperations.checkMask(image, mask, **args)[0]
-    cropped, offset = _log_crop(image, [box], custom)
-    small = sitk.RegionOfInterest(mask, cropped.GetSize(), [int(v) for v in offset])
-    flips = {}
-    for (whole, name, kwargs), (part, _, _) in zip(imageoperations.getLoGImage(image, mask, **args),
-                                                    imageoperations.getLoGImage(cropped, small, **args)):
-        whole = sitk.RegionOfInterest(whole, cropped.GetSize(), [int(v) for v in offset])
-        roi = sitk.GetArrayFromImage(small) > 0
-        bins = [imageoperations.binImage(sitk.GetArrayFromImage(f), roi, **kwargs)[0][roi] for f in (whole, part)]
-        flips[name] = int((bins[0] != bins[1]).sum())
+    settings = {**extractor.settings, "label": 1}
+    boxes = {n: check_mask(m, settings) for n, m in masks.items() if sitk.GetArrayViewFromImage(m).any()}
+    flips = {n: {} for n in boxes}
+    first = masks[next(iter(boxes))] if boxes else None
+    for image_type, custom in extractor.enabledImagetypes.items():
+        for variant, margin in _variants(image_type, custom, image.GetSpacing(), True):
+            if margin is None or not boxes:
+                continue
+            get = getattr(imageoperations, f"get{image_type}Image")
+            whole = {name: f for f, name, _ in get(image, first, **{**settings, **variant})}
+            for region, bb in boxes.items():
+                [(_, part, offset)] = _crops(image, {region: bb}, margin)
+                small = sitk.RegionOfInterest(masks[region], part.GetSize(), [int(v) for v in offset])
+                roi = sitk.GetArrayFromImage(small) > 0
+                for filtered, name, kwargs in get(part, small, **{**settings, **variant}):
+                    ref = sitk.RegionOfInterest(whole[name], part.GetSize(), [int(v) for v in offset])
+                    bins = [imageoperations.binImage(sitk.GetArrayFromImage(f), roi, **kwargs)[0][roi]
+                            for f in (ref, filtered)]
+                    flips[region][name] = int((bins[0] != bins[1]).sum())
     return flips
-
-
-def _box_crop(image: sitk.Image, boxes, margin):
-    """`image` cropped to the union of `boxes` (pyradiomics bounding boxes) plus `margin` voxels, and its offset."""
-    boxes = np.array(boxes)
-    size = np.array(image.GetSize())
-    lo = np.maximum(boxes[:, 0::2].min(0) - margin, 0)
-    hi = np.minimum(boxes[:, 1::2].max(0) + margin + 1, size)
-    if np.all(lo == 0) and np.all(hi == size):
-        return image, np.zeros(3, int)
-    return sitk.RegionOfInterest(image, [int(v) for v in hi - lo], [int(v) for v in lo]), lo
-
-
-def _wavelet_crop(image: sitk.Image, boxes, custom: dict):
-    """The image cropped to the union of region boxes plus the wavelet's support (values inside are unchanged)."""
-    import pywt
-
-    wavelet = pywt.Wavelet(custom.get("wavelet", "coif1"))
-    levels = int(custom.get("start_level", 0)) + int(custom.get("level", 1))
-    return _box_crop(image, boxes, wavelet.dec_len * 2 ** levels + 2)
 
 
 # ---------------------------------------------------------------- the naive reference

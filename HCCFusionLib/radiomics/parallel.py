@@ -65,11 +65,11 @@ def series_task(task: dict) -> dict:
     preset = load_preset(Preset(**task["preset"]))
     image = _unpack_image(task["image"])
     masks = {name: preprocess_mask(_unpack_mask(m), image, preset) for name, m in task["masks"].items()}
-    crop = preprocess_cropped(image, masks, preset) if task.get("crop_log") else None
+    crop = preprocess_cropped(image, masks, preset) if task.get("crop_filters") else None
     pre, masks = crop if crop is not None else (preprocess_image(image, preset), masks)
     shapes = dict(task.get("shapes") or {})
     found = series_features(pre, masks, preset, shapes=shapes, defer_shapes=task.get("defer_shapes", False),
-                            crop_log=task.get("crop_log", False))
+                            crop_filters=task.get("crop_filters", False))
     return {"series": task["series"], "values": found.values, "reasons": found.reasons,
             "shape_keys": found.shape_keys, "seconds": found.seconds, "shapes": shapes,
             "preprocessed_sha256": image_hash(pre), "grid": {"size": pre.GetSize(), "spacing": pre.GetSpacing()},
