@@ -160,5 +160,11 @@ def test_loading_again_replaces_the_nodes_and_an_empty_folder_loads_nothing(logi
     assert logic.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == count
     assert logic.scene.GetNodesByName("S1_PET_SUV").GetNumberOfItems() == 1
     assert again.nodes["volumes"]["PET_SUV"].GetScene() is logic.scene
+    elsewhere = RunFolder(tmp_path / "S1")
+    _write_ceus(elsewhere)  # a run folder with fewer results: the PET nodes of the earlier load go
+    logic.loadModalityResults(elsewhere.root, "S1")
+    assert logic.scene.GetNodesByName("S1_PET_SUV").GetNumberOfItems() == 0
+    assert logic.scene.GetNodesByName("S1_subtraction_MR_AP-MR_PRE").GetNumberOfItems() == 0
+    assert logic.scene.GetNodesByName("S1_CEUS_perfusion").GetNumberOfItems() == 1
     empty = logic.loadModalityResults(tmp_path, "S2")
     assert empty.all() == [] and "No PET" in empty.summary and availableResults(tmp_path / "missing") == []

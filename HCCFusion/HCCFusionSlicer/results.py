@@ -66,7 +66,7 @@ class ResultLoaders:
 
         paths = RunFolder(outFolder)
         names = availableResults(outFolder)
-        self._removePrevious(f"{studyId}_", tuple(k for k in names if not k.startswith("subtraction_")))
+        self._removePrevious(f"{studyId}_", (*PET_VOLUMES, *TABLES))  # also results no longer in the folder
         self._removePrevious(f"{studyId}_subtraction_", ("",))
         result = StageResult(paths.root, {"volumes": {}, "tables": {}}, studyId=studyId)
         for key in names:
