@@ -28,9 +28,10 @@ PET_VOLUMES = {"PET_SUV": "pet_suv", "PET_SUL": "pet_sul"}
 def subtractionImages(outFolder) -> dict:
     """{name: path} of the MR subtraction images in OUT/lirads/ ("MR_AP-MR_PRE", ...)."""
     paths = RunFolder(outFolder)
-    prefix, suffix = paths.subtraction("*").name.split("*")
-    return {p.name[len(prefix): -len(suffix)]: p for p in sorted(paths.lirads.glob(paths.subtraction("*").name))
-            } if paths.lirads.is_dir() else {}
+    pattern = paths.subtraction("*").name
+    prefix, suffix = pattern.split("*")
+    found = sorted(paths.lirads.glob(pattern)) if paths.lirads.is_dir() else []
+    return {p.name[len(prefix): -len(suffix)]: p for p in found}
 
 
 def availableResults(outFolder) -> list:
