@@ -92,13 +92,13 @@ def ready(**changes) -> readiness.PanelState:
     values = dict(phases=["AP", "PVP"], referencePhase="PVP", verbs=VERBS, segmentationEngine=ENGINE_AUTO,
                   radiomicsSegmentation=True, segmentation=True, featuresFile=True, predictionBundle=True,
                   featureTable=True, registered=True, liradsAssessed=True, pacsUrl="http://pacs/dicom-web",
-                  dicomExported=True)
+                  dicomExported=True, modalityResults=True)
     return readiness.PanelState(**(values | changes))
 
 
 def test_every_button_is_ready_when_everything_is_in_place():
     assert readiness.reasons(ready()) == {name: "" for name in readiness.reasons(ready())}
-    assert len(readiness.reasons(ready())) == 11
+    assert len(readiness.reasons(ready())) == 12
 
 
 @pytest.mark.parametrize("changes, button, reason", [
@@ -118,6 +118,7 @@ def test_every_button_is_ready_when_everything_is_in_place():
     ({"pacsUrl": "  "}, "pacs", "Enter the PACS DICOMweb URL"),
     ({"dicomExported": False}, "pacs", "Export SEG/SR first"),
     ({"featureTable": False}, "exportFeatures", "No feature table yet"),
+    ({"modalityResults": False}, "loadResults", "No PET (pet-suv), CEUS (ceus), follow-up"),
 ])
 def test_a_missing_piece_disables_its_button_and_says_why(changes, button, reason):
     reasons = readiness.reasons(ready(**changes))

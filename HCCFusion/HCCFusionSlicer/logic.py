@@ -23,6 +23,7 @@ from HCCFusionLib.study import CT_WINDOW
 
 from .interfaces import Installer, ProcessRunner
 from .process import CliJob, CliResult, SubprocessRunner
+from .results import ResultLoaders
 from .steps import PanelSteps
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class StageResult:
         return [n for n in found if n is not None]
 
 
-class HCCFusionLogic(PanelSteps):
+class HCCFusionLogic(PanelSteps, ResultLoaders):
     """Runs HCCFusion stages on scene nodes; `runner` runs the `hccfusion` verbs, `installer` the packages."""
 
     def __init__(self, runner: "ProcessRunner | None" = None, scene=None, installer: "Installer | None" = None):

@@ -31,6 +31,7 @@ class PanelState:
     liradsAssessed: bool = False
     pacsUrl: str = ""
     dicomExported: bool = False  # the report folder's dicom/sr.dcm exists
+    modalityResults: bool = False  # OUT has PET, CEUS, follow-up or MR subtraction results (results.availableResults)
 
 
 def verbReason(state: PanelState, verb: str) -> str:
@@ -74,6 +75,8 @@ def reasons(state: PanelState) -> dict:
         "liradsOverrides": _("Assess LI-RADS first.") if not s.liradsAssessed else "",
         "exportDicom": noInput or noSegmentation or busy,
         "saveReport": noInput or busy,
+        "loadResults": (_("No PET (pet-suv), CEUS (ceus), follow-up (run --prior) or MR subtraction results in the "
+                          "output folder yet.") if not s.modalityResults else "") or busy,
         "pacs": ((_("Enter the PACS DICOMweb URL.") if not s.pacsUrl.strip() else "")
                  or (_("Export SEG/SR first.") if not s.dicomExported else "") or verbReason(s, "pacs") or busy),
     }

@@ -25,6 +25,7 @@ from .i18n import _
 from .logic import HCCFusionLogic
 from .parameters import HCCFusionParameterNode
 from .process import CancelledError
+from .results import availableResults
 from .steps import isFolder
 
 MODULE_NAME = "HCCFusion"  # the parameter node all HCCFusion modules share
@@ -55,6 +56,8 @@ ACTIONS = {
                         _("Record your edits of the LI-RADS table as overrides (with your name).")),
     "exportDicom": ("exportDicomButton", "onExportDicom", _("Write DICOM SEG and a TID 1500 SR into the output folder.")),
     "saveReport": ("saveReportButton", "onSaveReport", _("Write the HTML report.")),
+    "loadResults": ("loadResultsButton", "onLoadResults",
+                    _("Load the PET, CEUS, follow-up and MR subtraction results of the output folder.")),
 }
 #: readiness.engineWidgets key → the widget it enables
 ENGINE_WIDGETS = {"modelPath": "modelPathLineEdit", "existingSegmentation": "existingSegmentationSelector",
@@ -124,8 +127,9 @@ class HCCFusionPanel(VTKObservationMixin):
         self._connect("loadPhantomButton", "clicked(bool)", self.onLoadPhantom)
         self._connect("featureFilterLineEdit", "textChanged(QString)", self.onFeatureFilter)
         self._connect("dependenciesButton", "clicked(bool)", self.onDependencies)
-        if self._widget("featureTableSelector") and self._widget("featureTableView"):
-            self.ui.featureTableSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.featureTableView.setMRMLTableNode)
+        for selector, view in (("featureTableSelector", "featureTableView"), ("resultsTableSelector", "resultsTableView")):
+            if self._widget(selector) and self._widget(view):
+                self._widget(selector).connect("currentNodeChanged(vtkMRMLNode*)", self._widget(view).setMRMLTableNode)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
@@ -194,7 +198,8 @@ class HCCFusionPanel(VTKObservationMixin):
             featuresFile=self.logic.featuresFile(out).is_file(), predictionBundle=isFolder(p.predictionBundle),
             featureTable=bool(p.featureTable), registered=bool(out and RunFolder(out).registered_study.exists()),
             liradsAssessed=self.logic.lirads is not None, pacsUrl=p.pacsUrl,
-            dicomExported=bool(out and RunFolder(self._reportBase()).sr.exists()))
+            dicomExported=bool(out and RunFolder(self._reportBase()).sr.exists()),
+            modalityResults=bool(availableResults(out)))
 
     def updateButtons(self, caller=None, event=None):
         if not self._parameterNode:
@@ -402,6 +407,18 @@ class HCCFusionPanel(VTKObservationMixin):
                 qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path)))
 
     # ------------------------------------------------------------ radiomics table and setup
+    def onLoadResults(self):
+        """PET, CEUS, follow-up and MR subtraction results of the output folder as nodes, listed in the panel."""
+        with slicer.util.tryWithErrorDisplay(_("Loading the MRI/PET/CEUS/follow-up results failed."), waitCursor=True):
+            result = self.logic.loadModalityResults(self.outputFolder(), self._parameterNode.studyId)
+            self.ui.resultsListTextEdit.setPlainText(result.summary)
+            tables = result.nodes["tables"]
+            if tables:
+                self.ui.resultsTableSelector.setCurrentNode(next(iter(tables.values())))
+            suv = result.nodes["volumes"].get("PET_SUV")
+            if suv is not None:
+                slicer.util.setSliceViewerLayers(foreground=suv, foregroundOpacity=0.5)
+
     def onFeatureFilter(self, text):
         proxy = self.ui.featureTableView.sortFilterProxyModel()
         proxy.setFilterKeyColumn(-1)  # any column
