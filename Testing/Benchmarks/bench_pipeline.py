@@ -84,12 +84,16 @@ def real(out: Path) -> dict:
     from HCCFusionLib import pipeline
     from HCCFusionLib.io import read_image
     from HCCFusionLib.layout import RunFolder
+    from HCCFusionLib.study import LABELS
 
     started = time.perf_counter()
     result = pipeline.run(REAL / "ct_dicom_slab", out, overwrite=True)
     seconds = time.perf_counter() - started
-    truth = sitk.GetArrayFromImage(read_image(REAL / "ct_dicom_slab_labels.nii.gz")) == 5
-    found = sitk.GetArrayFromImage(read_image(RunFolder(out).labels)) > 0
+    labels = read_image(RunFolder(out).labels)
+    reference = sitk.Resample(read_image(REAL / "ct_dicom_slab_labels.nii.gz"), labels, sitk.Transform(),
+                              sitk.sitkNearestNeighbor, 0)  # the reference's own orientation onto the run's grid
+    truth = sitk.GetArrayFromImage(reference) == 5
+    found = np.isin(sitk.GetArrayFromImage(labels), (LABELS["liver"], LABELS["tumour"]))
     dice = 2 * (truth & found).sum() / max(truth.sum() + found.sum(), 1)
     return {"order": "real", "seconds": round(seconds, 1), "stages": result.seconds,
             "dice_liver": round(float(dice), 4), "peak_rss_mb": _rss()}
