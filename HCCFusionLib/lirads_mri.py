@@ -6,11 +6,12 @@ washout and capsule in % of the liver. With an extracellular agent washout is re
 gadoxetate studies in MR_PVP only (v2018), the capsule in MR_PVP or TP. Measured ancillary features: restricted
 diffusion (ADC), mild-moderate and marked T2 hyperintensity, transitional and HBP hypointensity (gadoxetate). LR-M
 features measured: rim APHE, targetoid restriction, delayed central enhancement (the core's percent enhancement
-gains over the rim's from MR_AP to the delayed phase: TP with an extracellular agent, MR_PVP with gadoxetate)
-and targetoid HBP/TP appearance (gadoxetate: a rim darker than both core and liver). The others (nodule-in-nodule, mosaic, fat in mass, corona,
-blood products, iron sparing, HBP isointensity, size stability/reduction, ...; rim/targetoid HBP, tumour in vein)
-need a reader: pass `ancillary={lesion: {feature: bool}}` with names from `lirads.READER_FEATURES` or a
-`lirads.Findings` field (tumour_in_vein, ...), or record them later with `LiradsAssessment.override`.
+gains over the rim's from MR_AP to the delayed phase: TP with an extracellular agent, MR_PVP with gadoxetate),
+peripheral washout (a rim darker than both core and liver where washout is read) and targetoid HBP/TP appearance
+(gadoxetate: the same in HBP). The others (nodule-in-nodule, mosaic, fat in mass, corona, blood products, iron
+sparing, HBP isointensity, size stability/reduction, ...; tumour in vein) need a reader: pass
+`ancillary={lesion: {feature: bool}}` with names from `lirads.READER_FEATURES` or a `lirads.Findings` field
+(tumour_in_vein, ...), or record them later with `LiradsAssessment.override`.
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ class MriThresholds:
     targetoid_diffusion: float = 15.0  # core ADC higher than rim ADC by more than this (rim restricts)
     delayed_central: float = 30.0  # core gains this many more enhancement points than the rim after the AP
     targetoid_hbp: float = 15.0  # HBP (else TP) rim darker than core and than liver by more than this
+    peripheral_washout: float = 15.0  # washout-phase rim darker than core and than liver by more than this
 
 
 def relative_enhancement(post: sitk.Image, pre: sitk.Image, floor: float = 1.0) -> sitk.Image:
@@ -196,7 +198,7 @@ def _ancillary(arrays: dict, r: dict, t: MriThresholds, nonrim_aphe, agent: str)
 
 
 def _targetoid(arrays: dict, r: dict, t: MriThresholds, agent: str) -> dict[str, Feature]:
-    """LR-M targetoid dynamic features: delayed central enhancement and targetoid HBP/TP appearance."""
+    """LR-M targetoid dynamic features: delayed central enhancement, peripheral washout, targetoid HBP/TP appearance."""
     core, rim, ring, out = r["core"], r["rim"], r["ring"], {}
     if rim.sum() < 2 or core.sum() < 2:
         return out
@@ -209,15 +211,21 @@ def _targetoid(arrays: dict, r: dict, t: MriThresholds, agent: str) -> dict[str,
             "delayed_central_enhancement", value, t.delayed_central, se, ENHANCEMENT_UNIT, late,
             f"core minus rim enhancement gained from MR_AP to {late}: {gain[core].mean():.1f} vs "
             f"{gain[rim].mean():.1f} points")
-    phase = "HBP" if "HBP" in arrays else "TP"
-    if agent == "gadoxetate" and phase in arrays:
+    def dark_rim(name, phase, threshold, what):  # rim darker than the lesser of core and liver, in % of liver
         a = arrays[phase]
         liver_se = (a[ring], design_effect(a, ring))
-        over_core = relative_difference(a[core], a[rim], *liver_se, "MR")
-        over_liver = relative_difference(a[ring], a[rim], *liver_se, "MR")
-        value, se = min(over_core, over_liver)
-        out["targetoid_hbp"] = decide("targetoid_hbp", value, t.targetoid_hbp, se, "% of liver", phase,
-                                       f"{phase} rim darker than the lesser of core and liver")
+        value, se = min(relative_difference(a[core], a[rim], *liver_se, "MR"),
+                        relative_difference(a[ring], a[rim], *liver_se, "MR"))
+        out[name] = decide(name, value, threshold, se, "% of liver", phase,
+                           f"{phase} rim darker than the lesser of core and liver ({what})")
+
+    # peripheral washout: read where washout is (gadoxetate: the portal venous phase only)
+    washout = next((p for p in ("MR_PVP", "TP")[:1 if agent == "gadoxetate" else 2] if p in arrays), None)
+    if washout is not None:
+        dark_rim("peripheral_washout", washout, t.peripheral_washout, "peripheral washout")
+    phase = "HBP" if "HBP" in arrays else "TP"
+    if agent == "gadoxetate" and phase in arrays:
+        dark_rim("targetoid_hbp", phase, t.targetoid_hbp, "targetoid appearance")
     return out
 
 

@@ -1,4 +1,5 @@
-"""lirads_mri: LR-M features (rim APHE, targetoid restriction, delayed central enhancement, targetoid HBP), reader LR-TIV, marked T2, the study-level entry
+"""lirads_mri: LR-M features (rim APHE, targetoid restriction, delayed central enhancement, targetoid HBP, peripheral
+washout), reader LR-TIV, marked T2, the study-level entry
 (`assess_study` picks MRI or CT, the agent from ContrastBolusAgent) and the enhancement images.
 
 One small synthetic gadoxetate study (7 lesions in a row, 1.5 mm voxels); signals as in HCC_IMAGING_FACTS.md.
@@ -25,6 +26,7 @@ CASES = [
     ({"T2": 400.0}, {}, {}, "LR-2"),  # LR-3, marked T2 hyperintensity favours benignity
     ({"MR_AP": 85.0, "MR_PVP": 200.0}, {"MR_AP": 110.0, "MR_PVP": 120.0}, {}, "LR-M"),  # delayed central enhancement
     ({"HBP": 150.0}, {"HBP": 60.0}, {}, "LR-M"),  # targetoid HBP: dark rim, less dark core
+    ({"MR_PVP": 120.0}, {"MR_AP": 80.0, "MR_PVP": 90.0}, {}, "LR-M"),  # peripheral washout, no other LR-M feature
 ]
 
 
@@ -68,9 +70,13 @@ def test_lr_m_tiv_and_benign_ancillary(mri):
         "rim_aphe"].present  # the rim does not hyperenhance: delayed central enhancement alone makes LR-M
     assert target_hbp.present and target_hbp.phase == "HBP" and 30 < target_hbp.value < 50
     assert "targetoid_hbp" in result[7].category_reason and target_hbp.confidence > 0.99
-    for n in (3, 4, 5):  # homogeneous observations show neither
-        assert not result[n].features["delayed_central_enhancement"].present
-        assert not result[n].features["targetoid_hbp"].present
+    peripheral = result[8].features["peripheral_washout"]
+    assert peripheral.present and peripheral.phase == "MR_PVP" and 15 < peripheral.value < 25  # (120 - 90) / 150
+    assert [n for n in lirads.LR_M_FEATURES if n in result[8].features and result[8].features[n].present] == [
+        "peripheral_washout"]
+    for n in (3, 4, 5):  # homogeneous observations show none
+        for name in ("delayed_central_enhancement", "targetoid_hbp", "peripheral_washout"):
+            assert not result[n].features[name].present, (n, name)
     # a reader override of an LR-M feature recomputes the category; the CT table keeps every row
     result.override(5, "targetoid_diffusion", True, reader="dr. y")
     assert result[5].category == "LR-M"
