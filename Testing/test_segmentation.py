@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -335,6 +336,15 @@ def test_memory_is_estimated_before_running(trained):
     with pytest.raises(InputError, match="held-out|phantom-100"):
         predictor.predict_case(trained.held_out[0], trained.bundle, max_memory_mb=10)
     assert predictor.check_memory((96, 96, 40), (3.7, 3.7, 5.0), trained.plans) < 2000
+
+
+def test_available_memory_counts_reclaimable_cache():
+    """The memory check uses MemAvailable, not free pages (a few hundred MB after a large install or copy)."""
+    meminfo = Path("/proc/meminfo")
+    if not meminfo.is_file():
+        pytest.skip("no /proc/meminfo on this platform")
+    fields = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in meminfo.read_text().splitlines()}
+    assert abs(predictor.available_memory_mb() - fields["MemAvailable"]) < 0.05 * fields["MemAvailable"] + 64
 
 
 def test_tampered_or_unexpected_bundle_files_are_refused(trained, tmp_path):

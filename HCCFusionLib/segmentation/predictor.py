@@ -262,7 +262,26 @@ def _boxes(mask, patch, merge_all: bool = False) -> list:
 
 # ------------------------------------------------------------------ memory
 def available_memory_mb() -> float:
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    """Memory the system can give without swapping: Linux's MemAvailable, which counts reclaimable page cache (free
+    pages alone can be a few hundred MB on a machine with gigabytes of cache), else psutil's, else free pages; inf
+    when the platform says nothing (then only --max-memory-mb limits)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available / 2 ** 20
+    except ImportError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except (AttributeError, ValueError, OSError):
+        return float("inf")
 
 
 def inference_memory_mb(size, spacing, plans: dict) -> float:
