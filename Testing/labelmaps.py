@@ -28,3 +28,26 @@ def labelmap(size, spacing, tumours=(), liver_axes=None) -> sitk.Image:
     image.SetSpacing(spacing)
     image.SetOrigin([-(n - 1) * s / 2 for n, s in zip(size, spacing)])
     return image
+
+
+#: body, liver and tumour HU of the two-phase synthetic CT studies
+TWO_PHASE_HU = {"AP": (60, 80, 120), "PVP": (70, 110, 90)}
+
+
+def two_phase_study(study_id: str, labels: sitk.Image, seed: int, air_columns: int = 0):
+    """A Study of AP and PVP images over `labels` (TWO_PHASE_HU, Gaussian noise SD 8 seeded by seed + phase
+    index); `air_columns` voxels of air (-1000 HU) at both x ends."""
+    from HCCFusionLib.study import Series, Study
+
+    lab = sitk.GetArrayFromImage(labels)
+    study = Study(study_id)
+    for k, (phase, (body, liver, tumour)) in enumerate(TWO_PHASE_HU.items()):
+        arr = np.full(lab.shape, float(body), np.float32)
+        arr[lab == LABELS["liver"]], arr[lab == LABELS["tumour"]] = liver, tumour
+        if air_columns:
+            arr[:, :, :air_columns] = arr[:, :, -air_columns:] = -1000.0
+        arr += np.random.default_rng(seed + k).normal(0, 8.0, arr.shape).astype(np.float32)
+        image = sitk.GetImageFromArray(arr)
+        image.CopyInformation(labels)
+        study.add(Series(phase, phase, image))
+    return study

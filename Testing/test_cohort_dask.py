@@ -12,15 +12,13 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-import SimpleITK as sitk
 
 from HCCFusionLib.cluster import Cluster, run_tasks
 from HCCFusionLib.cohort_run import cohort_run
 from HCCFusionLib.io import save_image, save_study
 from HCCFusionLib.layout import RunFolder
 from HCCFusionLib.radiomics import cohort_extract
-from HCCFusionLib.study import LABELS, Series, Study
-from labelmaps import labelmap
+from labelmaps import labelmap, two_phase_study
 
 distributed = pytest.importorskip("distributed")
 
@@ -33,7 +31,6 @@ setting: {binWidth: 25}
 imageType: {Original: {}}
 featureClass: {firstorder: [], glcm: [], glszm: []}
 """
-HU = {"AP": (60, 80, 120), "PVP": (70, 110, 90)}  # body, liver, tumour
 EXTRACT = {"regions": ["tumour", "rings", "background_liver"], "workers": 1}
 RUN = {"model": "none", "mode": "rigid", "registration_options": {"spacing_mm": 6.0}, "workers": 1}
 
@@ -46,17 +43,7 @@ def cohort(tmp_path_factory):
     for i in range(N):
         labels = labelmap((64, 64, 24), (1.5, 1.5, 3.0), (((6.0 - i, 4.0, 0.0), 8.0 + 1.5 * i),),
                           liver_axes=(40, 36, 30))
-        lab = sitk.GetArrayFromImage(labels)
-        study = Study(f"S{i}")
-        for k, (phase, (body, liver, tumour)) in enumerate(HU.items()):
-            arr = np.full(lab.shape, float(body), np.float32)
-            arr[lab == LABELS["liver"]], arr[lab == LABELS["tumour"]] = liver, tumour
-            arr[:, :, :6] = arr[:, :, -6:] = -1000.0  # air beside the body: Hounsfield units
-            arr += np.random.default_rng(10 * i + k).normal(0, 8.0, arr.shape).astype(np.float32)
-            image = sitk.GetImageFromArray(arr)
-            image.CopyInformation(labels)
-            study.add(Series(phase, phase, image))
-        save_study(study, root / f"s{i}")
+        save_study(two_phase_study(f"S{i}", labels, 10 * i, air_columns=6), root / f"s{i}")  # air: Hounsfield units
         save_image(labels, root / f"s{i}_labels.nii.gz")
         rows.append(f"S{i},s{i},s{i}_labels.nii.gz,P{0 if i < 2 else i},{3 * (i == 1)}")
     (root / "cohort.csv").write_text("\n".join(rows) + "\n")

@@ -22,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "Testing")]
 
@@ -39,26 +37,14 @@ OPTIONS = {"regions": ["tumour", "rings", "background_liver"], "workers": 1}
 
 
 def write_cohort(root: Path, n: int) -> Path:
-    import SimpleITK as sitk
-
     from HCCFusionLib.io import save_image, save_study
-    from HCCFusionLib.study import LABELS, Series, Study
-    from labelmaps import labelmap
+    from labelmaps import labelmap, two_phase_study
 
     rows = ["study_id,path,segmentation"]
     for i in range(n):
         labels = labelmap((112, 112, 40), (1.0, 1.0, 2.0), (((6.0 - i % 4, 4.0, 0.0), 14.0 + i % 5),),
                           liver_axes=(48, 42, 34))
-        lab = sitk.GetArrayFromImage(labels)
-        study = Study(f"S{i:03d}")
-        for k, (phase, (body, liver, tumour)) in enumerate({"AP": (60, 80, 120), "PVP": (70, 110, 90)}.items()):
-            arr = np.full(lab.shape, float(body), np.float32)
-            arr[lab == LABELS["liver"]], arr[lab == LABELS["tumour"]] = liver, tumour
-            arr += np.random.default_rng(10 * i + k).normal(0, 8.0, arr.shape).astype(np.float32)
-            image = sitk.GetImageFromArray(arr)
-            image.CopyInformation(labels)
-            study.add(Series(phase, phase, image))
-        save_study(study, root / f"s{i}")
+        save_study(two_phase_study(f"S{i:03d}", labels, 10 * i), root / f"s{i}")
         save_image(labels, root / f"s{i}_labels.nii.gz")
         rows.append(f"S{i:03d},s{i},s{i}_labels.nii.gz")
     (root / "cohort.csv").write_text("\n".join(rows) + "\n")
