@@ -62,7 +62,8 @@ class HCCFusionWidget(PanelModuleWidget):
         first = ["HCCFusionLib.errors", "HCCFusionLib.study", "HCCFusionLib.progress", "HCCFusionLib.io",
                  "HCCFusionLib.scene", "HCCFusionSlicer.i18n", "HCCFusionSlicer.choices", "HCCFusionSlicer.interfaces",
                  "HCCFusionSlicer.process", "HCCFusionSlicer.parameters", "HCCFusionSlicer.steps",
-                 "HCCFusionSlicer.readiness", "HCCFusionSlicer.logic"]
+                 "HCCFusionSlicer.readiness", "HCCFusionSlicer.results", "HCCFusionSlicer.research",
+                 "HCCFusionSlicer.logic"]
         loaded = [n for n in sys.modules if n.startswith(("HCCFusionLib.", "HCCFusionSlicer.")) and sys.modules[n]]
         for name in sorted(loaded, key=lambda n: (n.startswith("HCCFusionSlicer."), n not in first,
                                                    first.index(n) if n in first else 0, n)):

@@ -218,6 +218,14 @@ class RunFolder:
         """`hccfusion nomogram BUNDLE --out OUT`: nomogram.png and points.csv (the scales as numbers)."""
         return self.root / "nomogram"
 
+    @property
+    def nomogram_chart(self) -> Path:
+        return self.nomogram / "nomogram.png"
+
+    @property
+    def nomogram_scales(self) -> Path:
+        return self.nomogram / "points.csv"
+
     # ------------------------------------------------------------ PET and CEUS
     @property
     def pet(self) -> Path:

@@ -13,10 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT / "HCCFusion" / "HCCFusionSlicer"
 sys.path.insert(0, str(ROOT / "HCCFusion"))
 from HCCFusionSlicer import interfaces, process, readiness  # noqa: E402
-from HCCFusionSlicer.choices import (ENGINE_AUTO, ENGINE_EXISTING, ENGINE_FOLDER, ENGINE_NNUNET,  # noqa: E402
-                                     ENGINES)
+from HCCFusionSlicer.choices import (COHORT_ENGINES, ENGINE_AUTO, ENGINE_EXISTING, ENGINE_FOLDER,  # noqa: E402
+                                     ENGINE_NNUNET, ENGINES)
 
-VERBS = frozenset({"register", "segment", "extract", "predict", "pacs"})
+VERBS = frozenset({"register", "segment", "extract", "predict", "pacs", "protocol-qc", "nomogram", "cohort-run"})
 
 
 def glue_imports(name: str) -> set:
@@ -92,13 +92,13 @@ def ready(**changes) -> readiness.PanelState:
     values = dict(phases=["AP", "PVP"], referencePhase="PVP", verbs=VERBS, segmentationEngine=ENGINE_AUTO,
                   radiomicsSegmentation=True, segmentation=True, featuresFile=True, predictionBundle=True,
                   featureTable=True, registered=True, liradsAssessed=True, pacsUrl="http://pacs/dicom-web",
-                  dicomExported=True, modalityResults=True)
+                  dicomExported=True, modalityResults=True, protocolQcSource=True, researchBundle=True, cohortTable=True)
     return readiness.PanelState(**(values | changes))
 
 
 def test_every_button_is_ready_when_everything_is_in_place():
     assert readiness.reasons(ready()) == {name: "" for name in readiness.reasons(ready())}
-    assert len(readiness.reasons(ready())) == 12
+    assert len(readiness.reasons(ready())) == 15
 
 
 @pytest.mark.parametrize("changes, button, reason", [
@@ -119,12 +119,19 @@ def test_every_button_is_ready_when_everything_is_in_place():
     ({"dicomExported": False}, "pacs", "Export SEG/SR first"),
     ({"featureTable": False}, "exportFeatures", "No feature table yet"),
     ({"modalityResults": False}, "loadResults", "No PET (pet-suv), CEUS (ceus), follow-up"),
+    ({"protocolQcSource": False}, "protocolQc", "Choose a DICOM folder, or a CSV of DICOM folders"),
+    ({"verbs": VERBS - {"protocol-qc"}}, "protocolQc", "no 'hccfusion protocol-qc' command"),
+    ({"researchBundle": False}, "nomogram", "Choose a model bundle folder trained with --nomogram"),
+    ({"cohortTable": False}, "cohortRun", "Choose the cohort CSV"),
+    ({"segmentationEngine": ENGINE_NNUNET, "modelFolder": True}, "cohortRun", "A cohort run uses a shipped engine"),
 ])
 def test_a_missing_piece_disables_its_button_and_says_why(changes, button, reason):
     reasons = readiness.reasons(ready(**changes))
     assert reason in reasons[button]
     if "running" not in changes and "phases" not in changes:
         also = {"lirads"} if "segmentation" in changes else set()  # LI-RADS needs the segmentation too
+        if changes.get("segmentationEngine", ENGINE_AUTO) not in COHORT_ENGINES:
+            also |= {"cohortRun"} - {button}  # a cohort run uses the Segmentation engine choice
         assert {b for b, r in reasons.items() if r} == {button} | also  # nothing else is affected
 
 
@@ -161,3 +168,15 @@ def test_prepared_jobs_carry_the_panel_choices(tmp_path):
     assert pacs.job.args == ["push", out / "dicom" / "seg.dcm", out / "dicom" / "sr.dcm", "--pacs-url", "http://pacs"]
     assert pacs.load().summary == "SEG and SR stored on http://pacs"
     assert logic.reportBase("", out) == out and logic.reportBase(tmp_path, out) == tmp_path
+
+
+def test_in_process_runner_in_a_script_without_logging_set_up():
+    """The verb's log handler writes into the runner's sink: its lines must not be logged again (recursion)."""
+    import subprocess
+
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from HCCFusionSlicer import process\n"
+              "try:\n    process.InProcessRunner().run(process.CliJob('info', ['/no/such/study']))\n"
+              "except process.CliError as error:\n    print('CliError:', error)")
+    done = subprocess.run([sys.executable, "-c", script, str(ROOT / "HCCFusion")], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 0 and "CliError:" in done.stdout and "/no/such/study" in done.stdout, done.stderr[-2000:]

@@ -29,9 +29,12 @@ ENCEPHALOPATHY = [UNKNOWN, *ENCEPHALOPATHY_LEVELS]
 ETIOLOGY_CHOICES = [UNKNOWN, *ETIOLOGIES]
 PERFORMANCE_STATUS = [UNKNOWN, *(str(ps) for ps in ECOG_PS)]
 YES_NO = [UNKNOWN, "no", "yes"]
-#: Panel step → install stage (a pyproject extra's name, as in Resources/requirements.txt); others: "dicom".
-STEP_INSTALL_STAGES = {"inputs": "core", "registration": "core", "segmentation": "seg", "radiomics": "radiomics",
-                       "prediction": "fusion"}
+#: Panel step → install stages (pyproject extras' names, as in Resources/requirements.txt); others: "dicom".
+STEP_INSTALL_STAGES = {"inputs": ("core",), "registration": ("core",), "segmentation": ("seg",),
+                       "radiomics": ("radiomics",), "prediction": ("fusion",), "protocolQc": ("core",),
+                       "nomogram": ("fusion",), "cohortRun": ("seg", "radiomics", "fusion", "dicom")}
+#: Engines a cohort run can use (`cohort-run --engine`): the shipped ones, no model folder per study.
+COHORT_ENGINES = [ENGINE_AUTO, ENGINE_LIVERLESION, ENGINE_PHANTOM]
 #: Number of (volume, phase) rows in the Inputs section.
 INPUT_ROWS = 6
 

@@ -23,6 +23,7 @@ from HCCFusionLib.study import CT_WINDOW
 
 from .interfaces import Installer, ProcessRunner
 from .process import CliJob, CliResult, SubprocessRunner
+from .research import ResearchSteps
 from .results import ResultLoaders
 from .steps import PanelSteps
 
@@ -46,7 +47,7 @@ class StageResult:
         return [n for n in found if n is not None]
 
 
-class HCCFusionLogic(PanelSteps, ResultLoaders):
+class HCCFusionLogic(PanelSteps, ResultLoaders, ResearchSteps):
     """Runs HCCFusion stages on scene nodes; `runner` runs the `hccfusion` verbs, `installer` the packages."""
 
     def __init__(self, runner: "ProcessRunner | None" = None, scene=None, installer: "Installer | None" = None):
@@ -69,17 +70,17 @@ class HCCFusionLogic(PanelSteps, ResultLoaders):
             self._installer = SlicerInstaller()
         return self._installer
 
-    def installStage(self, step: str, engine: str = "") -> str:
-        """The installer stage a panel step needs (the nnU-Net v2 engine also needs nnunetv2; others: dicom)."""
+    def installStages(self, step: str, engine: str = "") -> tuple:
+        """The installer stages a panel step needs (the nnU-Net v2 engine also needs nnunetv2; others: dicom)."""
         from .choices import ENGINE_NNUNET, STEP_INSTALL_STAGES
 
         if step == "segmentation" and engine == ENGINE_NNUNET:
-            return "nnunet"
-        return STEP_INSTALL_STAGES.get(step, "dicom")
+            return ("nnunet",)
+        return STEP_INSTALL_STAGES.get(step, ("dicom",))
 
     def ensureDependencies(self, step: str, engine: str = "") -> bool:
         """Packages of a panel step installed (asking first); False when the user declined."""
-        return self.installer.ensure(self.installStage(step, engine))
+        return all(self.installer.ensure(stage) for stage in self.installStages(step, engine))
 
     # ------------------------------------------------------------ running verbs
     @staticmethod

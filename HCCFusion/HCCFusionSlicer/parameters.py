@@ -67,6 +67,12 @@ class HCCFusionParameterNode:
     predictionBundle: pathlib.Path
     reportFolder: pathlib.Path
     pacsUrl: str = ""
+    # Cohort & research
+    researchFolder: pathlib.Path
+    protocolQcSource: pathlib.Path
+    researchBundle: pathlib.Path
+    cohortTable: pathlib.Path
+    cohortDask: bool = False
 
     def inputs(self) -> list:
         """(volume node, phase code) of every input row with a volume."""

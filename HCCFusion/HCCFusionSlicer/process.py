@@ -142,7 +142,8 @@ class SubprocessRunner:
                                 cwd=self.workingDirectory, **kwargs)
 
     @staticmethod
-    def _handleLine(line: str, output: list, progress: "ProgressCallback | None") -> None:
+    def _handleLine(line: str, output: list, progress: "ProgressCallback | None", echo: bool = True) -> None:
+        """A PROGRESS line goes to `progress`, any other to `output` (and to this log with `echo`)."""
         line = line.rstrip("\r\n")
         parsed = parseProgress(line)
         if parsed is not None:
@@ -150,7 +151,8 @@ class SubprocessRunner:
                 progress(*parsed)
         elif line:
             output.append(line)
-            log.info("hccfusion: %s", line)
+            if echo:
+                log.info("hccfusion: %s", line)
 
     def run(self, job: CliJob, progress: "ProgressCallback | None" = None) -> CliResult:
         """Run `job` to completion; raise CliError with the verb's message when it fails."""
@@ -290,7 +292,9 @@ class InProcessRunner(SubprocessRunner):
         argv = job.command("python")[3:]  # drop "python -m HCCFusionLib.cli"
         log.info("Running in-process: hccfusion %s", " ".join(argv[2:]))
         output: list[str] = []
-        sink = _LineSink(lambda line: self._handleLine(line, output, progress))
+        # no echo: the verb's lines are this process's own log already, and logging them again while its root
+        # handler writes into the sink (a script without logging set up) would recurse
+        sink = _LineSink(lambda line: self._handleLine(line, output, progress, echo=False))
         root = logging.getLogger()
         handlers, level = list(root.handlers), root.level
         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .choices import ENGINE_EXISTING, ENGINE_FOLDER, ENGINE_NNUNET
+from .choices import COHORT_ENGINES, ENGINE_EXISTING, ENGINE_FOLDER, ENGINE_NNUNET
 from .i18n import _
 
 
@@ -32,6 +32,9 @@ class PanelState:
     pacsUrl: str = ""
     dicomExported: bool = False  # the report folder's dicom/sr.dcm exists
     modalityResults: bool = False  # OUT has PET, CEUS, follow-up or MR subtraction results (results.availableResults)
+    protocolQcSource: bool = False  # a DICOM folder or a CSV of them (research.isProtocolSource)
+    researchBundle: bool = False  # the research model bundle path is a folder
+    cohortTable: bool = False  # the cohort CSV exists
 
 
 def verbReason(state: PanelState, verb: str) -> str:
@@ -79,6 +82,14 @@ def reasons(state: PanelState) -> dict:
                           "output folder yet.") if not s.modalityResults else "") or busy,
         "pacs": ((_("Enter the PACS DICOMweb URL.") if not s.pacsUrl.strip() else "")
                  or (_("Export SEG/SR first.") if not s.dicomExported else "") or verbReason(s, "pacs") or busy),
+        "protocolQc": ((_("Choose a DICOM folder, or a CSV of DICOM folders with path and site columns.")
+                        if not s.protocolQcSource else "") or verbReason(s, "protocol-qc") or busy),
+        "nomogram": ((_("Choose a model bundle folder trained with --nomogram.") if not s.researchBundle else "")
+                     or verbReason(s, "nomogram") or busy),
+        "cohortRun": ((_("Choose the cohort CSV (study_id, path columns).") if not s.cohortTable else "")
+                      or (_("A cohort run uses a shipped engine: choose {engines} in Segmentation.").format(
+                          engines=", ".join(COHORT_ENGINES)) if s.segmentationEngine not in COHORT_ENGINES else "")
+                      or verbReason(s, "cohort-run") or busy),
     }
 
 

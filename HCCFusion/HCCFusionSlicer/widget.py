@@ -25,6 +25,7 @@ from .i18n import _
 from .logic import HCCFusionLogic
 from .parameters import HCCFusionParameterNode
 from .process import CancelledError
+from .research import isCsv, isProtocolSource
 from .results import availableResults
 from .steps import isFolder
 
@@ -46,6 +47,12 @@ STAGES = {
                    _("Predict with the model bundle (background process).")),
     "pacs": ("pushPacsButton", "predictionProgressBar", "reportStatusLabel",
              _("Store the exported SEG and SR in the PACS (STOW-RS, background process).")),
+    "protocolQc": ("protocolQcApplyButton", "researchProgressBar", "researchStatusLabel",
+                   _("Read the DICOM headers and flag acquisition-protocol outliers per site (background process).")),
+    "nomogram": ("nomogramApplyButton", "researchProgressBar", "researchStatusLabel",
+                 _("Draw the bundle's nomogram and its points table (background process).")),
+    "cohortRun": ("cohortRunApplyButton", "researchProgressBar", "researchStatusLabel",
+                  _("Run every stage for every study of the cohort CSV (background process; rerun to resume).")),
 }
 #: in-process buttons → (handler name, tooltip when ready)
 ACTIONS = {
@@ -127,7 +134,8 @@ class HCCFusionPanel(VTKObservationMixin):
         self._connect("loadPhantomButton", "clicked(bool)", self.onLoadPhantom)
         self._connect("featureFilterLineEdit", "textChanged(QString)", self.onFeatureFilter)
         self._connect("dependenciesButton", "clicked(bool)", self.onDependencies)
-        for selector, view in (("featureTableSelector", "featureTableView"), ("resultsTableSelector", "resultsTableView")):
+        for selector, view in (("featureTableSelector", "featureTableView"), ("resultsTableSelector", "resultsTableView"),
+                               ("researchTableSelector", "researchTableView")):
             if self._widget(selector) and self._widget(view):
                 self._widget(selector).connect("currentNodeChanged(vtkMRMLNode*)", self._widget(view).setMRMLTableNode)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -199,7 +207,8 @@ class HCCFusionPanel(VTKObservationMixin):
             featureTable=bool(p.featureTable), registered=bool(out and RunFolder(out).registered_study.exists()),
             liradsAssessed=self.logic.lirads is not None, pacsUrl=p.pacsUrl,
             dicomExported=bool(out and RunFolder(self._reportBase()).sr.exists()),
-            modalityResults=bool(availableResults(out)))
+            modalityResults=bool(availableResults(out)), protocolQcSource=isProtocolSource(p.protocolQcSource),
+            researchBundle=isFolder(p.researchBundle), cohortTable=isCsv(p.cohortTable))
 
     def updateButtons(self, caller=None, event=None):
         if not self._parameterNode:
@@ -298,6 +307,8 @@ class HCCFusionPanel(VTKObservationMixin):
             stage.stopped(_("Cancelled."))
         else:
             stage.stopped(_("Failed."))
+            if stage.name == "cohortRun":  # the status table says which studies failed and why
+                self._showCohortStatus()
             slicer.util.errorDisplay(_("{name} failed:").format(name=stage.name) + f"\n{error}")
             logging.error("HCCFusion %s failed: %s", stage.name, error)
         self.updateButtons()
@@ -362,6 +373,44 @@ class HCCFusionPanel(VTKObservationMixin):
 
     def prepare_pacs(self):
         return self.logic.preparePacs(RunFolder(self._reportBase()).dicom, self._parameterNode.pacsUrl)
+
+    # ------------------------------------------------------------ cohort & research
+    def _researchFolder(self) -> Path:
+        p = self._parameterNode
+        return self.logic.researchFolder(p.researchFolder, p.workFolder)
+
+    def prepare_protocolQc(self):
+        return self.logic.prepareProtocolQc(self._parameterNode.protocolQcSource, self._researchFolder())
+
+    def prepare_nomogram(self):
+        return self.logic.prepareNomogram(self._parameterNode.researchBundle, self._researchFolder())
+
+    def prepare_cohortRun(self):
+        p = self._parameterNode
+        return self.logic.prepareCohortRun(p.cohortTable, self._researchFolder(), p.segmentationEngine,
+                                           p.registrationMode, p.researchBundle, p.radiomicsPreset, p.cohortDask)
+
+    def show_protocolQc(self, result):
+        self.ui.researchTableSelector.setCurrentNode(result.nodes["table"])
+
+    def show_nomogram(self, result):
+        self.ui.researchTableSelector.setCurrentNode(result.nodes["table"])
+        pixmap = qt.QPixmap(str(RunFolder(result.folder).nomogram_chart))
+        self.ui.nomogramFigureLabel.setPixmap(pixmap.scaledToWidth(max(200, self.ui.nomogramFigureLabel.width),
+                                                                   qt.Qt.SmoothTransformation))
+
+    def show_cohortRun(self, result):
+        self.ui.researchTableSelector.setCurrentNode(result.nodes["cohort_status"])
+
+    def _showCohortStatus(self):
+        """After a failed cohort run: load its status table (which studies failed and why), if it was written."""
+        name, out = self.logic.researchOutput(self._parameterNode.cohortTable, self._researchFolder())
+        try:
+            result = self.logic.loadCohort(out, name)
+        except HCCFusionError:
+            return
+        self.show_cohortRun(result)
+        self.ui.researchStatusLabel.text = _("Failed.") + " " + result.summary
 
     # ------------------------------------------------------------ LI-RADS, DICOM and report (in-process)
     def onAssessLirads(self):

@@ -323,10 +323,10 @@ def nomogram_figure(bundle: "str | Path", out: "str | Path", *, time: float = SU
     if loaded.nomogram is None:
         raise ModelError(f"The model bundle '{bundle}' has no nomogram: train it with `hccfusion train ... "
                          "--nomogram` (binary or survival endpoint).")
-    folder = RunFolder(out).nomogram
+    paths = RunFolder(out)
     cox = loaded.nomogram.kind == "cox"
-    _write_csv(scale_table(loaded.nomogram, time=time if cox else None), folder / "points.csv")
-    return loaded.nomogram.draw(folder / "nomogram.png", time=time if cox else None)
+    _write_csv(scale_table(loaded.nomogram, time=time if cox else None), paths.nomogram_scales)
+    return loaded.nomogram.draw(paths.nomogram_chart, time=time if cox else None)
 
 
 def _prediction_table(model, card, X) -> pd.DataFrame:
