@@ -66,6 +66,7 @@ ACTIONS = {
     "loadResults": ("loadResultsButton", "onLoadResults",
                     _("Load the PET, CEUS, follow-up and MR subtraction results of the output folder.")),
 }
+NOMOGRAM_WIDTH = 480  # pixels of the nomogram figure in the panel
 #: readiness.engineWidgets key → the widget it enables
 ENGINE_WIDGETS = {"modelPath": "modelPathLineEdit", "existingSegmentation": "existingSegmentationSelector",
                   "nnunetChannelMap": "nnunetChannelMapLineEdit"}
@@ -396,8 +397,7 @@ class HCCFusionPanel(VTKObservationMixin):
     def show_nomogram(self, result):
         self.ui.researchTableSelector.setCurrentNode(result.nodes["table"])
         pixmap = qt.QPixmap(str(RunFolder(result.folder).nomogram_chart))
-        self.ui.nomogramFigureLabel.setPixmap(pixmap.scaledToWidth(max(200, self.ui.nomogramFigureLabel.width),
-                                                                   qt.Qt.SmoothTransformation))
+        self.ui.nomogramFigureLabel.setPixmap(pixmap.scaledToWidth(NOMOGRAM_WIDTH, qt.Qt.SmoothTransformation))
 
     def show_cohortRun(self, result):
         self.ui.researchTableSelector.setCurrentNode(result.nodes["cohort_status"])

@@ -2,7 +2,8 @@
 
 Loads the phantom sample through the panel, runs every stage this HCCFusionLib version has with
 waitForCompletion=True, checks the nodes each adds to the scene, then starts registration in the background
-and cancels it, checking that the child process tree is gone and the panel is usable again.
+and cancels it, checking that the child process tree is gone and the panel is usable again; the same for a
+cohort run (then resumed to the end), and a bundle's nomogram.
 """
 import importlib.util
 import time
@@ -89,7 +90,61 @@ def run(test):
         test.delayDisplay("DICOM SEG and SR")
         panel.onExportDicom()
         test.assertTrue((panel.outputFolder() / "dicom" / "sr.dcm").is_file())
+    if logic.hasVerb("cohort-run"):
+        test.delayDisplay("Cohort & Research: a two-study cohort in the background, Cancel, then resumed")
+        runCohort(test, panel, sample)
+    if logic.hasVerb("nomogram") and importlib.util.find_spec("sklearn") is not None:
+        test.delayDisplay("Cohort & Research: nomogram of a bundle")
+        drawNomogram(test, panel)
     test.delayDisplay("HCCFusion self-test passed")
+
+
+def runCohort(test, panel, sample):
+    """The phantom study twice as a cohort CSV (with its segmentation): Cancel mid-cohort, then a rerun resumes."""
+    import shutil
+
+    p, logic = panel._parameterNode, panel.logic
+    folder = panel.outputFolder() / "cohort_input"
+    logic.exportStudy(p.inputs(), folder / "study", p.studyId)
+    logic.exportSegmentation(sample.nodes["segmentation"], logic.referenceNode(p.inputs(), p.referencePhase),
+                             folder / "labels.nii.gz")
+    (folder / "selftest.csv").write_text("study_id,path,segmentation\nC1,study,labels.nii.gz\nC2,study,labels.nii.gz\n")
+    shutil.rmtree(panel.outputFolder() / "research", ignore_errors=True)
+    p.researchFolder = panel.outputFolder() / "research"
+    p.cohortTable = folder / "selftest.csv"
+    p.segmentationEngine = "Automatic (by the study's phases)"
+    p.registrationMode = "rigid"
+    panel.updateButtons()
+    test.assertTrue(panel.ui.cohortRunApplyButton.enabled, panel.ui.cohortRunApplyButton.toolTip)
+    cancelRunningStage(test, panel, "cohortRun")
+    prepared = panel.prepare_cohortRun()
+    result = logic.run(prepared.job, prepared.load, waitForCompletion=True)
+    status = mrml.table_to_dataframe(result.nodes["cohort_status"])
+    test.assertEqual(sorted(status["study_id"]), ["C1", "C2"])
+    test.assertFalse((status["status"] == "failed").any(), str(status))
+
+
+def drawNomogram(test, panel):
+    """A phantom-cohort MVI bundle trained with --nomogram; its figure and points table in the panel."""
+    from HCCFusionLib import phantom
+
+    from HCCFusionSlicer.process import CliJob
+
+    folder = panel.outputFolder() / "nomogram_input"
+    folder.mkdir(parents=True, exist_ok=True)
+    cohort = phantom.make_cohort(40, 3)
+    cohort.simulated_features(seed=0).to_csv(folder / "features.csv")
+    cohort.table.to_csv(folder / "clinical.csv")
+    panel.logic.runner.run(CliJob("train", [folder / "features.csv", folder / "clinical.csv", "--endpoint", "mvi",
+                                            "--cv", "3", "--nomogram", "--out", folder / "bundle"]))
+    panel._parameterNode.researchBundle = folder / "bundle"
+    panel.updateButtons()
+    test.assertTrue(panel.ui.nomogramApplyButton.enabled, panel.ui.nomogramApplyButton.toolTip)
+    prepared = panel.prepare_nomogram()
+    result = panel.logic.run(prepared.job, prepared.load, waitForCompletion=True)
+    panel.show_nomogram(result)
+    test.assertIs(panel.ui.researchTableSelector.currentNode(), result.nodes["table"])
+    test.assertEqual(result.nodes["figure"].GetImageData().GetNumberOfScalarComponents(), 3)
 
 
 def cancelRunningStage(test, panel, name):
