@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -185,7 +186,7 @@ def test_nomogram_of_a_bundle_loads_figure_and_points(logic, tmp_path):
 
     cohort = phantom.make_cohort(40, 3)
     bundle = train(cohort.simulated_features(seed=0), cohort.table, "mvi", tmp_path / "mvi_model", ModelSpec(seed=0),
-                   cv=3, nomogram=True)
+                   cv=2, nomogram=True)
     prepared = logic.prepareNomogram(bundle, tmp_path / "research")
     result = logic.run(prepared.job, prepared.load, waitForCompletion=True)
     paths = RunFolder(tmp_path / "research" / "mvi_model")
@@ -224,25 +225,23 @@ def test_cohort_run_reports_progress_and_loads_status_even_when_a_study_fails(lo
 
 
 def test_cancel_kills_the_running_cohort_run(tmp_path):
-    """The panel's Cancel (QtProcessRunner.cancel) stops a real `cohort-run` child mid-cohort: the process and its
-    children end, and the cohort tables are not written."""
+    """The panel's Cancel (QtProcessRunner.cancel) stops a real `cohort-run` child in its first study: the process
+    and its children end, the study is not marked done and the cohort tables are not written."""
     psutil = pytest.importorskip("psutil")
     logic = HCCFusionLogic(process.QtProcessRunner(), mrml.new_scene(cache_dir=tmp_path / "cache"))
-    csv = cohort_csv(tmp_path / "cohortB", 3)
+    csv = cohort_csv(tmp_path / "cohortB", 2)
     prepared = logic.prepareCohortRun(csv, tmp_path / "research", ENGINE_AUTO, "rigid",
                                       preset=str(csv.parent / "tiny.yaml"))
-    runner = logic.runner
-    runner._proc = runner._popen(prepared.job)  # what QtProcessRunner.start does before its Qt timer
+    runner, paths = logic.runner, RunFolder(tmp_path / "research" / "cohortB")
+    runner._proc = runner._popen(prepared.job)  # what QtProcessRunner.start does, without its Qt timer
+    threading.Thread(target=runner._read, args=(runner._proc, runner._lines), daemon=True).start()
     deadline = time.time() + 120
-    for line in runner._proc.stdout:  # wait until the first study is done
-        if line.startswith(process.PROGRESS_PREFIX) or time.time() > deadline:
-            break
+    while not paths.cohort_study("S0").is_dir() and runner._proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
     assert runner.isRunning() and runner._proc.poll() is None, "cohort-run ended before it could be cancelled"
     tree = [psutil.Process(runner._proc.pid), *psutil.Process(runner._proc.pid).children(recursive=True)]
     runner.cancel()
     assert runner._cancelled and runner._proc.poll() is not None
     _gone, alive = psutil.wait_procs(tree, timeout=10)
     assert not alive
-    runner._proc.stdout.close()
-    paths = RunFolder(tmp_path / "research" / "cohortB")
-    assert not paths.cohort_status.exists() and paths.cohort_study("S0").is_dir()
+    assert not RunFolder(paths.cohort_study("S0")).cohort_done.exists() and not paths.cohort_status.exists()
