@@ -115,8 +115,10 @@ def test_research_section_widgets_exist_and_are_wired():
     """The section's widgets are in HCCFusion.ui (below the per-study sections), its stages run its verbs with
     install stages and readiness rules, and the panel has a prepare_/show_ method for each."""
     root = ET.parse(ROOT / "HCCFusion" / "Resources" / "UI" / "HCCFusion.ui").getroot()
-    sections = [w.get("name") for w in root.find("widget/layout").iter("widget") if w.get("class") == "ctkCollapsibleButton"]
-    assert sections.index("resultsCollapsibleButton") < sections.index(SECTION) < sections.index("setupCollapsibleButton")
+    sections = [w.get("name") for w in root.find("widget/layout").iter("widget")
+                if w.get("class") == "ctkCollapsibleButton"]
+    assert (sections.index("resultsCollapsibleButton") < sections.index(SECTION)
+            < sections.index("setupCollapsibleButton"))
     section = next(w for w in root.iter("widget") if w.get("name") == SECTION)
     names = {w.get("name") for w in section.iter("widget")}
     bound = {p.findtext("string") for p in section.iter("property") if p.get("name") == "SlicerParameterName"}
@@ -125,7 +127,8 @@ def test_research_section_widgets_exist_and_are_wired():
     table = next(node.value for node in widget.body if isinstance(node, ast.Assign)
                  and getattr(node.targets[0], "id", "") == "STAGES")
     stages = {k.value: [e.value for e in v.elts[:3]] for k, v in zip(table.keys, table.values)}
-    methods = {f.name for c in widget.body if isinstance(c, ast.ClassDef) for f in c.body if isinstance(f, ast.FunctionDef)}
+    methods = {f.name for c in widget.body if isinstance(c, ast.ClassDef)
+               for f in c.body if isinstance(f, ast.FunctionDef)}
     state = readiness.PanelState(verbs=frozenset(STAGES.values()), segmentationEngine=ENGINE_AUTO)
     for stage, verb in STAGES.items():
         assert set(stages[stage]) <= names, stages[stage]  # button, progress bar, status label of the section

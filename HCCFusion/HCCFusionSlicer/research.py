@@ -165,12 +165,12 @@ class ResearchSteps:
         paths = RunFolder(outFolder)
         _require(paths.cohort_status, "cohort-run")
         self._removePrevious(f"{name}_", tuple(f"_{suffix}" for suffix in COHORT_TABLES))
-        tables = {suffix: self._table(getattr(paths, attr), f"{name}_{suffix}") for suffix, attr in COHORT_TABLES.items()
-                  if getattr(paths, attr).is_file()}
+        tables = {suffix: self._table(getattr(paths, attr), f"{name}_{suffix}")
+                  for suffix, attr in COHORT_TABLES.items() if getattr(paths, attr).is_file()}
         result = StageResult(paths.root, tables, studyId=name)
         self._placeResearch(result)
         status = mrml.table_to_dataframe(tables["cohort_status"])["status"]
-        counts = status.str.split(" ").str[0].value_counts()
+        counts = status.str.split(" ").str[0].value_counts(sort=False)  # in the order of the table
         result.summary = f"{len(status)} studies: " + ", ".join(f"{n} {state}" for state, n in counts.items())
         return result
 

@@ -135,7 +135,8 @@ class HCCFusionPanel(VTKObservationMixin):
         self._connect("loadPhantomButton", "clicked(bool)", self.onLoadPhantom)
         self._connect("featureFilterLineEdit", "textChanged(QString)", self.onFeatureFilter)
         self._connect("dependenciesButton", "clicked(bool)", self.onDependencies)
-        for selector, view in (("featureTableSelector", "featureTableView"), ("resultsTableSelector", "resultsTableView"),
+        for selector, view in (("featureTableSelector", "featureTableView"),
+                               ("resultsTableSelector", "resultsTableView"),
                                ("researchTableSelector", "researchTableView")):
             if self._widget(selector) and self._widget(view):
                 self._widget(selector).connect("currentNodeChanged(vtkMRMLNode*)", self._widget(view).setMRMLTableNode)
