@@ -190,3 +190,31 @@ def test_nested_cv_comparison_table_and_determinism():
     assert first.loc["radiomics", "auc"] > 0.6  # the kinetic trait is in the AP mean
     again = compare(cohort.table, radiomics, cohort.y, fusions=("late",), outer=2, deep=deep, n_boot=50)
     assert again.loc["late", "auc"] == first.loc["late", "auc"]  # seeded and deterministic
+
+
+def test_train_deep_and_predict_deep_verbs_on_run_folders(tmp_path):
+    """The CLI on planted run folders: nested-CV metrics in the card, bundle, per-lesion evidence in the run."""
+    import json
+
+    from HCCFusionLib.cli import main
+    from HCCFusionLib.layout import RunFolder
+    from HCCFusionLib.phantom.deep_cohort import save_planted_runs
+
+    cohort = planted_cohort(16, "kinetics", seed=9, delta=60.0)
+    csv = save_planted_runs(cohort, tmp_path / "cohort")
+    bundle = tmp_path / "bundle"
+    assert main(["--progress", "none", "train-deep", str(csv), "--endpoint", "label", "--out", str(bundle),
+                 "--epochs", "2", "--cv", "2", "--clinical", "age"]) == 0
+    card = json.loads((bundle / "model_card.json").read_text())
+    assert card["cohort"]["patients"] == 16 and 0 <= card["cv"]["auc"] <= 1 and card["clinical"] == ["age"]
+    run = tmp_path / "cohort" / "runs" / "P000"
+    assert main(["--progress", "none", "predict-deep", str(run), "--model", str(bundle)]) == 2  # needs `age`
+    assert main(["--progress", "none", "train-deep", str(csv), "--endpoint", "label", "--out", str(bundle),
+                 "--epochs", "2", "--cv", "0", "--fusion", "late"]) == 0
+    assert main(["--progress", "none", "predict-deep", str(run), "--model", str(bundle)]) == 0
+    folder = RunFolder(run).deep_prediction
+    prediction = pd.read_csv(folder / "prediction.csv")
+    attention = pd.read_csv(folder / "attention.csv", index_col=0)
+    assert len(prediction) == 1 and 0 <= prediction["p_1"].iloc[0] <= 1
+    assert np.allclose(attention.sum(axis=1), 1) and list(attention.columns) == ["AP", "PVP", "DP"]
+    assert main(["--progress", "none", "train-deep", str(csv), "--endpoint", "nope", "--out", str(bundle)]) == 2

@@ -95,3 +95,47 @@ def _patient(rng, grid, label, trait, noise, delta):
         v[outside] = -90.0
         out[p] = v + rng.normal(0, noise, z.shape)
     return out, lesion
+
+
+def save_planted_runs(cohort: PlantedCohort, folder, endpoint: str = "label"):
+    """Write each patient as a completed run folder (registration: the phases on one 1 mm grid; segmentation:
+    liver + the lesion) and `cohort.csv` (run, `endpoint`, age) beside them; returns the CSV path."""
+    from pathlib import Path
+
+    import SimpleITK as sitk
+
+    from ..layout import RunFolder
+    from ..lesions import LesionTable
+    from ..registration import RegistrationResult
+    from ..segmentation.predictor import Segmentation, save_segmentation
+    from ..study import LABELS, Series, Study
+
+    folder = Path(folder)
+    rows = []
+    full, size = cohort.volumes.shape[-1], cohort.masks.shape[-1]
+    lo = (full - size) // 2
+    for i, patient in enumerate(cohort.table.index):
+        paths = RunFolder(folder / "runs" / str(patient))
+
+        def image(array):
+            out = sitk.GetImageFromArray(array)
+            out.SetSpacing([cohort.spacing_mm] * 3)
+            out.SetOrigin([-(full - 1) / 2 * cohort.spacing_mm] * 3)
+            return out
+
+        study = Study(str(patient))
+        for p, phase in enumerate(cohort.phases):
+            study.add(Series(phase, phase, image(cohort.volumes[i, p])))
+        RegistrationResult(cohort.phases[0], {phase: sitk.Euler3DTransform() for phase in cohort.phases}, study,
+                           pd.DataFrame({"series": [], "warnings": []})).save(paths.registration)
+        lesion = np.zeros((full,) * 3, np.uint8)
+        lesion[lo:lo + size, lo:lo + size, lo:lo + size] = cohort.masks[i]
+        labels = image(np.where(lesion > 0, LABELS["tumour"], np.where(cohort.volumes[i, 1] > 0, LABELS["liver"], 0))
+                       .astype(np.uint8))
+        lesion_map = image(lesion.astype(np.uint32))
+        save_segmentation(Segmentation(labels, LesionTable.from_map(labels, lesion_map).frame, lesion_map),
+                          paths.segmentation)
+        rows.append({"run": f"runs/{patient}", endpoint: int(cohort.y[i]), "age": cohort.table["age"].iloc[i]})
+    csv = folder / "cohort.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return csv
