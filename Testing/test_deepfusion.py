@@ -218,3 +218,7 @@ def test_train_deep_and_predict_deep_verbs_on_run_folders(tmp_path):
     assert len(prediction) == 1 and 0 <= prediction["p_1"].iloc[0] <= 1
     assert np.allclose(attention.sum(axis=1), 1) and list(attention.columns) == ["AP", "PVP", "DP"]
     assert main(["--progress", "none", "train-deep", str(csv), "--endpoint", "nope", "--out", str(bundle)]) == 2
+    from HCCFusionLib.report import from_folder, write_report
+
+    html = write_report(from_folder(run), tmp_path / "report").read_text()
+    assert "Deep multi-phase fusion" in html and "gradcam" in html and "Per-phase attention" in html
