@@ -14,7 +14,8 @@ A gain is "beyond noise" when gain > 1.96 * gain_se.
 
 Run (under the shared lock; ~4 min a cohort on a quiet 2-core machine):
   flock /tmp/hcc_heavy.lock .venv/bin/python Testing/Benchmarks/bench_deepfusion.py [--n 120] [--outer 5]
-  (or one cohort per locked command: --trait texture --save /tmp/t.json, then --trait kinetics --load /tmp/t.json)
+  (or one cohort per locked command: --trait texture --save /tmp/t.json, --trait kinetics --save /tmp/k.json,
+   then --trait none --load /tmp/t.json /tmp/k.json for the BENCH line)
 Last line: BENCH deepfusion n=... auc_radiomics=... then per fusion point auc_deep_<f>= gain_<f>= control_gain_<f>=.
 """
 from __future__ import annotations
@@ -51,12 +52,15 @@ def main():
     parser.add_argument("--n", type=int, default=120)
     parser.add_argument("--outer", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--trait", choices=("both", "texture", "kinetics"), default="both")
+    parser.add_argument("--trait", choices=("both", "texture", "kinetics", "none"), default="both")
     parser.add_argument("--save", type=Path, help="write this run's results as JSON")
-    parser.add_argument("--load", type=Path, help="JSON of the other cohort's run (--save), for the BENCH line")
+    parser.add_argument("--load", type=Path, nargs="*", default=[],
+                        help="JSON of other runs (--save), combined into the BENCH line")
     args = parser.parse_args()
-    results = json.loads(args.load.read_text()) if args.load else {}
-    for trait in (("texture", "kinetics") if args.trait == "both" else (args.trait,)):
+    results = {}
+    for path in args.load:
+        results.update(json.loads(path.read_text()))
+    for trait in {"both": ("texture", "kinetics"), "none": ()}.get(args.trait, (args.trait,)):
         results[trait] = run(trait, args.n, args.outer, args.seed)
     if args.save:
         args.save.write_text(json.dumps(results))
