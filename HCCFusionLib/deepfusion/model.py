@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -133,9 +134,10 @@ class DeepFusion(BaseEstimator):
         self.mean_ = np.nanmean(patches, axis=(0, 1, 3, 4, 5)).astype(np.float32)
         self.std_ = (np.nanstd(patches, axis=(0, 1, 3, 4, 5)) + 1e-6).astype(np.float32)
         clinical = X[self.clinical_].to_numpy(float) if self.clinical_ else np.zeros((len(X), 0))
-        self.clinical_mean_ = np.nan_to_num(np.nanmean(clinical, axis=0)) if len(clinical.T) else np.zeros(0)
-        self.clinical_std_ = np.nan_to_num(np.nanstd(clinical, axis=0), nan=1.0) + 1e-6 if len(clinical.T) \
-            else np.zeros(0)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: mean 0, SD 1
+            self.clinical_mean_ = np.nan_to_num(np.nanmean(clinical, axis=0))
+            self.clinical_std_ = np.nan_to_num(np.nanstd(clinical, axis=0), nan=1.0) + 1e-6
         if self.kind == "survival":
             self.classes_ = None
         else:
