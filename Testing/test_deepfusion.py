@@ -119,6 +119,7 @@ def test_deep_fusion_learns_the_texture_trait_that_radiomics_fusion_misses(textu
     assert _auc(y, model.predict_proba(_only(test, [0]))[:, 1]) >= 0.85
 
 
+@pytest.mark.slow  # with the module's training (~20 s) or its own (~10-15 s)
 def test_evidence_attention_and_gradcam_point_at_the_arterial_lesion(texture, tmp_path):
     from HCCFusionLib.deepfusion.evidence import explain, save_evidence
 
@@ -140,6 +141,7 @@ def test_evidence_attention_and_gradcam_point_at_the_arterial_lesion(texture, tm
         assert saved["gradcam"].shape == cam.shape and list(saved["maps"]) == ["AP", "PVP", "DP"]
 
 
+@pytest.mark.slow  # with the module's training (~20 s) or its own (~10-15 s)
 def test_bundle_round_trip_and_tamper_check(texture, tmp_path):
     from HCCFusionLib.deepfusion.bundle import WEIGHTS_FILE, load_deep_bundle, save_deep_bundle
 
@@ -156,6 +158,7 @@ def test_bundle_round_trip_and_tamper_check(texture, tmp_path):
         load_deep_bundle(folder)
 
 
+@pytest.mark.slow  # with the module's training (~20 s) or its own (~10-15 s)
 def test_multiclass_and_survival_heads_train():
     from sksurv.metrics import concordance_index_censored
     from sksurv.util import Surv
@@ -192,6 +195,7 @@ def test_nested_cv_comparison_table_and_determinism():
     assert again.loc["late", "auc"] == first.loc["late", "auc"]  # seeded and deterministic
 
 
+@pytest.mark.slow  # with the module's training (~20 s) or its own (~10-15 s)
 def test_train_deep_and_predict_deep_verbs_on_run_folders(tmp_path):
     """The CLI on planted run folders: nested-CV metrics in the card, bundle, per-lesion evidence in the run."""
     import json
