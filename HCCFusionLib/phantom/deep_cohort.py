@@ -45,7 +45,7 @@ class PlantedCohort:
 
 
 def planted_cohort(n: int = 80, trait: str = "texture", size: int = 16, seed: int = 0, noise: float = 12.0,
-                   delta: float = 18.0, missing: float = 0.0) -> PlantedCohort:
+                   delta: float = 30.0, missing: float = 0.0) -> PlantedCohort:
     """n patients (balanced labels) with the label planted in `trait`; `missing`: probability that a non-AP phase
     is absent (all NaN in the patch)."""
     if trait not in TRAITS:
