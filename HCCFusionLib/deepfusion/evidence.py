@@ -2,7 +2,8 @@
 
 Grad-CAM (Selvaraju et al. 2017) on the encoder's last convolution: the gradient of the predicted logit (binary:
 the positive class; multiclass: the predicted class; survival: the risk) averaged over space weights that
-layer's channels; their weighted sum, rectified, upsampled to the patch and scaled to a maximum of 1, is the map.
+layer's channels; their weighted sum, rectified and upsampled to the patch, is the map (scaled so that each
+lesion's maximum over its phase maps is 1).
 Intermediate and late fusion give one map per phase (absent phases: zeros), early fusion one map for all.
 """
 from __future__ import annotations
@@ -41,16 +42,17 @@ def explain(model, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     cam = cam.reshape(len(X), -1, size, size, size).numpy()
     if cam.shape[1] == present.shape[1]:
         cam = cam * present.numpy()[:, :, None, None, None]
-    peak = cam.max(axis=(2, 3, 4), keepdims=True)
+    peak = cam.max(axis=(1, 2, 3, 4), keepdims=True)  # per lesion: the phases stay comparable
     cam = np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
     attention = (np.full(present.shape, np.nan) if weights is None else weights.detach().numpy())
     return pd.DataFrame(attention, index=X.index, columns=list(model.phases_)), cam.astype(np.float32)
 
 
 def save_evidence(folder, prediction: pd.DataFrame, attention: pd.DataFrame, gradcam: np.ndarray,
-                  phases) -> dict:
+                  phases, patches: np.ndarray | None = None) -> dict:
     """Write prediction.csv, attention.csv and gradcam.npz (array `gradcam` (n, maps, s, s, s), `lesion`
-    row labels, `maps` phase names or 'all'; no pickled objects) into `folder`; returns the paths."""
+    row labels, `maps` phase names or 'all', and with `patches` the lesion patches (n, phases, s, s, s) under
+    the maps; no pickled objects) into `folder`; returns the paths."""
     from ..files import atomic_write
 
     folder = Path(folder)
@@ -63,6 +65,7 @@ def save_evidence(folder, prediction: pd.DataFrame, attention: pd.DataFrame, gra
         attention.to_csv(tmp)
     maps = list(phases) if gradcam.shape[1] == len(phases) else ["all"]
     with atomic_write(paths["gradcam"]) as tmp, open(tmp, "wb") as handle:
+        extra = {} if patches is None else {"patch": np.asarray(patches, np.float32)}
         np.savez_compressed(handle, gradcam=gradcam, lesion=np.array([str(i) for i in prediction.index]),
-                            maps=np.array(maps))
+                            maps=np.array(maps), **extra)
     return paths

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .model import PATCHES, DeepFusion
+from .model import PATCHES, DeepFusion, stack_patches
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ def predict_deep(run_folder, bundle, out=None) -> pd.DataFrame:
         for k, c in enumerate(model.classes_):
             prediction[f"p_{c}"] = model.predict_proba(lesions)[:, k]
     attention, gradcam = explain(model, lesions)
-    save_evidence(RunFolder(out or run_folder).deep_prediction, prediction, attention, gradcam, model.phases_)
+    save_evidence(RunFolder(out or run_folder).deep_prediction, prediction, attention, gradcam, model.phases_,
+                  patches=stack_patches(lesions)[:, :, 0])
     log.info("deep fusion (%s) predicted %d lesion(s)", card.get("endpoint"), len(prediction))
     return prediction
