@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
+from ..errors import InputError, require
 from .model import PATCHES, DeepFusion, stack_patches
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ def train_deep(cohort_csv, out, *, endpoint: str | None = None, kind: str = "bin
     from ..fusion.evaluation import nested_cv
     from .bundle import save_deep_bundle
 
+    require("torch", "seg")
     table = read_cohort(cohort_csv, phases)
     y, outcome = _target(table, kind, endpoint, time_col, event_col)
     X = table[[PATCHES, *clinical]]
@@ -107,6 +108,7 @@ def predict_deep(run_folder, bundle, out=None) -> pd.DataFrame:
     from .evidence import explain, save_evidence
     from .patches import patches_from_run
 
+    require("torch", "seg")
     model, card = load_deep_bundle(bundle)
     lesions = patches_from_run(run_folder, model.phases_).set_index("lesion")
     missing = [c for c in model.clinical_ if c not in lesions.columns]
