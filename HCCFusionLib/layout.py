@@ -196,6 +196,11 @@ class RunFolder:
         return self.prediction / "evidence.csv"
 
     @property
+    def deep_prediction(self) -> Path:
+        """`predict-deep`: prediction.csv, attention.csv, gradcam.npz of the deep fusion model."""
+        return self.prediction / "deep"
+
+    @property
     def contributions(self) -> Path:
         return self.prediction / "contributions.csv"
 

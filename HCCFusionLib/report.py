@@ -28,8 +28,8 @@ import SimpleITK as sitk
 from .errors import InputError
 from .files import atomic_folder, atomic_write, sha256_file
 from .layout import RunFolder
-from .report_images import (CONTOURS, ImageSink, contribution_plot, key_images, key_point, lesion_instances,
-                            registration_images)
+from .report_images import (CONTOURS, ImageSink, contribution_plot, gradcam_plot, key_images, key_point,
+                            lesion_instances, registration_images)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ class ReportData:
     prediction: object = None  # DataFrame or dict (endpoint -> value / row)
     contributions: object = None  # DataFrame with a feature/name column and a numeric contribution column
     nomogram: Path | None = None  # nomogram PNG of the model bundle (OUT/prediction/nomogram.png)
+    deep: tuple | None = None  # (prediction, attention) DataFrames of `predict-deep` (OUT/prediction/deep/)
+    deep_gradcam: Path | None = None  # its gradcam.npz
     model_card: dict | None = None
     segmentation: dict | None = None  # engine, why it was chosen, QC warnings / failure (segmentation.json)
     inputs: dict = field(default_factory=dict)  # name -> file or folder whose SHA-256 is listed
@@ -118,6 +120,8 @@ def render_html(data: ReportData, folder: Path, *, embed_images: bool = False, i
         "contributions": _table(_top_contributions(data.contributions, 15), 15),
         "contribution_plot": contribution_plot(_top_contributions(data.contributions, 10), images),
         "nomogram": images.add_png(Path(data.nomogram).read_bytes(), "nomogram") if data.nomogram else None,
+        "deep": [_table(f, data.max_rows, index=True) for f in data.deep] if data.deep else None,
+        "deep_gradcam": gradcam_plot(data.deep_gradcam, images),
         "model_card": {str(k): _fmt(v) for k, v in (data.model_card or {}).items()},
         "segmentation": data.segmentation,
         "input_hashes": {name: sha256_of(path) for name, path in data.inputs.items()},
@@ -318,6 +322,7 @@ def from_folder(out: "str | Path", *, model: "str | Path | None" = None) -> Repo
     model = model or record.get("model")
     inputs = record.get("inputs") or ({"study": paths.study} if paths.study_manifest.is_file() else {})
     kinetics = read_csv_table(paths.kinetics)
+    deep = paths.deep_prediction
     return ReportData(
         study.study_id, images={s.phase.value: s.image for s in study if same_grid(s.image, grid)}, labels=labels,
         lesions=lesions, modality=reference.modality.value, lirads=read_csv_table(paths.lirads_table, index=True),
@@ -334,7 +339,9 @@ def from_folder(out: "str | Path", *, model: "str | Path | None" = None) -> Repo
         contributions=_named(read_csv_table(paths.contributions)),
         model_card=_model_card(model if prediction is not None else None, diagnostics),
         inputs={k: Path(v) for k, v in inputs.items()}, segmentation=segmentation, dated=False,
-        nomogram=paths.nomogram_figure if prediction is not None and paths.nomogram_figure.is_file() else None)
+        nomogram=paths.nomogram_figure if prediction is not None and paths.nomogram_figure.is_file() else None,
+        deep=(read_csv_table(deep / "prediction.csv", index=True), read_csv_table(deep / "attention.csv", index=True))
+        if deep.is_dir() else None, deep_gradcam=deep / "gradcam.npz")
 
 
 def write_run_record(out: "str | Path", *, inputs: dict, model: "str | Path | None" = None,

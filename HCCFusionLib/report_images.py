@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io as _bytes_io
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -132,3 +133,30 @@ def contribution_plot(top, sink: ImageSink) -> str | None:
     axes.tick_params(axis="y", labelsize=8)
     figure.tight_layout()
     return sink.add(figure, "contributions")
+
+
+def gradcam_plot(path, sink: ImageSink, lesions: int = 3) -> str | None:
+    """Central axial slices of the deep fusion Grad-CAM maps (OUT/prediction/deep/gradcam.npz), over the lesion
+    patch when saved: a row per lesion (the first `lesions`), a column per phase map; None without the file."""
+    if path is None or not Path(path).is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with np.load(path, allow_pickle=False) as saved:
+        cams, names, maps = saved["gradcam"][:lesions], list(saved["lesion"]), list(saved["maps"])
+        patches = saved["patch"][:lesions] if "patch" in saved.files and len(maps) > 1 else None
+    figure, axes = plt.subplots(len(cams), len(maps), figsize=(1.8 * len(maps), 1.8 * len(cams)), squeeze=False)
+    middle = cams.shape[2] // 2
+    for row, cam in enumerate(cams):
+        for col, name in enumerate(maps):
+            if patches is not None:  # the lesion patch (CT window) under a translucent map
+                axes[row, col].imshow(patches[row, col, middle], cmap="gray", vmin=-100, vmax=250)
+            axes[row, col].imshow(cam[col, middle], cmap="inferno", vmin=0, vmax=1,
+                                  alpha=None if patches is None else 0.5)
+            axes[row, col].set_title(f"lesion {names[row]} {name}", fontsize=7)
+            axes[row, col].axis("off")
+    figure.tight_layout()
+    return sink.add(figure, "gradcam")

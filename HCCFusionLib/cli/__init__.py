@@ -6,7 +6,8 @@ as `PROGRESS <fraction> <message>` lines on stdout instead of bars.
 
 Modules: `common` (the verb registry), then one per stage group, imported here in the order the verbs are
 listed: `study`, `segment`, `pacs`, `features`, `predict`, `synthetic`, `register`, `run`, `report` (report,
-export-dicom), `clinical` (stage), `modalities` (pet-suv, ceus), `federated` (federated server|client).
+export-dicom), `clinical` (stage), `modalities` (pet-suv, ceus), `federated` (federated server|client), `deep`
+(train-deep, predict-deep).
 Verb modules import only `common` and library modules (lazily, inside the verbs, so `--help` stays fast).
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ from . import report  # noqa: F401
 from . import clinical  # noqa: F401
 from . import modalities  # noqa: F401
 from . import federated  # noqa: F401
+from . import deep  # noqa: F401
 from .common import VERBS, add_phase_override, format_table, phase_overrides, verb
 
 __all__ = ["VERBS", "add_phase_override", "build_parser", "format_table", "main", "phase_overrides", "verb"]

@@ -95,10 +95,15 @@ def save_bundle(model, folder: "str | Path", card: dict, definitions: pd.DataFra
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, default=_json_default))
         if definitions is not None:
             definitions.to_csv(tmp / DEFINITIONS_FILE, index=False)
-        files = sorted(p.name for p in tmp.iterdir())
-        (tmp / CHECKSUM_FILE).write_text("".join(f"{sha256(tmp / name)}  {name}\n" for name in files))
+        write_checksums(tmp)
     log.info("model bundle written to %s", folder)
     return folder
+
+
+def write_checksums(folder: Path) -> None:
+    """checksums.sha256 listing every file of the (bundle) folder."""
+    files = sorted(p.name for p in folder.iterdir() if p.name != CHECKSUM_FILE)
+    (folder / CHECKSUM_FILE).write_text("".join(f"{sha256(folder / name)}  {name}\n" for name in files))
 
 
 def _json_default(value):
@@ -111,8 +116,9 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def verify_bundle(folder: "str | Path") -> dict[str, str]:
-    """Check checksums.sha256 against the folder; IntegrityError naming the first problem."""
+def verify_bundle(folder: "str | Path", required=(MODEL_FILE, CARD_FILE)) -> dict[str, str]:
+    """Check checksums.sha256 against the folder (and that the `required` files are listed); IntegrityError
+    naming the first problem."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"Model bundle '{folder}' is not a folder: give the folder written by `hccfusion train`.")
@@ -135,9 +141,9 @@ def verify_bundle(folder: "str | Path") -> dict[str, str]:
         if sha256(folder / name) != expected[name]:
             raise IntegrityError(f"'{folder / name}' does not match its SHA-256 in {CHECKSUM_FILE}: the bundle "
                                  "was modified or damaged; use the original or retrain.")
-    for required in (MODEL_FILE, CARD_FILE):
-        if required not in expected:
-            raise IntegrityError(f"Model bundle '{folder}' has no {required}.")
+    for name in required:
+        if name not in expected:
+            raise IntegrityError(f"Model bundle '{folder}' has no {name}.")
     return expected
 
 

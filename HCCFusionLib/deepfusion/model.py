@@ -1,0 +1,246 @@
+"""`DeepFusion`: a scikit-learn style estimator around `network.DeepFusionNet`, so that `fusion.evaluation.nested_cv`
+clones and evaluates it exactly like the radiomics models.
+
+X is a DataFrame with a `patches` column (one float array (phases, 2, s, s, s) per lesion, an absent phase all
+NaN; see `patches`) and numeric clinical columns (all other columns but `not_predictor` ones, or `clinical`).
+y: binary/multiclass labels, or a structured (event, time) array for kind='survival' (as `SurvivalFusion`).
+Training is seeded and deterministic (torch deterministic algorithms, `threads` torch threads while fitting).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from ..errors import InputError, ModelError
+from ..fusion.blocks import not_predictor
+
+log = logging.getLogger(__name__)
+
+PATCHES = "patches"
+KINDS = ("binary", "multiclass", "survival")
+
+
+@contextlib.contextmanager
+def deterministic(threads: int):
+    """Torch deterministic algorithms and `threads` intra-op threads (0: unchanged) inside the block."""
+    import torch
+
+    before, before_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+        torch.set_num_threads(before_threads)
+
+
+def stack_patches(X: pd.DataFrame) -> np.ndarray:
+    """(n, phases, 2, s, s, s) float32 from the `patches` column; a clear error when it is missing or ragged."""
+    if PATCHES not in X.columns:
+        raise InputError(f"The deep fusion table has no '{PATCHES}' column: build it with "
+                         "deepfusion.patches.patch_table (or patches_from_run).")
+    shapes = {np.shape(p) for p in X[PATCHES]}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 5:
+        raise InputError(f"Deep fusion patches must all have one shape (phases, 2, s, s, s); found {sorted(shapes)}.")
+    return np.stack(list(X[PATCHES])).astype(np.float32)
+
+
+class DeepFusion(BaseEstimator):
+    """Deep multi-phase fusion (early / intermediate / late), trained with modality dropout.
+
+    phases: names of the phase axis (for the evidence tables). modality_dropout: probability of masking each
+    present phase of a training sample (at least one phase stays), so any subset of phases predicts.
+    """
+
+    def __init__(self, fusion="intermediate", kind="binary", phases=("AP", "PVP", "DP"), clinical=None, width=8,
+                 dim=32, epochs=30, batch_size=8, lr=3e-3, weight_decay=1e-4, modality_dropout=0.25,
+                 augment=True, seed=0, threads=1):
+        self.fusion = fusion
+        self.kind = kind
+        self.phases = phases
+        self.clinical = clinical
+        self.width = width
+        self.dim = dim
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.modality_dropout = modality_dropout
+        self.augment = augment
+        self.seed = seed
+        self.threads = threads
+
+    # ------------------------------------------------------------ inputs
+    def _clinical_columns(self, X):
+        if self.clinical is not None:
+            missing = [c for c in self.clinical if c not in X.columns]
+            if missing:
+                raise InputError(f"Clinical column(s) {missing} are not in the table; columns: {list(X.columns)}.")
+            return list(self.clinical)
+        return [c for c in X.columns if c != PATCHES and not not_predictor(c)
+                and pd.api.types.is_numeric_dtype(X[c])]
+
+    def _inputs(self, X):
+        import torch
+
+        patches = stack_patches(X)
+        if patches.shape[1] != len(self.phases_):
+            raise ModelError(f"This model takes {len(self.phases_)} phases ({', '.join(self.phases_)}); the patches "
+                             f"have {patches.shape[1]}.")
+        present = ~np.isnan(patches).all(axis=(2, 3, 4, 5))
+        if not present.any(axis=1).all():
+            raise InputError("Every lesion needs at least one acquired phase; some rows have none.")
+        patches = np.nan_to_num((patches - self.mean_[None, None, :, None, None, None])
+                                / self.std_[None, None, :, None, None, None])
+        clinical = X[self.clinical_].to_numpy(float) if self.clinical_ else np.zeros((len(X), 0))
+        clinical = np.nan_to_num((clinical - self.clinical_mean_) / self.clinical_std_)
+        return (torch.from_numpy(patches), torch.from_numpy(present),
+                torch.from_numpy(clinical.astype(np.float32)))
+
+    def _target(self, y):
+        import torch
+
+        if self.kind == "survival":
+            event_name, time_name = y.dtype.names
+            return torch.tensor(np.column_stack([y[time_name], y[event_name]]).astype(np.float32))
+        return torch.tensor(np.searchsorted(self.classes_, np.asarray(y)))
+
+    # ------------------------------------------------------------ training
+    def _network(self):
+        from .network import DeepFusionNet
+
+        outputs = len(self.classes_) if self.kind == "multiclass" else 1
+        return DeepFusionNet(len(self.phases_), outputs, self.fusion, len(self.clinical_), self.width, self.dim)
+
+    def fit(self, X, y):
+        import torch
+
+        from .losses import loss
+
+        if self.kind not in KINDS:
+            raise InputError(f"Unknown deep fusion kind '{self.kind}': use one of {', '.join(KINDS)}.")
+        start = time.perf_counter()
+        self.phases_ = tuple(self.phases)
+        self.clinical_ = self._clinical_columns(X)
+        patches = stack_patches(X)
+        self.mean_ = np.nanmean(patches, axis=(0, 1, 3, 4, 5)).astype(np.float32)
+        self.std_ = (np.nanstd(patches, axis=(0, 1, 3, 4, 5)) + 1e-6).astype(np.float32)
+        clinical = X[self.clinical_].to_numpy(float) if self.clinical_ else np.zeros((len(X), 0))
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: mean 0, SD 1
+            self.clinical_mean_ = np.nan_to_num(np.nanmean(clinical, axis=0))
+            self.clinical_std_ = np.nan_to_num(np.nanstd(clinical, axis=0), nan=1.0) + 1e-6
+        if self.kind == "survival":
+            self.classes_ = None
+        else:
+            self.classes_ = np.unique(np.asarray(y))
+            if len(self.classes_) < 2 or (self.kind == "binary" and len(self.classes_) != 2):
+                raise InputError(f"A {self.kind} deep fusion model needs {'2' if self.kind == 'binary' else '2+'} "
+                                 f"classes in training; found {list(self.classes_)}.")
+        with deterministic(self.threads):
+            torch.manual_seed(self.seed)
+            generator = torch.Generator().manual_seed(self.seed)
+            patches, present, clinical = self._inputs(X)
+            target = self._target(y)
+            self.net_ = self._network()
+            optimiser = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            n = len(X)
+            self.net_.train()
+            for _epoch in range(self.epochs):
+                order = torch.randperm(n, generator=generator)
+                for first in range(0, n, self.batch_size):
+                    idx = order[first:first + self.batch_size]
+                    if self.kind == "survival" and len(idx) < 2:
+                        continue
+                    batch, keep = self._augment(patches[idx], present[idx], generator)
+                    logits, _ = self.net_(batch, keep, clinical[idx])
+                    value = loss(self.kind, logits, target[idx])
+                    optimiser.zero_grad()
+                    value.backward()
+                    optimiser.step()
+            self.net_.eval()
+            if self.kind == "survival":
+                risk = self._forward(patches, present, clinical)[0][:, 0].numpy()
+                self.cutoffs_ = np.quantile(risk, [0.5])
+        self.fit_seconds_ = time.perf_counter() - start
+        log.info("deep fusion (%s, %s) trained on %d lesions in %.1f s", self.fusion, self.kind, n,
+                 self.fit_seconds_)
+        return self
+
+    def _augment(self, batch, present, generator):
+        """Modality dropout (each present phase masked with `modality_dropout`, one always kept) and random flips
+        along each axis (flips keep every orientation: no rotations)."""
+        import torch
+
+        keep = present.clone()
+        if self.modality_dropout:
+            drop = torch.rand(present.shape, generator=generator) < self.modality_dropout
+            keep &= ~drop
+            none = ~keep.any(dim=1)
+            if none.any():  # keep one random present phase of the rows that lost all
+                scores = torch.rand(present.shape, generator=generator) * present
+                keep[none, scores[none].argmax(dim=1)] = True
+        if self.augment:
+            for axis in (3, 4, 5):
+                if torch.rand(1, generator=generator).item() < 0.5:
+                    batch = batch.flip(axis)
+        return batch, keep
+
+    # ------------------------------------------------------------ prediction
+    def _forward(self, patches, present, clinical):
+        import torch
+
+        with torch.no_grad():
+            return self.net_(patches, present, clinical)
+
+    def _checked_fit(self):
+        if not hasattr(self, "net_"):
+            raise ModelError("This deep fusion model is not trained: call fit first or load a bundle.")
+
+    def decision_function(self, X):
+        """Logits: binary (n,), multiclass (n, classes), survival: the risk score (n,)."""
+        self._checked_fit()
+        with deterministic(self.threads):
+            logits = self._forward(*self._inputs(X))[0].numpy()
+        return logits if self.kind == "multiclass" else logits[:, 0]
+
+    def predict_proba(self, X):
+        if self.kind == "survival":
+            raise ModelError("A survival deep fusion model predicts a risk (predict), not class probabilities.")
+        z = self.decision_function(X)
+        if self.kind == "binary":
+            p = 1 / (1 + np.exp(-z))
+            return np.column_stack([1 - p, p])
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        if self.kind == "survival":
+            return self.decision_function(X)
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def risk_group(self, X=None, risk=None):
+        """'low'/'high' by the training median risk (survival)."""
+        risk = self.predict(X) if risk is None else np.asarray(risk)
+        return np.array(["low", "high"])[np.searchsorted(self.cutoffs_, risk, side="right")]
+
+    def score(self, X, y):
+        """ROC AUC (binary), macro one-vs-rest AUC (multiclass) or Harrell's C (survival)."""
+        from sklearn.metrics import roc_auc_score
+
+        if self.kind == "survival":
+            from sksurv.metrics import concordance_index_censored
+
+            event_name, time_name = y.dtype.names
+            return concordance_index_censored(y[event_name].astype(bool), y[time_name], self.predict(X))[0]
+        if self.kind == "binary":
+            return roc_auc_score(np.asarray(y) == self.classes_[1], self.predict_proba(X)[:, 1])
+        return roc_auc_score(np.asarray(y), self.predict_proba(X), multi_class="ovr", labels=self.classes_)
