@@ -130,7 +130,8 @@ def pytest_collection_modifyitems(config, items):
 # this scheduler groups by module instead (a module's fixtures are built once), except the modules below, whose
 # tests run one by one, or together where named (the tests that share an expensive module or session fixture).
 SPLIT = {"Testing/test_pipeline_real.py": {"test_single_real_ct_series_runs_end_to_end": "real_ct_run",
-                                          "test_real_t2_adc_mr_study_runs_end_to_end": "real_mr_run"},
+                                          "test_real_t2_adc_mr_study_runs_end_to_end": "real_mr_run",
+                                          "test_liver_first_of_the_real_data_engine_is_its_liver_stage": "real_mr_run"},
          "Testing/test_liverlesion.py": {"test_crlm_ct_liver_is_plausible_and_lesions_are_inside": "real_ct_run",
                                          "test_mr_t2_chosen_and_liver_plausible": "real_mr_run"},
          "Testing/test_segmentation.py": {**dict.fromkeys(

@@ -141,6 +141,28 @@ def test_pet_only_study_and_2d_images_are_refused_clearly():
         ll.segment_image_liverlesion(sitk.Image([8, 8, 8], sitk.sitkVectorFloat32, 3), "MR")
 
 
+def test_a_liver_stage_is_reused_only_for_its_own_image(models):
+    """The pipeline's liver before registration seeds the segmentation of the same (fixed) image: given, the
+    stage is used as it is (no liver network: its liver comes back on the image's own voxel order), and only
+    for the image and modality it was computed from."""
+    arr = np.random.default_rng(3).normal(100, 10, (12, 30, 40)).astype(np.float32)  # (z, y, x)
+    image = sitk.GetImageFromArray(arr)
+    image.SetDirection((0, 1, 0, -1, 0, 0, 0, 0, 1))  # rows run along -x: a permutation with a flip
+    vol, _, perm, flips = ll.to_lps(image)
+    liver = np.zeros(vol.shape, bool)
+    liver[5:20, 8:30, 3:9] = True
+    box = tuple(slice(0, n) for n in vol.shape)
+    stage = ll.LiverStage(image, "MR", liver, box, {"z_crop": "given"}, {"liver_network_s": 1.0}, models["liver"][0])
+    seg = ll.segment_image_liverlesion(image, "MR", lesions=False, liver=stage)
+    assert seg.meta["timings"]["liver_stage_reused"] and seg.meta["timings"]["liver_network_s"] == 1.0
+    assert np.array_equal(_arr(seg.labels), ll.from_lps(liver.astype(np.uint8) * LABELS["liver"], perm, flips))
+    assert list(seg.meta["models"]) == ["liver"] and seg.meta["crop"] == {"z_crop": "given"}
+    same = sitk.Image(image)  # another object, same grid and voxels
+    assert stage.fits(image, "MR") and stage.fits(same, "MR") and not stage.fits(image, "CT")
+    assert not stage.fits(sitk.Flip(image, [True, False, False]), "MR")  # same grid, other voxels
+    assert not stage.fits(image[:, :, 1:], "MR")  # another grid
+
+
 # ------------------------------------------------------------------ real data
 def test_slab_liver_dice_against_reference_labels(slab, shared_data):
     study, seg = slab
@@ -183,6 +205,7 @@ def test_crlm_ct_liver_is_plausible_and_lesions_are_inside(crlm):
 def test_mr_t2_chosen_and_liver_plausible(mr):
     study, seg = mr
     assert seg.meta["series"] == study["T2"].name and "T2" in seg.meta["series_choice"]
+    assert seg.meta["timings"]["liver_stage_reused"]  # the liver found before registration, not computed twice
     volume = _liver_ml(seg)
     print(f"SCAN_001 T2 liver {volume:.0f} mL, {len(seg.lesions)} lesion(s) "
           f"{seg.lesions.volume_ml.round(2).tolist()} mL")

@@ -221,11 +221,3 @@ def test_orthanc_round_trip(patient, study_dir, fast_preset, tmp_path, capsys):
             assert "afp" in prediction["missing_inputs"].iloc[0]
     finally:
         server.stop()
-
-
-@pytest.mark.slow  # ~20 s: the real-data engine's liver network on the small phantom
-def test_liver_first_of_the_real_data_engine_is_its_liver_stage(patient):
-    mask, note, located = pipeline._registration_mask(patient.study, None, None, "liverlesion", None, None)
-    assert note["mask"] == "liver" and note["engine"] == "liverlesion" and note["pass"] == "liver stage"
-    assert located is None and mask.GetSize() == patient.study["PVP"].image.GetSize()
-    assert sitk.GetArrayViewFromImage(mask).any()

@@ -58,6 +58,20 @@ def test_real_t2_adc_mr_study_runs_end_to_end(real_mr_run):
     assert (out / "report" / "report.html").is_file()
 
 
+def test_liver_first_of_the_real_data_engine_is_its_liver_stage(real_mr_run):
+    """Before registering, the real-data engine's liver stage finds the reference's liver (the registration's
+    fixed mask); the segmentation then reuses that stage on the same fixed image instead of computing it again."""
+    out, code, printed = real_mr_run
+    assert code == 0, printed
+    note = json.loads((out / "registration" / "study.json").read_text())["meta"]["registration"]
+    assert note["mask"] == "liver" and note["reference"] == "T2"
+    first = note["liver_first"]
+    assert first["mask"] == "liver" and first["engine"] == "liverlesion" and first["pass"] == "liver stage"
+    assert first["series"] == "T2"
+    info = json.loads((out / "segmentation" / "segmentation.json").read_text())
+    assert info["series"] == "T2" and info["timings"]["liver_stage_reused"]  # its grid and voxels: the reference's
+
+
 def test_a_study_no_engine_serves_gets_a_clear_error(shared_data, tmp_path, capsys):
     from HCCFusionLib.io import save_study
     from HCCFusionLib.study import Series, Study

@@ -73,7 +73,8 @@ def locate_liver(study, engine: str = "auto", *, model=None, nnunet=None, refere
     """(mask, info, located): a cheap, coarse liver of the reference series of an unregistered study, for the
     registration's fixed mask; `info` names the engine, its seconds and, when `mask` is None, the reason.
     phantom/bundle: the predictor's locate pass only (`predictor.locate_study`), returned as `located` to seed
-    `segment`; liverlesion: its own liver stage (no lesion network); nnunet: none (no cheap pass)."""
+    `segment`; liverlesion: its own liver stage (no lesion network), returned as `located` too (`segment` reuses
+    it); nnunet: none (no cheap pass)."""
     import time
 
     import SimpleITK as sitk
@@ -87,11 +88,12 @@ def locate_liver(study, engine: str = "auto", *, model=None, nnunet=None, refere
         return None, {**info, "reason": "engine nnunet has no cheap liver pass"}, None
     if choice.engine == "liverlesion":
         from .bundle import load_bundle
-        from .liverlesion import choose_series, segment_image_liverlesion
+        from .liverlesion import choose_series, liver_stage, segment_image_liverlesion
         from .liverlesion_models import bundle_path
 
         series, _ = choose_series(study, reference)
-        labels = segment_image_liverlesion(series.image, series.modality, lesions=False, progress=progress).labels
+        located = liver_stage(series.image, series.modality, progress=progress)
+        labels = segment_image_liverlesion(series.image, series.modality, lesions=False, liver=located).labels
         domain = load_bundle(bundle_path("liver")).card.get("domain")
         info["pass"] = "liver stage"
     else:
@@ -114,7 +116,7 @@ def segment(study, engine: str = "auto", *, model=None, nnunet=None, reference: 
     """(Segmentation, info) of a (registered) study by the chosen engine; `info` says which engine and why, and
     holds the domain QC (segmentation.domain): "qc_warnings" (study outside the model's domain, checked before it
     runs) and "qc_failure" (no liver, or far too small; None when fine). Neither changes the label map.
-    `located`: `locate_liver`'s seed for the phantom/bundle engines (their first pass is skipped).
+    `located`: `locate_liver`'s seed (phantom/bundle: their first pass is skipped; liverlesion: its liver stage).
 
     `options` go to the engine that takes them (OPTIONS); a set option the chosen engine does not take is refused."""
     from .domain import check_input, check_output
@@ -139,12 +141,14 @@ def segment(study, engine: str = "auto", *, model=None, nnunet=None, reference: 
         domain, read = None, []
         info["model"] = str(nnunet)
     elif choice.engine == "liverlesion":
-        from .liverlesion import choose_series, segment_study_liverlesion
+        from .liverlesion import LiverStage, choose_series, segment_study_liverlesion
         from .bundle import load_bundle
         from .liverlesion_models import bundle_path
 
         series, _ = choose_series(study, reference)
-        run = lambda: segment_study_liverlesion(study, reference=series.name, progress=progress)  # noqa: E731
+        liver = located if isinstance(located, LiverStage) else None
+        run = lambda: segment_study_liverlesion(study, reference=series.name, progress=progress,  # noqa: E731
+                                                liver=liver)
         domain, read = load_bundle(bundle_path("liver")).card.get("domain"), [series.name]
     else:
         from .bundle import default_bundle_path, load_bundle

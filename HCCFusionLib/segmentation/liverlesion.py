@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
@@ -163,46 +164,85 @@ def _liver_net_mask(net, net_in: np.ndarray, plans: dict, box: tuple, nz: int, c
 
 
 # ------------------------------------------------------------------ engine
-def segment_image_liverlesion(image: sitk.Image, modality, *, lesions: bool = True, progress=None,
-                              min_lesion_ml: float = 0.05, liver_margin_mm: float = 5.0,
-                              models=None) -> Segmentation:
-    """Liver (and lesions) of one CT or MR image; labels on the image's exact grid (study.LABELS values).
+@dataclass
+class LiverStage:
+    """The liver stage of one image (cascade step 2), reusable by a later `segment_image_liverlesion` of the
+    same image (the pipeline's liver before registration seeds its segmentation: the reference series is the
+    registration's fixed image, so its liver does not change). `liver`: bool mask on the LPS voxels."""
+    image: sitk.Image
+    modality: str
+    liver: np.ndarray
+    box: tuple
+    crop_info: dict
+    times: dict
+    bundle: object  # the liver model's bundle (named in the segmentation's meta)
 
-    `models`: optional {"liver": (bundle, net), "lesion": (bundle, net)} already loaded (reused across calls).
-    """
-    progress = progress or silent
+    def fits(self, image: sitk.Image, modality: str) -> bool:
+        """Whether this stage was computed from `image` (same grid and voxels) as `modality`."""
+        from ..study import same_grid
+
+        return self.modality == modality and (image is self.image or (
+            same_grid(image, self.image) and np.array_equal(sitk.GetArrayViewFromImage(image),
+                                                            sitk.GetArrayViewFromImage(self.image))))
+
+
+def liver_stage(image: sitk.Image, modality, *, progress=None, models=None) -> LiverStage:
+    """Cascade steps 1-2 (reorient, crop, liver net and its post-processing) of one CT or MR image."""
     modality = _modality(modality)
     _check_image(image, "The image")
-    t0 = time.time()
-    times: dict = {}
-    progress(0.0, "liverlesion: preparing")
-    models = dict(models or {})
-    load = None
-    for kind in ("liver", "lesion") if lesions else ("liver",):
-        if kind not in models:
-            load = load or _models()
-            models[kind] = load(kind)
-    vol, spacing, perm, flips = to_lps(image)
-    times["load_s"] = round(time.time() - t0, 2)
+    vol, spacing, _, _ = to_lps(image)
+    return _liver_stage(image, vol, spacing, modality, (models or {}).get("liver") or _models()("liver"),
+                        progress or silent)
 
+
+def _liver_stage(image, vol, spacing, modality: str, model, progress) -> LiverStage:
     t = time.time()
-    liver_bundle, liver_net = models["liver"]
+    liver_bundle, liver_net = model
     target = np.asarray(liver_bundle.plans["target_spacing"], float)
-    if modality == "CT":
-        box, crop_info = prep.crop_ct_box(vol, spacing)
-    else:
-        box, crop_info = prep.crop_mr_box(vol, spacing)
+    box, crop_info = (prep.crop_ct_box if modality == "CT" else prep.crop_mr_box)(vol, spacing)
     net_in = prep.liver_input(vol[box], spacing, target, modality)
-    times["liver_preprocess_s"] = round(time.time() - t, 2)
+    times = {"liver_preprocess_s": round(time.time() - t, 2)}
     progress(0.1, "liverlesion: liver network")
     t = time.time()
     guess = _partial_ct_ends(modality, box, vol.shape[2], crop_info)
     small = _liver_net_mask(liver_net, net_in, liver_bundle.plans, box, vol.shape[2], crop_info, guess, progress)
     liver = prep.liver_to_full(small, box, vol.shape)
     times["liver_network_s"] = round(time.time() - t, 2)
-    del net_in
     log.info("liverlesion: %s crop %s (%s), liver %.0f mL", modality, [[s.start, s.stop] for s in box],
              crop_info["z_crop"], liver.sum() * np.prod(spacing) / 1000.0)
+    return LiverStage(image, modality, liver, box, crop_info, times, liver_bundle)
+
+
+def segment_image_liverlesion(image: sitk.Image, modality, *, lesions: bool = True, progress=None,
+                              min_lesion_ml: float = 0.05, liver_margin_mm: float = 5.0,
+                              models=None, liver: LiverStage | None = None) -> Segmentation:
+    """Liver (and lesions) of one CT or MR image; labels on the image's exact grid (study.LABELS values).
+
+    `models`: optional {"liver": (bundle, net), "lesion": (bundle, net)} already loaded (reused across calls).
+    `liver`: this image's `liver_stage`, already computed (reused; recomputed, with a warning, if it is another
+    image's).
+    """
+    progress = progress or silent
+    modality = _modality(modality)
+    _check_image(image, "The image")
+    t0 = time.time()
+    progress(0.0, "liverlesion: preparing")
+    models = dict(models or {})
+    if liver is not None and not liver.fits(image, modality):
+        log.warning("liverlesion: the liver stage given was computed from another image: computing it anew")
+        liver = None
+    load = None
+    for kind in ("liver", "lesion") if lesions else ("liver",):
+        if kind not in models and not (kind == "liver" and liver is not None):
+            load = load or _models()
+            models[kind] = load(kind)
+    vol, spacing, perm, flips = to_lps(image)
+    times: dict = {"load_s": round(time.time() - t0, 2)}
+    reused = liver is not None
+    stage = liver or _liver_stage(image, vol, spacing, modality, models["liver"], progress)
+    models["liver"] = (stage.bundle, None)
+    box, crop_info, liver = stage.box, stage.crop_info, stage.liver
+    times.update(stage.times, liver_stage_reused=reused)
 
     lesion = np.zeros(vol.shape, bool)
     lesion_meta: dict = {}
@@ -234,7 +274,8 @@ def segment_image_liverlesion(image: sitk.Image, modality, *, lesions: bool = Tr
     times["seconds"] = round(time.time() - t0, 2)
     meta = {"engine": ENGINE, "modality": modality, "timings": times, "crop": crop_info,
             "crop_box_lps": [[s.start, s.stop] for s in box], "liver_input_shape": list(vol[box].shape),
-            "models": {kind: _model_meta(models[kind][0]) for kind in models}, "lesions_run": bool(lesions),
+            "models": {kind: _model_meta(models[kind][0]) for kind in ("liver", "lesion") if kind in models},
+            "lesions_run": bool(lesions),
             "min_lesion_ml": min_lesion_ml, "liver_margin_mm": liver_margin_mm, **lesion_meta}
     progress(1.0, "liverlesion: done")
     return Segmentation(labels, table, lesion_map, meta)
