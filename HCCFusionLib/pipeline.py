@@ -541,13 +541,14 @@ def _segment(registered, ref: str, segmentation, engine: str, seg_model, tta: bo
 def lesion_table(measured, assessment):
     """Segmentation measurements (volume, max diameter, centroid) joined with the LI-RADS row of each lesion.
 
-    `diameter_mm` is LI-RADS' longest diameter (what the SR reports); `max_diameter_mm` the segmentation's."""
+    `diameter_mm` is LI-RADS' longest diameter (what the SR reports); `max_diameter_mm` the segmentation's. MRI adds
+    the ADC's restricted diffusion; a study with a portal vein label the measured tumour in vein (lirads_tiv)."""
     import pandas as pd
 
     table = measured.set_index("lesion")
     lirads = assessment.table()
     columns = ["diameter_mm", "aphe", "washout", "capsule", "threshold_growth", "category"]
-    columns += [c for c in ("restricted_diffusion", "restricted_diffusion_value") if c in lirads]  # MRI: ADC
+    columns += [c for c in ("restricted_diffusion", "restricted_diffusion_value", "tumour_in_vein") if c in lirads]
     if lirads.empty:
         return table.assign(**{c: pd.Series(dtype=object) for c in columns})
     return table.join(lirads[columns], how="left")
