@@ -5,9 +5,10 @@ portal venous contrast is the PVP signal over the pre-contrast one (CT: PVP − 
 of MR_PVP over MR_PRE; CT without NC: PVP − `UNENHANCED_BLOOD_HU`). The blood pool is the median contrast of the
 vein's upper half; intraluminal tissue (a filling defect) is vein contrast below `DEFECT_FRACTION` of it (the
 contrast averaged over the vein voxels of each 3×3×3 neighbourhood), in connected pieces of at least
-`MIN_TISSUE_ML` that reach `WALL_MM` inside the vein mask (in-plane, at least a voxel: a piece along the wall
-alone is partial volume of the tissue around). A piece touching an observation (within one voxel) belongs to it.
-Voxels in-plane beside flowing blood are left out of the measurement where at least 3 remain (partial volume).
+`MIN_TISSUE_ML` that reach `WALL_MM` inside the vein mask in-plane, where voxels are that fine (a piece along the
+wall alone is partial volume of the tissue around, or a label's stray voxels). A piece touching an observation
+(within one voxel) belongs to it. Voxels in-plane beside flowing blood are left out of the measurement where at
+least 3 remain (partial volume).
 
 The feature `tumour_in_vein` of an observation is the arterial-phase enhancement of its intraluminal tissue:
 AP − NC (HU) over `followup.VIABLE_ENHANCEMENT_HU` (the project's one enhancement threshold of viable tumour), or
@@ -35,7 +36,7 @@ BLAND_THROMBUS_HU = 85.0  # CT without NC: a non-enhancing clot stays below this
 ENHANCEMENT_PERCENT = 25.0  # MRI: percent enhancement (MR_AP over MR_PRE) of enhancing intraluminal tissue
 DEFECT_FRACTION = 0.6  # intraluminal tissue: portal venous contrast below this fraction of the blood pool's
 MIN_TISSUE_ML = 0.5  # smaller filling defects are noise, partial volume or a label's stray voxels
-WALL_MM = 2.0  # a filling defect reaches this far (in-plane, at least one voxel) inside the vein mask
+WALL_MM = 2.0  # a filling defect reaches this far inside the vein mask (in whole voxels in-plane; none if coarser)
 
 
 def add_to(assessment: LiradsAssessment, images: dict, labels: sitk.Image, lesions: sitk.Image,
@@ -91,7 +92,7 @@ def filling_defect(arrays: dict, vein: np.ndarray, reference: sitk.Image, modali
     contrast = _contrast(arrays, "PVP", modality)
     blood = float(np.median(contrast[vein][contrast[vein] >= np.median(contrast[vein])]))
     pieces = _pieces(vein & (_vein_mean(contrast, vein) < DEFECT_FRACTION * blood), reference)
-    wall = [max(1, round(WALL_MM / s)) for s in reference.GetSpacing()[:2]] + [0]  # in-plane, voxels
+    wall = [int(WALL_MM // s) for s in reference.GetSpacing()[:2]] + [0]  # in-plane voxels (0: coarser grid)
     inner = sitk.GetArrayFromImage(sitk.BinaryErode(sitk.GetImageFromArray(vein.astype(np.uint8)), wall,
                                                     sitk.sitkBox)).astype(bool)
     kept = np.unique(pieces[inner & (pieces > 0)])  # a defect reaches inside the lumen
