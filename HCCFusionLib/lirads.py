@@ -545,10 +545,11 @@ def table_edits(before, edited) -> list[tuple[int, str, object]]:
     """
     before, edited = before.set_index("lesion"), edited.set_index("lesion")
     edits = []
+    features = (*FEATURES, *(["tumour_in_vein"] if "tumour_in_vein" in before.columns else []))  # measured TIV
     for lesion in before.index:
-        for column in (*FEATURES, "diameter_mm", "category"):
+        for column in (*features, "diameter_mm", "category"):
             old, new = before.at[lesion, column], edited.at[lesion, column]
-            if column in FEATURES:
+            if column in features:
                 old, new = yes_no(old), yes_no(new, f"lesion {lesion} {column}")
                 changed = new is not None and new != old
             elif column == "diameter_mm":

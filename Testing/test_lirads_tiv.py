@@ -12,6 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from HCCFusionLib.errors import InputError
+from HCCFusionLib.lirads import apply_table_edits, reader_table
 from HCCFusionLib.lirads_mri import assess_study
 from HCCFusionLib.lirads_tiv import BLAND_THROMBUS_HU, ENHANCEMENT_PERCENT, NAME, filling_defect
 from HCCFusionLib.followup import VIABLE_ENHANCEMENT_HU
@@ -92,6 +93,11 @@ def test_reader_override_and_missing_vein_label(ct):
     assert assessment[1].category == "LR-5" and assessment[1].features[NAME].source == "reader"
     assert assessment.overrides_table().iloc[-1]["what"] == NAME
     assert "tumour_in_vein" in assessment.evidence().feature.values
+    fresh = assess_study(patient.study, patient.labels)  # the reader's table (panel) edits it like the others
+    edited = reader_table(fresh)
+    edited.loc[edited.lesion == 1, NAME] = False
+    assert [(o.lesion, o.what, o.new) for o in apply_table_edits(fresh, edited, "dr. b")] == [(1, NAME, False)]
+    assert fresh[1].category == "LR-5" and apply_table_edits(fresh, reader_table(fresh), "dr. b") == []
     no_vein = sitk.ChangeLabel(patient.labels, {LABELS["portal_vein"]: LABELS["liver"]})
     assessment = assess_study(patient.study, no_vein)
     assert assessment[1].features[NAME].present is None and "no portal vein" in assessment[1].features[NAME].evidence
