@@ -19,7 +19,8 @@ LI-RADS threshold growth, delta radiomics, mRECIST and RECIST 1.1 response, and 
   mRECIST: the same on viable diameters of targets enhancing at baseline; CR = no viable tumour left; PD ≥ +20 %
   or a new lesion. The baseline is the only earlier time point, so it is also the nadir.
 - Landmark Cox (`landmark_cox`, `risk_curve`): a cohort's survival from a landmark time on delta features
-  (scikit-survival, as `fusion.evaluation`); a run draws a curve only from such a model.
+  (scikit-survival, as `fusion.evaluation`); a run draws a patient's curve from a landmark Cox bundle
+  (`followup_risk`: `train --landmark`, `run --prior PRIOR --risk-bundle B`).
 """
 from __future__ import annotations
 
@@ -100,6 +101,7 @@ class FollowupResult:
     registration: dict = field(default_factory=dict)
     transform: sitk.Transform | None = None  # baseline point -> follow-up point
     interval_months: float | None = None
+    risk: tuple | None = None  # (curve, inputs) of followup_risk.patient_risk, with a landmark Cox bundle
 
     def save(self, folder: "str | Path") -> Path:
         """The run folder's followup/ files (layout.RunFolder.followup_*) in `folder`."""
@@ -118,6 +120,9 @@ class FollowupResult:
                                                                                  index=False)
             if self.transform is not None:
                 sitk.WriteTransform(self.transform, str(tmp / name["transform"]))
+            if self.risk is not None:
+                self.risk[0].to_csv(tmp / paths.followup_risk_curve.name, index=False)
+                self.risk[1].to_csv(tmp / paths.followup_risk_inputs.name, index=False)
         return Path(folder)
 
     def carried(self, prior: list[dict]) -> list[dict]:
@@ -140,6 +145,9 @@ class FollowupResult:
                 lines.append(f"  {row.status} lesion {which:.0f}")
         lines += [f"  {r.criteria}: {r.category} (sum {r.baseline_sum_mm:.1f} -> {r.followup_sum_mm:.1f} mm)"
                   for r in self.response.itertuples()]
+        if self.risk is not None:
+            end = self.risk[0].iloc[-1]
+            lines.append(f"  dynamic risk: {end.risk:.2f} by {end.months_after_landmark:.0f} months after the landmark")
         return lines
 
 

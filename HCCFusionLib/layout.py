@@ -5,7 +5,8 @@
     OUT/segmentation/               segmentation.nii.gz, segmentation.json, lesions.csv, lesions.nii.gz
     OUT/radiomics/                  features_long.csv, features_wide.csv, kinetics.csv, definitions.csv
     OUT/lirads/, OUT/clinical/      lirads.csv + lesions.csv (+ MR subtraction_*.nii.gz), staging.csv
-    OUT/followup/                   matches.csv, response.csv, delta_radiomics.csv, registration.csv (`run --prior`)
+    OUT/followup/                   matches.csv, response.csv, delta_radiomics.csv, registration.csv (`run --prior`),
+                                    risk_curve.csv, risk_inputs.csv (with --risk-bundle)
     OUT/prediction/                 prediction.csv, evidence.csv, contributions.csv, [nomogram.png, nomogram_points.csv]
     OUT/pet/, OUT/ceus/             suv.nii.gz, sul.nii.gz, lesions.csv (`pet-suv`); perfusion.csv, lirads.csv (`ceus`)
     OUT/report/                     report.html (+ images/)
@@ -174,6 +175,15 @@ class RunFolder:
     @property
     def followup_transform(self) -> Path:
         return self.followup / "to_followup_transform.h5"
+
+    @property
+    def followup_risk_curve(self) -> Path:
+        """The patient's dynamic risk curve (`run --prior --risk-bundle`: followup_risk.patient_risk)."""
+        return self.followup / "risk_curve.csv"
+
+    @property
+    def followup_risk_inputs(self) -> Path:
+        return self.followup / "risk_inputs.csv"
 
     @property
     def clinical(self) -> Path:

@@ -12,7 +12,8 @@ confidence from the noise of the compared regions:
 - threshold growth: size increase ≥ 50 % in ≤ 6 months against a prior study's observation.
 
 CT differences are in HU; MRI differences in percent of the liver signal. LR-3/4/5 come from the v2018
-diagnostic table (`category`); LR-NC, LR-TIV, LR-1/2 and LR-M from reader findings. Every feature and
+diagnostic table (`category`); LR-NC, LR-TIV, LR-1/2 and LR-M from reader findings; LR-TIV also from the
+measured feature `tumour_in_vein` (`lirads_tiv`, added by `lirads_mri.assess_study`). Every feature and
 the category can be overridden by a reader; overrides are recorded (who, when, what, old → new).
 """
 from __future__ import annotations
@@ -144,9 +145,10 @@ class Observation:
 
 
 def _categorise(obs: Observation) -> tuple[str, str]:
-    f = obs.findings
+    f, tiv = obs.findings, obs.features.get("tumour_in_vein")  # measured by lirads_tiv (or a reader's call)
     for flag, cat, why in ((f.not_evaluable, "LR-NC", "not evaluable (reader)"),
                            (f.tumour_in_vein, "LR-TIV", "tumour in vein (reader)"),
+                           (tiv is not None and tiv.present, "LR-TIV", _tiv_reason(tiv)),
                            (f.definitely_benign, "LR-1", "definitely benign (reader)"),
                            (f.probably_benign, "LR-2", "probably benign (reader)"),
                            (f.lr_m_features, "LR-M", "LR-M features (reader)")):
@@ -166,6 +168,12 @@ def _categorise(obs: Observation) -> tuple[str, str]:
     reason = (f"{'nonrim APHE' if feats['aphe'].present else 'no APHE'}, {obs.diameter_mm:.1f} mm "
               f"({size_band(obs.diameter_mm)}), additional: {', '.join(present) or 'none'}")
     return apply_ancillary(cat, reason, feats)
+
+
+def _tiv_reason(tiv: "Feature | None") -> str:
+    if tiv is None or tiv.value is None or tiv.source == "reader":
+        return "tumour in vein (reader)"
+    return f"tumour in vein: enhancing intraluminal tissue, {tiv.value:.1f} {tiv.unit} > {tiv.threshold:g}"
 
 
 def apply_ancillary(cat: str, reason: str, features: dict) -> tuple[str, str]:
@@ -537,10 +545,11 @@ def table_edits(before, edited) -> list[tuple[int, str, object]]:
     """
     before, edited = before.set_index("lesion"), edited.set_index("lesion")
     edits = []
+    features = (*FEATURES, *(["tumour_in_vein"] if "tumour_in_vein" in before.columns else []))  # measured TIV
     for lesion in before.index:
-        for column in (*FEATURES, "diameter_mm", "category"):
+        for column in (*features, "diameter_mm", "category"):
             old, new = before.at[lesion, column], edited.at[lesion, column]
-            if column in FEATURES:
+            if column in features:
                 old, new = yes_no(old), yes_no(new, f"lesion {lesion} {column}")
                 changed = new is not None and new != old
             elif column == "diameter_mm":

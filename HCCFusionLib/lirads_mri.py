@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import SimpleITK as sitk
 
-from . import lirads
+from . import lirads, lirads_tiv
 from .errors import InputError
 from .lesions import label_lesions
 from .lirads import (READER_FEATURES, Feature, Findings, LiradsAssessment, Thresholds, decide, design_effect, assess,
@@ -240,10 +240,16 @@ def study_agent(study) -> str:
 
 def assess_study(study, labels: sitk.Image, **kwargs) -> LiradsAssessment:
     """LI-RADS of a registered Study: CT through `lirads.assess_ct` when it has a CT contrast phase (AP, PVP,
-    DP), else MRI (any MR series) through `assess_mri` with the study's agent (`study_agent`, unless given)."""
+    DP), else MRI (any MR series) through `assess_mri` with the study's agent (`study_agent`, unless given); then
+    tumour in vein measured in the portal vein label (`lirads_tiv`; LR-TIV overrides the table)."""
     ct = any(study.get(p) is not None for p in (Phase.AP, Phase.PVP, Phase.DP))
+    kwargs["lesions"] = label_lesions(labels) if kwargs.get("lesions") is None else kwargs["lesions"]
     if ct or not any(s.modality.value == "MR" for s in study):
-        return lirads.assess_ct(study, labels, **kwargs)
-    images = {p.value: study.get(p).image for p in _MRI_INPUTS if study.get(p) is not None}
-    kwargs.setdefault("agent", study_agent(study))
-    return assess_mri(images, labels, **kwargs)
+        result, modality = lirads.assess_ct(study, labels, **kwargs), "CT"
+    else:
+        images = {p.value: study.get(p).image for p in _MRI_INPUTS if study.get(p) is not None}
+        kwargs.setdefault("agent", study_agent(study))
+        result, modality = assess_mri(images, labels, **kwargs), "MR"
+    vein_phases = (Phase.NC, Phase.AP, Phase.PVP) if modality == "CT" else (Phase.MR_PRE, Phase.MR_AP, Phase.MR_PVP)
+    images = {role: study.get(p).image for role, p in zip(("NC", "AP", "PVP"), vein_phases) if study.get(p) is not None}
+    return lirads_tiv.add_to(result, images, labels, kwargs["lesions"], modality)

@@ -152,7 +152,8 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         tta: bool = False, pacs_url: str | None = None, pacs_study_uid: str | None = None,
         push: bool = False, overwrite: bool = False, seed: int = 0, phase_overrides: dict | None = None,
         keep_identifiers: bool = False, resume: bool = False, prior: "str | Path | None" = None,
-        interval_months: float | None = None, progress: ProgressFn | None = None) -> RunResult:
+        interval_months: float | None = None, risk_bundle: "str | Path | None" = None,
+        progress: ProgressFn | None = None) -> RunResult:
     """Run every stage on one study (a Study, a study/DICOM folder, or `pacs_study_uid` pulled from `pacs_url`).
 
     model: prediction bundle folder (default: the shipped demo bundle, when installed; "none" skips prediction).
@@ -168,7 +169,8 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     resume: continue an interrupted run in OUT (same inputs and settings, else an InputError): stale temporaries
     are removed and the intact completed RESUMABLE stages (OUT/stages.json) are read back instead of recomputed.
     prior: the same patient's earlier run folder (the baseline): this study is registered to it and compared
-    (followup.compare; per-lesion radiomics are added); interval_months: months since it (default: the dates).
+    (followup.compare; per-lesion radiomics are added); interval_months: months since it (default: the dates);
+    risk_bundle: a landmark Cox bundle (`train --landmark`): the patient's risk curve (followup_risk.patient_risk).
     """
     from .study import Study
 
@@ -184,6 +186,12 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     model = None if str(model).lower() == "none" else Path(model)
     plan = [s for s in STAGES if (s != "pacs" or pacs_study_uid) and (s != "prediction" or model)
             and (s != "followup" or prior)]
+    if risk_bundle:
+        from .fusion.bundle import verify_bundle
+
+        if not prior:
+            raise InputError("--risk-bundle needs --prior PRIOR_RUN: the risk curve comes from the follow-up's deltas.")
+        verify_bundle(risk_bundle)  # before the long stages
     if prior and "lesions" not in regions:
         regions = (*regions, "lesions")  # per-lesion features for delta radiomics
     settings = dict(
@@ -191,7 +199,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         mode=mode, segmentation=segmentation and str(segmentation), image_types=list(image_types),
         regions=list(regions), presets=presets, registration_options=registration_options, tta=tta, seed=seed,
         phase_overrides=phase_overrides, keep_identifiers=keep_identifiers, push=push,
-        prior=prior and str(prior), interval_months=interval_months)
+        prior=prior and str(prior), interval_months=interval_months, risk_bundle=risk_bundle and str(risk_bundle))
     print_, done = _fingerprint(study_or_path, pacs_study_uid, settings), []
     resuming = resume and not overwrite and paths.stage_manifest.is_file()
     if resuming:
@@ -288,6 +296,11 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             followup = _followup(prior, registered, ref, seg, extraction, seed, interval_months,
                                  registration_options, dict(image_types=list(image_types), presets=presets,
                                                             workers=workers))
+            if risk_bundle:
+                from .followup_risk import patient_risk
+
+                followup.risk = patient_risk(risk_bundle, followup.matches, followup.delta)
+                inputs["risk bundle"] = Path(risk_bundle) / "checksums.sha256"
             written["followup"] = followup.save(paths.followup)
             inputs["prior run"] = RunFolder(prior).labels
 
@@ -319,8 +332,10 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     if model:
         from .report import model_card_summary
 
+        from .prediction_inputs import conform, prediction_inputs
+
         features, clinical_table = prediction_inputs(extraction, study.study_id, clinical, staging)
-        features, clinical_table, missing = _conform(features, clinical_table, model)
+        features, clinical_table, missing = conform(features, clinical_table, model)
         needed = model_card_summary(model)["features"]
         if not len(lesions):
             not_made = "no lesion found"
@@ -414,7 +429,7 @@ def _fingerprint(study_or_path, pacs_study_uid, settings: dict) -> str:
     from .resume import fingerprint
 
     inputs = {"study": Path(study_or_path)} if isinstance(study_or_path, (str, Path)) else {}
-    for key in ("model", "seg_model", "segmentation", "prior"):
+    for key in ("model", "seg_model", "segmentation", "prior", "risk_bundle"):
         if settings[key] and Path(settings[key]).exists():
             inputs[key] = Path(settings[key])
     return fingerprint(inputs, {**settings, "pacs_study_uid": pacs_study_uid})
@@ -526,56 +541,17 @@ def _segment(registered, ref: str, segmentation, engine: str, seg_model, tta: bo
 def lesion_table(measured, assessment):
     """Segmentation measurements (volume, max diameter, centroid) joined with the LI-RADS row of each lesion.
 
-    `diameter_mm` is LI-RADS' longest diameter (what the SR reports); `max_diameter_mm` the segmentation's."""
+    `diameter_mm` is LI-RADS' longest diameter (what the SR reports); `max_diameter_mm` the segmentation's. MRI adds
+    the ADC's restricted diffusion; a study with a portal vein label the measured tumour in vein (lirads_tiv)."""
     import pandas as pd
 
     table = measured.set_index("lesion")
     lirads = assessment.table()
     columns = ["diameter_mm", "aphe", "washout", "capsule", "threshold_growth", "category"]
-    columns += [c for c in ("restricted_diffusion", "restricted_diffusion_value") if c in lirads]  # MRI: ADC
+    columns += [c for c in ("restricted_diffusion", "restricted_diffusion_value", "tumour_in_vein") if c in lirads]
     if lirads.empty:
         return table.assign(**{c: pd.Series(dtype=object) for c in columns})
     return table.join(lirads[columns], how="left")
-
-
-def prediction_inputs(extraction, study_id: str, clinical: dict, staging: dict):
-    """(features, clinical) one-row tables for fusion.workflow.predict; the demo model is trained on the same.
-
-    Features: the extraction's wide row. Clinical: the known Clinical fields plus the ALBI and Child-Pugh
-    scores computed from the labs (DERIVED_CLINICAL); None when nothing clinical is known.
-    """
-    import pandas as pd
-
-    features = extraction.wide
-    features.index = pd.Index([study_id], name="study_id")
-    values = {k: v for k, v in clinical.items() if v is not None and k != "center"}
-    if staging["albi"].ok:
-        values["albi_score"] = float(staging["albi"].score)
-    if staging["child_pugh"].ok:
-        values["child_pugh_score"] = float(staging["child_pugh"].score)
-    table = pd.DataFrame([values], index=features.index) if values else None
-    return features, table
-
-
-def _conform(features, clinical, model: Path):
-    """Add the model's inputs this study lacks as empty (NaN) columns, so the model's own rules apply: a block
-    with some values is imputed by the model, a block without any counts as missing (decision-level models
-    then predict from the other blocks). Returns (features, clinical, names of the missing inputs)."""
-    import json
-
-    import pandas as pd
-
-    needed = json.loads((Path(model) / "model_card.json").read_text()).get("features", [])
-    have = set(features.columns) | (set(clinical.columns) if clinical is not None else set())
-    missing = [c for c in needed if c not in have]
-    if missing:
-        log.warning("prediction: %d model input(s) not available for this study: %s", len(missing), missing)
-        imaging = [c for c in missing if "__" in c]
-        features = features.assign(**{c: float("nan") for c in imaging})
-        other = {c: float("nan") for c in missing if "__" not in c}
-        if other:
-            clinical = (clinical if clinical is not None else pd.DataFrame(index=features.index)).assign(**other)
-    return features, clinical, missing
 
 
 def _labelled(image) -> bool:

@@ -29,7 +29,7 @@ from .errors import InputError
 from .files import atomic_folder, atomic_write, sha256_file
 from .layout import RunFolder
 from .report_images import (CONTOURS, ImageSink, contribution_plot, gradcam_plot, key_images, key_point,
-                            lesion_instances, registration_images)
+                            lesion_instances, registration_images, risk_curve_plot)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class ReportData:
     ceus: object = None  # DataFrame, CEUS perfusion parameters (OUT/ceus/perfusion.csv: roi, parameter, value, unit)
     ceus_lirads: object = None  # DataFrame, CEUS LI-RADS v2017 evidence and category (OUT/ceus/lirads.csv)
     followup: object = None  # (matches, response) DataFrames against the baseline run (OUT/followup/)
+    risk: object = None  # (curve, inputs) DataFrames of followup_risk.patient_risk (OUT/followup/risk_*.csv)
     prediction: object = None  # DataFrame or dict (endpoint -> value / row)
     contributions: object = None  # DataFrame with a feature/name column and a numeric contribution column
     nomogram: Path | None = None  # nomogram PNG of the model bundle (OUT/prediction/nomogram.png)
@@ -116,6 +117,9 @@ def render_html(data: ReportData, folder: Path, *, embed_images: bool = False, i
         "ceus": _table(data.ceus, data.max_rows),
         "ceus_lirads": _table(data.ceus_lirads, data.max_rows),
         "followup": [_table(f, data.max_rows) for f in data.followup] if data.followup else None,
+        "risk_plot": risk_curve_plot(data.risk, images),
+        "risk_inputs": _table(data.risk[1], data.max_rows) if data.risk is not None else None,
+        "risk_sample": _risk_sample(data.risk),
         "prediction": _table(_frame(data.prediction), data.max_rows, index=True),
         "contributions": _table(_top_contributions(data.contributions, 15), 15),
         "contribution_plot": contribution_plot(_top_contributions(data.contributions, 10), images),
@@ -143,6 +147,14 @@ class _Table:
     columns: list
     rows: list
     note: str = ""
+
+
+def _risk_sample(risk) -> str | None:
+    """What a sample risk bundle was trained on (its card's `sample`), else None."""
+    if risk is None:
+        return None
+    value = risk[1].set_index("input")["value"].get("sample", "no")
+    return None if str(value) in ("no", "nan", "") else str(value)
 
 
 def _frame(value):
@@ -283,6 +295,7 @@ def from_results(*, study_id: str, images: dict, labels: sitk.Image | None, lesi
                                            {k: str(v) for k, v in (staging or {}).items()}, prediction_not_made),
         contributions=_named(_stored(contributions) if contributions is not None else None), model_card=card,
         followup=(_stored(followup.matches), _stored(followup.response)) if followup is not None else None,
+        risk=followup.risk if followup is not None else None,
         inputs={k: Path(v) for k, v in (inputs or {}).items()}, segmentation=segmentation, dated=False,
         nomogram=nomogram)
 
@@ -335,6 +348,8 @@ def from_folder(out: "str | Path", *, model: "str | Path | None" = None) -> Repo
         ceus_lirads=read_csv_table(paths.ceus_lirads), followup=(read_csv_table(paths.followup_matches),
                                                                  read_csv_table(paths.followup_response))
         if paths.followup_response.is_file() else None,
+        risk=(read_csv_table(paths.followup_risk_curve), read_csv_table(paths.followup_risk_inputs))
+        if paths.followup_risk_curve.is_file() else None,
         prediction=prediction_with_staging(prediction, staging or {}, record.get("prediction_not_made")),
         contributions=_named(read_csv_table(paths.contributions)),
         model_card=_model_card(model if prediction is not None else None, diagnostics),

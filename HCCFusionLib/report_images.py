@@ -160,3 +160,27 @@ def gradcam_plot(path, sink: ImageSink, lesions: int = 3) -> str | None:
             axes[row, col].axis("off")
     figure.tight_layout()
     return sink.add(figure, "gradcam")
+
+
+def risk_curve_plot(risk, sink: ImageSink) -> str | None:
+    """Step plot of a patient's cumulative risk after the landmark ((curve, inputs) of followup_risk.patient_risk)."""
+    if risk is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve, inputs = risk
+    sample = inputs.set_index("input")["value"].get("sample", "no")
+    figure, axes = plt.subplots(figsize=(6, 3.2))
+    axes.step(curve["months_since_baseline"], curve["risk"], where="post", color="#c0392b")
+    axes.axvline(curve["months_since_baseline"].iloc[0], color="grey", ls="--", lw=0.8, label="landmark (follow-up)")
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("months since the baseline study")
+    axes.set_ylabel("cumulative risk of the event")
+    axes.set_title("Dynamic risk (landmark Cox on delta features)" + ("  [SAMPLE model]" if str(sample) != "no" else ""),
+                   fontsize=9)
+    axes.legend(fontsize=8, loc="upper left")
+    figure.tight_layout()
+    return sink.add(figure, "risk_curve")

@@ -167,13 +167,14 @@ def test_phantom_pairs_match_all_lesions_and_give_the_true_response(scenario):
 
 
 # ---------------------------------------------------------------- `hccfusion run --prior` end to end
-@pytest.mark.slow  # two small runs with a first-order preset + the follow-up stage
+@pytest.mark.slow  # two small runs with a first-order preset + the follow-up stage (+ a 10 s landmark Cox bundle)
 def test_cli_run_with_prior_reports_matches_and_response(tmp_path, capsys):
     import yaml
 
     from HCCFusionLib import cli
     from HCCFusionLib.layout import RunFolder
-    from HCCFusionLib.phantom import LesionChange, LesionSpec, make_followup, save_patient
+    from HCCFusionLib.followup_risk import patient_risk
+    from HCCFusionLib.phantom import LesionChange, LesionSpec, followup_cohort, make_followup, save_patient
     from HCCFusionLib.radiomics import PRESET_DIR
 
     preset = yaml.safe_load((PRESET_DIR / "ct_v1.yaml").read_text())
@@ -182,6 +183,13 @@ def test_cli_run_with_prior_reports_matches_and_response(tmp_path, capsys):
     (tmp_path / "ct_fast_v1.yaml").write_text(yaml.safe_dump(preset))
     pair = make_followup(5, [LesionSpec(None, 45.0), LesionSpec(None, 30.0)],
                          [LesionChange(necrosis=1.0), LesionChange()], months=3.0, phases=("NC", "AP", "PVP"))
+    # a landmark Cox bundle (3 months: the follow-up) trained on a phantom follow-up cohort's delta features
+    features, clinical = followup_cohort(60, 0, landmark_months=3.0)
+    features.to_csv(tmp_path / "deltas.csv")
+    clinical.to_csv(tmp_path / "outcomes.csv")
+    assert cli.main(["--progress", "none", "train", str(tmp_path / "deltas.csv"), str(tmp_path / "outcomes.csv"),
+                     "--endpoint", "survival", "--survival-model", "coxph", "--landmark", "3", "--cv", "2",
+                     "--sample", "phantom follow-up cohort", "--out", str(tmp_path / "risk")]) == 0
     runs = {}
     for name, patient in (("baseline", pair.baseline), ("followup", pair.followup)):
         save_patient(patient, tmp_path / name)
@@ -189,7 +197,8 @@ def test_cli_run_with_prior_reports_matches_and_response(tmp_path, capsys):
         args = ["--progress", "none", "run", str(tmp_path / name), "--out", str(runs[name]), "--segmentation",
                 str(tmp_path / name / "truth" / "labels.nii.gz"), "--model", "none", "--mode", "rigid",
                 "--registration-spacing", "4", "--workers", "1", "--preset", str(tmp_path / "ct_fast_v1.yaml")]
-        assert cli.main(args + (["--prior", str(runs["baseline"])] if name == "followup" else [])) == 0
+        follow = ["--prior", str(runs["baseline"]), "--risk-bundle", str(tmp_path / "risk")]
+        assert cli.main(args + (follow if name == "followup" else [])) == 0
     printed = capsys.readouterr().out
     assert "RECIST 1.1: SD" in printed and "mRECIST: PR" in printed
     paths = RunFolder(runs["followup"])
@@ -204,5 +213,14 @@ def test_cli_run_with_prior_reports_matches_and_response(tmp_path, capsys):
     delta = pd.read_csv(paths.followup_delta)
     assert {"AP", "PVP"} <= set(delta.phase) and delta.delta.notna().any()  # per-lesion radiomics of both runs
     html = paths.report_html.read_text()
-    assert "Follow-up against the baseline run" in html and "mRECIST" in html and "not drawn" in html
+    assert "Follow-up against the baseline run" in html and "mRECIST" in html and "Dynamic risk curve" in html
+    assert "Sample model:" in html and "delta__viable" in html  # the curve's inputs, labelled a sample
+    curve = pd.read_csv(paths.followup_risk_curve)
+    assert curve.months_since_baseline.iloc[0] == 3.0 and curve.risk.iloc[0] == 0 and (curve.risk.diff()[1:] >= 0).all()
+    # the planted delta moves it: had the TACE-necrotic lesion grown by half instead, the risk would be higher
+    tace = matches.lesion == 1
+    grown = matches.assign(diameter_mm=np.where(tace, 1.5 * matches.prior_diameter_mm, matches.diameter_mm),
+                           viable_mm=np.where(tace, 1.5 * matches.prior_diameter_mm, matches.viable_mm))
+    worse, _ = patient_risk(tmp_path / "risk", grown, None)
+    assert (worse.risk.to_numpy() >= curve.risk.to_numpy() - 1e-9).all() and worse.risk.iloc[-5] > curve.risk.iloc[-5]
     assert "followup" in json.dumps(json.loads(paths.stage_manifest.read_text()))  # recorded like the other stages

@@ -2,7 +2,7 @@
 
 Phantom-trained, not for clinical use. A phantom cohort (phantom.make_cohort) is rendered patient by patient
 (small CT phantoms, NC/AP/PVP/DP, phases aligned so no registration is needed), the features are extracted by the
-same functions `hccfusion run` uses (radiomics.extract_study -> pipeline.prediction_inputs, with the clinical
+same functions `hccfusion run` uses (radiomics.extract_study -> prediction_inputs.prediction_inputs, with the clinical
 stages of clinical.stage_clinical), and a decision-level fusion model (one calibrated logistic model per block,
 weighted out of fold; it still predicts when a block such as the clinical data is missing) is trained with
 fusion.workflow.train on resolution-robust, reviewable features only: tumour/liver ratios per phase, arterial
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from HCCFusionLib import pipeline
+from HCCFusionLib import pipeline, prediction_inputs
 from HCCFusionLib.clinical import stage_clinical
 from HCCFusionLib.fusion.bundle import load_bundle, save_bundle
 from HCCFusionLib.fusion.workflow import ModelSpec, train
@@ -48,7 +48,7 @@ def patient_features(cohort, i: int):
     extraction = extract_study(study, patient.labels, regions=pipeline.RUN_REGIONS, image_types=["Original"],
                                presets={"*": preset}, workers=1)
     clinical = study.clinical.to_dict()
-    features, table = pipeline.prediction_inputs(extraction, study.study_id, clinical, stage_clinical(clinical))
+    features, table = prediction_inputs.prediction_inputs(extraction, study.study_id, clinical, stage_clinical(clinical))
     return features, table
 
 

@@ -166,7 +166,7 @@ def cmd_lirads(args, progress):
     prior = read_prior(args.prior) if args.prior else None
     result = assess_study(study, labels, prior=prior, interval_months=args.interval_months)
     written = result.save(RunFolder(args.out).lirads)
-    columns = ["lesion", "diameter_mm", "aphe", "washout", "capsule", "threshold_growth", "category"]
+    columns = ["lesion", "diameter_mm", "aphe", "washout", "capsule", "threshold_growth", "tumour_in_vein", "category"]
     rows = result.table().reset_index()[columns].to_dict("records") if result.observations else []
     print(format_table(rows, title=f"LI-RADS v2018, study {study.study_id}") if rows else "No observations.")
     print(f"-> {written['lirads.csv']}")

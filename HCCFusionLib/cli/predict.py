@@ -72,8 +72,8 @@ def cmd_train(args, progress):
     from ..fusion.workflow import train
 
     path = train(args.features, args.clinical, args.endpoint, args.out, _model_spec(args),
-                 definitions=args.definitions, cv=args.cv, nomogram=args.nomogram, progress=progress,
-                 **_data_options(args))
+                 definitions=args.definitions, cv=args.cv, nomogram=args.nomogram, landmark=args.landmark,
+                 sample=args.sample, progress=progress, **_data_options(args))
     log.info("model bundle: %s", path)
     return 0
 
@@ -84,6 +84,10 @@ def _train_args(p):
     p.add_argument("--cv", type=int, default=5, help="folds of the cross-validated metrics in the model card")
     p.add_argument("--nomogram", action="store_true", help="also fit a nomogram (the model's out-of-fold score + "
                    "log10 AFP, Child-Pugh, ALBI, tumour size and number) into the bundle (binary or survival)")
+    p.add_argument("--landmark", type=float, metavar="MONTHS", help="survival: landmark Cox model of the time after "
+                   "MONTHS on the patients at risk then, e.g. on delta features (followup_risk; `run --risk-bundle`)")
+    p.add_argument("--sample", metavar="WHAT", help="the training data are synthetic (e.g. 'phantom follow-up "
+                   "cohort'): the bundle is labelled a sample wherever it is shown")
 
 
 cmd_train.configure = _train_args

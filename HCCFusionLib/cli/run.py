@@ -23,7 +23,8 @@ def cmd_run(args, progress):
                  pacs_url=args.pacs_url, pacs_study_uid=args.pull,
                  push=args.push, overwrite=args.overwrite, registration_options=options,
                  phase_overrides=phase_overrides(args), keep_identifiers=args.keep_identifiers, resume=args.resume,
-                 prior=args.prior, interval_months=args.interval_months, progress=progress)
+                 prior=args.prior, interval_months=args.interval_months, risk_bundle=args.risk_bundle,
+                 progress=progress)
     args.stage_status = result.stages  # the audit record's per-stage status
     print(result.describe())
     if result.pushed is not None:
@@ -66,6 +67,9 @@ def _run_args(p):
                         "change, threshold growth, delta radiomics, RECIST 1.1 and mRECIST (OUT/followup/)")
     p.add_argument("--interval-months", type=float, default=None,
                    help="months between the prior run's study and this one (default: from the studies' dates)")
+    p.add_argument("--risk-bundle", type=Path, default=None, metavar="BUNDLE",
+                   help="with --prior: a landmark Cox bundle on delta features (`train --endpoint survival --landmark "
+                        "MONTHS`): the patient's dynamic risk curve in OUT/followup/ and the report")
     p.add_argument("--overwrite", action="store_true", help="replace stage folders of an earlier run in OUT")
     p.add_argument("--resume", action="store_true",
                    help="continue a run in OUT that was interrupted (killed, SIGTERM, Ctrl-C) with the same inputs and "

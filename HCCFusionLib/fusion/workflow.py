@@ -104,8 +104,13 @@ def load_inputs(features, clinical, endpoint: str | None, *, time_col: str = TIM
 def train(features, clinical, endpoint: str, out: "str | Path", spec: ModelSpec | None = None, *,
           definitions: "str | Path | None" = None, cv: int = 5, time_col: str = TIME_COLUMN,
           event_col: str = EVENT_COLUMN, stable_features=None, icc_threshold: float = ICC_THRESHOLD,
-          nomogram: bool = False, progress=None) -> Path:
+          nomogram: bool = False, landmark: float | None = None, sample: str | None = None, progress=None) -> Path:
     """Fit the model on all rows, estimate its performance by `cv`-fold cross-validation, write a bundle.
+
+    `landmark` (survival, months): a landmark Cox model of the time after it, on the patients still at risk then
+    (`followup_risk.at_landmark`; e.g. delta features of a follow-up scan that far after baseline), recorded in the
+    card. `sample`: the training data are synthetic (what they are, e.g. "phantom follow-up cohort"): the card says
+    so and reports label the bundle a sample.
 
     `time_col`/`event_col`: the time-to-event columns (survival, and early recurrence derived from them), so OS
     and RFS can come from one clinical table. `stable_features`: an ICC table (icc.csv); only imaging features
@@ -118,6 +123,12 @@ def train(features, clinical, endpoint: str, out: "str | Path", spec: ModelSpec 
     progress = progress or silent
     spec = spec or ModelSpec()
     X, y, kind = load_inputs(features, clinical, endpoint, time_col=time_col, event_col=event_col)
+    if landmark is not None:
+        from ..followup_risk import at_landmark
+
+        if kind != "survival":
+            raise InputError(f"--landmark needs the survival endpoint (a time-to-event model), not '{endpoint}'.")
+        X, y = at_landmark(X, y, float(landmark))
     stability = None
     if stable_features is not None:
         X, stability = stable_columns(X, stable_features, icc_threshold)
@@ -157,6 +168,10 @@ def train(features, clinical, endpoint: str, out: "str | Path", spec: ModelSpec 
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "intended_use": "Research only; trained on the data named in 'training'. Not for clinical decisions.",
     }
+    if landmark is not None:
+        card["landmark_months"] = float(landmark)
+    if sample:
+        card.update(sample=str(sample), intended_use=f"Sample only: trained on {sample}. NOT for clinical use.")
     nomo = None
     if nomogram:
         from .nomogram import fit_for_model

@@ -15,7 +15,7 @@ anatomy is defined in millimetres, so "small" and "full" of one seed show the sa
 
 Public API: `make_patient` -> `PhantomPatient` (designed lesions via `LesionSpec`, truth in `LesionTruth`),
 `make_followup` -> `FollowupPair` (a baseline and a follow-up with known lesion
-changes and motion), `make_cohort` -> `Cohort` (planted outcome model, `simulated_features`, `patient(i)`), expected LI-RADS categories
+changes and motion), `followup_cohort` (delta features + outcomes of a follow-up cohort, for a landmark Cox model), `make_cohort` -> `Cohort` (planted outcome model, `simulated_features`, `patient(i)`), expected LI-RADS categories
 from the phantom's own v2018 table (`LesionSpec.expected_lirads`, never `lirads`), `save_patient` / `save_cohort` (files with ground truth), `jacobian_range`.
 
 Modules: `tissue` (classes, values), `anatomy`, `lesions`, `motion`, `render`, `mri` (the MRI study of
@@ -25,7 +25,7 @@ for segmentation training), `cohort` (tabular simulator). Import direction: only
 """
 from .anatomy import Anatomy, Grid
 from .cohort import ENDPOINTS, FEATURE_BLOCKS, Cohort, make_cohort, save_cohort
-from .followup import FollowupPair, LesionChange, make_followup
+from .followup import FollowupPair, LesionChange, followup_cohort, make_followup
 from .lesions import EXPECTED_LIRADS, LesionSpec, LesionTruth
 from .motion import InverseMap, jacobian_range
 from .mri import DWI_B_VALUES, MR_ACQUISITIONS
@@ -34,7 +34,7 @@ from .tissue import (ALL_SERIES, BREATHING_MM, CT_NOISE_SD, CT_PHASES, MAX_LESIO
                      MAX_TRANSLATION_MM, MISALIGNMENTS, MR_MIN_SPACING, MR_SEQUENCES, PATTERNS, SIZES)
 
 __all__ = ["Anatomy", "Grid", "ENDPOINTS", "FEATURE_BLOCKS", "Cohort", "make_cohort", "save_cohort", "FollowupPair",
-           "LesionChange", "make_followup", "EXPECTED_LIRADS", "LesionSpec", "LesionTruth", "InverseMap", "jacobian_range",
+           "LesionChange", "followup_cohort", "make_followup", "EXPECTED_LIRADS", "LesionSpec", "LesionTruth", "InverseMap", "jacobian_range",
            "DWI_B_VALUES", "MR_ACQUISITIONS", "PhantomPatient", "make_patient",
            "phantom_case", "save_patient", "ALL_SERIES", "BREATHING_MM", "CT_NOISE_SD", "CT_PHASES", "MAX_LESIONS",
            "MAX_ROTATION_DEG", "MAX_TRANSLATION_MM", "MISALIGNMENTS", "MR_MIN_SPACING", "MR_SEQUENCES", "PATTERNS",

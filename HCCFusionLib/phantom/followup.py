@@ -109,3 +109,32 @@ def _moved(patient: PhantomPatient, motion: sitk.Transform, to_followup: Inverse
                    lesion_labels=warp(patient.lesion_labels, True), lesions=lesions, landmarks=landmarks,
                    meta={**patient.meta, "inter_study_motion": "rigid + B-spline breathing"})
 
+
+
+def followup_cohort(n: int, seed: int = 0, *, landmark_months: float = 3.0, effect: float = 1.5):
+    """(features, clinical) of a phantom follow-up cohort for a landmark Cox model, as tables (no images).
+
+    Each patient's index lesion changes by a `LesionChange` drawn at random by the follow-up scan at
+    `landmark_months`: growth (longest-diameter factor, log-normal around 1) and, for a third, complete necrosis
+    after TACE (no viable tumour left); some get a new lesion. The delta features are what `followup_risk`
+    measures on such a pair (relative change of the diameter and of the viable diameter, new lesions). The hazard
+    after the landmark is planted: log hazard = `effect` x (diameter change) + 0.7 x (new lesions) - 0.8 x (complete
+    necrosis); some patients have the event before the landmark (they are not at risk there).
+    Outcomes: clinical columns survival_months (from baseline) and event."""
+    import pandas as pd
+
+    rng = np.random.default_rng([seed, 17])
+    growth = np.exp(rng.normal(0.05, 0.3, n))
+    necrotic = rng.random(n) < 1 / 3
+    new = (rng.random(n) < 0.15 + 0.3 * (growth > 1.3)).astype(float)
+    hazard = np.exp(effect * (growth - 1.0) + 0.7 * new - 0.8 * necrotic) / 18.0  # per month
+    time = np.where(rng.random(n) < 0.05, rng.uniform(0.5, landmark_months, n),
+                    landmark_months + rng.exponential(1.0 / hazard))
+    censor = landmark_months + rng.uniform(6.0, 48.0, n)
+    ids = pd.Index([f"phantom-fu-{seed}-{k}" for k in range(n)], name="patient_id")
+    features = pd.DataFrame({"delta__diameter": growth - 1.0,
+                             "delta__viable": np.where(necrotic, -1.0, growth - 1.0),
+                             "delta__new_lesions": new}, index=ids)
+    clinical = pd.DataFrame({"survival_months": np.round(np.minimum(time, censor), 2),
+                             "event": (time <= censor).astype(int)}, index=ids)
+    return features, clinical

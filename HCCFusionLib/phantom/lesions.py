@@ -32,11 +32,18 @@ class LesionSpec:
     t2: str = "mild"  # T2 signal "iso", "mild" (mild-moderate hyperintensity) or "marked" (favours benignity),
     hbp_hypo: bool = True  # hypointense in the hepatobiliary (and, with gadoxetate, transitional) phase
     necrosis: float = 0.0  # radius fraction of a central non-enhancing core (after TACE; 1 = all necrotic)
+    vein: str = "none"  # "tumour": tumour in vein (LR-TIV); "bland": bland thrombus; both in the portal vein it abuts
 
     def expected_lirads(self, diameter_mm: float | None = None) -> str | None:
-        """Expected LI-RADS v2018 category of an "hcc" lesion (at `diameter_mm`, default the designed one)."""
+        """Expected LI-RADS v2018 category of an "hcc" lesion (at `diameter_mm`, default the designed one);
+        tumour in vein is LR-TIV whatever the other features (a bland thrombus changes nothing)."""
         if self.pattern != "hcc":
             return None
+        if self.vein == "tumour":
+            return "LR-TIV"
+        return self._table_category(diameter_mm)
+
+    def _table_category(self, diameter_mm: float | None) -> str:
         size = self.diameter_mm if diameter_mm is None else diameter_mm
         column = 0 if size < 10 else (1 if size < 20 else 2)
         return EXPECTED_LIRADS[(bool(self.aphe), bool(self.washout), bool(self.capsule))][column]
@@ -48,8 +55,8 @@ class LesionSpec:
         phase hypointensity (washout or no uptake) and HBP hypointensity) up by one but never to LR-5; favouring
         benignity (marked T2) down by one; both ways: unchanged."""
         major = self.expected_lirads(diameter_mm)
-        if major is None:
-            return None
+        if major in (None, "LR-TIV"):
+            return major
         gadoxetate = agent == "gadoxetate"
         malignant = self.diffusion or self.t2 == "mild" or (gadoxetate and (self.hbp_hypo or self.washout))
         benign = self.t2 == "marked"
@@ -190,14 +197,17 @@ def place_lesions(rng, anatomy: Anatomy, specs: list, random_sizes: bool) -> lis
         diameter = float(spec.diameter_mm)
         for attempt in range(12):
             radius = 0.54 * diameter + 2.0
-            if spec.centre_mm is not None:
+            if spec.vein != "none":  # abutting the portal vein (overlapping its wall), wherever the liver allows
+                cands = vein_contact_candidates(anatomy, diameter)
+            elif spec.centre_mm is not None:
                 cands = np.asarray(spec.centre_mm, float)[None, :]
             else:
                 lo = np.array([-150, -90, -70])
                 hi = np.array([60, 80, 80])
                 cands = lo + (hi - lo) * rng.random((1024, 3))
             ok = np.isin(anatomy.classes_at(cands), liverish)
-            ok &= anatomy.vessel_clearance(cands) > min(0.5 * diameter + 2.0, 10.0)
+            if spec.vein == "none":
+                ok &= anatomy.vessel_clearance(cands) > min(0.5 * diameter + 2.0, 10.0)
             for c, d in placed:
                 ok &= np.linalg.norm(cands - c, axis=1) > 0.56 * (diameter + d) + 6.0
             idx = np.flatnonzero(ok)[:256]
@@ -221,6 +231,43 @@ def place_lesions(rng, anatomy: Anatomy, specs: list, random_sizes: bool) -> lis
         placed.append((centre, diameter))
         out[i] = replace(spec, centre_mm=tuple(float(v) for v in centre), diameter_mm=diameter)
     return out
+
+
+#: The portal segment a vein-invading lesion abuts (`Anatomy.portal` index: hilum -> right branching, r 5.5 mm),
+#: and the length (mm) of the occlusive thrombus painted in it around the contact.
+VEIN_SEGMENT, THROMBUS_MM = 2, 24.0
+
+
+def vein_contact_candidates(anatomy: Anatomy, diameter: float) -> np.ndarray:
+    """Lesion centres whose surface overlaps the wall of the portal segment `VEIN_SEGMENT` by ~1.5 mm: points
+    along its middle third, moved perpendicular to it in 16 directions (nearest the middle first)."""
+    p0, p1, radius = (np.asarray(v, float) for v in anatomy.portal[VEIN_SEGMENT])
+    axis = (p1 - p0) / np.linalg.norm(p1 - p0)
+    u = np.cross(axis, [0.0, 0.0, 1.0])
+    u /= np.linalg.norm(u)
+    v = np.cross(axis, u)
+    angles = np.linspace(0, 2 * math.pi, 16, endpoint=False)
+    normals = np.cos(angles)[:, None] * u + np.sin(angles)[:, None] * v
+    out = [p0 + t * (p1 - p0) + (float(radius) + 0.5 * diameter - 1.5) * normals for t in (0.55, 0.45, 0.65)]
+    return np.concatenate(out)
+
+
+def thrombus_painter(anatomy: Anatomy, centre, cls: int):
+    """Painter of an occlusive thrombus (class `cls`) in the portal segment `VEIN_SEGMENT`: its lumen within
+    THROMBUS_MM / 2 along the vein of the point nearest `centre` (a lesion abutting the vein)."""
+    p0, p1, radius = (np.asarray(v, float) for v in anatomy.portal[VEIN_SEGMENT])
+    d = p1 - p0
+    t_contact = float(np.clip(np.dot(np.asarray(centre, float) - p0, d) / np.dot(d, d), 0.0, 1.0))
+    half = 0.5 * THROMBUS_MM / float(np.linalg.norm(d))  # in units of the segment parameter t
+
+    def paint(X, Y, Z, cur):
+        rx, ry, rz = X - p0[0], Y - p0[1], Z - p0[2]
+        t = (rx * d[0] + ry * d[1] + rz * d[2]) / float(np.dot(d, d))
+        m = (np.abs(t - t_contact) <= half) & (cur == PORTAL)
+        return np.where(m, cls, KEEP).astype(np.uint8)
+
+    lo, hi = np.minimum(p0, p1) - radius - 1, np.maximum(p0, p1) + radius + 1
+    return list(zip(lo, hi)), paint
 
 
 def random_lesions(rng, n: int, traits: dict) -> list:

@@ -16,12 +16,12 @@ from ..segmentation.data import Case, case_from_study
 from ..study import ETIOLOGIES, Clinical, Series, Study
 from .tissue import (ALL_SERIES, COLUMN, CT_NOISE_SD, CT_PHASES, DEFAULT_TRAITS, LABEL_OF_CLASS, LESION_OF_CLASS,
                      LIVER, LIVER_VALUES, MAX_LESIONS, MISALIGNMENTS, MR_DYNAMIC, MR_SEQUENCES, NODULE, NODULE_DELTA, PATTERNS,
-                     PERI, SIZES, TISSUE, tumour_values)
+                     PERI, SIZES, TISSUE, VEIN_THROMBI, tumour_values)
 from .anatomy import Anatomy, Grid, GridCanvas
 
 #: Random streams of the series (an appended name leaves the earlier streams, hence old phantoms, unchanged).
 STREAMS = ALL_SERIES + MR_DYNAMIC + ("DWI", "coil")
-from .lesions import LesionTruth, Tumour, lesion_truth, place_lesions, random_lesions
+from .lesions import LesionTruth, Tumour, lesion_truth, place_lesions, random_lesions, thrombus_painter
 from .motion import InverseMap, breathing_bspline, random_rigid
 from .mri import (MR_ACQUISITIONS, T1_SERIES, T2_LEVELS, check_agent, dicom_meta, fill_mr_dynamic, hcc_mr_values,
                   metastasis_mr_values, render_dwi)
@@ -64,7 +64,7 @@ def _random_clinical(rng, cirrhotic: bool, lesions: list) -> Clinical:
         etiology=str(rng.choice(ETIOLOGIES, p=[0.35, 0.25, 0.15, 0.15, 0.10])),
         center="C1",
         performance_status=int(rng.choice([0, 1, 2], p=[0.6, 0.3, 0.1])),
-        vascular_invasion=False,  # phantoms render no tumour in vein and no extrahepatic disease
+        vascular_invasion=any(t.lirads == "LR-TIV" for t in lesions),  # tumour in vein; never extrahepatic disease
         extrahepatic_spread=False,
         age=float(np.round(np.clip(rng.normal(63, 10), 30, 90), 0)),
         sex=str(rng.choice(["M", "F"], p=[0.78, 0.22])),
@@ -130,6 +130,8 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
             if s.pattern not in PATTERNS or not 3.0 <= float(s.diameter_mm) <= 120.0:
                 raise InputError(f"Lesion {k + 1}: pattern must be one of {PATTERNS} and diameter 3-120 mm "
                                  f"(got '{s.pattern}', {s.diameter_mm} mm).")
+            if s.vein not in VEIN_THROMBI:
+                raise InputError(f"Lesion {k + 1}: vein must be one of {', '.join(VEIN_THROMBI)} (got {s.vein!r}).")
             if s.t2 not in T2_LEVELS:
                 raise InputError(f"Lesion {k + 1}: t2 must be one of {', '.join(T2_LEVELS)} (got {s.t2!r}).")
             if s.centre_mm is not None and (np.shape(s.centre_mm) != (3,) or not np.all(np.isfinite(s.centre_mm))):
@@ -178,6 +180,9 @@ def make_patient(seed: int, size: str = "small", *, phases=CT_PHASES, mri: bool 
     anatomy.paint(canvas)
     for k, tumour in enumerate(tumours):
         canvas.paint(tumour.bbox(6.0), tumour.painter(peritumoral=k == 0 and t["peritumoral_enhancement"] > 0))
+    for tumour in tumours:
+        if tumour.spec.vein != "none":
+            canvas.paint(*thrombus_painter(anatomy, tumour.centre, VEIN_THROMBI[tumour.spec.vein]))
 
     # transforms: reference -> series; rendering samples the model through the inverse
     transforms, inverses, grids, meta = {}, {}, {}, {"breathing_mm": {}}

@@ -33,6 +33,9 @@ BREATHING_MM = (5.0, 15.0)  # cranio-caudal liver displacement of a deformable s
 # Anatomy classes (values of the internal tissue map); tumour k uses TUMOUR_BASE + 4k + (core, core_b, rim, necrosis).
 AIR, FAT, MUSCLE, BOWEL, LUNG, HEART, CORTEX, MARROW, DISC, CSF = range(10)
 AORTA, IVC, KIDNEY, GALLBLADDER, SPLEEN, SPLEEN_B, LIVER, NODULE, PERI, PORTAL, HEPATIC_VEIN = range(10, 21)
+TUMOUR_THROMBUS, BLAND_THROMBUS = 21, 22  # occlusive portal vein thrombi (`LesionSpec.vein`), labelled as the vein
+#: `LesionSpec.vein` values: no thrombus, enhancing tumour in vein (LR-TIV), or bland (non-enhancing) thrombus
+VEIN_THROMBI = {"none": None, "tumour": TUMOUR_THROMBUS, "bland": BLAND_THROMBUS}
 TUMOUR_BASE = 32
 MAX_LESIONS = (255 - TUMOUR_BASE) // 4
 KEEP = 255  # "leave this voxel as it is" in painter outputs
@@ -57,6 +60,9 @@ TISSUE = {
     SPLEEN_B: (50, 100, 118, 101, 380, 480, 800, 300),
     PORTAL: (40, 125, 185, 130, 200, 100, 2400, 260),
     HEPATIC_VEIN: (40, 75, 150, 125, 200, 100, 2400, 260),
+    # tumour in vein enhances in AP like its HCC and washes out (a PVP filling defect); MR T1 low as the tumour's
+    TUMOUR_THROMBUS: (45, 115, 90, 80, 220, 315, 950, 300),
+    BLAND_THROMBUS: (50, 50, 52, 52, 300, 160, 1200, 250),  # clot: no enhancement in any phase
 }
 LIVER_VALUES = {False: (60, 78, 110, 92, 520, 210, 1300, 800), True: (52, 72, 100, 87, 480, 230, 1150, 650)}
 NODULE_DELTA = (5, -3, -5, -2, 40, -30, 0, 40)  # regenerative nodules vs cirrhotic parenchyma
@@ -66,7 +72,7 @@ LABEL_OF_CLASS = np.zeros(256, np.uint8)
 LABEL_OF_CLASS[[LIVER, NODULE, PERI, HEPATIC_VEIN]] = LABELS["liver"]
 LABEL_OF_CLASS[TUMOUR_BASE:TUMOUR_BASE + 4 * MAX_LESIONS] = LABELS["tumour"]
 LABEL_OF_CLASS[[SPLEEN, SPLEEN_B]] = LABELS["spleen"]
-LABEL_OF_CLASS[PORTAL] = LABELS["portal_vein"]
+LABEL_OF_CLASS[[PORTAL, TUMOUR_THROMBUS, BLAND_THROMBUS]] = LABELS["portal_vein"]  # a vein mask holds its lumen
 LESION_OF_CLASS = np.zeros(256, np.uint8)
 LESION_OF_CLASS[TUMOUR_BASE:TUMOUR_BASE + 4 * MAX_LESIONS] = 1 + np.arange(4 * MAX_LESIONS) // 4
 
