@@ -226,8 +226,8 @@ def test_sr_round_trip_references_the_seg(tmp_path):
     seg_path = write_seg(as_image(labels, series.image), files, tmp_path / "seg.dcm",
                          lesion_labels=as_image(lesions, series.image))
     table = lesion_table(volume_ml=[0.648, 1.35], max_diameter_mm=[9.4, 21.2])
-    lirads = lirads_table(diameter_mm=[8.0, 20.0], category=["LR-3", "LR-5"], aphe=[False, True], washout=[True, True],
-                          capsule=[False, True], threshold_growth=[None, False])
+    lirads = lirads_table(diameter_mm=[8.0, 20.0], category=["LR-3", "LR-TIV"], aphe=[False, True], washout=[True, True],
+                          capsule=[False, True], threshold_growth=[None, False], tumour_in_vein=[False, True])
     path = write_sr(table, seg_path, files, tmp_path / "sr.dcm", lirads=lirads,
                     predictions={"mvi": 0.81, "early_recurrence": 0.35})
     ds = pydicom.dcmread(path)
@@ -242,7 +242,8 @@ def test_sr_round_trip_references_the_seg(tmp_path):
     np.testing.assert_allclose(lesion_rows["volume_mm3"], [648.0, 1350.0])
     np.testing.assert_allclose(lesion_rows["diameter_mm"], [9.4, 21.2])  # the LesionTable's 3D maximum diameter
     assert lesion_rows["p_mvi"].isna().all()  # probabilities are study-level only
-    assert list(lesion_rows["lirads"]) == ["LR-3", "LR-5"]
+    assert list(lesion_rows["lirads"]) == ["LR-3", "LR-TIV"]
+    assert list(lesion_rows["tumour_in_vein"]) == [False, True]  # measured tumour in vein
     assert list(lesion_rows["aphe"]) == [False, True] and list(lesion_rows["capsule"]) == [False, True]
     assert not lesion_rows["threshold_growth"].iloc[1]
     assert pd.isna(lesion_rows["threshold_growth"].iloc[0])  # unknown stays unknown

@@ -11,6 +11,7 @@ FEATURES = {
     "washout": "Nonperipheral washout",
     "capsule": "Enhancing capsule",
     "threshold_growth": "Threshold growth",
+    "tumour_in_vein": "Tumor in vein",  # measured by lirads_tiv (LR-TIV)
 }
 LIRADS_MEANING = "LI-RADS v2018 category"
 LIRADS_CATEGORIES = ("LR-1", "LR-2", "LR-3", "LR-4", "LR-5", "LR-M", "LR-TIV", "LR-NC")
