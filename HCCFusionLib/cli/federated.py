@@ -11,7 +11,7 @@ from .common import verb
 log = logging.getLogger(__name__)
 
 
-@verb("federated", "Federated ComBat + logistic fit across centres with Flower: `server` runs the SuperLink and "
+@verb("federated", "Federated ComBat + logistic or Cox fit across centres with Flower: `server` runs the SuperLink and "
                    "the fit, `client` a site's SuperNode (its rows never leave it)")
 def cmd_federated(args, progress):
     from ..federated import processes
@@ -19,6 +19,7 @@ def cmd_federated(args, progress):
     if args.role == "client":
         if not (args.superlink and args.site and args.table):
             raise InputError("federated client needs --superlink HOST:PORT, --site NAME and --table CSV.")
+        processes.check_superlink(args.superlink, args.root_certificates)
         command = processes.supernode_command(args.superlink, args.site, args.table, args.port or 9094, args.audit,
                                               args.root_certificates, tuple(args.auth_keys or ()) or None)
         return subprocess.call(command)
@@ -29,8 +30,8 @@ def cmd_federated(args, progress):
     tls = dict(zip(("certfile", "keyfile", "ca"), args.tls)) if args.tls else None
     result = processes.run_local(tables, args.out, C=args.C, rounds=args.rounds, sites=args.sites or None,
                                  tls=tls, host=args.host, port=args.port, timeout=args.timeout,
-                                 auth=args.supernode_auth)
-    progress(1.0, f"federated fit in {result['rounds']} rounds -> {Path(args.out) / 'result.json'}")
+                                 auth=args.supernode_auth, model=args.model)
+    progress(1.0, f"federated {args.model} fit in {result['rounds']} rounds -> {Path(args.out) / 'result.json'}")
     return 0
 
 
@@ -46,6 +47,8 @@ def _federated_args(p):
     p.add_argument("--out", type=Path, default=Path("federated"), help="server: work folder (result.json, logs)")
     p.add_argument("--sites", type=int, default=0, help="server: number of sites to wait for")
     p.add_argument("--local", action="append", metavar="SITE=CSV", help="server: also run this site here")
+    p.add_argument("--model", choices=("logistic", "cox"), default="logistic",
+                   help="server: logistic (CSV column outcome) or Cox stratified by site (CSV columns time, event)")
     p.add_argument("--C", type=float, default=1.0, help="server: inverse ridge strength on the slopes")
     p.add_argument("--rounds", type=int, default=30, help="server: most Newton rounds")
     p.add_argument("--timeout", type=float, default=3600, help="server: seconds to wait for the result")
