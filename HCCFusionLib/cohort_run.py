@@ -48,6 +48,7 @@ def run_one(study_id: str, path: str, segmentation: str, folder: Path, options: 
 
     Never raises: a study's error becomes its "failed" row."""
     from .pipeline import run
+    from .radiomics.parallel import dask_series_tasks
 
     paths = RunFolder(folder)
     if paths.cohort_done.is_file():
@@ -55,8 +56,9 @@ def run_one(study_id: str, path: str, segmentation: str, folder: Path, options: 
     started = time.perf_counter()
     begun = paths.stage_manifest.is_file()
     try:
-        result = run(Path(path), folder, segmentation=segmentation or None, resume=begun, overwrite=not begun,
-                     **options)
+        with dask_series_tasks():  # on a Dask worker: the radiomics stage as one task per series
+            result = run(Path(path), folder, segmentation=segmentation or None, resume=begun, overwrite=not begun,
+                         **options)
         seconds = round(time.perf_counter() - started, 2)
         with atomic_write(paths.cohort_done) as tmp:
             tmp.write_text(json.dumps({"study_id": study_id, "seconds": seconds, "stages": result.stages}, indent=1))
