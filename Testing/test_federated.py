@@ -324,3 +324,58 @@ def test_flower_cox_over_tls_fits_the_pooled_stratified_model(tmp_path, capsys):
     finally:
         superlink.terminate()
         superlink.wait(timeout=10)
+
+
+def _listen(tls=None):
+    """A loopback server for one-off connections (TLS with `tls` certificates, else plain); its HOST:PORT."""
+    import socket
+    import ssl
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    context = None
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls["certfile"], tls["keyfile"])
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            try:
+                if context:
+                    with context.wrap_socket(conn, server_side=True) as secure:
+                        secure.recv(1)
+                else:
+                    conn.recv(1024)
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, f"127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_site_checks_the_superlinks_tls_before_it_starts(tmp_path):
+    """`federated client`'s pre-check: a clear error for each way a site's TLS set-up does not fit the server's."""
+    from HCCFusionLib.federated.processes import check_superlink, free_port
+
+    tls, other = make_certificates(tmp_path), make_certificates(tmp_path, "other_ca")
+    (secure, tls_address), (plain, plain_address) = _listen(tls), _listen()
+    try:
+        check_superlink(tls_address, tls["ca"])
+        check_superlink(plain_address)
+        with pytest.raises(InputError, match="uses TLS: pass --root-certificates"):
+            check_superlink(tls_address)
+        with pytest.raises(InputError, match="does not verify"):
+            check_superlink(tls_address, other["ca"])
+        with pytest.raises(InputError, match="does not use TLS"):
+            check_superlink(plain_address, tls["ca"])
+    finally:
+        secure.close()
+        plain.close()
+    with pytest.raises(ModelError, match="Cannot reach"):
+        check_superlink(f"127.0.0.1:{free_port()}", tls["ca"])

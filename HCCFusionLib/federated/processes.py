@@ -116,8 +116,9 @@ def check_superlink(address: str, root_certificates: str | None = None, timeout:
         raise InputError(f"Root certificate {root_certificates} not found: give the CA certificate (PEM) that "
                          "signed the SuperLink's certificate, from the coordinating centre.")
     try:
-        context = ssl.create_default_context(cafile=root_certificates) if root_certificates else \
-            ssl._create_unverified_context()
+        context = ssl.create_default_context(cafile=root_certificates)
+        if not root_certificates:  # only: does it speak TLS at all?
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
         with socket.create_connection((host, int(port)), timeout=timeout) as raw, \
                 context.wrap_socket(raw, server_hostname=host):
             speaks_tls = True
