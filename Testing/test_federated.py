@@ -269,7 +269,7 @@ def make_certificates(folder, name="ca"):
                 pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))}
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # ~60-150 s on 2 shared cores: a SuperLink, 3 SuperNodes, 15 ClientApp messages, a 2nd SuperLink
 def test_flower_cox_over_tls_fits_the_pooled_stratified_model(tmp_path, capsys):
     """Server and three sites over TLS (a CA and server certificate made here) on loopback: distributed ComBat then
     federated Newton for the site-stratified Cox model; every message a site sends is per-feature aggregates. A
@@ -288,9 +288,7 @@ def test_flower_cox_over_tls_fits_the_pooled_stratified_model(tmp_path, capsys):
         tables[site] = tmp_path / f"{site}.csv"
         x.assign(time=time, event=event).to_csv(tables[site], index=False)
     audit = tmp_path / "audit.jsonl"
-    started = __import__("time").perf_counter()
-    result = run_local(tables, tmp_path / "run", C=1.0, audit=audit, rounds=6, tls=tls, model="cox")
-    print("federated cox over TLS:", __import__("time").perf_counter() - started, "s", result["rounds"], "rounds")
+    result = run_local(tables, tmp_path / "run", C=1.0, audit=audit, rounds=4, tls=tls, model="cox")  # ~1e-11
 
     X = pd.concat([x.assign(center=s) for s, (x, _, _) in cohort.items()], ignore_index=True)
     Z = ComBat().fit(X).transform(X)
