@@ -2,6 +2,8 @@
 equals the pooled ComBat and federated Newton equals the pooled ridge logistic fit; sites send only aggregates."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -152,6 +154,12 @@ def test_cli_federated_says_what_is_missing(capsys):
     assert main(["federated", "server", "--local", "A=/no/such.csv"]) != 0
     err = capsys.readouterr().err
     assert "--sites N" in err and "--superlink HOST:PORT" in err and "SITE=CSV" in err
+    site = f"A={Path(__file__).parent}"
+    assert main(["federated", "server", "--local", site, "--model", "segmentation"]) != 0
+    assert main(["federated", "server", "--local", site, "--model", "segmentation", "--plans", __file__,
+                 "--prox-mu", "-1"]) != 0
+    err = capsys.readouterr().err
+    assert "needs --plans PLANS.json" in err and "--prox-mu must be >= 0" in err
 
 
 # ---- site-stratified Cox ------------------------------------------------------------------------------------
