@@ -30,7 +30,7 @@ def cohort_run(table: "str | Path", out: "str | Path", *, cluster=None, progress
     [, segmentation][, patient_id, timepoint]); returns the status DataFrame (study_id, status, seconds, message).
 
     A failing study is reported in the status table and the others go on. Under a cluster each study's radiomics
-    uses one process (`workers` 1): Dask gives the parallelism.
+    runs as Dask tasks, one per series (radiomics.parallel.dask_series_tasks): Dask gives the parallelism.
     """
     from .radiomics.cohort import cohort_jobs, combine, status_frame
 

@@ -22,8 +22,8 @@ def cohort_extract(table: "str | Path", out: "str | Path", *, progress=None, clu
     study is recorded in the status table and the others go on. Combined tables go to OUT/radiomics/
     (features_long/wide, kinetics, definitions, diagnostics.json, cohort_status.csv, and timepoint_deltas.csv
     when patient_id and timepoint are given). `cluster` (a cluster.Cluster) runs one Dask task per study, whose
-    radiomics runs as Dask tasks too, one per series and per shape mask; the tables equal the sequential ones. Returns the
-    status DataFrame.
+    radiomics runs as Dask tasks too, one per series and per shape mask; the tables equal the sequential ones.
+    Returns the status DataFrame.
     """
     from ..cluster import run_tasks
 
