@@ -30,7 +30,7 @@ def cohort_run(table: "str | Path", out: "str | Path", *, cluster=None, progress
     [, segmentation][, patient_id, timepoint]); returns the status DataFrame (study_id, status, seconds, message).
 
     A failing study is reported in the status table and the others go on. Under a cluster each study's radiomics
-    uses one process (`workers` 1): Dask gives the parallelism.
+    runs as Dask tasks, one per series (radiomics.parallel.dask_series_tasks): Dask gives the parallelism.
     """
     from .radiomics.cohort import cohort_jobs, combine, status_frame
 
@@ -48,6 +48,7 @@ def run_one(study_id: str, path: str, segmentation: str, folder: Path, options: 
 
     Never raises: a study's error becomes its "failed" row."""
     from .pipeline import run
+    from .radiomics.parallel import dask_series_tasks
 
     paths = RunFolder(folder)
     if paths.cohort_done.is_file():
@@ -55,8 +56,9 @@ def run_one(study_id: str, path: str, segmentation: str, folder: Path, options: 
     started = time.perf_counter()
     begun = paths.stage_manifest.is_file()
     try:
-        result = run(Path(path), folder, segmentation=segmentation or None, resume=begun, overwrite=not begun,
-                     **options)
+        with dask_series_tasks():  # on a Dask worker: the radiomics stage as one task per series
+            result = run(Path(path), folder, segmentation=segmentation or None, resume=begun, overwrite=not begun,
+                         **options)
         seconds = round(time.perf_counter() - started, 2)
         with atomic_write(paths.cohort_done) as tmp:
             tmp.write_text(json.dumps({"study_id": study_id, "seconds": seconds, "stages": result.stages}, indent=1))

@@ -103,6 +103,24 @@ def test_killed_worker_cohort_extract_identical(cohort, cluster, tmp_path):
     client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
 
 
+@pytest.mark.slow  # ~7-15 s: a sequential and a Dask cohort-extract of 4 studies
+def test_radiomics_split_per_series_on_dask_equals_sequential(cohort, cluster, tmp_path):
+    """On the cluster each study's radiomics runs as one Dask task per series (and per shape mask), gathered into
+    tables identical to the sequential path's."""
+    table, presets = cohort
+    assert (cohort_extract(table, tmp_path / "seq", presets=presets, **EXTRACT)["status"] == "done").all()
+    local, client = cluster
+    with distributed.get_task_stream(client) as stream:
+        status = cohort_extract(table, tmp_path / "dask", presets=presets, cluster=Cluster(local.scheduler_address),
+                                **EXTRACT)
+    assert (status["status"] == "done").all(), status
+    keys = [str(task["key"]) for task in stream.data]
+    assert sum(k.startswith("extract_one-") for k in keys) == N
+    assert sum(k.startswith("series_task-") for k in keys) == 2 * N  # two phases per study
+    assert sum(k.startswith("shape_task-") for k in keys) >= N
+    _assert_same(_tables(tmp_path / "seq"), _tables(tmp_path / "dask"))
+
+
 @pytest.mark.slow  # ~25-40 s: two cohort-runs of 4 studies plus a killed one
 def test_cohort_run_killed_client_resumes(cohort, cluster, tmp_path):
     table, presets = cohort

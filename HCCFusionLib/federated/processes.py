@@ -11,12 +11,13 @@ import logging
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ..errors import DependencyError, ModelError
+from ..errors import DependencyError, InputError, ModelError
 
 log = logging.getLogger(__name__)
 APP_MODULE = "hccfusion_federated_app"
@@ -49,8 +50,10 @@ def _tool(name: str) -> str:
     return found
 
 
-def app_folder(folder: Path, sites: int, out: Path, C: float = 1.0, rounds: int = 30) -> Path:
-    """Write the Flower app (pyproject + a module re-exporting the apps) into `folder`."""
+def app_folder(folder: Path, sites: int, out: Path, C: float = 1.0, rounds: int = 30, model: str = "logistic",
+               config: dict | None = None) -> Path:
+    """Write the Flower app (pyproject + a module re-exporting the apps) into `folder`; `config`: more run-config
+    entries (str, int, float or bool)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{APP_MODULE}.py").write_text(
         "from HCCFusionLib.federated import flower\n\nserver_app = flower.server_app\nclient_app = flower.client_app\n",
@@ -58,7 +61,7 @@ def app_folder(folder: Path, sites: int, out: Path, C: float = 1.0, rounds: int 
     (folder / "pyproject.toml").write_text(f"""[project]
 name = "hccfusion-federated"
 version = "0.1.0"
-description = "HCCFusion federated ComBat and logistic regression"
+description = "HCCFusion federated fits (ComBat, logistic, Cox, segmentation)"
 license = "Apache-2.0"
 dependencies = []
 
@@ -73,8 +76,9 @@ clientapp = "{APP_MODULE}:client_app"
 sites = {int(sites)}
 C = {float(C)!r}
 rounds = {int(rounds)}
+model = {json.dumps(model)}
 out = {json.dumps(str(out))}
-""", encoding="utf-8")
+""" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in (config or {}).items()), encoding="utf-8")
     return folder
 
 
@@ -98,7 +102,46 @@ def supernode_command(superlink: str, site: str, table: Path, port: int, audit: 
             "--port", str(port)]
 
 
-def _environment(home: Path) -> dict:
+def check_superlink(address: str, root_certificates: str | None = None, timeout: float = 10.0) -> None:
+    """Before a site's SuperNode starts: reach the SuperLink at HOST:PORT and check its TLS against the CA.
+
+    Raises a clear error where the SuperNode would only retry: nothing listens; the SuperLink uses TLS but the
+    site gave no CA; the CA did not sign the SuperLink's certificate (or the host name is not in it); the site
+    gave a CA but the SuperLink is not using TLS.
+    """
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--superlink takes HOST:PORT (got {address!r}).")
+    if root_certificates and not Path(root_certificates).is_file():
+        raise InputError(f"Root certificate {root_certificates} not found: give the CA certificate (PEM) that "
+                         "signed the SuperLink's certificate, from the coordinating centre.")
+    try:
+        context = ssl.create_default_context(cafile=root_certificates)
+        if not root_certificates:  # only: does it speak TLS at all?
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection((host, int(port)), timeout=timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=host):
+            speaks_tls = True
+    except ssl.SSLCertVerificationError as exc:
+        raise InputError(f"The SuperLink at {address} sent a certificate that {root_certificates} does not verify "
+                         f"({exc.verify_message}): ask the coordinating centre for the CA that signed it, and "
+                         "connect with the host name its certificate names.") from exc
+    except (ssl.SSLError, ConnectionResetError, socket.timeout):
+        speaks_tls = False
+    except OSError as exc:
+        raise ModelError(f"Cannot reach the SuperLink at {address} ({exc}): is `federated server` running there, "
+                         "and does the firewall let this site open that port?") from exc
+    if speaks_tls and not root_certificates:
+        raise InputError(f"The SuperLink at {address} uses TLS: pass --root-certificates CA.pem (the CA certificate "
+                         "that signed its certificate, from the coordinating centre).")
+    if root_certificates and not speaks_tls:
+        raise InputError(f"The SuperLink at {address} does not use TLS, but --root-certificates was given: start "
+                         "the server with --tls CERT KEY CA (or, on loopback only, leave out --root-certificates).")
+
+
+def flower_environment(home: Path) -> dict:
+    """Environment of the Flower processes: FLWR_HOME, this interpreter's scripts first on PATH, this package on
+    PYTHONPATH."""
     env = dict(os.environ, FLWR_HOME=str(home))
     # the SuperLink starts `flower-superexec` by name: this interpreter's scripts folder (a venv's bin) comes first
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *filter(None, [env.get("PATH")])])
@@ -109,7 +152,7 @@ def _environment(home: Path) -> dict:
 
 def run_local(tables: dict[str, Path], work: Path, C: float = 1.0, rounds: int = 30, audit: Path | None = None,
               timeout: float = 240, sites: int | None = None, tls: dict | None = None, host: str = "127.0.0.1",
-              port: int | None = None, auth: bool = False) -> dict:
+              port: int | None = None, auth: bool = False, model: str = "logistic", config: dict | None = None) -> dict:
     """Run a federated fit: a SuperLink, one SuperNode per entry of `tables` (none when the sites run their own,
     `federated client`), `flwr run` for `sites` sites; return the result. Loopback and --insecure unless `tls`."""
     work = Path(work)
@@ -121,8 +164,8 @@ def run_local(tables: dict[str, Path], work: Path, C: float = 1.0, rounds: int =
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "{control}"\n{security}\n',
         encoding="utf-8")
-    app = app_folder(work / "app", sites or len(tables), out, C, rounds)
-    env, procs = _environment(home), []
+    app = app_folder(work / "app", sites or len(tables), out, C, rounds, model, config)
+    env, procs = flower_environment(home), []
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
 
@@ -134,7 +177,8 @@ def run_local(tables: dict[str, Path], work: Path, C: float = 1.0, rounds: int =
         start("superlink", superlink_command(port, tls, host, auth))
         wait_for_port(control)
         for site, table in tables.items():
-            start(f"site_{site}", supernode_command(fleet, site, table, free_port(), audit))
+            start(f"site_{site}", supernode_command(fleet, site, table, free_port(), audit,
+                                                    tls["ca"] if tls else None))
         time.sleep(2)
         submitted = subprocess.run([_tool("flwr"), "run", str(app), "local"], env=env, cwd=work,
                                    capture_output=True, text=True, timeout=120)

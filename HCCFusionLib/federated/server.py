@@ -12,10 +12,13 @@ from ..fusion.blocks import ComBat, eb_shrink_stats
 log = logging.getLogger(__name__)
 
 
-def newton_step(aggregates: Sequence[Mapping[str, np.ndarray]], beta, C: float = np.inf) -> np.ndarray:
-    """One Newton step of ridge logistic regression (1/C on the slopes, intercept free) from site aggregates.
+def newton_step(aggregates: Sequence[Mapping[str, np.ndarray]], beta, C: float = np.inf,
+                intercept: bool = True) -> np.ndarray:
+    """One Newton step of a ridge-penalised log-likelihood (penalty ||beta||^2 / 2C) from the sites' summed
+    gradients and information matrices; with `intercept` the first coefficient is free.
 
-    Same objective as `fusion.logistic.fit_logistic`, so the federated fit equals the pooled one.
+    Logistic: the objective of `fusion.logistic.fit_logistic`; Cox (intercept=False): that of scikit-survival's
+    `CoxPHSurvivalAnalysis(alpha=1/C)`, stratified by site.
     """
     if not aggregates:
         raise InputError("Federated Newton needs aggregates from at least one site.")
@@ -23,24 +26,38 @@ def newton_step(aggregates: Sequence[Mapping[str, np.ndarray]], beta, C: float =
     gradient = sum(np.asarray(a["gradient"], dtype=float) for a in aggregates)
     information = sum(np.asarray(a["information"], dtype=float) for a in aggregates)
     penalty = np.eye(len(beta)) * (0.0 if np.isinf(C) else 1.0 / C)
-    penalty[0, 0] = 0.0
+    if intercept:
+        penalty[0, 0] = 0.0
     step = np.linalg.lstsq(information + penalty + 1e-9 * np.eye(len(beta)), gradient - penalty @ beta,
                            rcond=None)[0]
     return beta + step
 
 
-def federated_logistic(sites: Sequence[Callable[[np.ndarray], Mapping[str, np.ndarray]]], n_coefficients: int,
-                       C: float = np.inf, iterations: int = 50, tol: float = 1e-9) -> np.ndarray:
+def federated_newton(sites: Sequence[Callable[[np.ndarray], Mapping[str, np.ndarray]]], n_coefficients: int,
+                     C: float = np.inf, iterations: int = 50, tol: float = 1e-9, intercept: bool = True) -> np.ndarray:
     """Federated Newton: each round sends beta to every site (`site(beta)` -> aggregates) and takes one step."""
     beta = np.zeros(n_coefficients)
     for round_ in range(iterations):
-        new = newton_step([site(beta) for site in sites], beta, C)
+        new = newton_step([site(beta) for site in sites], beta, C, intercept)
         step, beta = np.max(np.abs(new - beta)), new
         log.info("federated Newton round %d: max step %.3g", round_ + 1, step)
         if step < tol:
             return beta
     log.warning("federated Newton did not converge in %d rounds (last step %.3g)", iterations, step)
     return beta
+
+
+def federated_logistic(sites: Sequence[Callable[[np.ndarray], Mapping[str, np.ndarray]]], n_coefficients: int,
+                       C: float = np.inf, iterations: int = 50, tol: float = 1e-9) -> np.ndarray:
+    """Ridge logistic regression (intercept first) by federated Newton: `site(beta)` -> `site.logistic_aggregates`."""
+    return federated_newton(sites, n_coefficients, C, iterations, tol, intercept=True)
+
+
+def federated_cox(sites: Sequence[Callable[[np.ndarray], Mapping[str, np.ndarray]]], n_coefficients: int,
+                  alpha: float = 0.0, iterations: int = 50, tol: float = 1e-9) -> np.ndarray:
+    """Site-stratified Cox by federated Newton: `site(beta)` -> `site.cox_aggregates`; ridge `alpha` as in
+    scikit-survival's `CoxPHSurvivalAnalysis` (no intercept)."""
+    return federated_newton(sites, n_coefficients, 1.0 / alpha if alpha else np.inf, iterations, tol, intercept=False)
 
 
 def combat_from_stats(stats: Mapping[str, Mapping[str, np.ndarray]], feature_names, batch_column: str = "center",

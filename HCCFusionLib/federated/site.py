@@ -37,6 +37,38 @@ def logistic_aggregates(X, y, beta) -> dict[str, np.ndarray]:
             "n": np.asarray(float(len(y)))}
 
 
+def cox_aggregates(X, time, event, beta) -> dict[str, np.ndarray]:
+    """Score and information of the site's own Cox partial log-likelihood (Breslow ties) at `beta`.
+
+    The site is its own stratum (its own baseline hazard): risk sets hold only its rows, so the stratified
+    likelihood is the sum over sites. Returns {"gradient": (d,), "information": (d, d), "n": ()}: no rows, no
+    event times.
+    """
+    X = np.asarray(X, dtype=float)
+    time, event = np.asarray(time, dtype=float).ravel(), np.asarray(event, dtype=float).ravel()
+    if X.ndim != 2 or not np.all(np.isfinite(X)) or not np.all(np.isfinite(time)):
+        raise InputError("Federated Cox regression needs a finite 2-D feature matrix and finite times at each site: "
+                         "impute or harmonise missing values at the site first.")
+    if len(time) != len(X) or len(event) != len(X) or not np.all((event == 0) | (event == 1)):
+        raise InputError("Federated Cox regression needs one time and one 0/1 event per feature row at each site.")
+    beta = np.asarray(beta, dtype=float)
+    if beta.shape != (X.shape[1],):
+        raise InputError(f"Coefficients have shape {beta.shape}; this site has {X.shape[1]} features: all sites "
+                         "must use the same feature columns.")
+    order = np.argsort(-time, kind="stable")
+    X, time, event = X[order], time[order], event[order]
+    eta = X @ beta
+    w = np.exp(eta - eta.max())  # the common factor cancels in every ratio below
+    s0, s1 = np.cumsum(w), np.cumsum(w[:, None] * X, axis=0)
+    s2 = np.cumsum(w[:, None, None] * X[:, :, None] * X[:, None, :], axis=0)
+    last = np.searchsorted(-time, -time, side="right") - 1  # a row's risk set: every row with time >= its time
+    dead = event == 1
+    s0, s1, s2 = s0[last[dead]], s1[last[dead]], s2[last[dead]]
+    mean = s1 / s0[:, None]
+    information = (s2 / s0[:, None, None]).sum(0) - mean.T @ mean
+    return {"gradient": (X[dead] - mean).sum(0), "information": information, "n": np.asarray(float(len(X)))}
+
+
 def combat_stats(values) -> dict[str, np.ndarray]:
     """Per-feature count, sum and centred sum of squares of one site's values (NaN ignored), each (d,)."""
     values = np.asarray(values, dtype=float)

@@ -21,9 +21,9 @@ def cohort_extract(table: "str | Path", out: "str | Path", *, progress=None, clu
     Each study goes to OUT/studies/<study_id>/radiomics/ (skipped when already complete: resume); a failing
     study is recorded in the status table and the others go on. Combined tables go to OUT/radiomics/
     (features_long/wide, kinetics, definitions, diagnostics.json, cohort_status.csv, and timepoint_deltas.csv
-    when patient_id and timepoint are given). `cluster` (a cluster.Cluster) runs one Dask task per study, each
-    with one radiomics process (Dask gives the parallelism); the tables equal the sequential ones. Returns the
-    status DataFrame.
+    when patient_id and timepoint are given). `cluster` (a cluster.Cluster) runs one Dask task per study, whose
+    radiomics runs as Dask tasks too, one per series and per shape mask; the tables equal the sequential ones.
+    Returns the status DataFrame.
     """
     from ..cluster import run_tasks
 
@@ -81,6 +81,7 @@ def status_frame(results: dict):
 def extract_one(study_id: str, path: str, segmentation: str, folder: Path, options: dict) -> dict:
     """One cohort study's radiomics into `folder`/radiomics (skipped when complete); its status row (no raise)."""
     from ..io import load_study, read_image
+    from .parallel import dask_series_tasks
 
     folder = Path(folder)
     if outputs_complete(folder / "radiomics"):
@@ -89,7 +90,8 @@ def extract_one(study_id: str, path: str, segmentation: str, folder: Path, optio
     try:
         study = load_study(Path(path), study_id=study_id)
         labels = read_image(segmentation) if segmentation else None
-        result = extract_study(study, labels, **options)
+        with dask_series_tasks():  # on a Dask worker: one task per series
+            result = extract_study(study, labels, **options)
         result.save(folder)
         return {"status": "done", "seconds": round(time.perf_counter() - started, 2),
                 "message": f"{result.diagnostics['failures']} feature values with a reason"}

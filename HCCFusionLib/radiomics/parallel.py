@@ -2,9 +2,14 @@
 
 Tasks are plain dicts of numpy arrays and geometry (masks as bounding-box crops), so they pickle cheaply to
 spawned processes. Series tasks are started as soon as the study loop has prepared them, shape tasks after
-the last series, largest mask first, so the two processes finish close together.
+the last series, largest mask first, so the two processes finish close together. Inside `use_executor(executor)`
+(a concurrent.futures Executor: a Dask cluster's, from a cohort task) the tasks go to that executor instead: one
+task per series and per shape mask, gathered into the same results.
 """
 from __future__ import annotations
+
+import contextlib
+import contextvars
 
 import numpy as np
 import SimpleITK as sitk
@@ -103,31 +108,78 @@ def shape_task(task: dict) -> dict:
 
 
 # ---------------------------------------------------------------- running them
+_EXECUTOR = contextvars.ContextVar("radiomics_executor", default=None)
+
+
+@contextlib.contextmanager
+def use_executor(executor):
+    """Within the block, `extract_study` sends its series and shape tasks to `executor` (e.g. a Dask client's
+    `get_executor()`), whatever its `workers`."""
+    token = _EXECUTOR.set(executor)
+    try:
+        yield executor
+    finally:
+        _EXECUTOR.reset(token)
+
+
+@contextlib.contextmanager
+def dask_series_tasks():
+    """In a task on a Dask worker (a cohort study): within the block, the study's radiomics runs as Dask tasks, one
+    per series and per shape mask. Elsewhere: nothing changes."""
+    try:
+        from distributed import get_client, get_worker
+
+        get_worker()
+    except (ImportError, ValueError):  # not on a Dask worker: the study's own processes
+        yield None
+        return
+    with use_executor(get_client().get_executor(pure=False)) as executor:
+        yield executor
+
+
+@contextlib.contextmanager
+def _waiting(executor):
+    """While a Dask task waits for its own sub-tasks it leaves the worker's thread pool, so they can run there."""
+    if executor is None or not type(executor).__module__.startswith("distributed"):
+        yield
+        return
+    from distributed import rejoin, secede
+
+    secede()
+    try:
+        yield
+    finally:
+        rejoin()
+
+
 class TaskRunner:
     """Runs series tasks and shape tasks in `workers` spawned processes (1: here, shapes first, when `results` is
-    called). With processes, series tasks start on `add_series` and leave shared shape features to the shape tasks
-    (`add_shapes`); `results` waits for all and fills each series' shape features in."""
+    called), or as tasks of the executor set by `use_executor`. With processes (or that executor), series tasks
+    start on `add_series` and leave shared shape features to the shape tasks (`add_shapes`); `results` waits for
+    all and fills each series' shape features in."""
 
     def __init__(self, workers: int, progress):
+        self.executor = _EXECUTOR.get()
         self.workers, self.progress = workers, progress
+        self.parallel = workers > 1 or self.executor is not None
         self.series, self.shapes = {}, []
-        self.pool, self.futures = None, {}
+        self.pool, self.futures = self.executor, {}
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        if self.pool is not None:
+        if self.pool is not None and self.pool is not self.executor:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
     @property
     def threads(self):
         """SimpleITK threads per task: one per process when processes share the cores."""
-        return 1 if self.workers > 1 else None
+        return 1 if self.parallel else None
 
     def add_series(self, name: str, task: dict) -> None:
         self.series[name] = task
-        if self.workers > 1:
+        if self.parallel:
             self._submit(series_task, {**task, "defer_shapes": True}, ("series", name))
 
     def add_shapes(self, group: dict) -> None:
@@ -137,21 +189,22 @@ class TaskRunner:
             self.shapes.append(task)
 
     def results(self) -> dict:
-        if self.workers <= 1:
+        if not self.parallel:
             return self._run_here()
         for task in sorted(self.shapes, key=lambda t: -next(iter(t["masks"].values()))["crop"].size):
             self._submit(shape_task, task, ("shape", None))
         from concurrent.futures import as_completed
 
         results, shapes = {}, {}
-        for done, future in enumerate(as_completed(self.futures), start=1):
-            kind, name = self.futures[future]
-            out = future.result()
-            if kind == "shape":
-                shapes.update(out["shapes"])
-            else:
-                results[name] = out
-            self.progress(done / len(self.futures), f"features of {name}" if name else "shape features")
+        with _waiting(self.executor):
+            for done, future in enumerate(as_completed(self.futures), start=1):
+                kind, name = self.futures[future]
+                out = future.result()
+                if kind == "shape":
+                    shapes.update(out["shapes"])
+                else:
+                    results[name] = out
+                self.progress(done / len(self.futures), f"features of {name}" if name else "shape features")
         for res in results.values():  # shapes a series left to the shape tasks
             for region, key in res["shape_keys"].items():
                 if not any("_shape_" in k for k in res["values"][region]):

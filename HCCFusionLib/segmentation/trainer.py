@@ -109,6 +109,7 @@ class TrainResult:
     seconds: float = 0.0
     train_ids: list = field(default_factory=list)
     val_ids: list = field(default_factory=list)
+    state: dict = field(default_factory=dict)  # the training network's weights (deep-supervision heads too), CPU
 
 
 def poly_lr(initial: float, step: int, steps: int, exponent: float = 0.9) -> float:
@@ -119,7 +120,7 @@ def train(cases, plans: dict, *, steps: int = 1000, seed: int = 0, fold: int | N
           lr: float = 3e-3, optimizer: str = "adamw", elastic: bool = False, device: str | None = None,
           checkpoint_dir: "str | Path | None" = None, checkpoint_every: int = 100, val_cases=None,
           foreground_fraction: float = FOREGROUND_OVERSAMPLING, class_weights: dict | None = None,
-          progress=None) -> TrainResult:
+          initial: dict | None = None, prox_mu: float | None = None, progress=None) -> TrainResult:
     """Train from scratch (or resume from `checkpoint_dir`) for `steps` steps; validate on the fold's cases.
 
     `foreground_fraction`: share of each batch centred on a voxel of a foreground class; `class_weights`
@@ -127,7 +128,9 @@ def train(cases, plans: dict, *, steps: int = 1000, seed: int = 0, fold: int | N
     small tumours learn far sooner on CPU budgets when weighted up). `optimizer`: "adamw" (fast convergence on
     short budgets) or "sgd" (nnU-Net: Nesterov, momentum 0.99). Under `torchrun --nproc_per_node N` the plans'
     batch is split over N processes (gloo on CPU, NCCL with one GPU each); only rank 0 writes checkpoints and
-    validates; every rank returns the same network and history.
+    validates; every rank returns the same network and history. Federated rounds: `initial` (a `state` of an
+    earlier result: {name: tensor or array}) is where training starts; `prox_mu` adds FedProx's proximal term
+    mu/2 ||w - initial||^2 to the loss (0 computes it and gives FedAvg's update).
     """
     from . import distributed as ddp
 
@@ -135,7 +138,8 @@ def train(cases, plans: dict, *, steps: int = 1000, seed: int = 0, fold: int | N
     finished = False
     try:
         result = _train(cases, plans, steps, seed, fold, n_folds, lr, optimizer, elastic, device, checkpoint_dir,
-                        checkpoint_every, val_cases, foreground_fraction, class_weights, progress or silent, ranks)
+                        checkpoint_every, val_cases, foreground_fraction, class_weights, progress or silent, ranks,
+                        initial, prox_mu)
         finished = True
         return result
     finally:
@@ -143,7 +147,8 @@ def train(cases, plans: dict, *, steps: int = 1000, seed: int = 0, fold: int | N
 
 
 def _train(cases, plans, steps, seed, fold, n_folds, lr, optimizer, elastic, device, checkpoint_dir,
-           checkpoint_every, val_cases, foreground_fraction, class_weights, progress, ranks) -> TrainResult:
+           checkpoint_every, val_cases, foreground_fraction, class_weights, progress, ranks, initial=None,
+           prox_mu=None) -> TrainResult:
     import torch
     from monai.losses import DeepSupervisionLoss, DiceCELoss
 
@@ -168,6 +173,9 @@ def _train(cases, plans, steps, seed, fold, n_folds, lr, optimizer, elastic, dev
 
     torch.manual_seed(seed)
     net = build_network(plans, deep_supervision=True).to(device)
+    if initial is not None:
+        net.load_state_dict({k: torch.as_tensor(v) for k, v in initial.items()}, strict=True)
+    anchor = None if prox_mu is None else [p.detach().clone() for p in net.parameters()]
     params = net.parameters()
     opt = (torch.optim.SGD(params, lr=lr, momentum=0.99, nesterov=True, weight_decay=3e-5) if optimizer == "sgd"
            else torch.optim.AdamW(params, lr=lr, weight_decay=3e-5))
@@ -198,8 +206,11 @@ def _train(cases, plans, steps, seed, fold, n_folds, lr, optimizer, elastic, dev
             group["lr"] = poly_lr(lr, step, steps)
         out = ddp.gather_batch(ranks, model(x), keep_grad=True)
         loss = loss_fn(list(torch.unbind(out, dim=1)), ddp.gather_batch(ranks, y, keep_grad=False))
+        total = loss * ranks.world  # DDP averages the shares' gradients: the whole batch's gradient
+        if anchor is not None:  # FedProx: stay near the round's global weights (the same term on every rank)
+            total = total + prox_mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(net.parameters(), anchor))
         opt.zero_grad(set_to_none=True)
-        (loss * ranks.world).backward()  # DDP averages the shares' gradients: the whole batch's gradient
+        total.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
         opt.step()
         history.append(round(float(loss.detach()), 5))
@@ -212,7 +223,8 @@ def _train(cases, plans, steps, seed, fold, n_folds, lr, optimizer, elastic, dev
     metrics["train_steps"] = steps
     progress(1.0, "training done")
     val_ids = [c.case_id for c in val]
-    return TrainResult(inference_network(net, plans).cpu(), metrics, history, seconds, train_ids, val_ids)
+    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    return TrainResult(inference_network(net, plans).cpu(), metrics, history, seconds, train_ids, val_ids, state)
 
 
 def validate(net, cases, plans, device, progress=None) -> dict:
