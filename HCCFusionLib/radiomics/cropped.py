@@ -1,22 +1,27 @@
-"""Legacy-preset preprocessing cropped to the regions: the B-spline resampling computed only on the regions' box
-plus the filters' margin, from the input cropped to that box plus the B-spline's margin.
+"""Legacy-preset preprocessing cropped to the regions: the B-spline resampling computed only on the rows and
+slices around the regions' box plus the filters' margin, bit for bit equal to the whole-series resampling.
 
-Margins (per axis, in voxels):
-- output (target grid): the LoG's (`features.LOG_MARGIN_SIGMAS` × largest sigma / spacing + 2) or the wavelet's
-  support (filter length × 2^levels + 2), whichever is larger, so the filters' crops (`features.crop_groups`) see
-  the same voxels as on the whole series;
-- input (original grid): the cubic kernel's support (2) + `IIR_MARGIN` (32): the B-spline coefficients come from a
-  recursive (infinite-support) prefilter whose pole is 2 - sqrt(3), and 0.268^32 < 2^-60, so the coefficients
-  inside the box converge to the same doubles as on the whole series.
+Margin (per axis, in voxels of the target grid): the LoG's (`features.LOG_MARGIN_SIGMAS` × largest sigma / spacing
++ 2) or the wavelet's support (filter length × 2^levels + 2), whichever is larger, so the filters' crops
+(`features.crop_groups`) see the same voxels as on the whole series.
 
-The resampling runs in ITK's Python wrapping with the input's index start kept (same physical ↔ index arithmetic
-as the whole image) and an output requested region, in double precision as SimpleITK's `Resample` does: values in
-the box equal the whole-series resampling bit for bit (checked in `Testing/test_radiomics_crop.py` and by
-`Testing/Benchmarks/bench_radiomics.py --crop-filters`, which compares Original features with the naive loop).
+Why the values are identical (ITK ≥ 5, which SimpleITK wraps): for a linear transform `ResampleImageFilter` maps the
+first and last voxel of each output row (index axis 0, over the output's whole extent) to the input's continuous
+index and interpolates between them. So the crop keeps
+- whole rows (index axis 0 uncropped): the same row ends;
+- a start whose physical point is exact (origin + spacing × index without rounding, checked in rational arithmetic;
+  the start moves back a voxel or two until it is) on a spacing of few binary digits (e.g. 1.5 mm; other
+  spacings: that axis uncropped): every voxel's physical point is then the same double as on the whole grid;
+- the whole input series: the same continuous indices and the same B-spline coefficients (the prefilter is
+  recursive, so a cropped input would change their low-order bits).
+This needs a grid whose direction is a signed permutation (entries 0 and ±1: no rounding in direction × spacing);
+other grids, and crops of more than 80 % of the grid, are resampled whole. Checked voxel for voxel in
+`Testing/test_radiomics_crop.py` and, for the features, by `Testing/Benchmarks/bench_radiomics.py --crop-filters`.
 """
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
 
 import numpy as np
 import SimpleITK as sitk
@@ -26,8 +31,8 @@ from .presets import Preset
 
 log = logging.getLogger(__name__)
 
-IIR_MARGIN = 32  # input voxels for the B-spline prefilter to converge (|2 - sqrt(3)|^32 < 2^-60)
-KERNEL_MARGIN = 2  # the cubic B-spline's support radius, in input voxels
+MAX_CROP_FRACTION = 0.8  # a crop larger than this share of the grid is resampled whole (no gain)
+START_SEARCH = 16  # voxels the crop's start may move back (per axis) to find an exactly representable origin
 
 
 def filter_margin(preset: Preset, spacing) -> np.ndarray:
@@ -49,7 +54,7 @@ def filter_margin(preset: Preset, spacing) -> np.ndarray:
 def preprocess_cropped(image: sitk.Image, masks: dict, preset: Preset):
     """(preprocessed image, {name: mask}) on the crop of the preset's grid around `masks` (masks on that grid, e.g.
     from `features.preprocess_mask`), or None where cropping does not apply (IBSI mode, no resampling, another
-    interpolator than B-spline, no ITK Python wrapping, or a crop as large as the grid)."""
+    interpolator than B-spline, normalisation, an oblique grid, or a crop nearly as large as the grid)."""
     grid = _target_grid(image, preset)
     interpolator = preset.preprocess.get("interpolator") or "sitkBSpline"
     if preset.mode == "ibsi" or grid is None or interpolator != "sitkBSpline" or preset.preprocess.get("normalize"):
@@ -58,21 +63,20 @@ def preprocess_cropped(image: sitk.Image, masks: dict, preset: Preset):
     if not boxes:
         return None
     size = np.array(grid.GetSize())
-    lo = np.maximum(np.min([b[0] for b in boxes], 0) - filter_margin(preset, grid.GetSpacing()), 0)
-    hi = np.minimum(np.max([b[1] for b in boxes], 0) + filter_margin(preset, grid.GetSpacing()) + 1, size)
-    if np.prod(hi - lo) >= 0.8 * np.prod(size):
+    margin = filter_margin(preset, grid.GetSpacing())
+    lo = np.maximum(np.min([b[0] for b in boxes], 0) - margin, 0)
+    hi = np.minimum(np.max([b[1] for b in boxes], 0) + margin + 1, size)
+    lo[0], hi[0] = 0, size[0]  # whole rows: ITK interpolates each row between its two ends
+    lo = exact_start(grid, lo)
+    if lo is None or np.prod(hi - lo) >= MAX_CROP_FRACTION * np.prod(size):
         return None
-    try:  # imported only now: loading ITK's wrapping costs seconds per process
-        import itk
-    except ImportError:
-        log.info("ITK's Python wrapping is not installed: resampling the whole series")
-        return None
-    values = _resample_region(itk, sitk.Cast(image, sitk.sitkFloat32), grid, lo, hi)
-    out = sitk.GetImageFromArray(values)
-    out.SetSpacing(grid.GetSpacing())
-    out.SetDirection(grid.GetDirection())
-    out.SetOrigin(grid.TransformIndexToPhysicalPoint([int(v) for v in lo]))
     start, extent = [int(v) for v in lo], [int(v) for v in hi - lo]
+    reference = sitk.Image(extent, sitk.sitkUInt8)
+    reference.SetSpacing(grid.GetSpacing())
+    reference.SetDirection(grid.GetDirection())
+    reference.SetOrigin(grid.TransformIndexToPhysicalPoint(start))
+    out = sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), reference, sitk.Transform(), sitk.sitkBSpline, 0.0,
+                        sitk.sitkFloat32)
     cropped = {}
     for name, mask in masks.items():
         cropped[name] = sitk.RegionOfInterest(mask, extent, start)
@@ -80,44 +84,30 @@ def preprocess_cropped(image: sitk.Image, masks: dict, preset: Preset):
     return out, cropped
 
 
+def exact_start(grid: sitk.Image, lo) -> np.ndarray | None:
+    """`lo` (x, y, z) with each axis moved back (by at most `START_SEARCH` voxels, else to 0) to a start whose
+    physical point, and every later voxel's, is computed without rounding: the spacing times any index is exact (a
+    spacing of few binary digits: 0.5, 0.75, 1, 1.25, 1.5 mm …) and so is origin + spacing × start. An axis with
+    another spacing starts at 0. None for an oblique grid (direction entries other than 0 and ±1)."""
+    direction = np.array(grid.GetDirection()).reshape(3, 3)
+    if not np.all(np.isin(direction, (-1.0, 0.0, 1.0))) or not np.all((direction != 0).sum(0) == 1):
+        return None
+    row = np.argmax(direction != 0, axis=0)  # the physical axis each index axis moves along
+    origin, spacing = grid.GetOrigin(), grid.GetSpacing()
+    lo = np.array(lo, int)
+    for axis in range(3):
+        step = Fraction(direction[row[axis], axis] * spacing[axis])
+        if abs(step.numerator) >= 2 ** 32:  # step × index would round for large indices
+            lo[axis] = 0
+            continue
+        for start in range(int(lo[axis]), max(int(lo[axis]) - START_SEARCH, 0) - 1, -1):
+            point = Fraction(origin[row[axis]]) + step * start
+            if Fraction(float(point)) == point:
+                break
+        lo[axis] = start if Fraction(float(point)) == point else 0
+    return lo
+
+
 def _box(mask: sitk.Image):
     idx = np.nonzero(sitk.GetArrayViewFromImage(mask))
     return np.array([i.min() for i in idx[::-1]]), np.array([i.max() for i in idx[::-1]])
-
-
-def _resample_region(itk, image: sitk.Image, grid: sitk.Image, lo, hi) -> np.ndarray:
-    """float32 values of `sitk.Resample(image, grid, identity, B-spline)` on the grid voxels [lo, hi) (x, y, z)."""
-    corners = [grid.TransformContinuousIndexToPhysicalPoint([float(c) for c in (x, y, z)])
-               for x in (lo[0], hi[0] - 1) for y in (lo[1], hi[1] - 1) for z in (lo[2], hi[2] - 1)]
-    index = np.array([image.TransformPhysicalPointToContinuousIndex(p) for p in corners])
-    margin = KERNEL_MARGIN + IIR_MARGIN
-    in_lo = np.maximum(np.floor(index.min(0)).astype(int) - margin, 0)
-    in_hi = np.minimum(np.ceil(index.max(0)).astype(int) + margin + 1, np.array(image.GetSize()))
-    arr = sitk.GetArrayViewFromImage(image)[in_lo[2]:in_hi[2], in_lo[1]:in_hi[1], in_lo[0]:in_hi[0]]
-    source = itk.image_from_array(np.ascontiguousarray(arr, dtype=np.float64))
-    region = itk.ImageRegion[3]()
-    region.SetIndex([int(v) for v in in_lo])  # index start kept: same geometry arithmetic as the whole image
-    region.SetSize([int(v) for v in in_hi - in_lo])
-    source.SetRegions(region)
-    source.SetSpacing(image.GetSpacing())
-    source.SetOrigin(image.GetOrigin())
-    source.SetDirection(itk.matrix_from_array(np.array(image.GetDirection()).reshape(3, 3)))
-    kind = itk.Image[itk.D, 3]
-    interpolator = itk.BSplineInterpolateImageFunction[kind, itk.D, itk.D].New()
-    interpolator.SetSplineOrder(3)
-    resample = itk.ResampleImageFilter[kind, kind].New(Input=source, Interpolator=interpolator,
-                                                        DefaultPixelValue=0.0)
-    resample.SetTransform(itk.IdentityTransform[itk.D, 3].New())
-    resample.SetOutputSpacing(grid.GetSpacing())
-    resample.SetOutputOrigin(grid.GetOrigin())
-    resample.SetOutputDirection(itk.matrix_from_array(np.array(grid.GetDirection()).reshape(3, 3)))
-    resample.SetSize([int(s) for s in grid.GetSize()])
-    resample.UpdateOutputInformation()
-    wanted = itk.ImageRegion[3]()
-    wanted.SetIndex([int(v) for v in lo])
-    wanted.SetSize([int(v) for v in hi - lo])
-    resample.GetOutput().SetRequestedRegion(wanted)
-    resample.Update()
-    out = resample.GetOutput()
-    out.DisconnectPipeline()  # else reading the array re-runs the filter on the whole grid
-    return itk.array_view_from_image(out).astype(np.float32)

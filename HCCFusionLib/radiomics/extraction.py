@@ -248,7 +248,6 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
             found = region_cache[key]
             arr = sitk.GetArrayViewFromImage(series.image)
             nan_voxels = int((~np.isfinite(arr)).sum()) if np.issubdtype(arr.dtype, np.floating) else 0
-            kinetic_stats[series.name] = {n: region_statistics(series.image, r.mask) for n, r in found.items()}
             masks = {}
             for name, region in found.items():
                 info["regions"][name] = {**region.describe(), "mask_sha256": image_hash(region.mask)}
@@ -258,8 +257,6 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
                     long_rows += _failed_rows(study.study_id, series, wide_phase, name, expected, reason)
                     continue
                 masks[name] = region
-            if not masks:
-                continue
             cache_keys = {n: _cache_key(info["image_sha256"], info["regions"][n]["mask_sha256"], preset, crop_filters)
                           for n in masks}
             todo = {}
@@ -271,19 +268,20 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
                 else:
                     todo[name] = masks[name]
                     info["regions"][name]["cache"] = "miss"
-            if not todo:
-                continue
-            packed = {n: pack_mask(r.mask) for n, r in todo.items()}
-            runner.add_series(series.name, {"series": series.name, "preset": preset.as_dict(),
-                                            "threads": runner.threads, "image": pack_image(series.image),
-                                            "crop_filters": crop_filters,
-                                            "masks": packed})
-            series_cache_keys[series.name] = cache_keys
-            grid = {"size": series.image.GetSize(), "spacing": series.image.GetSpacing(),
-                    "origin": series.image.GetOrigin(), "direction": series.image.GetDirection()}
-            group = (key, json.dumps(grid, default=str), preset.key, json.dumps(preset.preprocess, sort_keys=True))
-            shape_groups.setdefault(group, {"preset": preset.as_dict(), "grid": grid, "masks": {}})["masks"].update(
-                {info["regions"][n]["mask_sha256"]: p for n, p in packed.items()})  # equal masks: once
+            if todo:
+                packed = {n: pack_mask(r.mask) for n, r in todo.items()}
+                runner.add_series(series.name, {"series": series.name, "preset": preset.as_dict(),
+                                                "threads": runner.threads, "image": pack_image(series.image),
+                                                "crop_filters": crop_filters,
+                                                "masks": packed})
+                series_cache_keys[series.name] = cache_keys
+                grid = {"size": series.image.GetSize(), "spacing": series.image.GetSpacing(),
+                        "origin": series.image.GetOrigin(), "direction": series.image.GetDirection()}
+                group = (key, json.dumps(grid, default=str), preset.key, json.dumps(preset.preprocess, sort_keys=True))
+                shape_groups.setdefault(group, {"preset": preset.as_dict(), "grid": grid, "masks": {}})["masks"].update(
+                    {info["regions"][n]["mask_sha256"]: p for n, p in packed.items()})  # equal masks: once
+            # after the series task started: a worker computes its features meanwhile
+            kinetic_stats[series.name] = {n: region_statistics(series.image, r.mask) for n, r in found.items()}
         for group in shape_groups.values():
             runner.add_shapes(group)
         results = runner.results()

@@ -1,10 +1,12 @@
 """Worker tasks of `extract_study` (one series; shape features of one mask) and the process pool running them.
 
 Tasks are plain dicts of numpy arrays and geometry (masks as bounding-box crops), so they pickle cheaply to
-spawned processes. Series tasks are started as soon as the study loop has prepared them, shape tasks after
-the last series, largest mask first, so the two processes finish close together. Inside `use_executor(executor)`
-(a concurrent.futures Executor: a Dask cluster's, from a cohort task) the tasks go to that executor instead: one
-task per series and per shape mask, gathered into the same results.
+spawned processes. The pool is started (and its modules imported) while the study loop prepares the first
+series; series tasks are started as soon as the loop has prepared them. The shape tasks, largest mask first,
+run in the calling process while the workers compute the series (it would otherwise wait idle): the last
+series then no longer waits behind a shape task, and the processes finish close together. Inside
+`use_executor(executor)` (a concurrent.futures Executor: a Dask cluster's, from a cohort task) every task goes
+to that executor instead: one task per series and per shape mask, gathered into the same results.
 """
 from __future__ import annotations
 
@@ -29,9 +31,11 @@ def pack_image(image: sitk.Image) -> dict:
 def pack_mask(mask: sitk.Image) -> dict:
     """A binary mask as its bounding-box crop plus the full grid (cheap to send to a worker process)."""
     arr = sitk.GetArrayViewFromImage(mask) > 0
-    idx = np.nonzero(arr)
-    lo = [int(i.min()) for i in idx] if arr.any() else [0, 0, 0]
-    hi = [int(i.max()) + 1 for i in idx] if arr.any() else [0, 0, 0]
+    lo, hi = [0, 0, 0], [0, 0, 0]
+    for axis in range(3):  # the box from the mask's projections (no index arrays of every voxel)
+        hit = np.flatnonzero(arr.any(axis=tuple(a for a in range(3) if a != axis)))
+        if hit.size:
+            lo[axis], hi[axis] = int(hit[0]), int(hit[-1]) + 1
     return {"crop": arr[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.uint8), "lo": lo, **_geometry(mask)}
 
 
@@ -107,6 +111,13 @@ def shape_task(task: dict) -> dict:
     return {"shapes": shapes}
 
 
+def _warm() -> None:
+    """Imports a worker needs (pyradiomics and its feature classes), done before the first task arrives."""
+    from .presets import pyradiomics
+
+    pyradiomics()
+
+
 # ---------------------------------------------------------------- running them
 _EXECUTOR = contextvars.ContextVar("radiomics_executor", default=None)
 
@@ -153,23 +164,27 @@ def _waiting(executor):
 
 
 class TaskRunner:
-    """Runs series tasks and shape tasks in `workers` spawned processes (1: here, shapes first, when `results` is
-    called), or as tasks of the executor set by `use_executor`. With processes (or that executor), series tasks
-    start on `add_series` and leave shared shape features to the shape tasks (`add_shapes`); `results` waits for
-    all and fills each series' shape features in."""
+    """Runs series tasks in `workers` spawned processes and shape tasks here (1 worker: all here, shapes first,
+    when `results` is called), or every task on the executor set by `use_executor`. With processes, the pool
+    starts on entering; series tasks start on `add_series` and leave shared shape features to the shape tasks
+    (`add_shapes`); `results` computes those while the workers run (or sends them to the executor), waits for
+    the series and fills each series' shape features in."""
 
     def __init__(self, workers: int, progress):
         self.executor = _EXECUTOR.get()
         self.workers, self.progress = workers, progress
         self.parallel = workers > 1 or self.executor is not None
         self.series, self.shapes = {}, []
-        self.pool, self.futures = self.executor, {}
+        self.pool, self.futures = None, {}
 
     def __enter__(self):
+        if self.executor is None and self.workers > 1:  # spawning and importing overlap with the first series
+            for _ in range(self.workers):
+                self._target().submit(_warm)
         return self
 
     def __exit__(self, *exc):
-        if self.pool is not None and self.pool is not self.executor:
+        if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
     @property
@@ -180,10 +195,10 @@ class TaskRunner:
     def add_series(self, name: str, task: dict) -> None:
         self.series[name] = task
         if self.parallel:
-            self._submit(series_task, {**task, "defer_shapes": True}, ("series", name))
+            self.futures[self._target().submit(series_task, {**task, "defer_shapes": True})] = ("series", name)
 
     def add_shapes(self, group: dict) -> None:
-        """One shape task per mask of `group` ({"preset", "grid", "masks"}); they start in `results`, largest first."""
+        """One shape task per mask of `group` ({"preset", "grid", "masks"}); they run in `results`, largest first."""
         for key, packed in group["masks"].items():
             task = {**group, "threads": self.threads, "masks": {key: packed}}
             self.shapes.append(task)
@@ -191,33 +206,47 @@ class TaskRunner:
     def results(self) -> dict:
         if not self.parallel:
             return self._run_here()
-        for task in sorted(self.shapes, key=lambda t: -next(iter(t["masks"].values()))["crop"].size):
-            self._submit(shape_task, task, ("shape", None))
         from concurrent.futures import as_completed
 
-        results, shapes = {}, {}
+        largest_first = sorted(self.shapes, key=lambda t: -next(iter(t["masks"].values()))["crop"].size)
+        shapes, total = {}, len(self.futures) + len(self.shapes)
+        if self.executor is not None:
+            for task in largest_first:
+                self.futures[self.executor.submit(shape_task, task)] = ("shape", None)
+        else:
+            threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+            try:
+                for done, task in enumerate(largest_first):
+                    shapes.update(shape_task(task)["shapes"])
+                    self.progress(done / total, "shape features")
+            finally:
+                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+        results = {}
         with _waiting(self.executor):
-            for done, future in enumerate(as_completed(self.futures), start=1):
+            for done, future in enumerate(as_completed(self.futures), start=total - len(self.futures) + 1):
                 kind, name = self.futures[future]
                 out = future.result()
                 if kind == "shape":
                     shapes.update(out["shapes"])
                 else:
                     results[name] = out
-                self.progress(done / len(self.futures), f"features of {name}" if name else "shape features")
+                self.progress(done / total, f"features of {name}" if name else "shape features")
         for res in results.values():  # shapes a series left to the shape tasks
             for region, key in res["shape_keys"].items():
                 if not any("_shape_" in k for k in res["values"][region]):
                     res["values"][region].update(shapes.get(key) or res["shapes"].get(key) or {})
         return results
 
-    def _submit(self, func, task, tag) -> None:
+    def _target(self):
+        """The executor set by `use_executor`, else this runner's process pool (started on first use)."""
+        if self.executor is not None:
+            return self.executor
         if self.pool is None:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
             self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
-        self.futures[self.pool.submit(func, task)] = tag
+        return self.pool
 
     def _run_here(self) -> dict:
         shapes, results = {}, {}
