@@ -1,0 +1,166 @@
+"""pyradiomics' image filters in torch, on the device of the input tensor (arrays are (z, y, x), float64).
+
+- `log`: SimpleITK's ``LaplacianRecursiveGaussianImageFilter`` (normalised across scale), the same recursive
+  (Deriche-type, 4th-order IIR) filters as ITK: a second-derivative pass along one axis, zero-order smoothing along
+  the others, summed over axes with 1/spacing² weights; each line starts from ITK's edge-extension initial
+  conditions. The recursion runs over a line's length with every line of the volume in one vector.
+- `wavelet`: pyradiomics' ``getWaveletImage`` (PyWavelets' ``swtn``, undecimated, level 1 per step, periodic
+  extension; odd axes wrap-padded by one voxel and trimmed after): all 2³ sub-bands, named as pyradiomics names
+  them (letter k = axis x, y, z; L = low pass, H = high pass).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+# ITK's Deriche-type coefficients (RecursiveGaussianImageFilter): A1, B1, A2, B2 per order; W1, L1, W2, L2
+_A1, _B1 = (1.3530, -0.6724, -1.3563), (1.8151, -3.4327, 5.2318)
+_A2, _B2 = (-0.3531, 0.6724, 0.3446), (0.0902, 0.6100, -2.2355)
+_W1, _L1, _W2, _L2 = 0.6681, -1.3932, 2.0787, -1.3732
+
+
+def _d_coefficients(sigmad: float):
+    c1, c2 = math.cos(_W1 / sigmad), math.cos(_W2 / sigmad)
+    e1, e2 = math.exp(_L1 / sigmad), math.exp(_L2 / sigmad)
+    d4 = e1 * e1 * e2 * e2
+    d3 = -2 * c1 * e1 * e2 * e2 - 2 * c2 * e2 * e1 * e1
+    d2 = 4 * c2 * c1 * e1 * e2 + e1 * e1 + e2 * e2
+    d1 = -2 * (e2 * c2 + e1 * c1)
+    d = (d1, d2, d3, d4)
+    return d, 1.0 + sum(d), d1 + 2 * d2 + 3 * d3 + 4 * d4, d1 + 4 * d2 + 9 * d3 + 16 * d4
+
+
+def _n_coefficients(sigmad: float, order: int):
+    a1, b1, a2, b2 = _A1[order], _B1[order], _A2[order], _B2[order]
+    s1, s2 = math.sin(_W1 / sigmad), math.sin(_W2 / sigmad)
+    c1, c2 = math.cos(_W1 / sigmad), math.cos(_W2 / sigmad)
+    e1, e2 = math.exp(_L1 / sigmad), math.exp(_L2 / sigmad)
+    n0 = a1 + a2
+    n1 = e2 * (b2 * s2 - (a2 + 2 * a1) * c2) + e1 * (b1 * s1 - (a1 + 2 * a2) * c1)
+    n2 = 2 * e1 * e2 * ((a1 + a2) * c2 * c1 - (b1 * c2 * s1 + b2 * c1 * s2)) + a2 * e1 * e1 + a1 * e2 * e2
+    n3 = e2 * e1 * e1 * (b2 * s2 - a2 * c2) + e1 * e2 * e2 * (b1 * s1 - a1 * c1)
+    return [n0, n1, n2, n3], n0 + n1 + n2 + n3, n1 + 2 * n2 + 3 * n3, n1 + 4 * n2 + 9 * n3
+
+
+def recursive_coefficients(sigma: float, spacing: float, order: int, normalize: bool = True) -> dict:
+    """N, M, D and boundary coefficients of ITK's recursive Gaussian (order 0 or 2, symmetric kernels)."""
+    sigmad = sigma / spacing
+    d, sd, dd, ed = _d_coefficients(sigmad)
+    if order == 0:
+        n, sn, _, _ = _n_coefficients(sigmad, 0)
+        scale = 1.0 / (2 * sn / sd - n[0])
+    elif order == 2:
+        n0, sn0, dn0, en0 = _n_coefficients(sigmad, 0)
+        n2, sn2, dn2, en2 = _n_coefficients(sigmad, 2)
+        beta = -(2 * sn2 - sd * n2[0]) / (2 * sn0 - sd * n0[0])
+        n = [a + beta * b for a, b in zip(n2, n0)]
+        sn, dn, en = sn2 + beta * sn0, dn2 + beta * dn0, en2 + beta * en0
+        alpha = (en * sd * sd - ed * sn * sd - 2 * dn * dd * sd + 2 * dd * dd * sn) / sd ** 3
+        scale = (sigma ** 2 if normalize else 1.0) / alpha
+    else:
+        raise ValueError(f"order {order} is not supported (0 or 2)")
+    n = [v * scale for v in n]
+    m = [n[1] - d[0] * n[0], n[2] - d[1] * n[0], n[3] - d[2] * n[0], -d[3] * n[0]]
+    sn, sm = sum(n), sum(m)
+    return {"n": n, "m": m, "d": d, "bn": [v * sn / sd for v in d], "bm": [v * sm / sd for v in d]}
+
+
+def _recursive_line(x: torch.Tensor, c: dict) -> torch.Tensor:
+    """ITK's `FilterDataArray` along the last axis of `x` (every other axis is a batch of lines)."""
+    ln = x.shape[-1]
+    if ln < 4:
+        raise ValueError("the recursive Gaussian needs at least 4 voxels along each axis")
+    n, m, d, bn, bm = c["n"], c["m"], c["d"], c["bn"], c["bm"]
+    first, last = x[..., :1], x[..., -1:]
+    pad = torch.cat([first.expand(*x.shape[:-1], 3), x], -1)  # x[i - k] with the edge value before the start
+    forward = sum(n[k] * pad[..., 3 - k:3 - k + ln] for k in range(4))
+    pad_b = torch.cat([x, last.expand(*x.shape[:-1], 4)], -1)  # x[i + k] with the edge value after the end
+    backward = sum(m[k] * pad_b[..., 1 + k:1 + k + ln] for k in range(4))
+    causal = torch.empty_like(x)
+    anti = torch.empty_like(x)
+    f0, l0 = first[..., 0], last[..., 0]
+    # causal: y[i] = forward[i] - sum_k d[k] y[i-1-k]; before the start the boundary terms bn[k] * x[0]
+    hist = [None] * 4
+    for i in range(ln):
+        acc = forward[..., i]
+        for k in range(4):
+            acc = acc - (d[k] * hist[k] if hist[k] is not None else bn[k] * f0)
+        causal[..., i] = acc
+        hist = [acc] + hist[:3]
+    # anticausal: z[i] = backward[i] - sum_k d[k] z[i+1+k]; after the end the boundary terms bm[k] * x[-1]
+    hist = [None] * 4
+    for i in range(ln - 1, -1, -1):
+        acc = backward[..., i]
+        for k in range(4):
+            acc = acc - (d[k] * hist[k] if hist[k] is not None else bm[k] * l0)
+        anti[..., i] = acc
+        hist = [acc] + hist[:3]
+    return causal + anti
+
+
+def _along(x: torch.Tensor, axis: int, c: dict) -> torch.Tensor:
+    return _recursive_line(x.movedim(axis, -1), c).movedim(-1, axis)
+
+
+def log(image: torch.Tensor, spacing_xyz, sigma: float) -> torch.Tensor:
+    """Laplacian of Gaussian of `image` (z, y, x) as SimpleITK's LaplacianRecursiveGaussianImageFilter with
+    NormalizeAcrossScale on (pyradiomics' `getLoGImage`), in float64."""
+    x = image.double()
+    out = torch.zeros_like(x)
+    for dim in range(3):  # ITK direction dim = x, y, z -> array axis 2 - dim
+        spacing = float(spacing_xyz[dim])
+        part = _along(x, 2 - dim, recursive_coefficients(sigma, spacing, 2))
+        for other in (o for o in range(3) if o != dim):
+            part = _along(part, 2 - other, recursive_coefficients(sigma, float(spacing_xyz[other]), 0))
+        out = out + part * (1.0 / spacing ** 2)
+    return out
+
+
+def log_applies(size_xyz, spacing_xyz, sigma: float) -> bool:
+    """pyradiomics' condition for a LoG image: every axis ≥ 4 voxels and ≥ ceil(sigma / spacing) + 1."""
+    return sigma > 0 and min(size_xyz) >= 4 and all(
+        n >= math.ceil(sigma / s) + 1 for n, s in zip(size_xyz, spacing_xyz))
+
+
+def log_name(sigma) -> str:
+    return "log-sigma-%s-mm-3D" % str(sigma).replace(".", "-")
+
+
+# ---------------------------------------------------------------- wavelet
+def _swt_axis(x: torch.Tensor, axis: int, taps: torch.Tensor) -> torch.Tensor:
+    """Level-1 undecimated transform along `axis` with periodic extension, as PyWavelets' swt: out[i] =
+    sum_k taps[L-1-k] x[(i + k + 1 - L/2) mod n]."""
+    length = taps.numel()
+    out = torch.zeros_like(x)
+    for k in range(length):
+        out = out + taps[length - 1 - k] * torch.roll(x, -(k + 1 - length // 2), dims=axis)
+    return out
+
+
+def wavelet(image: torch.Tensor, name: str = "coif1", level: int = 1, start_level: int = 0) -> dict:
+    """{pyradiomics image type name: sub-band (z, y, x)} of pyradiomics' `getWaveletImage` (3D)."""
+    import pywt  # only for the filter taps
+
+    w = pywt.Wavelet(name)
+    lo = torch.tensor(w.dec_lo, dtype=torch.float64, device=image.device)
+    hi = torch.tensor(w.dec_hi, dtype=torch.float64, device=image.device)
+    shape = image.shape
+    data = image.double()
+    for axis, n in enumerate(shape):  # odd axes: one voxel wrapped around
+        if n % 2:
+            data = torch.cat([data, data.narrow(axis, 0, 1)], axis)
+    trim = tuple(slice(0, n) for n in shape)
+    out = {}
+    for step in range(start_level + level):
+        bands = {"": data}
+        for axis in (2, 1, 0):  # pyradiomics' axes order: x, y, z -> name letters in that order
+            bands = {key + tag: _swt_axis(band, axis, taps) for key, band in bands.items()
+                     for tag, taps in (("L", lo), ("H", hi))}
+        data = bands.pop("LLL")
+        if step >= start_level:
+            prefix = "wavelet" if step == start_level else f"wavelet{step - start_level + 1}"
+            out.update({f"{prefix}-{key}": band[trim] for key, band in bands.items()})
+    prefix = "wavelet" if level == 1 else f"wavelet{level}"
+    out[f"{prefix}-LLL"] = data[trim]
+    return out
