@@ -143,11 +143,24 @@ def _enabled(extractor, classes) -> dict:
 def series_features_torch(image: sitk.Image, masks: dict, preset: Preset, shapes: dict | None = None,
                           defer_shapes: bool = False, device=None) -> SeriesFeatures:
     """`features.series_features` on the torch backend: same arguments, keys and failure reasons; filters, binning,
-    first-order and texture features on `device` (`torch_device`)."""
+    first-order and texture features on `device` (`torch_device`; on the CPU with one torch thread: run series in
+    parallel processes instead)."""
     import torch
 
     check_preset(preset)
     dev = torch_device(device)
+    threads = torch.get_num_threads()
+    if dev.type == "cpu":  # small tensors: intra-op threads only add their synchronisation (50x on a busy machine)
+        torch.set_num_threads(1)
+    try:
+        return _series_features(image, masks, preset, shapes, defer_shapes, dev)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _series_features(image, masks, preset, shapes, defer_shapes, dev) -> SeriesFeatures:
+    import torch
+
     start = time.perf_counter()
     extractor = preset.extractor()
     settings = {**extractor.settings, "label": 1}

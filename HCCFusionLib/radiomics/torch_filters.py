@@ -130,11 +130,11 @@ def log_name(sigma) -> str:
 # ---------------------------------------------------------------- wavelet
 def _swt_axis(x: torch.Tensor, axis: int, taps: torch.Tensor) -> torch.Tensor:
     """Level-1 undecimated transform along `axis` with periodic extension, as PyWavelets' swt: out[i] =
-    sum_k taps[L-1-k] x[(i + k + 1 - L/2) mod n]."""
+    sum_j taps[j] x[(i + L/2 - j) mod n]."""
     length = taps.numel()
     out = torch.zeros_like(x)
-    for k in range(length):
-        out = out + taps[length - 1 - k] * torch.roll(x, -(k + 1 - length // 2), dims=axis)
+    for j in range(length):  # PyWavelets' order: tap 0 first
+        out = out + taps[j] * torch.roll(x, j - length // 2, dims=axis)
     return out
 
 
@@ -146,7 +146,7 @@ def wavelet(image: torch.Tensor, name: str = "coif1", level: int = 1, start_leve
     lo = torch.tensor(w.dec_lo, dtype=torch.float64, device=image.device)
     hi = torch.tensor(w.dec_hi, dtype=torch.float64, device=image.device)
     shape = image.shape
-    data = image.double()
+    data = image.double()  # PyWavelets works in float32 on float32 images: its sub-bands differ by its rounding
     for axis, n in enumerate(shape):  # odd axes: one voxel wrapped around
         if n % 2:
             data = torch.cat([data, data.narrow(axis, 0, 1)], axis)
