@@ -23,7 +23,6 @@ from labelmaps import labelmap
 
 MAP = __import__("pathlib").Path(__file__).parent / "data" / "ibsi1_pyradiomics_map.csv"
 ALL_TYPES = {"Original": {}, "LoG": {"sigma": [1.0, 3.0]}, "Wavelet": {}}
-LOCATION = ("Mean", "Median", "Minimum", "Maximum", "10Percentile", "90Percentile")
 
 
 def _image(labels, seed=0, noise=15.0):
@@ -42,28 +41,6 @@ def case():
     labels = labelmap((40, 40, 14), (1.5, 1.5, 3.0), (((6.0, 4.0, 0.0), 8.0),), liver_axes=(26, 24, 18))
     regions = build_regions(labels, names=("tumour", "rings", "background_liver"))
     return labels, _image(labels), {n: r.mask for n, r in regions.items()}
-
-
-def compare(reference: R.SeriesFeatures, got: R.SeriesFeatures) -> tuple[float, int, list]:
-    """(largest relative difference, features compared, [wavelet location features near 0 left out of the
-    relative check]). Those are listed: pyradiomics' sub-bands are float32 (PyWavelets), ours float64, so a band's
-    mean or median near 0 differs by float32 rounding of the band (checked absolutely: ≤ 1e-6 × the ROI's range)."""
-    worst, count, near_zero = 0.0, 0, []
-    for region, values in reference.values.items():
-        for key, a in values.items():
-            b = got.values[region][key]
-            count += 1
-            if math.isnan(a) or math.isnan(b):
-                assert math.isnan(a) and math.isnan(b), (region, key, a, b)
-                continue
-            image_type, cls, feature = key.rsplit("_", 2)
-            spread = values.get(f"{image_type}_firstorder_Range", 0.0)
-            if image_type.startswith("wavelet") and feature in LOCATION and abs(a) < 1e-2 * spread:
-                assert abs(a - b) <= 1e-6 * spread, (region, key, a, b)
-                near_zero.append(key)
-                continue
-            worst = max(worst, abs(a - b) / max(abs(a), abs(b), 1e-12))
-    return worst, count, near_zero
 
 
 def test_log_equals_simpleitk_and_wavelet_equals_pyradiomics():
@@ -94,7 +71,7 @@ def test_every_feature_matches_pyradiomics_on_regions(case):
     got = T.series_features_torch(image, masks, preset, device="cpu")
     assert got.reasons == reference.reasons
     assert {r: set(v) for r, v in got.values.items()} == {r: set(v) for r, v in reference.values.items()}
-    worst, count, near_zero = compare(reference, got)
+    worst, count, near_zero = T.compare_features(reference, got)
     names = {k.rsplit("_", 2)[0] for k in reference.values["tumour"]}
     assert {"original", "log-sigma-1-0-mm-3D", "log-sigma-3-0-mm-3D", "wavelet-HLH", "wavelet-LLL"} <= names
     classes = {k.rsplit("_", 2)[1] for k in reference.values["tumour"]}
@@ -104,7 +81,7 @@ def test_every_feature_matches_pyradiomics_on_regions(case):
     # Original and LoG alone agree far closer than the tolerance (float64 vs pyradiomics' float64 / ITK doubles)
     exact = R.SeriesFeatures(values={r: {k: v for k, v in vals.items() if not k.startswith("wavelet")}
                                      for r, vals in reference.values.items()})
-    assert compare(exact, got)[0] <= 1e-5
+    assert T.compare_features(exact, got)[0] <= 1e-5
 
 
 def test_ibsi_preset_and_bin_count_match_pyradiomics(case):
@@ -117,7 +94,7 @@ def test_ibsi_preset_and_bin_count_match_pyradiomics(case):
     for preset, img, region_masks in ((ibsi, pre, ibsi_masks), (count, image, masks)):
         reference = R.series_features(img, region_masks, preset)
         got = T.series_features_torch(img, region_masks, preset, device="cpu")
-        worst, n, _ = compare(reference, got)
+        worst, n, _ = T.compare_features(reference, got)
         assert n > 200 and worst <= 1e-6, (preset.key, worst)
 
 
@@ -147,7 +124,8 @@ def test_ibsi1_digital_phantom_on_torch(shared_data):
             row.ibsi_tag, value, ref["reference value"])
         checked += 1
     assert checked >= 75
-    worst, count, _ = compare(R.series_features(image, masks, preset), T.series_features_torch(image, masks, preset))
+    ours = T.series_features_torch(image, masks, preset)
+    worst, count, _ = T.compare_features(R.series_features(image, masks, preset), ours)
     assert count > 100 and worst <= 1e-9
 
 
