@@ -5,8 +5,8 @@ Each function takes tensors on any device (CPU or CUDA; no numpy, no per-voxel P
 symmetrical GLCM, no angle weighting, features averaged over the 13 directions, empty grey levels, run lengths,
 sizes and angles removed, eps = 2^-52): see `torch_backend` for the measured agreement.
 
-Matrices: GLCM by `bincount` of neighbour pairs per direction; GLRLM by list ranking (pointer doubling along
-each direction's runs); GLSZM by 26-connected label propagation with pointer jumping; GLDM and NGTDM from the 26
+Matrices: GLCM by `bincount` of neighbour pairs per direction; GLRLM from run starts and ends sorted along
+each direction's lines; GLSZM by 26-connected components (root hooking and pointer jumping); GLDM and NGTDM from the 26
 shifted neighbourhoods.
 """
 from __future__ import annotations
@@ -181,23 +181,31 @@ def _mcc(p, px, py) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- GLRLM
+def _line_key(shape, d, device) -> torch.Tensor:
+    """Per voxel: (line along `d`) × stride + position on it, so that sorting keys orders runs by line, then by
+    position, and two voxels of one line differ by their distance in steps."""
+    axis = next(i for i, c in enumerate(d) if c)  # first non-zero component (positive): position along the line
+    coords = torch.meshgrid(*[torch.arange(n, device=device) for n in shape], indexing="ij")
+    pos = coords[axis]
+    stride = shape[axis] + 1
+    key = torch.zeros(shape, dtype=torch.long, device=device)
+    for i, (n, c) in enumerate(zip(shape, d)):
+        key = key * (n + 2 * stride) + (coords[i] - pos * c + stride)
+    return key * stride + pos
+
+
 def _runs(levels: torch.Tensor, mask: torch.Tensor, d) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grey level, length) of every run along direction `d` (list ranking by pointer doubling)."""
-    n = levels.numel()
-    idx = torch.arange(n, device=levels.device).reshape(levels.shape)
+    """(grey level, length) of every run along direction `d`: run starts and ends, each sorted by line and position,
+    pair up in order."""
     s, t = _pair(levels.shape, d)
     cont = mask[s] & mask[t] & (levels[s] == levels[t])
-    nxt = idx.clone()
-    nxt[s] = torch.where(cont, idx[t], idx[s])
-    has_prev = torch.zeros_like(mask)
-    has_prev[t] = cont
-    nxt = nxt.reshape(-1)
-    rank = (nxt != torch.arange(n, device=levels.device)).long()
-    for _ in range(max(1, math.ceil(math.log2(max(levels.shape) + 1)))):
-        rank = rank + rank[nxt]
-        nxt = nxt[nxt]
-    starts = (mask & ~has_prev).reshape(-1)
-    return levels.reshape(-1)[starts], rank[starts] + 1
+    has_next, has_prev = torch.zeros_like(mask), torch.zeros_like(mask)
+    has_next[s], has_prev[t] = cont, cont
+    starts, ends = mask & ~has_prev, mask & ~has_next
+    key = _line_key(levels.shape, d, levels.device)
+    first, order = torch.sort(key[starts])
+    last = torch.sort(key[ends]).values
+    return levels[starts][order], last - first + 1
 
 
 def glrlm(levels: torch.Tensor, mask: torch.Tensor, gray: torch.Tensor, ng: int) -> dict:
@@ -283,24 +291,32 @@ def _shifted(x: torch.Tensor, d, fill) -> torch.Tensor:
 
 
 def zones(levels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grey level, size) of every 26-connected zone of equal grey level (label propagation + pointer jumping)."""
+    """(grey level, size) of every 26-connected zone of equal grey level: connected components of the graph whose
+    edges join neighbouring ROI voxels of one grey level, by hooking roots onto the smaller label and full pointer
+    jumping (Shiloach-Vishkin style; O(log n) rounds)."""
     n = levels.numel()
-    big = n
     idx = torch.arange(n, device=levels.device).reshape(levels.shape)
-    label = torch.where(mask, idx, torch.full_like(idx, big))
-    same = [mask & _shifted(mask, d, False) & (levels == _shifted(levels, d, 0)) for d in NEIGHBOURS]
-    while True:
-        new = label
-        for d, ok in zip(NEIGHBOURS, same):
-            new = torch.where(ok, torch.minimum(new, _shifted(label, d, big)), new)
-        flat = torch.cat([new.reshape(-1), torch.tensor([big], device=levels.device)])
-        for _ in range(4):
-            flat = flat[flat]
-        new = flat[:n].reshape(levels.shape)
-        if torch.equal(new, label):
+    ends = []
+    for d in DIRECTIONS:  # undirected: the 13 half-directions
+        s, t = _pair(levels.shape, d)
+        ok = mask[s] & mask[t] & (levels[s] == levels[t])
+        ends.append((idx[s][ok], idx[t][ok]))
+    a = torch.cat([e[0] for e in ends])
+    b = torch.cat([e[1] for e in ends])
+    parent = torch.arange(n, device=levels.device)
+    while a.numel():
+        ra, rb = parent[a], parent[b]
+        differ = ra != rb
+        if not bool(differ.any()):
             break
-        label = new
-    roots = label[mask]
+        a, b, ra, rb = a[differ], b[differ], ra[differ], rb[differ]
+        parent.scatter_reduce_(0, torch.maximum(ra, rb), torch.minimum(ra, rb), reduce="amin")
+        while True:  # every node to its root
+            grand = parent[parent]
+            if torch.equal(grand, parent):
+                break
+            parent = grand
+    roots = parent.reshape(levels.shape)[mask]
     sizes = torch.bincount(roots, minlength=n)
     root_ids = torch.nonzero(sizes).reshape(-1)
     return levels.reshape(-1)[root_ids], sizes[root_ids]
