@@ -63,6 +63,19 @@ def test_log_equals_simpleitk_and_wavelet_equals_pyradiomics():
         assert np.abs(got[name].numpy() - band).max() <= 1e-6 * np.abs(arr).max(), name
 
 
+def test_wavelet_on_the_regions_box_equals_the_whole_image():
+    arr = torch.from_numpy(np.random.default_rng(4).normal(80, 30, (30, 40, 40)).astype(np.float32))
+    box = ((14, 18, 18), (16, 22, 22))
+    whole = {name: (t, off) for name, t, _, off in T.filtered_images(arr, (1.0, 1.0, 1.0), {"Wavelet": {}})}
+    part = {name: (t, off) for name, t, _, off in T.filtered_images(arr, (1.0, 1.0, 1.0), {"Wavelet": {}}, box)}
+    assert len(part) == 8
+    for name, (band, offset) in part.items():
+        assert offset == (0, 4, 4) and band.shape == (30, 32, 32)  # box + 14 voxels (coif1: 6 × 2 + 2)
+        inner = tuple(slice(lo - o, hi - o) for lo, hi, o in zip(*box, offset))
+        ref = whole[name][0][tuple(slice(lo, hi) for lo, hi in zip(*box))]
+        assert torch.equal(band[inner], ref), name
+
+
 def test_every_feature_matches_pyradiomics_on_regions(case):
     labels, image, masks = case
     preset = R.Preset(name="all", version=1, modality="CT", preprocess={"resample_mm": None},

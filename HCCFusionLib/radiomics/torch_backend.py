@@ -74,29 +74,50 @@ def check_preset(preset: Preset) -> None:
                          "not reproduce: use backend 'pyradiomics' for it.")
 
 
-def filtered_images(image, spacing_xyz, image_types: dict) -> list[tuple[str, object, dict]]:
+def filtered_images(image, spacing_xyz, image_types: dict, box=None) -> list[tuple[str, object, dict, tuple]]:
     """[(pyradiomics image type name, tensor (z, y, x) rounded to float32 as pyradiomics' images are, the type's
-    arguments)] for the preset's image types."""
+    arguments, offset (z, y, x) of the tensor in `image`)] for the preset's image types. `box` ((z, y, x) start,
+    stop) of the regions: the wavelet, a local transform, runs on it plus its support (values inside unchanged)."""
     import torch
 
     out = []
     size_xyz = tuple(image.shape[::-1])
+    zero = (0, 0, 0)
     for image_type, custom in image_types.items():
         if image_type == "Original":
-            out.append(("original", image, custom))
+            out.append(("original", image, custom, zero))
         elif image_type == "LoG":
             for sigma in custom.get("sigma", []):
                 if torch_filters.log_applies(size_xyz, spacing_xyz, float(sigma)):
                     filtered = torch_filters.log(image, spacing_xyz, float(sigma))
-                    out.append((torch_filters.log_name(sigma), filtered.to(torch.float32), custom))
+                    out.append((torch_filters.log_name(sigma), filtered.to(torch.float32), custom, zero))
         elif image_type == "Wavelet":
-            bands = torch_filters.wavelet(image, custom.get("wavelet", "coif1"), int(custom.get("level", 1)),
-                                          int(custom.get("start_level", 0)))
-            out += [(name, band.to(torch.float32), custom) for name, band in bands.items()]
+            name, level, start = custom.get("wavelet", "coif1"), int(custom.get("level", 1)), int(
+                custom.get("start_level", 0))
+            lo, hi = _wavelet_crop(image.shape, box, name, start + level)
+            part = image[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+            bands = torch_filters.wavelet(part, name, level, start)
+            out += [(n, band.to(torch.float32), custom, lo) for n, band in bands.items()]
         else:
             raise InputError(f"Image type '{image_type}' is not available in the torch radiomics backend (Original, "
                              "LoG, Wavelet): use backend 'pyradiomics'.")
     return out
+
+
+def _wavelet_crop(shape, box, name: str, levels: int) -> tuple[tuple, tuple]:
+    """(start, stop) (z, y, x) of the wavelet's crop: `box` plus the filter's support (as `features._variants`),
+    or the whole image when the crop would touch its border (the periodic extension wraps there)."""
+    import pywt
+
+    whole = ((0, 0, 0), tuple(shape))
+    if box is None:
+        return whole
+    margin = pywt.Wavelet(name).dec_len * 2 ** levels + 2
+    lo = tuple(b - margin for b in box[0])
+    hi = tuple(b + margin for b in box[1])
+    if min(lo) < 0 or any(h > n for h, n in zip(hi, shape)):
+        return whole
+    return lo, hi
 
 
 def region_features(values_image, mask, classes, enabled: dict, settings: dict, spacing_xyz,
@@ -203,10 +224,14 @@ def _series_features(image, masks, preset, shapes, defer_shapes, dev) -> SeriesF
     if prepared:
         spacing = image.GetSpacing()
         arr = torch.from_numpy(sitk.GetArrayFromImage(image).astype(np.float32)).to(dev)
-        for type_name, filtered, custom in filtered_images(arr, spacing, extractor.enabledImagetypes):
+        crops = [c for c, _, _ in prepared.values()]
+        box = (tuple(min(c[i].start for c in crops) for i in range(3)),
+               tuple(max(c[i].stop for c in crops) for i in range(3)))
+        for type_name, filtered, custom, offset in filtered_images(arr, spacing, extractor.enabledImagetypes, box):
             args = {**settings, **custom}
             for name, (crop, roi, todo) in prepared.items():
-                found = region_features(filtered[crop], roi, todo, enabled, args, spacing,
+                local = tuple(slice(c.start - o, c.stop - o) for c, o in zip(crop, offset))
+                found = region_features(filtered[local], roi, todo, enabled, args, spacing,
                                         _lower_bound(prep, type_name))
                 result.values[name].update({f"{type_name}_{cls}_{feature}": value for cls, feats in found.items()
                                             for feature, value in feats.items()})
