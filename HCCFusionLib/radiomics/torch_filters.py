@@ -66,55 +66,51 @@ def recursive_coefficients(sigma: float, spacing: float, order: int, normalize: 
     return {"n": n, "m": m, "d": d, "bn": [v * sn / sd for v in d], "bm": [v * sm / sd for v in d]}
 
 
-def _recursive_line(x: torch.Tensor, c: dict) -> torch.Tensor:
-    """ITK's `FilterDataArray` along the last axis of `x` (every other axis is a batch of lines)."""
-    ln = x.shape[-1]
+def _recursive_lines(x: torch.Tensor, coefficients: list) -> torch.Tensor:
+    """ITK's `FilterDataArray` along the first axis of `x` (n, B, …): batch item b with `coefficients[b]` (one D
+    set for all: the same sigma and spacing). Causal and anticausal passes run as one recursion (the anticausal
+    one on the flipped line), with ITK's edge-extension start values; each step reads one contiguous slice."""
+    ln, batch = x.shape[0], x.shape[1]
     if ln < 4:
         raise ValueError("the recursive Gaussian needs at least 4 voxels along each axis")
-    n, m, d, bn, bm = c["n"], c["m"], c["d"], c["bn"], c["bm"]
-    first, last = x[..., :1], x[..., -1:]
-    pad = torch.cat([first.expand(*x.shape[:-1], 3), x], -1)  # x[i - k] with the edge value before the start
-    forward = sum(n[k] * pad[..., 3 - k:3 - k + ln] for k in range(4))
-    pad_b = torch.cat([x, last.expand(*x.shape[:-1], 4)], -1)  # x[i + k] with the edge value after the end
-    backward = sum(m[k] * pad_b[..., 1 + k:1 + k + ln] for k in range(4))
-    causal = torch.empty_like(x)
-    anti = torch.empty_like(x)
-    f0, l0 = first[..., 0], last[..., 0]
-    # causal: y[i] = forward[i] - sum_k d[k] y[i-1-k]; before the start the boundary terms bn[k] * x[0]
-    hist = [None] * 4
+    d = coefficients[0]["d"]
+    shape = (batch,) + (1,) * (x.dim() - 2)
+
+    def per_item(key, k):
+        return torch.tensor([c[key][k] for c in coefficients], dtype=x.dtype, device=x.device).reshape(shape)
+
+    first, last = x[:1], x[-1:]
+    pad = torch.cat([first.expand(3, *x.shape[1:]), x])  # x[i - k], the edge value before the start
+    forward = sum(per_item("n", k) * pad[3 - k:3 - k + ln] for k in range(4))
+    pad = torch.cat([x, last.expand(4, *x.shape[1:])])  # x[i + 1 + k], the edge value after the end
+    backward = sum(per_item("m", k) * pad[1 + k:1 + k + ln] for k in range(4))
+    feed = torch.cat([forward, backward.flip(0)], 1)  # anticausal = causal recursion on the flipped line
+    edge = [torch.cat([per_item("bn", k) * first[0], per_item("bm", k) * last[0]]) for k in range(4)]
+    out = torch.empty_like(feed)
+    hist = []
     for i in range(ln):
-        acc = forward[..., i]
+        acc = feed[i]
         for k in range(4):
-            acc = acc - (d[k] * hist[k] if hist[k] is not None else bn[k] * f0)
-        causal[..., i] = acc
+            acc = acc - (d[k] * hist[k] if k < len(hist) else edge[k])
+        out[i] = acc
         hist = [acc] + hist[:3]
-    # anticausal: z[i] = backward[i] - sum_k d[k] z[i+1+k]; after the end the boundary terms bm[k] * x[-1]
-    hist = [None] * 4
-    for i in range(ln - 1, -1, -1):
-        acc = backward[..., i]
-        for k in range(4):
-            acc = acc - (d[k] * hist[k] if hist[k] is not None else bm[k] * l0)
-        anti[..., i] = acc
-        hist = [acc] + hist[:3]
-    return causal + anti
-
-
-def _along(x: torch.Tensor, axis: int, c: dict) -> torch.Tensor:
-    return _recursive_line(x.movedim(axis, -1), c).movedim(-1, axis)
+    return out[:, :batch] + out[:, batch:].flip(0)
 
 
 def log(image: torch.Tensor, spacing_xyz, sigma: float) -> torch.Tensor:
     """Laplacian of Gaussian of `image` (z, y, x) as SimpleITK's LaplacianRecursiveGaussianImageFilter with
-    NormalizeAcrossScale on (pyradiomics' `getLoGImage`), in float64."""
+    NormalizeAcrossScale on (pyradiomics' `getLoGImage`), in float64: term t is the second derivative along axis t
+    smoothed along the others, weighted 1/spacing²; the three terms run as one batch per axis (separable passes
+    commute: the pass order differs from ITK's only in float64 rounding)."""
     x = image.double()
-    out = torch.zeros_like(x)
-    for dim in range(3):  # ITK direction dim = x, y, z -> array axis 2 - dim
+    terms = x.unsqueeze(0).expand(3, *x.shape)
+    for dim in range(3):  # ITK direction dim = x, y, z -> array axis 2 - dim (+1: the terms axis)
         spacing = float(spacing_xyz[dim])
-        part = _along(x, 2 - dim, recursive_coefficients(sigma, spacing, 2))
-        for other in (o for o in range(3) if o != dim):
-            part = _along(part, 2 - other, recursive_coefficients(sigma, float(spacing_xyz[other]), 0))
-        out = out + part * (1.0 / spacing ** 2)
-    return out
+        coefficients = [recursive_coefficients(sigma, spacing, 2 if term == dim else 0) for term in range(3)]
+        lines = terms.movedim(3 - dim, 0).contiguous()  # (n, 3, …): one step = one contiguous slice
+        terms = _recursive_lines(lines, coefficients).movedim(0, 3 - dim)
+    weights = torch.tensor([1.0 / float(s) ** 2 for s in spacing_xyz], dtype=x.dtype, device=x.device)
+    return (terms * weights.reshape(3, 1, 1, 1)).sum(0)
 
 
 def log_applies(size_xyz, spacing_xyz, sigma: float) -> bool:
