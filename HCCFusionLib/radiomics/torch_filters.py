@@ -74,18 +74,20 @@ def _recursive_lines(x: torch.Tensor, coefficients: list) -> torch.Tensor:
     if ln < 4:
         raise ValueError("the recursive Gaussian needs at least 4 voxels along each axis")
     d = coefficients[0]["d"]
-    shape = (batch,) + (1,) * (x.dim() - 2)
-
-    def per_item(key, k):
-        return torch.tensor([c[key][k] for c in coefficients], dtype=x.dtype, device=x.device).reshape(shape)
-
-    first, last = x[:1], x[-1:]
-    pad = torch.cat([first.expand(3, *x.shape[1:]), x])  # x[i - k], the edge value before the start
-    forward = sum(per_item("n", k) * pad[3 - k:3 - k + ln] for k in range(4))
-    pad = torch.cat([x, last.expand(4, *x.shape[1:])])  # x[i + 1 + k], the edge value after the end
-    backward = sum(per_item("m", k) * pad[1 + k:1 + k + ln] for k in range(4))
-    feed = torch.cat([forward, backward.flip(0)], 1)  # anticausal = causal recursion on the flipped line
-    edge = [torch.cat([per_item("bn", k) * first[0], per_item("bm", k) * last[0]]) for k in range(4)]
+    # feed: the feed-forward sums, causal ones in items [0, B), anticausal ones (on the flipped line) in [B, 2B):
+    # forward[i] = sum_k n[k] x[i - k], backward'[j] = sum_k m[k] x'[j - 1 - k] (x' = flipped x), an index before
+    # the start taking the edge value (in place, one pass per tap: no temporaries of the whole volume)
+    flipped = x.flip(0)
+    feed = torch.zeros((ln, 2 * batch) + tuple(x.shape[2:]), dtype=x.dtype, device=x.device)
+    edge = [torch.empty_like(feed[0]) for _ in range(4)]
+    for b, c in enumerate(coefficients):
+        for k in range(4):
+            for item, source, tap, shift, bound in ((b, x, c["n"][k], k, c["bn"][k]),
+                                                    (batch + b, flipped, c["m"][k], k + 1, c["bm"][k])):
+                feed[shift:, item].add_(source[:ln - shift, b], alpha=tap)
+                if shift:
+                    feed[:shift, item].add_(source[0, b].expand_as(feed[:shift, item]), alpha=tap)
+                edge[k][item] = source[0, b] * bound
     out = torch.empty_like(feed)
     hist = []
     for i in range(ln):
@@ -124,13 +126,17 @@ def log_name(sigma) -> str:
 
 
 # ---------------------------------------------------------------- wavelet
-def _swt_axis(x: torch.Tensor, axis: int, taps: torch.Tensor) -> torch.Tensor:
+def _swt_axis(x: torch.Tensor, axis: int, taps: list) -> torch.Tensor:
     """Level-1 undecimated transform along `axis` with periodic extension, as PyWavelets' swt: out[i] =
     sum_j taps[j] x[(i + L/2 - j) mod n]."""
-    length = taps.numel()
+    length, n = len(taps), x.shape[axis]
+    half = length // 2
+    # x[(i + half - j) mod n] for j = 0 … L-1: a view of x extended periodically by `half` on the right and
+    # L - 1 - half on the left (n ≥ L/2 here: pyradiomics' images are larger than the filter)
+    ext = torch.cat([x.narrow(axis, n - (length - 1 - half), length - 1 - half), x, x.narrow(axis, 0, half)], axis)
     out = torch.zeros_like(x)
-    for j in range(length):  # PyWavelets' order: tap 0 first
-        out = out + taps[j] * torch.roll(x, j - length // 2, dims=axis)
+    for j in range(length):
+        out.add_(ext.narrow(axis, length - 1 - j, n), alpha=taps[j])
     return out
 
 
@@ -139,8 +145,7 @@ def wavelet(image: torch.Tensor, name: str = "coif1", level: int = 1, start_leve
     import pywt  # only for the filter taps
 
     w = pywt.Wavelet(name)
-    lo = torch.tensor(w.dec_lo, dtype=torch.float64, device=image.device)
-    hi = torch.tensor(w.dec_hi, dtype=torch.float64, device=image.device)
+    lo, hi = [float(v) for v in w.dec_lo], [float(v) for v in w.dec_hi]
     shape = image.shape
     data = image.double()  # PyWavelets works in float32 on float32 images: its sub-bands differ by its rounding
     for axis, n in enumerate(shape):  # odd axes: one voxel wrapped around
