@@ -88,14 +88,14 @@ def _recursive_lines(x: torch.Tensor, coefficients: list) -> torch.Tensor:
                 if shift:
                     feed[:shift, item].add_(source[0, b].expand_as(feed[:shift, item]), alpha=tap)
                 edge[k][item] = source[0, b] * bound
-    out = torch.empty_like(feed)
-    hist = []
+    out = feed  # the recursion in place: y[i] = feed[i] - sum_k d[k] y[i - 1 - k] (edge terms before the start)
     for i in range(ln):
-        acc = feed[i]
+        row = out[i]
         for k in range(4):
-            acc = acc - (d[k] * hist[k] if k < len(hist) else edge[k])
-        out[i] = acc
-        hist = [acc] + hist[:3]
+            if k < i:
+                row.sub_(out[i - 1 - k], alpha=d[k])
+            else:
+                row.sub_(edge[k])
     return out[:, :batch] + out[:, batch:].flip(0)
 
 
