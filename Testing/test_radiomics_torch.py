@@ -150,7 +150,7 @@ def test_extract_study_and_cli_with_torch_backend(case, tmp_path, capsys):
                     setting={"binWidth": 25}, image_types={"Original": {}})
     kwargs = {"regions": ("tumour",), "presets": {"*": fast}, "workers": 1, "cache_dir": tmp_path / "cache"}
     ref = R.extract_study(study, **kwargs)
-    got = R.extract_study(study, backend="torch", device="cpu", **kwargs)
+    got = R.extract_study(study, backend="torch", device="cpu", **{**kwargs, "workers": 2})  # processes on a CPU
     assert got.diagnostics["extraction"]["backend"] == "torch" and got.diagnostics["extraction"]["device"] == "cpu"
     assert all(r["cache"] == "miss" for r in got.diagnostics["series"]["AP"]["regions"].values())  # own cache key
     merged = ref.long.merge(got.long, on=["series", "region", "image_type", "feature_class", "feature"])

@@ -249,12 +249,15 @@ def series_task_torch(task: dict) -> dict:
     """`parallel.series_task` on the torch backend (task["device"]: the torch device; in this process)."""
     from .features import preprocess_image, preprocess_mask
 
+    if task.get("threads"):
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(task["threads"])
     preset = load_preset(Preset(**task["preset"]))
     image = _unpack_image(task["image"])
     masks = {name: preprocess_mask(_unpack_mask(m), image, preset) for name, m in task["masks"].items()}
     pre = preprocess_image(image, preset)
     shapes = dict(task.get("shapes") or {})
-    found = series_features_torch(pre, masks, preset, shapes=shapes, device=task.get("device"))
+    found = series_features_torch(pre, masks, preset, shapes=shapes, defer_shapes=task.get("defer_shapes", False),
+                                  device=task.get("device"))
     return {"series": task["series"], "values": found.values, "reasons": found.reasons,
             "shape_keys": found.shape_keys, "seconds": found.seconds, "shapes": shapes,
             "preprocessed_sha256": image_hash(pre), "grid": {"size": pre.GetSize(), "spacing": pre.GetSpacing()},
@@ -262,15 +265,19 @@ def series_task_torch(task: dict) -> dict:
 
 
 class TorchRunner(TaskRunner):
-    """`parallel.TaskRunner` for the torch backend: every task in this process (one device, torch's own threads);
-    shape features first (pyradiomics, once per mask), then each series on the device."""
+    """`parallel.TaskRunner` for the torch backend. On a GPU every task runs in this process (one process owns the
+    device): shape features first (pyradiomics, once per mask), then each series. On the CPU, `workers` processes
+    as the pyradiomics path (one torch thread each)."""
 
     def __init__(self, workers: int, progress, device=None):
-        super().__init__(1, progress)
-        self.device = device
+        self.device = str(torch_device(device))
+        super().__init__(workers if self.device == "cpu" else 1, progress)
 
     def add_series(self, name: str, task: dict) -> None:
-        super().add_series(name, {**task, "device": self.device})
+        task = {**task, "device": self.device}
+        self.series[name] = task
+        if self.workers > 1:
+            self._submit(series_task_torch, {**task, "defer_shapes": True}, ("series", name))
 
     def _run_here(self) -> dict:
         from .parallel import shape_task
