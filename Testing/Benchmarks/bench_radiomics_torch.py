@@ -1,7 +1,7 @@
 """Benchmark: the torch radiomics backend beside pyradiomics and beside PyPI's fastrad (a peer), same run.
 
 Phantom patient (`phantom.make_patient`, size small|medium|full), one CT series (PVP), regions tumour + 0-5 mm ring
-+ background liver, preset ct_v1 (1.5 mm B-spline resampling, bin width 25 HU), preprocessed once; then, on that
++ background liver (`--regions`), preset ct_v1 (1.5 mm B-spline resampling, bin width 25 HU), preprocessed once; then, on that
 preprocessed series:
 
 - pyradiomics: `features.series_features` (the project's pyradiomics path, one process: filters once, crops);
@@ -17,6 +17,7 @@ on what else runs. Last line: BENCH radiomics_torch seconds_torch=… seconds_py
 speedup=… max_rel_diff=…
 
 Run: .venv/bin/python Testing/Benchmarks/bench_radiomics_torch.py [--size small|medium|full] [--device cpu|cuda]
+     [--regions tumour,rings,background_liver] [--repeats N]
 """
 from __future__ import annotations
 
@@ -42,10 +43,11 @@ def _timed(func, repeats: int = 1):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="medium", choices=["small", "medium", "full"])
+    parser.add_argument("--size", default="small", choices=["small", "medium", "full"])
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each (best reported)")
+    parser.add_argument("--regions", default="tumour,rings,background_liver", help="region groups (comma list)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
     device = T.torch_device(args.device)
     patient = make_patient(args.seed, args.size, misalignment="none")
     series = patient.study["PVP"]
-    names, rings = ("tumour", "rings", "background_liver"), ((0.0, 5.0),)
+    names, rings = tuple(args.regions.split(",")), ((0.0, 5.0),)
     regions = build_regions(series.masks["labels"], names=names, rings_mm=rings)
     full = R.load_preset("ct_v1")
     pre = R.preprocess_image(series.image, full)
