@@ -164,6 +164,11 @@ def test_extract_study_and_cli_with_torch_backend(case, tmp_path, capsys):
                      setting={"binWidth": 25, "force2D": True}, image_types={"Original": {}})
     with pytest.raises(InputError, match="force2D"):
         T.check_preset(two_d)
+    deprecated = R.Preset(name="old", version=1, modality="CT", preprocess={"resample_mm": None},
+                          setting={"binWidth": 25}, image_types={"Original": {}},
+                          feature_classes={"glcm": ["SumVariance"]})
+    with pytest.raises(InputError, match="deprecated"):
+        T.series_features_torch(image, {"t": labels == LABELS["tumour"]}, deprecated, device="cpu")
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA"):
             T.torch_device("cuda")

@@ -147,6 +147,10 @@ def region_features(values_image, mask, classes, enabled: dict, settings: dict, 
             found = torch_texture.gldm(levels, mask, gray, ng, float(settings.get("gldm_a", 0)))
         else:
             found = getattr(torch_texture, cls)(levels, mask, gray, ng)
+        missing = [name for name in enabled[cls] if name not in found]
+        if missing:
+            raise InputError(f"{cls} features {missing} (deprecated in pyradiomics) are not in the torch backend: "
+                             "leave them out of the preset or use backend 'pyradiomics'.")
         out[cls] = {name: found[name] for name in enabled[cls]}
     flat = [(cls, name, v) for cls, feats in out.items() for name, v in feats.items()]
     numbers = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=mask.device).reshape(())
