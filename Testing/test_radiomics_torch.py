@@ -142,6 +142,7 @@ def test_ibsi1_digital_phantom_on_torch(shared_data):
     assert count > 100 and worst <= 1e-9
 
 
+@pytest.mark.slow  # ~8 s idle, 14 s on 2 busy cores: two spawned worker processes import torch and pyradiomics
 def test_extract_study_and_cli_with_torch_backend(case, tmp_path, capsys):
     labels, image, _ = case
     study = Study("T1")
