@@ -174,8 +174,8 @@ def _mcc(p, px, py) -> torch.Tensor:
         return torch.tensor(1.0, dtype=torch.float64, device=p.device)
     pa = p.permute(2, 0, 1)  # (angle, i, k)
     q = torch.einsum("aik,ajk->aij", pa, pa / (px.permute(2, 0, 1) * py.permute(2, 0, 1) + EPS))
-    eig = torch.linalg.eigvals(q.cpu() if q.device.type == "mps" else q)
-    order = torch.argsort(eig.real * 1e0, dim=-1)
+    eig = torch.linalg.eigvals(q.cpu())  # 13 small matrices: LAPACK on the host on every device
+    order = torch.argsort(eig.real, dim=-1)  # numpy sorts by the real part first
     second = torch.gather(eig, -1, order[:, -2:-1])[:, 0]
     return torch.nanmean(torch.sqrt(second).real.to(p.device))
 
