@@ -7,7 +7,7 @@ sizes and angles removed, eps = 2^-52): see `torch_backend` for the measured agr
 
 Matrices: GLCM by `bincount` of neighbour pairs per direction; GLRLM from run starts and ends sorted along
 each direction's lines; GLSZM by 26-connected components (root hooking and pointer jumping); GLDM and NGTDM from the 26
-shifted neighbourhoods.
+neighbour pairs.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import math
 import torch
 
 EPS = 2.0 ** -52  # numpy.spacing(1), pyradiomics' eps
-#: The 13 directions of a 3D grid (z, y, x), first non-zero component positive; with their opposites: the 26.
+#: The 13 directions of a 3D grid (z, y, x), first non-zero component positive (with their opposites: the 26
+#: neighbours)
 DIRECTIONS = [d for d in itertools.product((-1, 0, 1), repeat=3) if d != (0, 0, 0) and d > (0, 0, 0)]
-NEIGHBOURS = DIRECTIONS + [tuple(-c for c in d) for d in DIRECTIONS]
 
 
 # ---------------------------------------------------------------- discretisation
@@ -282,14 +282,6 @@ GLDM_NAMES = {"small": "SmallDependenceEmphasis", "large": "LargeDependenceEmpha
               "large_low": "LargeDependenceLowGrayLevelEmphasis", "large_high": "LargeDependenceHighGrayLevelEmphasis"}
 
 
-def _shifted(x: torch.Tensor, d, fill) -> torch.Tensor:
-    """x[v + d] at every voxel v (`fill` outside the crop)."""
-    out = torch.full_like(x, fill)
-    s, t = _pair(x.shape, d)
-    out[s] = x[t]
-    return out
-
-
 def zones(levels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(grey level, size) of every 26-connected zone of equal grey level: connected components of the graph whose
     edges join neighbouring ROI voxels of one grey level, by hooking roots onto the smaller label and full pointer
@@ -331,23 +323,29 @@ def glszm(levels: torch.Tensor, mask: torch.Tensor, gray: torch.Tensor, ng: int)
 
 def gldm(levels: torch.Tensor, mask: torch.Tensor, gray: torch.Tensor, ng: int, alpha: float = 0) -> dict:
     dep = torch.ones_like(levels)
-    for d in NEIGHBOURS:
-        ok = _shifted(mask, d, False) & ((levels - _shifted(levels, d, 0)).abs() <= alpha)
-        dep = dep + ok.long()
-    width = len(NEIGHBOURS) + 1
+    for d in DIRECTIONS:  # each pair of ROI neighbours once, counted for both
+        s, t = _pair(levels.shape, d)
+        ok = (mask[s] & mask[t] & ((levels[s] - levels[t]).abs() <= alpha)).long()
+        dep[s] += ok
+        dep[t] += ok
+    width = 2 * len(DIRECTIONS) + 1
     p = torch.bincount((levels[mask] - 1) * width + (dep[mask] - 1), minlength=ng * width)
     return _zone_features(p.reshape(ng, width).double()[gray - 1], gray, GLDM_NAMES)
 
 
 def ngtdm(levels: torch.Tensor, mask: torch.Tensor, ng: int) -> dict:
-    """NGTDM features (26-neighbourhood inside the mask; voxels without a neighbour add |i - 0|… see below)."""
+    """NGTDM features: the mean grey level of each ROI voxel's ROI neighbours (26-neighbourhood); voxels without
+    one are left out, as in pyradiomics."""
     total = torch.zeros(levels.shape, dtype=torch.float64, device=levels.device)
     count = torch.zeros(levels.shape, dtype=torch.float64, device=levels.device)
     lv = levels.double()
-    for d in NEIGHBOURS:
-        m = _shifted(mask, d, False)
-        total = total + torch.where(m, _shifted(lv, d, 0.0), 0.0)
-        count = count + m.double()
+    for d in DIRECTIONS:  # each pair of ROI neighbours once, added to both
+        s, t = _pair(levels.shape, d)
+        both = (mask[s] & mask[t]).double()
+        total[s] += lv[t] * both
+        total[t] += lv[s] * both
+        count[s] += both
+        count[t] += both
     valid = mask & (count > 0)
     diff = (lv - total / torch.clamp(count, min=1.0)).abs()
     g = levels[valid] - 1
