@@ -6,8 +6,8 @@ symmetrical GLCM, no angle weighting, features averaged over the 13 directions, 
 sizes and angles removed, eps = 2^-52): see `torch_backend` for the measured agreement.
 
 Matrices: GLCM by `bincount` of neighbour pairs per direction; GLRLM from run starts and ends sorted along
-each direction's lines; GLSZM by 26-connected components (root hooking and pointer jumping); GLDM and NGTDM from the 26
-neighbour pairs.
+each direction's lines; GLSZM by 26-connected components (root hooking and pointer jumping); GLDM and NGTDM from
+the 13 directions' neighbour pairs, counted for both voxels.
 """
 from __future__ import annotations
 
