@@ -1,8 +1,8 @@
 """Benchmark: the torch radiomics backend beside pyradiomics and beside PyPI's fastrad (a peer), same run.
 
 Phantom patient (`phantom.make_patient`, size small|medium|full), one CT series (PVP), regions tumour + 0-5 mm ring
-+ background liver (`--regions`), preset ct_v1 (1.5 mm B-spline resampling, bin width 25 HU), preprocessed once; then, on that
-preprocessed series:
++ background liver (`--regions`), preset ct_v1 (1.5 mm B-spline resampling, bin width 25 HU), preprocessed once;
+then, on that preprocessed series:
 
 - pyradiomics: `features.series_features` (the project's pyradiomics path, one process: filters once, crops);
 - torch: `torch_backend.series_features_torch` on `--device` (default: the GPU when present, else the CPU);
