@@ -7,8 +7,12 @@ failure reasons (`features._prepare_region`), and shape features (pyradiomics; t
 computed once per distinct mask). Keys and names are pyradiomics'.
 
 Agreement with pyradiomics (checked in Testing/test_radiomics_torch.py on the project's regions and on the IBSI
-digital phantom): every feature within `TOLERANCE` relative (float64 against pyradiomics' float32 filter outputs;
-a voxel whose filtered value sits within float32 rounding of a bin edge can change bin). Not reproduced: 2D and
+digital phantom): Original and LoG features within 1e-5 relative (`TOLERANCE` = 1e-4 stated). Wavelet sub-bands
+equal PyWavelets' up to its float32 rounding (ours are float64, rounded to float32 at the end): a region voxel whose
+band value sits within that rounding of a bin edge (high-pass values near 0 with a bin width of 25) can change
+bin, and that band's texture features then differ beyond 1e-4 (bench_radiomics_torch.py counts these
+`wavelet_bin_flips`; 1 flip gave 2e-2 on one GLCM feature); means and medians near 0 are compared absolutely
+(`compare_features`). Not reproduced: 2D and
 2.5D aggregation (``force2D``, IBSI "2D"/"2.5D"), GLCM distances other than 1, angle weighting
 (``weightingNorm``), asymmetric GLCM, and voxel-based extraction: such presets raise an InputError.
 """
@@ -299,8 +303,8 @@ def compare_features(reference: SeriesFeatures, got: SeriesFeatures) -> tuple[fl
     """(largest relative difference of `got` from `reference` (e.g. pyradiomics), features compared, [wavelet
     location features near 0 left out of the relative check]). Those are listed, not hidden: pyradiomics' sub-bands
     are float32 (PyWavelets), ours float64, so a high-pass band's mean or median near 0 differs by the float32
-    rounding of the band; they must agree within 1e-6 × the ROI's range on that band (else AssertionError). NaN
-    must match NaN (else inf)."""
+    rounding of the transform; they must agree within 1e-6 × the ROI's intensity scale (the band's range, or the
+    Original image's largest |value| in the ROI when larger; else AssertionError). NaN must match NaN (else inf)."""
     worst, count, near_zero = 0.0, 0, []
     for region, values in reference.values.items():
         for key, a in values.items():
@@ -314,8 +318,10 @@ def compare_features(reference: SeriesFeatures, got: SeriesFeatures) -> tuple[fl
             image_type, _, feature = key.rsplit("_", 2)
             spread = values.get(f"{image_type}_firstorder_Range", 0.0)
             if image_type.startswith("wavelet") and feature in NEAR_ZERO_CHECKED and abs(a) < 1e-2 * spread:
-                if abs(a - b) > 1e-6 * spread:
-                    raise AssertionError(f"{region} {key}: {a} vs {b} (ROI range {spread})")
+                scale = max([spread] + [abs(values.get(f"original_firstorder_{f}", 0.0)) for f in ("Minimum",
+                                                                                                  "Maximum")])
+                if abs(a - b) > 1e-6 * scale:
+                    raise AssertionError(f"{region} {key}: {a} vs {b} (scale {scale})")
                 near_zero.append(f"{region}:{key}")
                 continue
             worst = max(worst, abs(a - b) / max(abs(a), abs(b), 1e-12))
@@ -335,8 +341,11 @@ def settings_note(backend: str, device=None) -> dict:
     if backend != "torch":
         return {}
     return {"backend": "torch", "device": str(torch_device(device)), "max_rel_diff_vs_pyradiomics": TOLERANCE,
+            "within_tolerance": ["Original", "LoG"], "shape": "pyradiomics",
+            "wavelet": "sub-bands equal PyWavelets' up to its float32 rounding; a voxel within it of a bin edge can "
+                       "change bin (texture features of that band then differ beyond the tolerance)",
             "not_reproduced": ["2D/2.5D aggregation", "GLCM distances other than 1", "weightingNorm",
-                               "asymmetric GLCM", "voxel-based"], "shape": "pyradiomics"}
+                               "asymmetric GLCM", "voxel-based"]}
 
 
 __all__ = ["BACKENDS", "NEAR_ZERO_CHECKED", "TOLERANCE", "TorchRunner", "check_backend", "check_preset",
