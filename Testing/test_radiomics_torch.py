@@ -111,6 +111,17 @@ def test_ibsi_preset_and_bin_count_match_pyradiomics(case):
         assert n > 200 and worst <= 1e-6, (preset.key, worst)
 
 
+def test_real_pet_tumour_matches_pyradiomics(shared_data):
+    folder = shared_data / "real" / "sts" / "STS_001"
+    image = sitk.ReadImage(str(folder / "PET_image.nii.gz"))
+    mask = sitk.Cast(sitk.ReadImage(str(folder / "PET_mask.nii.gz")) > 0, sitk.sitkUInt8)
+    preset = R.load_preset("pet")  # native grid, bin width 0.25 SUV, Original + LoG 3, 5 mm + Wavelet
+    pre, masks = R.preprocess_image(image, preset), {"tumour": R.preprocess_mask(mask, image, preset)}
+    worst, count, _ = T.compare_features(R.series_features(pre, masks, preset),
+                                         T.series_features_torch(pre, masks, preset, device="cpu"))
+    assert count > 1000 and worst <= 1e-4, worst
+
+
 def test_ibsi1_digital_phantom_on_torch(shared_data):
     folder = shared_data / "ibsi1_digital_phantom"
     image, mask = sitk.ReadImage(str(folder / "image.nii.gz")), sitk.ReadImage(str(folder / "mask.nii.gz"))
