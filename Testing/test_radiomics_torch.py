@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-import torch
 
 from HCCFusionLib import cli
 from HCCFusionLib import radiomics as R
@@ -20,6 +19,8 @@ from HCCFusionLib.radiomics import torch_filters
 from HCCFusionLib.regions import build_regions
 from HCCFusionLib.study import LABELS, Series, Study
 from labelmaps import labelmap
+
+torch = pytest.importorskip("torch", reason="the torch radiomics backend needs the 'seg' extra (PyTorch)")
 
 MAP = __import__("pathlib").Path(__file__).parent / "data" / "ibsi1_pyradiomics_map.csv"
 ALL_TYPES = {"Original": {}, "LoG": {"sigma": [1.0, 3.0]}, "Wavelet": {}}
@@ -41,6 +42,15 @@ def case():
     labels = labelmap((40, 40, 14), (1.5, 1.5, 3.0), (((6.0, 4.0, 0.0), 8.0),), liver_axes=(26, 24, 18))
     regions = build_regions(labels, names=("tumour", "rings", "background_liver"))
     return labels, _image(labels), {n: r.mask for n, r in regions.items()}
+
+
+def test_radiomics_imports_torch_only_for_the_torch_backend():
+    import subprocess
+    import sys
+
+    code = "import sys, HCCFusionLib.radiomics, HCCFusionLib.cli.features; sys.exit('torch' in sys.modules)"
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0  # torch is the optional "seg" extra
 
 
 def test_log_equals_simpleitk_and_wavelet_equals_pyradiomics():

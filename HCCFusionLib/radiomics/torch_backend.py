@@ -1,6 +1,7 @@
 """Optional torch backend of the radiomics features (``extract_study(..., backend="torch")``, CLI
 ``--radiomics-backend torch``): filters (`torch_filters`: LoG, wavelet), grey-level discretisation, first-order and
 texture features (`torch_texture`: GLCM, GLRLM, GLSZM, GLDM, NGTDM) on a torch device: CPU, or CUDA when present.
+torch (the "seg" extra) is imported only when this backend runs.
 
 What stays as in the pyradiomics path: preprocessing (resampling, IBSI re-segmentation), the region checks and
 failure reasons (`features._prepare_region`), and shape features (pyradiomics; they depend on the mask only and are
@@ -26,7 +27,6 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from . import torch_filters, torch_texture
 from .features import SeriesFeatures, _lower_bound, _prepare_region, compute_shape, image_hash, shape_key
 from .parallel import TaskRunner, _unpack_image, _unpack_mask
 from .presets import Preset, load_preset, pyradiomics
@@ -84,6 +84,8 @@ def filtered_images(image, spacing_xyz, image_types: dict, box=None) -> list[tup
     stop) of the regions: the wavelet, a local transform, runs on it plus its support (values inside unchanged)."""
     import torch
 
+    from . import torch_filters
+
     out = []
     size_xyz = tuple(image.shape[::-1])
     zero = (0, 0, 0)
@@ -129,6 +131,8 @@ def region_features(values_image, mask, classes, enabled: dict, settings: dict, 
     """{class: {feature: float}} of one (image type, region): `values_image` and `mask` are the region's crop
     (tensors (z, y, x)); `lower_bound`: False = pyradiomics' binning, else IBSI's (`ibsi.discretise`)."""
     import torch
+
+    from . import torch_texture
 
     roi = values_image[mask]
     width, count = settings.get("binWidth", 25), settings.get("binCount")
