@@ -13,9 +13,9 @@ equal PyWavelets' up to its float32 rounding (ours are float64, rounded to float
 band value sits within that rounding of a bin edge (high-pass values near 0 with a bin width of 25) can change
 bin, and that band's texture features then differ beyond 1e-4 (bench_radiomics_torch.py counts these
 `wavelet_bin_flips`; 1 flip gave 2e-2 on one GLCM feature); means and medians near 0 are compared absolutely
-(`compare_features`). Not reproduced: 2D and
-2.5D aggregation (``force2D``, IBSI "2D"/"2.5D"), GLCM distances other than 1, angle weighting
-(``weightingNorm``), asymmetric GLCM, and voxel-based extraction: such presets raise an InputError.
+(`compare_features`). Not reproduced: 2D and 2.5D aggregation (``force2D``, IBSI "2D"/"2.5D"), GLCM distances
+other than 1, angle weighting (``weightingNorm``), asymmetric GLCM, and voxel-based extraction: such presets raise
+an InputError.
 """
 from __future__ import annotations
 
@@ -27,15 +27,16 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from .features import SeriesFeatures, _lower_bound, _prepare_region, compute_shape, image_hash, shape_key
+from .features import (CROP_TOLERANCE, SeriesFeatures, _lower_bound, _prepare_region, compute_shape, image_hash,
+                       shape_key)
 from .parallel import TaskRunner, _unpack_image, _unpack_mask
 from .presets import Preset, load_preset, pyradiomics
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("pyradiomics", "torch")
-#: Largest relative difference from pyradiomics the torch backend is checked against (as `features.CROP_TOLERANCE`)
-TOLERANCE = 1e-4
+#: Largest relative difference from pyradiomics the torch backend is checked against: the crop mode's
+TOLERANCE = CROP_TOLERANCE
 TEXTURE = ("glcm", "glrlm", "glszm", "gldm", "ngtdm")
 #: First-order features compared absolutely (not relatively) where a wavelet band's value is near 0
 NEAR_ZERO_CHECKED = ("Mean", "Median", "Minimum", "Maximum", "10Percentile", "90Percentile")
@@ -50,7 +51,10 @@ def torch_device(device=None):
                          "--radiomics-backend pyradiomics.") from exc
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise InputError(f"Radiomics device '{device}' is not a torch device: give cpu, cuda or cuda:N.") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"Radiomics device '{device}' asked for, but torch sees no CUDA GPU: use device 'cpu' "
                          "(or leave it out to pick the GPU when present).")
