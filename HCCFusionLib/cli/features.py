@@ -27,7 +27,7 @@ def _radiomics_options(args) -> dict:
             "margin_mm": args.margin_mm, "clip": args.clip, "presets": presets or None,
             "image_types": [t.strip() for t in args.image_types.split(",")] if args.image_types else None,
             "workers": args.workers, "cache_dir": args.cache, "resample_masks": args.resample_masks,
-            "crop_filters": args.crop_filters}
+            "crop_filters": args.crop_filters, "backend": args.radiomics_backend, "device": args.radiomics_device}
 
 
 def _radiomics_args(p):
@@ -46,6 +46,11 @@ def _radiomics_args(p):
     p.add_argument("--crop-filters", action="store_true",
                    help="tolerance mode: filters on each region's crop (LoG features within 1e-4 relative of "
                         "pyradiomics, Original and shape bit-identical; stated in diagnostics.json)")
+    p.add_argument("--radiomics-backend", choices=["pyradiomics", "torch"], default="pyradiomics",
+                   help="pyradiomics (default), or torch: filters and texture features in PyTorch, on a GPU when "
+                        "present (within 1e-4 relative of pyradiomics; stated in diagnostics.json)")
+    p.add_argument("--radiomics-device", help="torch device for --radiomics-backend torch (cpu, cuda, cuda:1; "
+                                              "default: the GPU when present, else the CPU)")
     p.add_argument("--resample-masks", action="store_true",
                    help="resample a segmentation on another grid to each series (nearest neighbour) instead of "
                         "reporting a GeometryError; better: extract the registered study")

@@ -20,6 +20,7 @@ from .features import CROP_TOLERANCE, LOG_MARGIN_SIGMAS, image_hash
 from .kinetics import definitions_table, kinetic_features, region_statistics
 from .parallel import TaskRunner, pack_image, pack_mask
 from .presets import Preset, column_name, expected_keys, preset_for, versions
+from .torch_backend import TorchRunner, check_backend, settings_note
 
 LONG_COLUMNS = ["study", "series", "phase", "modality", "region", "image_type", "feature_class", "feature",
                 "value", "reason"]
@@ -191,7 +192,8 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
                   rings_mm=DEFAULT_RINGS_MM, margin_mm: float = DEFAULT_MARGIN_MM, clip: str = "liver",
                   presets: dict | None = None, image_types=None, workers: int = 2, cache_dir=None,
                   resample_masks: bool = False, label_values: dict | None = None, lesions: sitk.Image | None = None,
-                  progress=None, crop_filters: bool = False) -> Extraction:
+                  progress=None, crop_filters: bool = False, backend: str = "pyradiomics",
+                  device: str | None = None) -> Extraction:
     """Radiomics, kinetics and diagnostics of every series × region of a study (see the package doc).
 
     `presets`: {series name | phase code | modality code | "*": preset name/file/Preset}; default per modality.
@@ -202,21 +204,25 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
     sigma; LoG features within `features.CROP_TOLERANCE` relative of the naive loop, Original, shape and wavelet
     unchanged; see `features.bin_flips`) and the B-spline resampling on the box plus the filters' margin
     (bit-identical; `cropped`); diagnostics["extraction"] states the mode and tolerance, and the preprocessed grid
-    is then the crop's.
+    is then the crop's. `backend`: "pyradiomics", or "torch" (`torch_backend`: filters, first-order and texture
+    features in torch on `device`, CPU or CUDA; within `torch_backend.TOLERANCE` of pyradiomics).
     """
     import pandas as pd
 
+    check_backend(backend, crop_filters)
     progress = progress or silent
     started = time.perf_counter()
     wide_phase = _wide_phase(study)
     diag = {"study": study.study_id, "versions": versions(), "presets": {}, "series": {},
             "regions": {"groups": list(regions), "rings_mm": [list(r) for r in rings_mm], "margin_mm": margin_mm,
                         "clip": clip},
-            "extraction": extraction_settings(crop_filters)}
+            "extraction": {**extraction_settings(crop_filters), **settings_note(backend, device)}}
     shape_groups, kinetic_stats, series_info, series_cache_keys = {}, {}, {}, {}
     long_rows, cache_hits = [], {}
     region_cache = {}
-    with TaskRunner(workers, scaled(progress, 0.05, 0.95)) as runner:  # series start while the next is prepared
+    runner = (TorchRunner(workers, scaled(progress, 0.05, 0.95), device) if backend == "torch"
+              else TaskRunner(workers, scaled(progress, 0.05, 0.95)))
+    with runner:  # series start while the next is prepared
         for i, series in enumerate(study):
             progress(0.05 * i / max(len(study), 1), f"regions of {series.name}")
             preset = preset_for(series, presets)
@@ -257,8 +263,8 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
                     long_rows += _failed_rows(study.study_id, series, wide_phase, name, expected, reason)
                     continue
                 masks[name] = region
-            cache_keys = {n: _cache_key(info["image_sha256"], info["regions"][n]["mask_sha256"], preset, crop_filters)
-                          for n in masks}
+            cache_keys = {n: _cache_key(info["image_sha256"], info["regions"][n]["mask_sha256"], preset, crop_filters,
+                                        backend) for n in masks}
             todo = {}
             for name in masks:
                 cached = _cache_get(cache_dir, cache_keys[name])
@@ -320,9 +326,10 @@ def extract_study(study: Study, segmentation: sitk.Image | None = None, *, regio
     return Extraction(study.study_id, long, kin, diag)
 
 
-def _cache_key(image_sha: str, mask_sha: str, preset: Preset, crop_filters: bool = False) -> str:
-    text = json.dumps([image_sha, mask_sha, preset.sha256(), versions()] + (["crop_filters"] if crop_filters else []),
-                      sort_keys=True)
+def _cache_key(image_sha: str, mask_sha: str, preset: Preset, crop_filters: bool = False,
+               backend: str = "pyradiomics") -> str:
+    text = json.dumps([image_sha, mask_sha, preset.sha256(), versions()] + (["crop_filters"] if crop_filters else [])
+                      + ([backend] if backend != "pyradiomics" else []), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
