@@ -81,7 +81,10 @@ CHEAP_MODULE_FIXTURES = {"models", "presets", "fast_preset", "qt_loaded", "real_
 # The longest groups (named by a module-scoped fixture, or by a test for a test that needs none), started first;
 # measured with `--durations` on 2 cores. Everything else follows in collection order.
 FIRST = ["real_mr_run", "real_ct_run", "test_segmentation.py::full_size", "test_segmentation.py::trained",
+         "test_federated_segmentation.py::sites",
+         "test_federated.py::test_flower_cox_over_tls_fits_the_pooled_stratified_model",
          "test_federated.py::test_flower_processes_fit_the_pooled_model_and_sites_send_aggregates_only",
+         "test_deepfusion.py::texture",
          "test_liverlesion.py::slab",
          "test_registration.py::rigid_result", "test_demo.py::demo_run", "test_lirads.py::designed",
          "test_pipeline.py::result", "test_slicer_logic.py::fusion_bundle"]
@@ -129,7 +132,8 @@ def pytest_collection_modifyitems(config, items):
 # pytest 9 ignores xdist 3.8's `@group` suffix on node ids, so `--dist loadgroup` would scatter a module's tests;
 # this scheduler groups by module instead (a module's fixtures are built once), except the modules below, whose
 # tests run one by one, or together where named (the tests that share an expensive module or session fixture).
-SPLIT = {"Testing/test_pipeline_real.py": {"test_single_real_ct_series_runs_end_to_end": "real_ct_run",
+SPLIT = {"Testing/test_federated.py": {},  # its Flower process tests (mostly waiting on Flower) on either worker
+         "Testing/test_pipeline_real.py": {"test_single_real_ct_series_runs_end_to_end": "real_ct_run",
                                           "test_real_t2_adc_mr_study_runs_end_to_end": "real_mr_run",
                                           "test_liver_first_of_the_real_data_engine_is_its_liver_stage": "real_mr_run"},
          "Testing/test_liverlesion.py": {"test_crlm_ct_liver_is_plausible_and_lesions_are_inside": "real_ct_run",
