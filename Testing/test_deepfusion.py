@@ -131,14 +131,14 @@ def test_a_fit_that_does_not_learn_is_restarted_and_reported(caplog):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 6])
-def test_training_learns_the_texture_trait_on_other_seeds(seed):
-    """~15 s a seed (early fusion, 60 training lesions): a fit that stays near chance (as ~1 in 5 did on small
-    cohorts before the restart guard) fails the held-out AUC >= 0.8; and a learnt fit needs one attempt."""
-    cohort = planted_cohort(90, "texture", seed=seed)
-    model = DeepFusion(fusion="early", seed=seed, **FAST).fit(cohort.table.iloc[:60], cohort.y[:60])
+@pytest.mark.parametrize("fusion, seed, attempts", [("late", 0, 2), ("early", 1, 1)])
+def test_training_learns_the_texture_trait_on_other_seeds(fusion, seed, attempts):
+    """~20 s (late: two trainings) + ~6 s (early), 60 training lesions: late fusion's first training on seed 0
+    stays near chance (held-out AUC 0.635 without the restart guard); with it, every fit reaches AUC >= 0.8."""
+    cohort = planted_cohort(108, "texture", seed=seed)
+    model = DeepFusion(fusion=fusion, seed=seed, **FAST).fit(cohort.table.iloc[:60], cohort.y[:60])
     assert model.score(cohort.table.iloc[60:], cohort.y[60:]) >= 0.8
-    assert model.training_loss_ratio_ < 0.85
+    assert model.attempts_ == attempts and model.training_loss_ratio_ < 0.85
 
 
 @pytest.mark.slow  # with the module's training (~20 s) or its own (~10-15 s)
