@@ -61,8 +61,8 @@ class DeepFusion(BaseEstimator):
     phases: names of the phase axis (for the evidence tables). modality_dropout: probability of masking each
     present phase of a training sample (at least one phase stays), so any subset of phases predicts.
     restarts (binary/multiclass): a fit whose training loss stays near that of a constant prediction (1 of 24
-    measured 60-lesion fits got stuck so, held-out AUC 0.64) is retrained from a new seeded initialisation, up to `restarts` times;
-    the best is kept, a warning is logged, and `attempts_` / `training_loss_ratio_` record it.
+    measured 60-lesion fits got stuck so, held-out AUC 0.64) is retrained from a new seeded initialisation, up
+    to `restarts` times; the best is kept, a warning is logged, and `attempts_` / `training_loss_ratio_` record it.
     """
 
     def __init__(self, fusion="intermediate", kind="binary", phases=("AP", "PVP", "DP"), clinical=None, width=8,
