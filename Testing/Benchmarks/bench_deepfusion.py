@@ -8,7 +8,7 @@ Radiomics baseline: pyradiomics through HCCFusionLib.radiomics (preset ct_v1: 1.
 bin width 25 HU; Original image only, no LoG/wavelet: all shape, first-order and texture classes of the tumour
 mask in every phase), + the clinical column, into FeatureFusion (logistic, LASSO selection of 10, C tuned in an
 inner 3-fold grid {0.1, 1}). Deep models: DeepFusion defaults (30 epochs, batch 8, AdamW 3e-3, modality
-dropout 0.25, flips), fixed hyper-parameters (no inner search), 1 torch thread, deterministic.
+dropout 0.25, flips, up to 2 restarts of a fit stuck near chance), fixed hyper-parameters (no inner search), 1 torch thread, deterministic.
 Noise: bootstrap 95% CI of each out-of-fold AUC, SD of the per-fold AUCs, DeLong SE / p of each gain.
 A gain is "beyond noise" when gain > 1.96 * gain_se.
 
