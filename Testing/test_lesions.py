@@ -106,6 +106,7 @@ NON_LESION_LABELLING = {
     "HCCFusionLib/segmentation/predictor.py": "largest connected liver (liver + tumour) in post-processing",
     "HCCFusionLib/segmentation/predictor.py#find_objects": "bounding boxes of a mask",
     "HCCFusionLib/followup.py": "enhancing (viable) islands inside lesions, dropped when tiny (mRECIST)",
+    "HCCFusionLib/lirads_tiv.py": "pieces of a portal-vein filling defect, dropped when tiny (LR-TIV)",
 }
 
 
