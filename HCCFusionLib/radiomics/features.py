@@ -237,8 +237,20 @@ def series_features(image: sitk.Image, masks: dict, preset: Preset, shapes: dict
     classes = [c for c in extractor.enabledFeatures if c != "shape2D"]
     prep = preset.preprocess if preset.mode == "ibsi" else None
     result = SeriesFeatures()
-    prepared, first_of = {}, {}
-    duplicates = {}
+    prepared, duplicates = prepare_regions(image, masks, extractor, settings, classes, prep, result, shapes,
+                                           defer_shapes)
+    if prepared:
+        _filtered_features(image, prepared, extractor, settings, result, classes_impl, imageoperations, prep,
+                           crop_filters)
+    copy_duplicates(result, duplicates)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def prepare_regions(image, masks, extractor, settings, classes, prep, result, shapes, defer_shapes):
+    """Each distinct mask's region prepared, its shape features into `result` (see `series_features`): returns
+    ({name: (box, feature mask, feature classes still to compute)}, {duplicate name: the equal mask's name})."""
+    prepared, first_of, duplicates = {}, {}, {}
     for name, mask in masks.items():
         digest = image_hash(mask)
         if digest in first_of:  # e.g. "tumour", "index" and "lesion1" of a single-lesion patient
@@ -250,8 +262,7 @@ def series_features(image: sitk.Image, masks: dict, preset: Preset, shapes: dict
         if region.box is None:
             continue
         if "shape" in classes and "shape" not in region.reasons:
-            key = shape_key(region.shape_mask, region.box)
-            result.shape_keys[name] = key
+            key = result.shape_keys[name] = shape_key(region.shape_mask, region.box)
             if defer_shapes and region.shape_mask is mask and np.array_equal(region.own_box, region.box):
                 pass  # same mask and box as the shape task's: it computes these
             elif shapes is not None and key in shapes:
@@ -263,16 +274,16 @@ def series_features(image: sitk.Image, masks: dict, preset: Preset, shapes: dict
         todo = [c for c in classes if c != "shape" and c not in region.reasons]
         if todo:
             prepared[name] = (region.box, region.feature_mask, todo)
-    if prepared:
-        _filtered_features(image, prepared, extractor, settings, result, classes_impl, imageoperations, prep,
-                           crop_filters)
+    return prepared, duplicates
+
+
+def copy_duplicates(result, duplicates: dict) -> None:
+    """A duplicate mask's features and reasons are those of the equal mask computed."""
     for name, same in duplicates.items():
         result.values[name] = dict(result.values[same])
         result.reasons[name] = dict(result.reasons[same])
         if same in result.shape_keys:
             result.shape_keys[name] = result.shape_keys[same]
-    result.seconds = time.perf_counter() - start
-    return result
 
 
 def _filtered_features(image, prepared, extractor, settings, result, classes_impl, imageoperations, prep=None,

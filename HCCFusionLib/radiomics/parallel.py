@@ -67,8 +67,9 @@ def _with_geometry(image: sitk.Image, data: dict) -> sitk.Image:
 
 
 # ---------------------------------------------------------------- tasks (run in a worker process)
-def series_task(task: dict) -> dict:
-    """Features of one series: {"series", "preset", "threads", "image" (pack_image), "masks" {name: pack_mask}}."""
+def series_task(task: dict, features=None) -> dict:
+    """Features of one series: {"series", "preset", "threads", "image" (pack_image), "masks" {name: pack_mask}}.
+    `features`: another backend's `series_features(pre, masks, preset, shapes=, defer_shapes=)` (torch_backend)."""
     if task.get("threads"):
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(task["threads"])
     preset = load_preset(Preset(**task["preset"]))
@@ -77,8 +78,11 @@ def series_task(task: dict) -> dict:
     crop = preprocess_cropped(image, masks, preset) if task.get("crop_filters") else None
     pre, masks = crop if crop is not None else (preprocess_image(image, preset), masks)
     shapes = dict(task.get("shapes") or {})
-    found = series_features(pre, masks, preset, shapes=shapes, defer_shapes=task.get("defer_shapes", False),
-                            crop_filters=task.get("crop_filters", False))
+    if features is not None:
+        found = features(pre, masks, preset, shapes=shapes, defer_shapes=task.get("defer_shapes", False))
+    else:
+        found = series_features(pre, masks, preset, shapes=shapes, defer_shapes=task.get("defer_shapes", False),
+                                crop_filters=task.get("crop_filters", False))
     return {"series": task["series"], "values": found.values, "reasons": found.reasons,
             "shape_keys": found.shape_keys, "seconds": found.seconds, "shapes": shapes,
             "preprocessed_sha256": image_hash(pre), "grid": {"size": pre.GetSize(), "spacing": pre.GetSpacing()},
@@ -176,6 +180,7 @@ class TaskRunner:
         self.parallel = workers > 1 or self.executor is not None
         self.series, self.shapes = {}, []
         self.pool, self.futures = None, {}
+        self.series_task = series_task  # a backend's own (torch_backend.series_task_torch)
 
     def __enter__(self):
         if self.executor is None and self.workers > 1:  # spawning and importing overlap with the first series
@@ -195,7 +200,7 @@ class TaskRunner:
     def add_series(self, name: str, task: dict) -> None:
         self.series[name] = task
         if self.parallel:
-            self.futures[self._target().submit(series_task, {**task, "defer_shapes": True})] = ("series", name)
+            self.futures[self._target().submit(self.series_task, {**task, "defer_shapes": True})] = ("series", name)
 
     def add_shapes(self, group: dict) -> None:
         """One shape task per mask of `group` ({"preset", "grid", "masks"}); they run in `results`, largest first."""
@@ -254,5 +259,5 @@ class TaskRunner:
             shapes.update(shape_task(task)["shapes"])
         for done, (name, task) in enumerate(self.series.items()):
             self.progress(done / max(len(self.series), 1), f"features of {name}")
-            results[name] = series_task({**task, "shapes": shapes})
+            results[name] = self.series_task({**task, "shapes": shapes})
         return results

@@ -4,7 +4,7 @@ texture features (`torch_texture`: GLCM, GLRLM, GLSZM, GLDM, NGTDM) on a torch d
 torch (the "seg" extra) is imported only when this backend runs.
 
 What stays as in the pyradiomics path: preprocessing (resampling, IBSI re-segmentation), the region checks and
-failure reasons (`features._prepare_region`), and shape features (pyradiomics; they depend on the mask only and are
+failure reasons (`features.prepare_regions`), and shape features (pyradiomics; they depend on the mask only and are
 computed once per distinct mask). Keys and names are pyradiomics'.
 
 Agreement with pyradiomics (checked in Testing/test_radiomics_torch.py on the project's regions and on the IBSI
@@ -19,6 +19,7 @@ an InputError.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -27,10 +28,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
-from .features import (CROP_TOLERANCE, SeriesFeatures, _lower_bound, _prepare_region, compute_shape, image_hash,
-                       shape_key)
-from .parallel import TaskRunner, _unpack_image, _unpack_mask
-from .presets import Preset, load_preset, pyradiomics
+from .features import CROP_TOLERANCE, SeriesFeatures, _lower_bound, copy_duplicates, prepare_regions
+from .parallel import TaskRunner, series_task
+from .presets import Preset, pyradiomics
 
 log = logging.getLogger(__name__)
 
@@ -210,33 +210,14 @@ def _series_features(image, masks, preset, shapes, defer_shapes, dev) -> SeriesF
         raise InputError(f"Feature classes {unknown} are not available in the torch radiomics backend.")
     enabled = _enabled(extractor, [c for c in classes if c != "shape"])
     prep = preset.preprocess if preset.mode == "ibsi" else None
-    result, prepared, first_of, duplicates = SeriesFeatures(), {}, {}, {}
-    for name, mask in masks.items():
-        digest = image_hash(mask)
-        if digest in first_of:
-            duplicates[name] = first_of[digest]
-            continue
-        first_of[digest] = name
-        region = _prepare_region(image, mask, settings, classes, name, prep)
-        result.values[name], result.reasons[name] = {}, dict(region.reasons)
-        if region.box is None:
-            continue
-        if "shape" in classes and "shape" not in region.reasons:
-            key = result.shape_keys[name] = shape_key(region.shape_mask, region.box)
-            if defer_shapes and region.shape_mask is mask and np.array_equal(region.own_box, region.box):
-                pass
-            elif shapes is not None and key in shapes:
-                result.values[name].update(shapes[key])
-            else:
-                result.values[name].update(compute_shape(extractor, region.shape_mask, region.box, settings))
-                if shapes is not None:
-                    shapes[key] = {k: v for k, v in result.values[name].items() if "_shape_" in k}
-        todo = [c for c in classes if c != "shape" and c not in region.reasons]
-        if todo:
-            bb = region.box
-            crop = (slice(bb[4], bb[5] + 1), slice(bb[2], bb[3] + 1), slice(bb[0], bb[1] + 1))
-            roi = torch.from_numpy(sitk.GetArrayFromImage(region.feature_mask)[crop] > 0).to(dev)
-            prepared[name] = (crop, roi, todo)
+    result = SeriesFeatures()
+    regions, duplicates = prepare_regions(image, masks, extractor, settings, classes, prep, result, shapes,
+                                          defer_shapes)
+    prepared = {}
+    for name, (bb, feature_mask, todo) in regions.items():
+        crop = (slice(bb[4], bb[5] + 1), slice(bb[2], bb[3] + 1), slice(bb[0], bb[1] + 1))
+        roi = torch.from_numpy(sitk.GetArrayFromImage(feature_mask)[crop] > 0).to(dev)
+        prepared[name] = (crop, roi, todo)
     if prepared:
         spacing = image.GetSpacing()
         arr = torch.from_numpy(sitk.GetArrayFromImage(image).astype(np.float32)).to(dev)
@@ -251,62 +232,31 @@ def _series_features(image, masks, preset, shapes, defer_shapes, dev) -> SeriesF
                                         _lower_bound(prep, type_name))
                 result.values[name].update({f"{type_name}_{cls}_{feature}": value for cls, feats in found.items()
                                             for feature, value in feats.items()})
-    for name, same in duplicates.items():
-        result.values[name] = dict(result.values[same])
-        result.reasons[name] = dict(result.reasons[same])
-        if same in result.shape_keys:
-            result.shape_keys[name] = result.shape_keys[same]
+    copy_duplicates(result, duplicates)
     result.seconds = time.perf_counter() - start
     log.debug("torch radiomics on %s: %d regions in %.2f s", dev, len(masks), result.seconds)
     return result
 
 
 def series_task_torch(task: dict) -> dict:
-    """`parallel.series_task` on the torch backend (task["device"]: the torch device; in this process)."""
-    from .features import preprocess_image, preprocess_mask
-
-    if task.get("threads"):
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(task["threads"])
-    preset = load_preset(Preset(**task["preset"]))
-    image = _unpack_image(task["image"])
-    masks = {name: preprocess_mask(_unpack_mask(m), image, preset) for name, m in task["masks"].items()}
-    pre = preprocess_image(image, preset)
-    shapes = dict(task.get("shapes") or {})
-    found = series_features_torch(pre, masks, preset, shapes=shapes, defer_shapes=task.get("defer_shapes", False),
-                                  device=task.get("device"))
-    return {"series": task["series"], "values": found.values, "reasons": found.reasons,
-            "shape_keys": found.shape_keys, "seconds": found.seconds, "shapes": shapes,
-            "preprocessed_sha256": image_hash(pre), "grid": {"size": pre.GetSize(), "spacing": pre.GetSpacing()},
-            "cropped": False}
+    """`parallel.series_task` on the torch backend (task["device"]: the torch device)."""
+    return series_task(task, features=functools.partial(series_features_torch, device=task["device"]))
 
 
 class TorchRunner(TaskRunner):
-    """`parallel.TaskRunner` for the torch backend. On a GPU every task runs in this process (one process owns the
-    device): shape features first (pyradiomics, once per mask), then each series. On the CPU, `workers` processes
-    as the pyradiomics path (one torch thread each)."""
+    """`parallel.TaskRunner` for the torch backend (its series tasks carry the device). On a GPU every task runs in
+    this process (one process owns the device): shape features first (pyradiomics, once per mask), then each
+    series. On the CPU, `workers` processes as the pyradiomics path (one torch thread each)."""
 
     def __init__(self, workers: int, progress, device=None):
         self.device = str(torch_device(device))
         super().__init__(workers if self.device == "cpu" else 1, progress)
         if self.device != "cpu":  # the device's one process runs every task, even inside a Dask cohort task
             self.executor, self.parallel = None, False
+        self.series_task = series_task_torch
 
     def add_series(self, name: str, task: dict) -> None:
-        task = {**task, "device": self.device}
-        self.series[name] = task
-        if self.parallel:
-            self.futures[self._target().submit(series_task_torch, {**task, "defer_shapes": True})] = ("series", name)
-
-    def _run_here(self) -> dict:
-        from .parallel import shape_task
-
-        shapes, results = {}, {}
-        for task in self.shapes:
-            shapes.update(shape_task(task)["shapes"])
-        for done, (name, task) in enumerate(self.series.items()):
-            self.progress(done / max(len(self.series), 1), f"features of {name} (torch)")
-            results[name] = series_task_torch({**task, "shapes": shapes})
-        return results
+        super().add_series(name, {**task, "device": self.device})
 
 
 def compare_features(reference: SeriesFeatures, got: SeriesFeatures) -> tuple[float, int, list]:
