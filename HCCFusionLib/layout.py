@@ -8,6 +8,7 @@
     OUT/followup/                   matches.csv, response.csv, delta_radiomics.csv, registration.csv (`run --prior`),
                                     risk_curve.csv, risk_inputs.csv (with --risk-bundle)
     OUT/prediction/                 prediction.csv, evidence.csv, contributions.csv, [nomogram.png, nomogram_points.csv]
+    OUT/prediction/deep/            prediction.csv, attention.csv, gradcam.npz (`predict-deep`, `run --deep-model`)
     OUT/pet/, OUT/ceus/             suv.nii.gz, sul.nii.gz, lesions.csv (`pet-suv`); perfusion.csv, lirads.csv (`ceus`)
     OUT/report/                     report.html (+ images/)
     OUT/dicom/, OUT/pacs/<uid>/     DICOM SEG/SR, retrieved series
@@ -26,10 +27,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunFolder", "STAGES"]
+__all__ = ["DEEP_STAGE", "RunFolder", "STAGES"]
 
 STAGES = ("registration", "segmentation", "radiomics", "followup", "lirads", "clinical", "prediction", "report",
           "dicom")
+#: the deep fusion prediction stage of `run --deep-model`: its folder is nested, OUT/prediction/deep/
+DEEP_STAGE = "deep_prediction"
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,9 @@ class RunFolder:
         object.__setattr__(self, "root", Path(root))
 
     def stage(self, name: str) -> Path:
-        """The folder of stage `name` (one of STAGES, or "study")."""
+        """The folder of stage `name` (one of STAGES, DEEP_STAGE, or "study")."""
+        if name == DEEP_STAGE:
+            return self.deep_prediction
         if name not in (*STAGES, "study"):
             raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(('study',) + STAGES)}")
         return self.root / name

@@ -3,7 +3,7 @@
 (pull from PACS) → load → register (to the reference's liver, found first by the engine's cheap locate pass)
 → segment (seeded with that pass; or the user's segmentation) → radiomics + kinetics → (with a prior run: follow-up
 against it) → LI-RADS (threshold growth against the prior) → clinical staging → prediction (+ contributions/evidence)
-→ report → DICOM SEG + SR → (push to PACS).
+→ (deep fusion prediction: attention + Grad-CAM) → report → DICOM SEG + SR → (push to PACS).
 This module only wires the stage modules together; each does its own science. A failing stage raises an
 HCCFusionError naming the stage; what earlier stages wrote stays as it was.
 """
@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import HCCFusionError, InputError
-from .layout import RunFolder
+from .layout import DEEP_STAGE, RunFolder
 from .progress import ProgressFn, scaled, silent
 
 log = logging.getLogger(__name__)
 
 #: OUT/<folder> written by each stage, in order.
-STAGES = ("pacs", "registration", "segmentation", "radiomics", "followup", "lirads", "clinical", "prediction", "report",
-          "dicom")
+STAGES = ("pacs", "registration", "segmentation", "radiomics", "followup", "lirads", "clinical", "prediction",
+          DEEP_STAGE, "report", "dicom")
 #: radiomics regions used by `run` (kinetic features need the tumour and the background liver)
 RUN_REGIONS = ("tumour", "index", "background_liver")
 DEMO_MODEL = "hcc_demo_mvi"
@@ -58,6 +57,7 @@ class RunResult:
     segmentation: dict = field(default_factory=dict)  # engine, engine_reason, qc_warnings (segmentation.json)
     stages: dict = field(default_factory=dict)  # stage -> "ok" / "failed: reason" / "skipped: reason" (audit log)
     followup: "object | None" = None  # followup.FollowupResult (run with a prior run)
+    deep_prediction: "object | None" = None  # DataFrame of deepfusion.workflow.predict_deep (run --deep-model)
 
     def describe(self) -> str:
         """Plain-text summary: study, phases, registration QC, lesions with LI-RADS, staging, prediction."""
@@ -88,6 +88,9 @@ class RunResult:
                 interval = (f" (95% interval {row['low']:.2f}-{row['high']:.2f})" if row["low"] == row["low"]
                             else " (no interval)")
                 lines.append(f"  prediction {row['endpoint']}: probability {row['probability']:.2f}{interval}")
+        if self.deep_prediction is not None:
+            lines.append(f"  deep fusion prediction of {len(self.deep_prediction)} lesion(s): "
+                         f"{RunFolder(self.out).deep_prediction}")
         if self.report:
             lines.append(f"  report: {self.report}")
         lines.append("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()))
@@ -153,15 +156,17 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         push: bool = False, overwrite: bool = False, seed: int = 0, phase_overrides: dict | None = None,
         keep_identifiers: bool = False, resume: bool = False, prior: "str | Path | None" = None,
         interval_months: float | None = None, risk_bundle: "str | Path | None" = None,
-        progress: ProgressFn | None = None) -> RunResult:
+        deep_model: "str | Path | None" = None, radiomics_backend: str = "pyradiomics",
+        radiomics_device: str | None = None, progress: ProgressFn | None = None) -> RunResult:
     """Run every stage on one study (a Study, a study/DICOM folder, or `pacs_study_uid` pulled from `pacs_url`).
 
     model: prediction bundle folder (default: the shipped demo bundle, when installed; "none" skips prediction).
     engine: segmentation engine (segmentation.engines: "auto" picks by the study's phases); seg_model: your own
     segmentation bundle (engine "bundle"); segmentation: the user's label map (LABELS values, on the reference
     series' grid) instead. push: send SEG + SR (and their source series) to `pacs_url`.
-    image_types / regions / presets / workers go to radiomics.extract_study; registration_options (e.g.
-    {"spacing_mm": 4.0}) to registration.register_study.
+    image_types / regions / presets / workers / radiomics_backend ("pyradiomics" or "torch") / radiomics_device
+    (torch device; backend and device used are recorded in run.json) go to radiomics.extract_study;
+    registration_options (e.g. {"spacing_mm": 4.0}) to registration.register_study.
     overwrite: replace the stage folders of an earlier run in OUT (otherwise they must not exist).
     phase_overrides: series name/UID/file -> phase, as in io.load_study (also applied to a given Study).
     keep_identifiers: the DICOM SEG + SR keep the input's patient/study attributes and UIDs (implied by push,
@@ -171,7 +176,10 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     prior: the same patient's earlier run folder (the baseline): this study is registered to it and compared
     (followup.compare; per-lesion radiomics are added); interval_months: months since it (default: the dates);
     risk_bundle: a landmark Cox bundle (`train --landmark`): the patient's risk curve (followup_risk.patient_risk).
+    deep_model: a deep fusion bundle (`train-deep`): its prediction, attention and Grad-CAM per lesion
+    (deepfusion.workflow.predict_deep) in OUT/prediction/deep/ and the report, after the prediction stage.
     """
+    from .resume import RESUMED, manifest_writer, prepare_out, resumable_stages
     from .study import Study
 
     out = Path(out)
@@ -185,7 +193,12 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         model = default_model_path()
     model = None if str(model).lower() == "none" else Path(model)
     plan = [s for s in STAGES if (s != "pacs" or pacs_study_uid) and (s != "prediction" or model)
-            and (s != "followup" or prior)]
+            and (s != "followup" or prior) and (s != DEEP_STAGE or deep_model)]
+    backend = _radiomics_backend(radiomics_backend, radiomics_device)  # before the long stages, as the bundles
+    if deep_model:
+        from .deepfusion.workflow import check_deep_bundle, deep_stage_skip, predict_deep
+
+        deep_phases = check_deep_bundle(deep_model)
     if risk_bundle:
         from .fusion.bundle import verify_bundle
 
@@ -199,19 +212,22 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         mode=mode, segmentation=segmentation and str(segmentation), image_types=list(image_types),
         regions=list(regions), presets=presets, registration_options=registration_options, tta=tta, seed=seed,
         phase_overrides=phase_overrides, keep_identifiers=keep_identifiers, push=push,
-        prior=prior and str(prior), interval_months=interval_months, risk_bundle=risk_bundle and str(risk_bundle))
+        prior=prior and str(prior), interval_months=interval_months, risk_bundle=risk_bundle and str(risk_bundle),
+        deep_model=deep_model and str(deep_model), radiomics_backend=radiomics_backend,
+        radiomics_device=radiomics_device)
     print_, done = _fingerprint(study_or_path, pacs_study_uid, settings), []
     resuming = resume and not overwrite and paths.stage_manifest.is_file()
     if resuming:
-        done = _resumable(out, print_, plan)
-    _prepare_out(out, [s for s in plan if s not in done], overwrite, keep_manifest=resuming)
+        done = resumable_stages(out, print_, plan)
+    prepare_out(out, [s for s in plan if s not in done], overwrite, keep_manifest=resuming)
     plan.insert(plan.index("registration"), "load")
     plan += ["push"] if push else []
     stages = _Stages(progress, plan)
-    stages.on_done = _manifest_writer(out, print_)
+    stages.on_done = manifest_writer(out, print_)
     stages.status.update({"pacs": "skipped: no --pull"} if not pacs_study_uid else {})
     stages.status.update({"prediction": "skipped: no model"} if not model else {})
     stages.status.update({"followup": "skipped: no --prior"} if not prior else {})
+    stages.status.update({DEEP_STAGE: "skipped: no --deep-model"} if not deep_model else {})
     written, inputs = {}, {}
 
     if pacs_study_uid:
@@ -287,7 +303,8 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             from .radiomics import extract_study
 
             extraction = extract_study(registered, seg.labels, regions=regions, image_types=list(image_types),
-                                       presets=presets, workers=workers, lesions=seg.lesion_map, progress=step)
+                                       presets=presets, workers=workers, lesions=seg.lesion_map, progress=step,
+                                       **backend)
             written["radiomics"] = extraction.save(out)
 
     followup = None
@@ -295,7 +312,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         with stages.stage("followup"):
             followup = _followup(prior, registered, ref, seg, extraction, seed, interval_months,
                                  registration_options, dict(image_types=list(image_types), presets=presets,
-                                                            workers=workers))
+                                                            workers=workers, **backend))
             if risk_bundle:
                 from .followup_risk import patient_risk
 
@@ -355,18 +372,27 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             written["prediction"] = paths.prediction
             inputs["prediction model"] = Path(model) / "checksums.sha256"
 
+    deep = None
+    if deep_model and deep_stage_skip(deep_phases, registered, len(lesions)):
+        stages.skip(DEEP_STAGE, deep_stage_skip(deep_phases, registered, len(lesions)))
+    elif deep_model:
+        with stages.stage(DEEP_STAGE):
+            deep = predict_deep(out, deep_model)
+            written[DEEP_STAGE] = paths.deep_prediction
+            inputs["deep fusion model"] = Path(deep_model) / "checksums.sha256"
+
     with stages.stage("report"):
         from .report import from_results, write_report, write_run_record
 
         write_run_record(out, inputs=inputs, model=model if prediction is not None else None,
-                         prediction_not_made=not_made)
+                         prediction_not_made=not_made, radiomics=backend)
         data = from_results(
             study_id=study.study_id, images={s.phase.value: s.image for s in registered}, labels=seg.labels,
             lesions=seg.lesion_map, modality=registered[ref].modality.value, assessment=assessment,
             registration_qc=registration.qc, registration_images=registration.checkerboards,
             kinetics=extraction.kinetics, diagnostics=extraction.diagnostics, staging=staging, prediction=prediction,
             contributions=contributions, prediction_not_made=not_made, model=model if prediction is not None else None,
-            inputs=inputs, segmentation=seg_summary, followup=followup,
+            inputs=inputs, segmentation=seg_summary, followup=followup, deep=paths.deep_prediction,
             nomogram=paths.nomogram_figure if prediction is not None and paths.nomogram_figure.is_file() else None)
         written["report"] = write_report(data, paths.report)
 
@@ -399,7 +425,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     stages.status.setdefault("push", "skipped: no --push")
     result = RunResult(study.study_id, out, ref, study_phases(registered), registration.qc, lesions,
                        {k: str(v) for k, v in staging.items()}, prediction, written["report"], dicom, pushed,
-                       stages.seconds, written, seg_summary, stages.status, followup)
+                       stages.seconds, written, seg_summary, stages.status, followup, deep)
     log.debug("%s", result.describe())
     return result
 
@@ -424,58 +450,38 @@ def _followup(prior, registered, ref: str, seg, extraction, seed: int, interval_
                    **(registration_options or {}))
 
 
+def _radiomics_backend(backend: str, device: str | None) -> dict:
+    """extract_study's {"backend", "device"} (the torch device resolved), checked before the long stages:
+    InputError for an unknown backend, a device without the torch backend, or a device torch cannot use."""
+    from .radiomics.torch_backend import check_backend, torch_device
+
+    check_backend(backend)
+    if backend != "torch" and device:
+        raise InputError(f"--radiomics-device {device} needs --radiomics-backend torch (pyradiomics runs on the CPU).")
+    if backend != "torch":
+        return {"backend": backend, "device": None}
+    used = torch_device(device)
+    if used.type == "cuda" and (used.index or 0) >= _cuda_devices():
+        raise InputError(f"Radiomics device '{device}': torch sees only {_cuda_devices()} CUDA GPU(s); give cuda:0 "
+                         "to cuda:N-1, or cpu.")
+    return {"backend": backend, "device": str(used)}
+
+
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
 def _fingerprint(study_or_path, pacs_study_uid, settings: dict) -> str:
     """resume.fingerprint of the run's input files (study, models, label map) and settings."""
     from .resume import fingerprint
 
     inputs = {"study": Path(study_or_path)} if isinstance(study_or_path, (str, Path)) else {}
-    for key in ("model", "seg_model", "segmentation", "prior", "risk_bundle"):
+    for key in ("model", "seg_model", "segmentation", "prior", "risk_bundle", "deep_model"):
         if settings[key] and Path(settings[key]).exists():
             inputs[key] = Path(settings[key])
     return fingerprint(inputs, {**settings, "pacs_study_uid": pacs_study_uid})
-
-
-#: stages `run --resume` reads back from their files (each module's reader beside its writer: RegistrationResult.read,
-#: segmentation.predictor.read_segmentation, radiomics.Extraction.read). The later stages are recomputed from these:
-#: they are cheap and deterministic (small phantom: LI-RADS 0.2 s, staging 0.01 s, prediction 3 s, report 0.6 s,
-#: DICOM 1 s, against radiomics 50 s) and run.json, report and DICOM are rewritten by the resumed run anyway.
-RESUMABLE = ("registration", "segmentation", "radiomics")
-RESUMED = "resumed from stages.json"
-
-
-def _resumable(out: Path, print_: str, plan: list[str]) -> list[str]:
-    """The completed, intact RESUMABLE stages of an earlier run in OUT; removes its stale temporaries."""
-    from .resume import completed_stages, remove_stale_parts
-
-    for path in remove_stale_parts(out):
-        log.info("resume: removed stale temporary %s", path)
-    done = completed_stages(out, print_, [s for s in plan if s != "pacs"])
-    return [s for s in done[:len(RESUMABLE)] if s in RESUMABLE]
-
-
-def _manifest_writer(out: Path, print_: str):
-    """on_done callback: record each completed stage's folder and hashes in OUT/stages.json (resume.py)."""
-    from . import layout
-    from .resume import record_stage
-
-    def done(name: str) -> None:
-        folder = Path(out) / name
-        record_stage(out, name, [folder] if name in layout.STAGES and folder.exists() else [], print_)
-    return done
-
-
-def _prepare_out(out: Path, plan: list[str], overwrite: bool, keep_manifest: bool = False) -> None:
-    """Refuse (or, with overwrite or when resuming, remove) the stage folders an earlier run left in OUT; drop its
-    run.json (and its stages.json unless `keep_manifest`: resuming)."""
-    existing = [out / s for s in plan if (out / s).exists()]
-    if existing and not (overwrite or keep_manifest):
-        raise InputError(f"'{out}' already holds results ({', '.join(p.name for p in existing)}): choose a new "
-                         "--out folder or pass --overwrite.")
-    for path in existing:
-        shutil.rmtree(path)
-    RunFolder(out).run_record.unlink(missing_ok=True)  # written anew before the report stage
-    if not keep_manifest:
-        RunFolder(out).stage_manifest.unlink(missing_ok=True)  # written anew after each stage
 
 
 def _registration_mask(study, reference, segmentation, engine: str, seg_model, progress):

@@ -274,11 +274,12 @@ def from_results(*, study_id: str, images: dict, labels: sitk.Image | None, lesi
                  kinetics=None, diagnostics: dict | None = None, staging: dict | None = None, prediction=None,
                  contributions=None, prediction_not_made: str | None = None, model: "str | Path | None" = None,
                  inputs: dict | None = None, segmentation: dict | None = None, followup=None,
-                 nomogram=None) -> ReportData:
+                 nomogram=None, deep: "Path | None" = None) -> ReportData:
     """ReportData of one study's results in memory (what `pipeline.run` has): LiradsAssessment, registration QC
     (`qc` frame, checkerboards), radiomics kinetics + diagnostics, staging (clinical.stage_clinical results),
     prediction/contributions frames of fusion.workflow.predict (or why no prediction was made), the model bundle,
-    named input paths, the segmentation summary (engine, engine_reason, qc_warnings) and a FollowupResult."""
+    named input paths, the segmentation summary (engine, engine_reason, qc_warnings), a FollowupResult and the deep
+    fusion prediction's folder (RunFolder.deep_prediction, read as `from_folder` reads it)."""
     import json
 
     card = _model_card(model, json.loads(json.dumps(diagnostics, default=str)) if diagnostics else None)
@@ -297,7 +298,18 @@ def from_results(*, study_id: str, images: dict, labels: sitk.Image | None, lesi
         followup=(_stored(followup.matches), _stored(followup.response)) if followup is not None else None,
         risk=followup.risk if followup is not None else None,
         inputs={k: Path(v) for k, v in (inputs or {}).items()}, segmentation=segmentation, dated=False,
-        nomogram=nomogram)
+        nomogram=nomogram, **_deep_outputs(deep))
+
+
+def _deep_outputs(folder: "Path | None") -> dict:
+    """ReportData's deep fusion fields from `predict-deep`'s folder (OUT/prediction/deep/): its prediction and
+    attention tables when the folder exists, and its Grad-CAM file."""
+    if folder is None:
+        return {}
+    deep = Path(folder)
+    return {"deep": (read_csv_table(deep / "prediction.csv", index=True),
+                     read_csv_table(deep / "attention.csv", index=True)) if deep.is_dir() else None,
+            "deep_gradcam": deep / "gradcam.npz"}
 
 
 def from_folder(out: "str | Path", *, model: "str | Path | None" = None) -> ReportData:
@@ -335,7 +347,6 @@ def from_folder(out: "str | Path", *, model: "str | Path | None" = None) -> Repo
     model = model or record.get("model")
     inputs = record.get("inputs") or ({"study": paths.study} if paths.study_manifest.is_file() else {})
     kinetics = read_csv_table(paths.kinetics)
-    deep = paths.deep_prediction
     return ReportData(
         study.study_id, images={s.phase.value: s.image for s in study if same_grid(s.image, grid)}, labels=labels,
         lesions=lesions, modality=reference.modality.value, lirads=read_csv_table(paths.lirads_table, index=True),
@@ -355,19 +366,19 @@ def from_folder(out: "str | Path", *, model: "str | Path | None" = None) -> Repo
         model_card=_model_card(model if prediction is not None else None, diagnostics),
         inputs={k: Path(v) for k, v in inputs.items()}, segmentation=segmentation, dated=False,
         nomogram=paths.nomogram_figure if prediction is not None and paths.nomogram_figure.is_file() else None,
-        deep=(read_csv_table(deep / "prediction.csv", index=True), read_csv_table(deep / "attention.csv", index=True))
-        if deep.is_dir() else None, deep_gradcam=deep / "gradcam.npz")
+        **_deep_outputs(paths.deep_prediction))
 
 
 def write_run_record(out: "str | Path", *, inputs: dict, model: "str | Path | None" = None,
-                     prediction_not_made: str | None = None) -> Path:
+                     prediction_not_made: str | None = None, radiomics: dict | None = None) -> Path:
     """OUT/run.json: the named inputs (their hashes go in the report), the prediction bundle, and why no
-    prediction was made (if so): what `from_folder` needs beyond the stage folders."""
+    prediction was made (if so): what `from_folder` needs beyond the stage folders; `radiomics`: the backend and
+    device the features came from (`run --radiomics-backend/--radiomics-device`)."""
     import json
 
     path = RunFolder(out).run_record
     doc = {"inputs": {k: str(v) for k, v in inputs.items()}, "model": str(model) if model else None,
-           "prediction_not_made": prediction_not_made}
+           "prediction_not_made": prediction_not_made, **({"radiomics": radiomics} if radiomics else {})}
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     return path

@@ -6,6 +6,7 @@ of an earlier run that can be kept: same fingerprint (else an InputError), every
 recorded hash; the first stage that fails verification and all later ones are to be rerun. Stages are keyed
 by name, so the order of stages in `pipeline.run` may change without breaking the manifest.
 `remove_stale_parts` deletes the `.NAME.*.part` temporaries a killed process (SIGKILL) leaves behind.
+`pipeline.run` uses the run-level helpers at the end: `resumable_stages`, `manifest_writer`, `prepare_out`.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from .errors import InputError
 from .files import atomic_write, sha256_file
 from .layout import RunFolder
 
-__all__ = ["fingerprint", "record_stage", "completed_stages", "remove_stale_parts"]
+__all__ = ["RESUMABLE", "RESUMED", "completed_stages", "fingerprint", "manifest_writer", "prepare_out",
+           "record_stage", "remove_stale_parts", "resumable_stages"]
 
 log = logging.getLogger(__name__)
 VERSION = 1
@@ -95,3 +97,52 @@ def remove_stale_parts(out: "str | Path") -> list[Path]:
         else:
             p.unlink(missing_ok=True)
     return stale
+
+
+# ---------------------------------------------------------------- `run`'s use of the manifest
+#: stages `run --resume` reads back from their files (each module's reader beside its writer: RegistrationResult.read,
+#: segmentation.predictor.read_segmentation, radiomics.Extraction.read). The later stages are recomputed from these:
+#: they are cheap and deterministic (small phantom: LI-RADS 0.2 s, staging 0.01 s, prediction 3 s, deep fusion
+#: prediction ~1 s, report 0.6 s, DICOM 1 s, against radiomics 50 s) and run.json, report and DICOM are rewritten by
+#: the resumed run anyway.
+RESUMABLE = ("registration", "segmentation", "radiomics")
+RESUMED = "resumed from stages.json"
+
+
+def resumable_stages(out: Path, print_: str, plan: "list[str]") -> list[str]:
+    """The completed, intact RESUMABLE stages of an earlier run in OUT; removes its stale temporaries."""
+    for path in remove_stale_parts(out):
+        log.info("resume: removed stale temporary %s", path)
+    done = completed_stages(out, print_, [s for s in plan if s != "pacs"])
+    return [s for s in done[:len(RESUMABLE)] if s in RESUMABLE]
+
+
+def _stage_folder(out: Path, name: str) -> "Path | None":
+    """The folder of a `run` stage recorded in the manifest (layout.RunFolder.stage), else None (load, pacs, push)."""
+    try:
+        return RunFolder(out).stage(name)
+    except ValueError:
+        return None
+
+
+def manifest_writer(out: Path, print_: str):
+    """on_done callback: record each completed stage's folder and hashes in OUT/stages.json."""
+    def done(name: str) -> None:
+        folder = _stage_folder(Path(out), name)
+        record_stage(out, name, [folder] if folder is not None and folder.exists() else [], print_)
+    return done
+
+
+def prepare_out(out: Path, plan: "list[str]", overwrite: bool, keep_manifest: bool = False) -> None:
+    """Refuse (or, with overwrite or when resuming, remove) the stage folders an earlier run left in OUT; drop its
+    run.json (and its stages.json unless `keep_manifest`: resuming)."""
+    folders = [_stage_folder(Path(out), s) or Path(out) / s for s in plan]
+    existing = [f for f in folders if f.exists()]
+    if existing and not (overwrite or keep_manifest):
+        raise InputError(f"'{out}' already holds results ({', '.join(p.name for p in existing)}): choose a new "
+                         "--out folder or pass --overwrite.")
+    for path in existing:
+        shutil.rmtree(path, ignore_errors=True)  # a nested stage folder may have gone with its parent
+    RunFolder(out).run_record.unlink(missing_ok=True)  # written anew before the report stage
+    if not keep_manifest:
+        RunFolder(out).stage_manifest.unlink(missing_ok=True)  # written anew after each stage

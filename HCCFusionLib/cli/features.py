@@ -46,14 +46,19 @@ def _radiomics_args(p):
     p.add_argument("--crop-filters", action="store_true",
                    help="tolerance mode: filters on each region's crop (LoG features within 1e-4 relative of "
                         "pyradiomics, Original and shape bit-identical; stated in diagnostics.json)")
+    radiomics_backend_args(p)
+    p.add_argument("--resample-masks", action="store_true",
+                   help="resample a segmentation on another grid to each series (nearest neighbour) instead of "
+                        "reporting a GeometryError; better: extract the registered study")
+
+
+def radiomics_backend_args(p):
+    """--radiomics-backend / --radiomics-device (extract, cohort-extract, run)."""
     p.add_argument("--radiomics-backend", choices=["pyradiomics", "torch"], default="pyradiomics",
                    help="pyradiomics (default), or torch: filters and texture features in PyTorch, on a GPU when "
                         "present (within 1e-4 relative of pyradiomics; stated in diagnostics.json)")
     p.add_argument("--radiomics-device", help="torch device for --radiomics-backend torch (cpu, cuda, cuda:1; "
                                               "default: the GPU when present, else the CPU)")
-    p.add_argument("--resample-masks", action="store_true",
-                   help="resample a segmentation on another grid to each series (nearest neighbour) instead of "
-                        "reporting a GeometryError; better: extract the registered study")
 
 
 @verb("extract", "radiomics + kinetic features per series × region -> OUT/radiomics/")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..errors import HCCFusionError
 from .common import add_cluster_args, add_phase_override, cluster_option, format_table, phase_overrides, verb
+from .features import radiomics_backend_args
 from .segment import engine_arg
 
 
@@ -24,7 +25,8 @@ def cmd_run(args, progress):
                  push=args.push, overwrite=args.overwrite, registration_options=options,
                  phase_overrides=phase_overrides(args), keep_identifiers=args.keep_identifiers, resume=args.resume,
                  prior=args.prior, interval_months=args.interval_months, risk_bundle=args.risk_bundle,
-                 progress=progress)
+                 deep_model=args.deep_model, radiomics_backend=args.radiomics_backend,
+                 radiomics_device=args.radiomics_device, progress=progress)
     args.stage_status = result.stages  # the audit record's per-stage status
     print(result.describe())
     if result.pushed is not None:
@@ -53,6 +55,7 @@ def _run_args(p):
     p.add_argument("--preset", default=None, help="radiomics preset name or YAML file for every series "
                                                   "(default: by modality, e.g. ct)")
     p.add_argument("--workers", type=int, default=2, help="radiomics processes (default 2)")
+    radiomics_backend_args(p)
     p.add_argument("--tta", action="store_true", help="segmentation mirroring test-time augmentation (slower)")
     p.add_argument("--pacs-url", help="DICOMweb root for --pull/--push (default: $HCCFUSION_PACS_URL)")
     p.add_argument("--pull", metavar="STUDY_UID", help="retrieve this StudyInstanceUID from the PACS first")
@@ -70,6 +73,9 @@ def _run_args(p):
     p.add_argument("--risk-bundle", type=Path, default=None, metavar="BUNDLE",
                    help="with --prior: a landmark Cox bundle on delta features (`train --endpoint survival --landmark "
                         "MONTHS`): the patient's dynamic risk curve in OUT/followup/ and the report")
+    p.add_argument("--deep-model", type=Path, default=None, metavar="BUNDLE",
+                   help="a deep fusion bundle (`train-deep`): after the prediction stage, its per-lesion prediction, "
+                        "phase attention and Grad-CAM (as `predict-deep`) in OUT/prediction/deep/ and the report")
     p.add_argument("--overwrite", action="store_true", help="replace stage folders of an earlier run in OUT")
     p.add_argument("--resume", action="store_true",
                    help="continue a run in OUT that was interrupted (killed, SIGTERM, Ctrl-C) with the same inputs and "

@@ -100,6 +100,37 @@ def train_deep(cohort_csv, out, *, endpoint: str | None = None, kind: str = "bin
     return save_deep_bundle(model, out, card)
 
 
+def _check_clinical(model) -> None:
+    """InputError when the model needs clinical columns, which a run folder's lesion table does not hold."""
+    from ..lesions import LESION_COLUMNS
+
+    missing = [c for c in model.clinical_ if c not in LESION_COLUMNS]
+    if missing:
+        raise InputError(f"The bundle's model uses clinical column(s) {missing}, which `predict-deep` cannot take "
+                         "from a run folder; train without --clinical for per-run prediction.")
+
+
+def check_deep_bundle(bundle) -> tuple:
+    """The phases of a deep fusion bundle that `predict_deep` can apply to a run folder (checksums verified, weights
+    loaded, no clinical inputs): `run --deep-model` checks it before its long stages. InputError/IntegrityError."""
+    from .bundle import load_deep_bundle
+
+    require("torch", "seg")
+    model, _ = load_deep_bundle(bundle)
+    _check_clinical(model)
+    return tuple(model.phases_)
+
+
+def deep_stage_skip(phases, study, lesions: int) -> "str | None":
+    """Why `run`'s deep fusion stage does not run for this study (None: it runs): no lesion, or none of the
+    model's phases (by series name or phase, as `patches_from_run` looks them up)."""
+    if not lesions:
+        return "no lesion found"
+    if all(study.get(phase) is None for phase in phases):  # as patches_from_run finds them
+        return f"none of the deep model's phases ({', '.join(phases)}) is in this study ({', '.join(study.series)})"
+    return None
+
+
 def predict_deep(run_folder, bundle, out=None) -> pd.DataFrame:
     """Prediction, per-phase attention and Grad-CAM of every lesion of a run folder, written to
     RunFolder(out or run_folder).deep_prediction; returns the prediction table."""
@@ -110,11 +141,8 @@ def predict_deep(run_folder, bundle, out=None) -> pd.DataFrame:
 
     require("torch", "seg")
     model, card = load_deep_bundle(bundle)
+    _check_clinical(model)
     lesions = patches_from_run(run_folder, model.phases_).set_index("lesion")
-    missing = [c for c in model.clinical_ if c not in lesions.columns]
-    if missing:
-        raise InputError(f"The bundle's model uses clinical column(s) {missing}, which `predict-deep` cannot take "
-                         "from a run folder; train without --clinical for per-run prediction.")
     prediction = lesions.drop(columns=[PATCHES])
     if model.kind == "survival":
         prediction["risk"] = model.predict(lesions)
