@@ -216,6 +216,18 @@ class RunFolder:
         return self.prediction / "deep"
 
     @property
+    def deep_prediction_table(self) -> Path:
+        return self.deep_prediction / "prediction.csv"
+
+    @property
+    def deep_attention(self) -> Path:
+        return self.deep_prediction / "attention.csv"
+
+    @property
+    def deep_gradcam(self) -> Path:
+        return self.deep_prediction / "gradcam.npz"
+
+    @property
     def contributions(self) -> Path:
         return self.prediction / "contributions.csv"
 

@@ -392,7 +392,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             registration_qc=registration.qc, registration_images=registration.checkerboards,
             kinetics=extraction.kinetics, diagnostics=extraction.diagnostics, staging=staging, prediction=prediction,
             contributions=contributions, prediction_not_made=not_made, model=model if prediction is not None else None,
-            inputs=inputs, segmentation=seg_summary, followup=followup, deep=paths.deep_prediction,
+            inputs=inputs, segmentation=seg_summary, followup=followup, deep=out,
             nomogram=paths.nomogram_figure if prediction is not None and paths.nomogram_figure.is_file() else None)
         written["report"] = write_report(data, paths.report)
 

@@ -278,8 +278,9 @@ def from_results(*, study_id: str, images: dict, labels: sitk.Image | None, lesi
     """ReportData of one study's results in memory (what `pipeline.run` has): LiradsAssessment, registration QC
     (`qc` frame, checkerboards), radiomics kinetics + diagnostics, staging (clinical.stage_clinical results),
     prediction/contributions frames of fusion.workflow.predict (or why no prediction was made), the model bundle,
-    named input paths, the segmentation summary (engine, engine_reason, qc_warnings), a FollowupResult and the deep
-    fusion prediction's folder (RunFolder.deep_prediction, read as `from_folder` reads it)."""
+    named input paths, the segmentation summary (engine, engine_reason, qc_warnings), a FollowupResult and, as
+    `deep`, the run folder whose deep fusion prediction (RunFolder.deep_prediction) to show, read as `from_folder`
+    reads it."""
     import json
 
     card = _model_card(model, json.loads(json.dumps(diagnostics, default=str)) if diagnostics else None)
@@ -301,15 +302,15 @@ def from_results(*, study_id: str, images: dict, labels: sitk.Image | None, lesi
         nomogram=nomogram, **_deep_outputs(deep))
 
 
-def _deep_outputs(folder: "Path | None") -> dict:
-    """ReportData's deep fusion fields from `predict-deep`'s folder (OUT/prediction/deep/): its prediction and
-    attention tables when the folder exists, and its Grad-CAM file."""
-    if folder is None:
+def _deep_outputs(out: "Path | None") -> dict:
+    """ReportData's deep fusion fields from `predict-deep`'s folder in run folder OUT (RunFolder.deep_prediction):
+    its prediction and attention tables when the folder exists, and its Grad-CAM file."""
+    if out is None:
         return {}
-    deep = Path(folder)
-    return {"deep": (read_csv_table(deep / "prediction.csv", index=True),
-                     read_csv_table(deep / "attention.csv", index=True)) if deep.is_dir() else None,
-            "deep_gradcam": deep / "gradcam.npz"}
+    paths = RunFolder(out)
+    return {"deep": (read_csv_table(paths.deep_prediction_table, index=True),
+                     read_csv_table(paths.deep_attention, index=True)) if paths.deep_prediction.is_dir() else None,
+            "deep_gradcam": paths.deep_gradcam}
 
 
 def from_folder(out: "str | Path", *, model: "str | Path | None" = None) -> ReportData:
@@ -366,7 +367,7 @@ def from_folder(out: "str | Path", *, model: "str | Path | None" = None) -> Repo
         model_card=_model_card(model if prediction is not None else None, diagnostics),
         inputs={k: Path(v) for k, v in inputs.items()}, segmentation=segmentation, dated=False,
         nomogram=paths.nomogram_figure if prediction is not None and paths.nomogram_figure.is_file() else None,
-        **_deep_outputs(paths.deep_prediction))
+        **_deep_outputs(out))
 
 
 def write_run_record(out: "str | Path", *, inputs: dict, model: "str | Path | None" = None,

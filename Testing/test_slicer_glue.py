@@ -16,7 +16,8 @@ from HCCFusionSlicer import interfaces, process, readiness  # noqa: E402
 from HCCFusionSlicer.choices import (COHORT_ENGINES, ENGINE_AUTO, ENGINE_EXISTING, ENGINE_FOLDER,  # noqa: E402
                                      ENGINE_NNUNET, ENGINES)
 
-VERBS = frozenset({"register", "segment", "extract", "predict", "pacs", "protocol-qc", "nomogram", "cohort-run"})
+VERBS = frozenset({"register", "segment", "extract", "predict", "pacs", "protocol-qc", "nomogram", "cohort-run",
+                   "predict-deep", "run"})
 
 
 def glue_imports(name: str) -> set:
@@ -92,13 +93,15 @@ def ready(**changes) -> readiness.PanelState:
     values = dict(phases=["AP", "PVP"], referencePhase="PVP", verbs=VERBS, segmentationEngine=ENGINE_AUTO,
                   radiomicsSegmentation=True, segmentation=True, featuresFile=True, predictionBundle=True,
                   featureTable=True, registered=True, liradsAssessed=True, pacsUrl="http://pacs/dicom-web",
-                  dicomExported=True, modalityResults=True, protocolQcSource=True, researchBundle=True, cohortTable=True)
+                  dicomExported=True, modalityResults=True, protocolQcSource=True, researchBundle=True, cohortTable=True,
+                  deepBundle=True, priorRun=True)
     return readiness.PanelState(**(values | changes))
 
 
 def test_every_button_is_ready_when_everything_is_in_place():
     assert readiness.reasons(ready()) == {name: "" for name in readiness.reasons(ready())}
-    assert len(readiness.reasons(ready())) == 15
+    assert len(readiness.reasons(ready())) == 17
+    assert not readiness.reasons(ready(riskBundleChosen=True, riskBundle=True))["followup"]  # optional, when a folder
 
 
 @pytest.mark.parametrize("changes, button, reason", [
@@ -112,7 +115,13 @@ def test_every_button_is_ready_when_everything_is_in_place():
     ({"radiomicsSegmentation": False}, "radiomics", "Select the segmentation to measure"),
     ({"featuresFile": False}, "prediction", "Run Radiomics first"),
     ({"predictionBundle": False}, "prediction", "Choose a model bundle folder"),
-    ({"registered": False}, "lirads", "Run Registration first"),
+    ({"registered": False}, "lirads", "Run Registration first: LI-RADS"),
+    ({"registered": False}, "deepPrediction", "Run Registration first: deep fusion"),
+    ({"deepBundle": False}, "deepPrediction", "Choose a deep fusion bundle folder (hccfusion train-deep)"),
+    ({"verbs": VERBS - {"predict-deep"}}, "deepPrediction", "no 'hccfusion predict-deep' command"),
+    ({"priorRun": False}, "followup", "Choose the prior run folder"),
+    ({"riskBundleChosen": True}, "followup", "The risk bundle is not a folder"),
+    ({"verbs": VERBS - {"run"}}, "followup", "no 'hccfusion run' command"),
     ({"segmentation": False}, "exportDicom", "Segment first"),
     ({"liradsAssessed": False}, "liradsOverrides", "Assess LI-RADS first"),
     ({"pacsUrl": "  "}, "pacs", "Enter the PACS DICOMweb URL"),
@@ -129,7 +138,8 @@ def test_a_missing_piece_disables_its_button_and_says_why(changes, button, reaso
     reasons = readiness.reasons(ready(**changes))
     assert reason in reasons[button]
     if "running" not in changes and "phases" not in changes:
-        also = {"lirads"} if "segmentation" in changes else set()  # LI-RADS needs the segmentation too
+        also = {"lirads", "deepPrediction", "followup"} if "segmentation" in changes else set()  # need it too
+        also |= {"lirads", "deepPrediction"} if "registered" in changes else set()  # read the registered phases
         if changes.get("segmentationEngine", ENGINE_AUTO) not in COHORT_ENGINES:
             also |= {"cohortRun"} - {button}  # a cohort run uses the Segmentation engine choice
         assert {b for b, r in reasons.items() if r} == {button} | also  # nothing else is affected

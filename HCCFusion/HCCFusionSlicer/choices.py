@@ -32,7 +32,8 @@ YES_NO = [UNKNOWN, "no", "yes"]
 #: Panel step → install stages (pyproject extras' names, as in Resources/requirements.txt); others: "dicom".
 STEP_INSTALL_STAGES = {"inputs": ("core",), "registration": ("core",), "segmentation": ("seg",),
                        "radiomics": ("radiomics",), "prediction": ("fusion",), "protocolQc": ("core",),
-                       "nomogram": ("fusion",), "cohortRun": ("seg", "radiomics", "fusion", "dicom")}
+                       "nomogram": ("fusion",), "cohortRun": ("seg", "radiomics", "fusion", "dicom"),
+                       "deepPrediction": ("seg",), "followup": ("seg", "radiomics", "fusion", "dicom")}
 #: Engines a cohort run can use (`cohort-run --engine`): the shipped ones, no model folder per study.
 COHORT_ENGINES = [ENGINE_AUTO, ENGINE_LIVERLESION, ENGINE_PHANTOM]
 #: Number of (volume, phase) rows in the Inputs section.

@@ -65,8 +65,12 @@ class HCCFusionParameterNode:
     featureTable: vtkMRMLTableNode
     # Prediction & Report
     predictionBundle: pathlib.Path
+    deepBundle: pathlib.Path  # deep fusion bundle (train-deep) for predict-deep / run --deep-model
     reportFolder: pathlib.Path
     pacsUrl: str = ""
+    # Follow-up: the same patient's earlier run folder and the landmark risk bundle (run --prior --risk-bundle)
+    priorRun: pathlib.Path
+    riskBundle: pathlib.Path
     # Cohort & research
     researchFolder: pathlib.Path
     protocolQcSource: pathlib.Path

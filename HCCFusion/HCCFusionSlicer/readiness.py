@@ -35,6 +35,10 @@ class PanelState:
     protocolQcSource: bool = False  # a DICOM folder or a CSV of them (research.isProtocolSource)
     researchBundle: bool = False  # the research model bundle path is a folder
     cohortTable: bool = False  # the cohort CSV exists
+    deepBundle: bool = False  # the deep fusion bundle path is a folder
+    priorRun: bool = False  # the prior run path is a run folder (steps.isRunFolder)
+    riskBundleChosen: bool = False  # a risk bundle path is given (it is optional)
+    riskBundle: bool = False  # ... and it is a folder
 
 
 def verbReason(state: PanelState, verb: str) -> str:
@@ -57,6 +61,7 @@ def reasons(state: PanelState) -> dict:
     busy = _("Another HCCFusion step is running.") if s.running else ""
     noInput = _("Select at least one input volume and its phase in Inputs.") if not s.phases else ""
     noSegmentation = _("Segment first (or pick a segmentation in Radiomics).") if not s.segmentation else ""
+    notRegistered = _("Run Registration first: {step} reads the phases on one grid.") if not s.registered else ""
     if len(s.phases) < 2:
         registration = _("Registration needs at least two input volumes.")
     elif s.referencePhase not in s.phases:
@@ -73,8 +78,15 @@ def reasons(state: PanelState) -> dict:
                        or (_("Choose a model bundle folder.") if not s.predictionBundle else "")
                        or verbReason(s, "predict") or busy),
         "exportFeatures": _("No feature table yet.") if not s.featureTable else "",
-        "lirads": noInput or noSegmentation or (
-            _("Run Registration first: LI-RADS compares the phases on one grid.") if not s.registered else "") or busy,
+        "lirads": noInput or noSegmentation or notRegistered.format(step="LI-RADS") or busy,
+        "deepPrediction": (noInput or notRegistered.format(step=_("deep fusion")) or noSegmentation
+                           or (_("Choose a deep fusion bundle folder (hccfusion train-deep).") if not s.deepBundle
+                               else "") or verbReason(s, "predict-deep") or busy),
+        "followup": (noInput or noSegmentation
+                     or (_("Choose the prior run folder: an earlier 'hccfusion run' output of this patient.")
+                         if not s.priorRun else "")
+                     or (_("The risk bundle is not a folder: choose a landmark bundle (train --landmark) or none.")
+                         if s.riskBundleChosen and not s.riskBundle else "") or verbReason(s, "run") or busy),
         "liradsOverrides": _("Assess LI-RADS first.") if not s.liradsAssessed else "",
         "exportDicom": noInput or noSegmentation or busy,
         "saveReport": noInput or busy,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from HCCFusionLib.errors import InputError
 from HCCFusionLib.layout import RunFolder
 
 if TYPE_CHECKING:
@@ -27,6 +28,11 @@ class PreparedStage:
 
 def isFolder(path) -> bool:
     return bool(path) and str(path) not in ("", ".") and Path(path).is_dir()
+
+
+def isRunFolder(path) -> bool:
+    """A completed `hccfusion run` folder (registered study and segmentation): what `run --prior` compares with."""
+    return isFolder(path) and RunFolder(path).registered_study.is_file() and RunFolder(path).labels.is_file()
 
 
 class PanelSteps:
@@ -107,6 +113,44 @@ class PanelSteps:
         clinicalFile = self.writeClinical(clinical, studyId, out / "prediction_input" / "clinical.csv")
         job = self.predictionJob(self.featuresFile(out), bundleFolder, out, clinicalFile)
         return PreparedStage(job, lambda: self.loadPrediction(out, studyId))
+
+    def prepareDeepPrediction(self, out: Path, studyId: str, deepBundle, segmentationNode=None,
+                              referenceNode=None) -> PreparedStage:
+        """`predict-deep OUT --model BUNDLE` on the registered phases and the panel's segmentation (written into the
+        run folder first); loads the prediction, the phase attention and the Grad-CAM maps (`loadDeepPrediction`)."""
+        from .process import CliJob
+
+        out = Path(out)
+        if not isFolder(deepBundle):
+            raise InputError(f"'{deepBundle}' is not a folder: choose a deep fusion bundle (hccfusion train-deep).")
+        self.segmentationIntoRunFolder(out, segmentationNode, referenceNode)
+        return PreparedStage(CliJob("predict-deep", [out, "--model", deepBundle]),
+                             lambda: self.loadDeepPrediction(out, studyId))
+
+    def prepareFollowup(self, inputs: list, out: Path, studyId: str, clinical: dict, referencePhase: str, priorRun,
+                        segmentationNode, riskBundle=None, mode: str = "deformable", bundleFolder=None,
+                        deepBundle=None, preset: str = "auto") -> PreparedStage:
+        """`run` of the panel's study against the prior run folder (`--prior`, `--risk-bundle` when chosen) with the
+        panel's segmentation, reference phase, registration mode, preset and model bundles (`--model`,
+        `--deep-model`): every stage again into OUT (`--overwrite`). Loads the follow-up tables, the risk curve
+        (table and chart) and, with a deep fusion bundle, its outputs."""
+        from .process import CliJob
+
+        out = Path(out)
+        if not isRunFolder(priorRun):
+            raise InputError(f"'{priorRun}' is not a completed run folder (registration/study.json and a "
+                             "segmentation): choose the output folder of an earlier `hccfusion run` of this patient.")
+        if riskBundle and str(riskBundle) not in ("", ".") and not isFolder(riskBundle):
+            raise InputError(f"The risk bundle '{riskBundle}' is not a folder: choose a landmark bundle or none.")
+        study = self.exportStudy(inputs, out / "study", studyId, clinical)
+        labels = self.exportSegmentation(segmentationNode, self.referenceNode(inputs, referencePhase),
+                                         out / "followup_input" / "segmentation.nii.gz")
+        args = [study, "--out", out, "--prior", priorRun, "--segmentation", labels, "--reference", referencePhase,
+                "--mode", mode, "--model", bundleFolder if isFolder(bundleFolder) else "none", "--overwrite"]
+        args += ["--risk-bundle", riskBundle] if isFolder(riskBundle) else []
+        args += ["--deep-model", deepBundle] if isFolder(deepBundle) else []
+        args += ["--preset", preset] if preset and preset != "auto" else []
+        return PreparedStage(CliJob("run", args), lambda: self.loadFollowup(out, studyId))
 
     def segmentationIntoRunFolder(self, out: Path, segmentationNode, referenceNode) -> None:
         """The panel's segmentation node becomes the run folder's segmentation (`saveSegmentation`), so the verbs

@@ -27,7 +27,7 @@ from .parameters import HCCFusionParameterNode
 from .process import CancelledError
 from .research import isCsv, isProtocolSource
 from .results import availableResults
-from .steps import isFolder
+from .steps import isFolder, isRunFolder
 
 MODULE_NAME = "HCCFusion"  # the parameter node all HCCFusion modules share
 #: link button → module it selects (the workflow links to the stages, each stage back to the workflow)
@@ -45,6 +45,13 @@ STAGES = {
                   _("Extract features per phase and region (background process).")),
     "prediction": ("predictApplyButton", "predictionProgressBar", "predictionStatusLabel",
                    _("Predict with the model bundle (background process).")),
+    "deepPrediction": ("deepPredictApplyButton", "predictionProgressBar", "deepPredictionStatusLabel",
+                       _("Apply the deep fusion bundle to the registered phases: prediction, phase attention and "
+                         "Grad-CAM per lesion (background process).")),
+    "followup": ("followupApplyButton", "followupProgressBar", "followupStatusLabel",
+                 _("Run every stage of this study against the prior run: lesion matching, RECIST/mRECIST, delta "
+                   "radiomics and, with a risk bundle, the risk curve; replaces this study's stage outputs "
+                   "(background process).")),
     "pacs": ("pushPacsButton", "predictionProgressBar", "reportStatusLabel",
              _("Store the exported SEG and SR in the PACS (STOW-RS, background process).")),
     "protocolQc": ("protocolQcApplyButton", "researchProgressBar", "researchStatusLabel",
@@ -210,7 +217,10 @@ class HCCFusionPanel(VTKObservationMixin):
             liradsAssessed=self.logic.lirads is not None, pacsUrl=p.pacsUrl,
             dicomExported=bool(out and RunFolder(self._reportBase()).sr.exists()),
             modalityResults=bool(availableResults(out)), protocolQcSource=isProtocolSource(p.protocolQcSource),
-            researchBundle=isFolder(p.researchBundle), cohortTable=isCsv(p.cohortTable))
+            researchBundle=isFolder(p.researchBundle), cohortTable=isCsv(p.cohortTable),
+            deepBundle=isFolder(p.deepBundle), priorRun=isRunFolder(p.priorRun),
+            riskBundleChosen=bool(p.riskBundle) and str(p.riskBundle) not in ("", "."),
+            riskBundle=isFolder(p.riskBundle))
 
     def updateButtons(self, caller=None, event=None):
         if not self._parameterNode:
@@ -373,6 +383,32 @@ class HCCFusionPanel(VTKObservationMixin):
         if "chart" in result.nodes:
             slicer.modules.plots.logic().ShowChartInLayout(result.nodes["chart"])
 
+    def prepare_deepPrediction(self):
+        p = self._parameterNode
+        return self.logic.prepareDeepPrediction(self.outputFolder(), p.studyId, p.deepBundle, self._segmentationNode(),
+                                                self.logic.referenceNode(p.inputs(), p.referencePhase))
+
+    def show_deepPrediction(self, result):
+        maps = list(result.nodes["gradcam"].values())
+        if maps:  # the first lesion's first Grad-CAM map over the reference phase
+            slicer.util.setSliceViewerLayers(foreground=maps[0], foregroundOpacity=0.4)
+
+    def prepare_followup(self):
+        p = self._parameterNode
+        return self.logic.prepareFollowup(**self._common(), referencePhase=p.referencePhase, priorRun=p.priorRun,
+                                          segmentationNode=self._segmentationNode(), riskBundle=p.riskBundle,
+                                          mode=p.registrationMode, bundleFolder=p.predictionBundle,
+                                          deepBundle=p.deepBundle, preset=p.radiomicsPreset)
+
+    def show_followup(self, result):
+        self.ui.resultsListTextEdit.setPlainText(result.summary)
+        tables = result.nodes["tables"]
+        first = tables.get("followup_response") or next(iter(tables.values()), None)
+        if first is not None:
+            self.ui.resultsTableSelector.setCurrentNode(first)
+        if "chart" in result.nodes:
+            slicer.modules.plots.logic().ShowChartInLayout(result.nodes["chart"])
+
     def prepare_pacs(self):
         return self.logic.preparePacs(RunFolder(self._reportBase()).dicom, self._parameterNode.pacsUrl)
 
@@ -465,6 +501,8 @@ class HCCFusionPanel(VTKObservationMixin):
             tables = result.nodes["tables"]
             if tables:
                 self.ui.resultsTableSelector.setCurrentNode(next(iter(tables.values())))
+            if "chart" in result.nodes:  # the risk curve of `run --prior --risk-bundle`
+                slicer.modules.plots.logic().ShowChartInLayout(result.nodes["chart"])
             suv = result.nodes["volumes"].get("PET_SUV")
             if suv is not None:
                 slicer.util.setSliceViewerLayers(foreground=suv, foregroundOpacity=0.5)

@@ -69,3 +69,30 @@ def save_evidence(folder, prediction: pd.DataFrame, attention: pd.DataFrame, gra
         np.savez_compressed(handle, gradcam=gradcam, lesion=np.array([str(i) for i in prediction.index]),
                             maps=np.array(maps), **extra)
     return paths
+
+
+def gradcam_images(run_folder) -> dict:
+    """The Grad-CAM maps of `predict-deep` in a run folder as images in place: {"<lesion>_<map>": sitk.Image} on each
+    lesion's patch grid (axis-aligned, `patches.PATCH_SPACING_MM`, centred on the lesion centroid as the patches
+    were sampled), so a viewer overlays them on the registered phases. {} without the files."""
+    import SimpleITK as sitk
+
+    from ..layout import RunFolder
+    from .patches import PATCH_SPACING_MM
+
+    paths = RunFolder(run_folder)
+    if not (paths.deep_gradcam.is_file() and paths.deep_prediction_table.is_file()):
+        return {}
+    centres = pd.read_csv(paths.deep_prediction_table, index_col=0)
+    centres.index = centres.index.astype(str)
+    with np.load(paths.deep_gradcam, allow_pickle=False) as saved:
+        cams, lesions, maps = saved["gradcam"], [str(x) for x in saved["lesion"]], [str(x) for x in saved["maps"]]
+    images = {}
+    for cam, lesion in zip(cams, lesions):
+        centre = centres.loc[lesion, ["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy(float)
+        for volume, name in zip(cam, maps):
+            image = sitk.GetImageFromArray(np.ascontiguousarray(volume, np.float32))
+            image.SetSpacing([PATCH_SPACING_MM] * 3)
+            image.SetOrigin([float(c) - (volume.shape[-1] - 1) / 2 * PATCH_SPACING_MM for c in centre])
+            images[f"{lesion}_{name}"] = image
+    return images
