@@ -167,11 +167,12 @@ def _suvUnits():
 def deepSummary(prediction, attention) -> str:
     """One line per lesion: its deep fusion probabilities (or risk and group) and the phase attention weights."""
     lines = []
-    for (_, row), (_, weights) in zip(prediction.iterrows(), attention.iterrows()):
+    for k in range(len(prediction)):  # first column: the lesion
+        row = prediction.iloc[k]
         values = [f"{c} {row[c]:.2f}" for c in prediction.columns if str(c).startswith("p_") or c == "risk"]
         values += [f"risk group {row['risk_group']}"] if "risk_group" in prediction.columns else []
-        shares = ", ".join(f"{phase} {w:.2f}" for phase, w in weights.drop(attention.columns[0]).items() if w == w)
-        lines.append(f"deep fusion lesion {row.iloc[0]}: " + ", ".join(values)
+        shares = ", ".join(f"{phase} {w:.2f}" for phase, w in attention.iloc[k, 1:].items() if w == w)
+        lines.append(f"deep fusion lesion {prediction.iloc[k, 0]}: " + ", ".join(values)
                      + (f" (attention {shares})" if shares else ""))
     return "\n".join(lines)
 
