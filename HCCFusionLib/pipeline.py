@@ -372,9 +372,9 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
             written["prediction"] = paths.prediction
             inputs["prediction model"] = Path(model) / "checksums.sha256"
 
-    deep = None
-    if deep_model and deep_stage_skip(deep_phases, registered, len(lesions)):
-        stages.skip(DEEP_STAGE, deep_stage_skip(deep_phases, registered, len(lesions)))
+    deep, deep_not_made = None, deep_model and deep_stage_skip(deep_phases, registered, len(lesions))
+    if deep_not_made:
+        stages.skip(DEEP_STAGE, deep_not_made)
     elif deep_model:
         with stages.stage(DEEP_STAGE):
             deep = predict_deep(out, deep_model)
