@@ -113,6 +113,23 @@ def test_followup_job_carries_the_panel_choices(logic, deep_run, tmp_path):
     without = logic.prepareFollowup(inputs, out, "S", {}, "PVP", prior, segmentation)
     assert without.job.args[-5:] == ["--mode", "deformable", "--model", "none", "--overwrite"]  # nothing optional
     assert STEP_INSTALL_STAGES["followup"] and STEP_INSTALL_STAGES["deepPrediction"] == ("seg",)
+    torch = logic.prepareFollowup(inputs, out, "S", {}, "PVP", prior, segmentation, radiomicsBackend="torch",
+                                  radiomicsDevice=" cuda:1 ")
+    assert torch.job.args[-4:] == ["--radiomics-backend", "torch", "--radiomics-device", "cuda:1"]
+    assert build_parser().parse_args(torch.job.command("py")[3:]).radiomics_backend == "torch"
+
+
+def test_radiomics_backend_choice_reaches_extract_and_the_installer(logic, tmp_path):
+    from HCCFusionLib.cli import build_parser
+
+    job = logic.radiomicsJob(tmp_path / "study", tmp_path / "labels.nii.gz", tmp_path, backend="torch", device="cpu")
+    assert job.args[-4:] == ["--radiomics-backend", "torch", "--radiomics-device", "cpu"]
+    parsed = build_parser().parse_args(job.command("py")[3:])
+    assert (parsed.radiomics_backend, parsed.radiomics_device) == ("torch", "cpu")
+    assert "--radiomics-backend" not in logic.radiomicsJob(tmp_path, tmp_path, tmp_path).args  # default: pyradiomics
+    assert logic.installStages("radiomics", "", "torch") == ("radiomics", "seg")  # torch comes with "seg"
+    assert logic.installStages("radiomics", "", "pyradiomics") == ("radiomics",)
+    assert logic.installStages("followup", "", "torch") == STEP_INSTALL_STAGES["followup"]
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -167,6 +184,7 @@ def test_deep_and_followup_widgets_are_in_the_ui_and_bound():
     names, bound = section("predictionCollapsibleButton")
     assert {"deepBundlePathLineEdit", "deepPredictApplyButton", "deepPredictionStatusLabel"} <= names
     assert "deepBundle" in bound and "predictionBundle" in bound  # beside the other model choice
+    assert {"radiomicsBackend", "radiomicsDevice"} <= section("radiomicsCollapsibleButton")[1]
     names, bound = section("resultsCollapsibleButton")
     assert {"priorRunPathLineEdit", "riskBundlePathLineEdit", "followupApplyButton", "followupProgressBar",
             "followupStatusLabel", "loadResultsButton"} <= names

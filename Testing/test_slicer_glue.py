@@ -102,6 +102,7 @@ def test_every_button_is_ready_when_everything_is_in_place():
     assert readiness.reasons(ready()) == {name: "" for name in readiness.reasons(ready())}
     assert len(readiness.reasons(ready())) == 17
     assert not readiness.reasons(ready(riskBundleChosen=True, riskBundle=True))["followup"]  # optional, when a folder
+    assert not any(readiness.reasons(ready(radiomicsBackend="torch", radiomicsDevice="cuda:1")).values())
 
 
 @pytest.mark.parametrize("changes, button, reason", [
@@ -113,6 +114,7 @@ def test_every_button_is_ready_when_everything_is_in_place():
     ({"segmentationEngine": ENGINE_EXISTING}, "segmentation", "Select the existing segmentation"),
     ({"segmentationEngine": ENGINE_FOLDER}, "segmentation", "Choose the model folder"),
     ({"radiomicsSegmentation": False}, "radiomics", "Select the segmentation to measure"),
+    ({"radiomicsDevice": "cuda"}, "radiomics", "A radiomics device needs the torch backend"),
     ({"featuresFile": False}, "prediction", "Run Radiomics first"),
     ({"predictionBundle": False}, "prediction", "Choose a model bundle folder"),
     ({"registered": False}, "lirads", "Run Registration first: LI-RADS"),
@@ -140,6 +142,7 @@ def test_a_missing_piece_disables_its_button_and_says_why(changes, button, reaso
     if "running" not in changes and "phases" not in changes:
         also = {"lirads", "deepPrediction", "followup"} if "segmentation" in changes else set()  # need it too
         also |= {"lirads", "deepPrediction"} if "registered" in changes else set()  # read the registered phases
+        also |= {"followup"} if "radiomicsDevice" in changes else set()  # its `run` extracts features too
         if changes.get("segmentationEngine", ENGINE_AUTO) not in COHORT_ENGINES:
             also |= {"cohortRun"} - {button}  # a cohort run uses the Segmentation engine choice
         assert {b for b, r in reasons.items() if r} == {button} | also  # nothing else is affected

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from HCCFusionLib.clinical import ECOG_PS
 from HCCFusionLib.radiomics.presets import DEFAULT_PRESETS
+from HCCFusionLib.radiomics.torch_backend import BACKENDS
 from HCCFusionLib.study import ASCITES_LEVELS, ENCEPHALOPATHY_LEVELS, ETIOLOGIES, Phase
 
 UNKNOWN = "not known"  # the panel's value for a clinical variable that is not known
@@ -23,6 +24,8 @@ ENGINE_NAMES = {ENGINE_AUTO: "auto", ENGINE_LIVERLESION: "liverlesion", ENGINE_P
                 ENGINE_FOLDER: "bundle", ENGINE_NNUNET: "nnunet"}
 #: `hccfusion extract --preset` names (the library's per-modality map); auto: per modality
 PRESETS = ["auto", *dict.fromkeys(DEFAULT_PRESETS.values())]
+#: `--radiomics-backend` names (the library's): pyradiomics (default) or torch (on --radiomics-device)
+RADIOMICS_BACKENDS = list(BACKENDS)
 # clinical choice lists: the library's (HCCFusionLib.clinical / study), with "not known" first
 ASCITES = [UNKNOWN, *ASCITES_LEVELS]
 ENCEPHALOPATHY = [UNKNOWN, *ENCEPHALOPATHY_LEVELS]

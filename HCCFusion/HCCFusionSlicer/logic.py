@@ -70,17 +70,20 @@ class HCCFusionLogic(PanelSteps, ResultLoaders, ResearchSteps):
             self._installer = SlicerInstaller()
         return self._installer
 
-    def installStages(self, step: str, engine: str = "") -> tuple:
-        """The installer stages a panel step needs (the nnU-Net v2 engine also needs nnunetv2; others: dicom)."""
+    def installStages(self, step: str, engine: str = "", radiomicsBackend: str = "") -> tuple:
+        """The installer stages a panel step needs (the nnU-Net v2 engine also needs nnunetv2, the torch radiomics
+        backend torch: "seg"; others: dicom)."""
         from .choices import ENGINE_NNUNET, STEP_INSTALL_STAGES
 
         if step == "segmentation" and engine == ENGINE_NNUNET:
             return ("nnunet",)
-        return STEP_INSTALL_STAGES.get(step, ("dicom",))
+        stages = STEP_INSTALL_STAGES.get(step, ("dicom",))
+        torch = radiomicsBackend == "torch" and step in ("radiomics", "followup") and "seg" not in stages
+        return stages + (("seg",) if torch else ())
 
-    def ensureDependencies(self, step: str, engine: str = "") -> bool:
+    def ensureDependencies(self, step: str, engine: str = "", radiomicsBackend: str = "") -> bool:
         """Packages of a panel step installed (asking first); False when the user declined."""
-        return all(self.installer.ensure(stage) for stage in self.installStages(step, engine))
+        return all(self.installer.ensure(stage) for stage in self.installStages(step, engine, radiomicsBackend))
 
     # ------------------------------------------------------------ running verbs
     @staticmethod
@@ -298,9 +301,10 @@ class HCCFusionLogic(PanelSteps, ResultLoaders, ResearchSteps):
 
     # ------------------------------------------------------------ radiomics
     def radiomicsJob(self, studyFolder, segmentationFile, outFolder, preset: str = "auto", regions: str = "",
-                     imageTypes: str = "") -> CliJob:
+                     imageTypes: str = "", backend: str = "pyradiomics", device: str = "") -> CliJob:
         """`hccfusion extract`: `preset` a preset name (ct, mr, pet, …; "auto": per modality), `regions` a comma
-        list of region groups (empty: the verb's default), `imageTypes` e.g. "Original,LoG" (empty: the preset's)."""
+        list of region groups (empty: the verb's default), `imageTypes` e.g. "Original,LoG" (empty: the preset's),
+        `backend`/`device` the radiomics backend (`radiomicsOptions`)."""
         args = [studyFolder, "--segmentation", segmentationFile, "--out", outFolder]
         if preset and preset != "auto":
             args += ["--preset", preset]
@@ -309,7 +313,7 @@ class HCCFusionLogic(PanelSteps, ResultLoaders, ResearchSteps):
             args += ["--regions", ",".join(names)]
         if imageTypes:
             args += ["--image-types", imageTypes]
-        return CliJob("extract", args)
+        return CliJob("extract", args + radiomicsOptions(backend, device))
 
     @staticmethod
     def subsetStudy(studyFolder, series: list, folder) -> Path:
@@ -556,6 +560,13 @@ def _require(path: Path, verb: str) -> Path:
     if not path.exists():
         raise InputError(f"'hccfusion {verb}' did not write '{path}': check its output folder and log.")
     return path
+
+
+def radiomicsOptions(backend: str = "pyradiomics", device: str = "") -> list:
+    """`--radiomics-backend/--radiomics-device` of `extract` and `run` (nothing for the default, pyradiomics)."""
+    if not backend or backend == "pyradiomics":
+        return ["--radiomics-device", device.strip()] if device and device.strip() else []  # the verb says why not
+    return ["--radiomics-backend", backend] + (["--radiomics-device", device.strip()] if device.strip() else [])
 
 
 def parseChannelMap(text: str) -> list:

@@ -10,7 +10,7 @@ from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTabl
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 
 from .choices import (ASCITES, ENCEPHALOPATHY, ENGINE_AUTO, ENGINES, ETIOLOGY_CHOICES, INPUT_ROWS, PERFORMANCE_STATUS,
-                      PHASES, PRESETS, REGISTRATION_MODES, UNKNOWN, YES_NO, clinicalFromPanel)
+                      PHASES, PRESETS, RADIOMICS_BACKENDS, REGISTRATION_MODES, UNKNOWN, YES_NO, clinicalFromPanel)
 
 Lab = Annotated[float, WithinRange(-1.0, 1.0e6)]
 Phases = Annotated[str, Choice(PHASES)]
@@ -62,6 +62,8 @@ class HCCFusionParameterNode:
     radiomicsSegmentation: vtkMRMLSegmentationNode
     radiomicsPreset: Annotated[str, Choice(PRESETS)] = "auto"
     radiomicsRegions: str = ""
+    radiomicsBackend: Annotated[str, Choice(RADIOMICS_BACKENDS)] = "pyradiomics"
+    radiomicsDevice: str = ""  # torch device for the torch backend (empty: the GPU when present)
     featureTable: vtkMRMLTableNode
     # Prediction & Report
     predictionBundle: pathlib.Path

@@ -39,6 +39,8 @@ class PanelState:
     priorRun: bool = False  # the prior run path is a run folder (steps.isRunFolder)
     riskBundleChosen: bool = False  # a risk bundle path is given (it is optional)
     riskBundle: bool = False  # ... and it is a folder
+    radiomicsBackend: str = "pyradiomics"
+    radiomicsDevice: str = ""  # torch device of the torch backend
 
 
 def verbReason(state: PanelState, verb: str) -> str:
@@ -61,6 +63,8 @@ def reasons(state: PanelState) -> dict:
     busy = _("Another HCCFusion step is running.") if s.running else ""
     noInput = _("Select at least one input volume and its phase in Inputs.") if not s.phases else ""
     noSegmentation = _("Segment first (or pick a segmentation in Radiomics).") if not s.segmentation else ""
+    device = (_("A radiomics device needs the torch backend: choose torch, or clear the device.")
+              if s.radiomicsDevice.strip() and s.radiomicsBackend != "torch" else "")
     notRegistered = _("Run Registration first: {step} reads the phases on one grid.") if not s.registered else ""
     if len(s.phases) < 2:
         registration = _("Registration needs at least two input volumes.")
@@ -73,7 +77,7 @@ def reasons(state: PanelState) -> dict:
         "registration": registration,
         "segmentation": noInput or segmentationReason(s) or busy,
         "radiomics": (noInput or (_("Select the segmentation to measure.") if not s.radiomicsSegmentation else "")
-                      or verbReason(s, "extract") or busy),
+                      or device or verbReason(s, "extract") or busy),
         "prediction": ((_("Run Radiomics first: prediction uses its feature table.") if not s.featuresFile else "")
                        or (_("Choose a model bundle folder.") if not s.predictionBundle else "")
                        or verbReason(s, "predict") or busy),
@@ -86,7 +90,7 @@ def reasons(state: PanelState) -> dict:
                      or (_("Choose the prior run folder: an earlier 'hccfusion run' output of this patient.")
                          if not s.priorRun else "")
                      or (_("The risk bundle is not a folder: choose a landmark bundle (train --landmark) or none.")
-                         if s.riskBundleChosen and not s.riskBundle else "") or verbReason(s, "run") or busy),
+                         if s.riskBundleChosen and not s.riskBundle else "") or device or verbReason(s, "run") or busy),
         "liradsOverrides": _("Assess LI-RADS first.") if not s.liradsAssessed else "",
         "exportDicom": noInput or noSegmentation or busy,
         "saveReport": noInput or busy,

@@ -95,8 +95,10 @@ class PanelSteps:
 
     def prepareRadiomics(self, inputs: list, out: Path, studyId: str, clinical: dict, referencePhase: str,
                          segmentationNode, preset: str = "auto", regions: str = "", selectedIds: "set | None" = None,
-                         tableNode=None, imageTypes: str = "") -> PreparedStage:
-        """`extract` on the (registered) study, only the checked volumes' phases if any, with the segmentation."""
+                         tableNode=None, imageTypes: str = "", backend: str = "pyradiomics",
+                         device: str = "") -> PreparedStage:
+        """`extract` on the (registered) study, only the checked volumes' phases if any, with the segmentation, on
+        the radiomics `backend` (pyradiomics or torch on `device`)."""
         out = Path(out)
         study = self.studyForNextStage(inputs, out, studyId, clinical)
         if selectedIds:
@@ -104,7 +106,7 @@ class PanelSteps:
             study = self.subsetStudy(study, phases, out / "radiomics_input" / "study")
         segmentationFile = self.exportSegmentation(segmentationNode, self.referenceNode(inputs, referencePhase),
                                                    out / "radiomics_input" / "segmentation.nii.gz")
-        job = self.radiomicsJob(study, segmentationFile, out, preset, regions, imageTypes)
+        job = self.radiomicsJob(study, segmentationFile, out, preset, regions, imageTypes, backend, device)
         return PreparedStage(job, lambda: self.loadFeatures(out, studyId, tableNode))
 
     def preparePrediction(self, out: Path, studyId: str, clinical: dict, bundleFolder) -> PreparedStage:
@@ -129,10 +131,11 @@ class PanelSteps:
 
     def prepareFollowup(self, inputs: list, out: Path, studyId: str, clinical: dict, referencePhase: str, priorRun,
                         segmentationNode, riskBundle=None, mode: str = "deformable", bundleFolder=None,
-                        deepBundle=None, preset: str = "auto") -> PreparedStage:
+                        deepBundle=None, preset: str = "auto", radiomicsBackend: str = "pyradiomics",
+                        radiomicsDevice: str = "") -> PreparedStage:
         """`run` of the panel's study against the prior run folder (`--prior`, `--risk-bundle` when chosen) with the
         panel's segmentation, reference phase, registration mode, preset and model bundles (`--model`,
-        `--deep-model`): every stage again into OUT (`--overwrite`). Loads the follow-up tables, the risk curve
+        `--deep-model`) and radiomics backend: every stage again into OUT (`--overwrite`). Loads the follow-up tables, the risk curve
         (table and chart) and, with a deep fusion bundle, its outputs."""
         from .process import CliJob
 
@@ -150,6 +153,9 @@ class PanelSteps:
         args += ["--risk-bundle", riskBundle] if isFolder(riskBundle) else []
         args += ["--deep-model", deepBundle] if isFolder(deepBundle) else []
         args += ["--preset", preset] if preset and preset != "auto" else []
+        from .logic import radiomicsOptions
+
+        args += radiomicsOptions(radiomicsBackend, radiomicsDevice)
         return PreparedStage(CliJob("run", args), lambda: self.loadFollowup(out, studyId))
 
     def segmentationIntoRunFolder(self, out: Path, segmentationNode, referenceNode) -> None:

@@ -220,7 +220,7 @@ class HCCFusionPanel(VTKObservationMixin):
             researchBundle=isFolder(p.researchBundle), cohortTable=isCsv(p.cohortTable),
             deepBundle=isFolder(p.deepBundle), priorRun=isRunFolder(p.priorRun),
             riskBundleChosen=bool(p.riskBundle) and str(p.riskBundle) not in ("", "."),
-            riskBundle=isFolder(p.riskBundle))
+            riskBundle=isFolder(p.riskBundle), radiomicsBackend=p.radiomicsBackend, radiomicsDevice=p.radiomicsDevice)
 
     def updateButtons(self, caller=None, event=None):
         if not self._parameterNode:
@@ -296,7 +296,8 @@ class HCCFusionPanel(VTKObservationMixin):
             self.runner.cancel()
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to start {name}.").format(name=name), waitCursor=True):
-            if not self.logic.ensureDependencies(name, self._parameterNode.segmentationEngine):
+            p = self._parameterNode
+            if not self.logic.ensureDependencies(name, p.segmentationEngine, p.radiomicsBackend):
                 return
             prepared = getattr(self, f"prepare_{name}")()
             if prepared.job is None:  # done in-process
@@ -365,7 +366,8 @@ class HCCFusionPanel(VTKObservationMixin):
         selected = {n.GetID() for n in self.ui.radiomicsVolumesSelector.checkedNodes()}
         return self.logic.prepareRadiomics(**self._common(), referencePhase=p.referencePhase,
                                            segmentationNode=p.radiomicsSegmentation, preset=p.radiomicsPreset,
-                                           regions=p.radiomicsRegions, selectedIds=selected, tableNode=p.featureTable)
+                                           regions=p.radiomicsRegions, selectedIds=selected, tableNode=p.featureTable,
+                                           backend=p.radiomicsBackend, device=p.radiomicsDevice)
 
     def show_radiomics(self, result):
         (self._parameterNode or getParameterNode()).featureTable = result.nodes["features"]
@@ -398,7 +400,8 @@ class HCCFusionPanel(VTKObservationMixin):
         return self.logic.prepareFollowup(**self._common(), referencePhase=p.referencePhase, priorRun=p.priorRun,
                                           segmentationNode=self._segmentationNode(), riskBundle=p.riskBundle,
                                           mode=p.registrationMode, bundleFolder=p.predictionBundle,
-                                          deepBundle=p.deepBundle, preset=p.radiomicsPreset)
+                                          deepBundle=p.deepBundle, preset=p.radiomicsPreset,
+                                          radiomicsBackend=p.radiomicsBackend, radiomicsDevice=p.radiomicsDevice)
 
     def show_followup(self, result):
         self.ui.resultsListTextEdit.setPlainText(result.summary)
