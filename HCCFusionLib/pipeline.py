@@ -212,9 +212,9 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
         mode=mode, segmentation=segmentation and str(segmentation), image_types=list(image_types),
         regions=list(regions), presets=presets, registration_options=registration_options, tta=tta, seed=seed,
         phase_overrides=phase_overrides, keep_identifiers=keep_identifiers, push=push,
-        prior=prior and str(prior), interval_months=interval_months, risk_bundle=risk_bundle and str(risk_bundle),
-        deep_model=deep_model and str(deep_model), radiomics_backend=radiomics_backend,
-        radiomics_device=radiomics_device)
+        prior=prior and str(prior), interval_months=interval_months, risk_bundle=risk_bundle and str(risk_bundle))
+    settings.update({"deep_model": str(deep_model)} if deep_model else {})  # only when given: the fingerprints of
+    settings.update({"radiomics": backend} if backend["backend"] != "pyradiomics" else {})  # earlier runs still hold
     print_, done = _fingerprint(study_or_path, pacs_study_uid, settings), []
     resuming = resume and not overwrite and paths.stage_manifest.is_file()
     if resuming:
@@ -479,7 +479,7 @@ def _fingerprint(study_or_path, pacs_study_uid, settings: dict) -> str:
 
     inputs = {"study": Path(study_or_path)} if isinstance(study_or_path, (str, Path)) else {}
     for key in ("model", "seg_model", "segmentation", "prior", "risk_bundle", "deep_model"):
-        if settings[key] and Path(settings[key]).exists():
+        if settings.get(key) and Path(settings[key]).exists():
             inputs[key] = Path(settings[key])
     return fingerprint(inputs, {**settings, "pacs_study_uid": pacs_study_uid})
 

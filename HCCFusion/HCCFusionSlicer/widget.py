@@ -406,7 +406,7 @@ class HCCFusionPanel(VTKObservationMixin):
     def show_followup(self, result):
         self.ui.resultsListTextEdit.setPlainText(result.summary)
         tables = result.nodes["tables"]
-        first = tables.get("followup_response") or next(iter(tables.values()), None)
+        first = tables.get("followup_response", next(iter(tables.values()), None))
         if first is not None:
             self.ui.resultsTableSelector.setCurrentNode(first)
         if "chart" in result.nodes:
