@@ -219,7 +219,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     resuming = resume and not overwrite and paths.stage_manifest.is_file()
     if resuming:
         done = resumable_stages(out, print_, plan)
-    prepare_out(out, [s for s in plan if s not in done], overwrite, keep_manifest=resuming)
+    prepare_out(out, done, overwrite, keep_manifest=resuming)
     plan.insert(plan.index("registration"), "load")
     plan += ["push"] if push else []
     stages = _Stages(progress, plan)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .files import atomic_write, sha256_file
-from .layout import RunFolder
+from .layout import DEEP_STAGE, STAGES, RunFolder
 
 __all__ = ["RESUMABLE", "RESUMED", "completed_stages", "fingerprint", "manifest_writer", "prepare_out",
            "record_stage", "remove_stale_parts", "resumable_stages"]
@@ -133,10 +133,11 @@ def manifest_writer(out: Path, print_: str):
     return done
 
 
-def prepare_out(out: Path, plan: "list[str]", overwrite: bool, keep_manifest: bool = False) -> None:
-    """Refuse (or, with overwrite or when resuming, remove) the stage folders an earlier run left in OUT; drop its
-    run.json (and its stages.json unless `keep_manifest`: resuming)."""
-    folders = [_stage_folder(Path(out), s) or Path(out) / s for s in plan]
+def prepare_out(out: Path, done: "list[str]", overwrite: bool, keep_manifest: bool = False) -> None:
+    """Refuse (or, with overwrite or when resuming, remove) every stage folder an earlier run left in OUT except those
+    of the stages `done` (kept by a resume), also of stages this run skips, so that no stale output stays beside the
+    new ones; drop its run.json (and its stages.json unless `keep_manifest`: resuming)."""
+    folders = [RunFolder(out).stage(s) for s in (*STAGES, DEEP_STAGE) if s not in done]
     existing = [f for f in folders if f.exists()]
     if existing and not (overwrite or keep_manifest):
         raise InputError(f"'{out}' already holds results ({', '.join(p.name for p in existing)}): choose a new "

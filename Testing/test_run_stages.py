@@ -86,6 +86,10 @@ def test_run_with_deep_model_and_torch_radiomics_resumes_and_reports(inputs, tmp
     assert audit[-1]["stages"]["radiomics"] == f"skipped: {RESUMED}" and audit[-1]["stages"][DEEP_STAGE] == "ok"
     # another backend is another setting: --resume refuses it
     assert cli.main(_args(inputs, out, "--deep-model", str(inputs / "deep"), "--resume")) == 2
+    # a run without the models over it: refused without --overwrite; with it, no earlier prediction stays behind
+    assert cli.main(_args(inputs, out, "--model", "none")) == 2
+    assert cli.main(_args(inputs, out, "--model", "none", "--overwrite")) == 0
+    assert not paths.prediction_table.exists() and not paths.deep_prediction.exists()
 
 
 def test_bad_backend_device_or_bundle_refused_before_any_stage(inputs, tmp_path):
