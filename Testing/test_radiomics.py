@@ -203,6 +203,26 @@ def test_wavelet_crop_and_shape_reuse_are_exact(presets):
     assert R.max_relative_difference(first, second) == (0.0, len(first.values["t"]))  # … and reused exactly
 
 
+def test_fast_binning_is_pyradiomics_bit_for_bit():
+    """`features.pyradiomics_binning` (bin edges from numpy's min/max) gives `binImage`'s grey levels exactly: negative
+    values, values on bin edges and -0.0, a fractional width, bin count, a flat region."""
+    from HCCFusionLib.radiomics.features import pyradiomics_binning
+    from HCCFusionLib.radiomics.presets import pyradiomics
+
+    bin_image = pyradiomics()[2].binImage
+    rng = np.random.default_rng(3)
+    arr = rng.normal(-40, 300, (9, 11, 13)).astype(np.float32)
+    roi = rng.random(arr.shape) > 0.3
+    roi[0, 0, :5], arr[0, 0, :5] = True, [-50.0, 0.0, -0.0, 25.0, 75.0]
+    cases = [(arr, {"binWidth": 25}), (arr, {"binWidth": 7.5}), (arr, {"binCount": 16}),
+             (np.full(arr.shape, 50.0, np.float32), {"binWidth": 25}), (arr * 1e-3, {"binWidth": 0.01}),
+             (arr.astype(np.float64) - 1000, {"binWidth": 25})]
+    for matrix, settings in cases:
+        mine, theirs = pyradiomics_binning(matrix, roi, settings), bin_image(matrix, roi, **settings)[0]
+        assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs), settings
+        assert len(np.unique(mine[roi])) > (1 if matrix.std() else 0)
+
+
 # ---------------------------------------------------------------- kinetics, deltas, definitions
 def test_kinetic_features_match_their_definitions(presets):
     study = _study(phases=("NC", "AP", "PVP", "DP"), noise=0.0, own_labels=False)

@@ -192,7 +192,9 @@ def _binned_once(feature_class, store: dict, lower_bound=False):
                 self.coefficients["grayLevels"] = np.unique(binned[self.maskArray])
                 self.coefficients["Ng"] = int(self.coefficients["grayLevels"].max())
             elif "matrix" not in store:
-                binned = super()._applyBinning(matrix)
+                binned = pyradiomics_binning(matrix, self.maskArray, self.settings)
+                self.coefficients["grayLevels"] = np.unique(binned[self.maskArray])
+                self.coefficients["Ng"] = int(np.max(self.coefficients["grayLevels"]))
             if "matrix" not in store:
                 binned.flags.writeable = False
                 store.update(matrix=binned, grayLevels=self.coefficients["grayLevels"],
@@ -204,6 +206,21 @@ def _binned_once(feature_class, store: dict, lower_bound=False):
     BinnedOnce.__name__ = BinnedOnce.__qualname__ = feature_class.__name__
     BinnedOnce.__module__ = feature_class.__module__  # its log messages stay under pyradiomics' (quiet) logger
     return BinnedOnce
+
+
+def pyradiomics_binning(matrix: np.ndarray, roi: np.ndarray, settings: dict) -> np.ndarray:
+    """`imageoperations.binImage(matrix, roi, **settings)[0]`, bit for bit, faster: with a fixed bin width its edges
+    depend only on the ROI's minimum and maximum, which pyradiomics finds with Python's `min`/`max` over every
+    voxel (about 1 s per series on the full-size phantom); here numpy's, which give the same values."""
+    imageoperations = pyradiomics()[2]
+    values = matrix[roi]
+    ends = np.array([values.min(), values.max()]) if values.size else np.array([np.nan])
+    if settings.get("binCount") is not None or not np.isfinite(ends).all():
+        return imageoperations.binImage(matrix, roi, **settings)[0]
+    edges = imageoperations.getBinEdges(ends, **settings)
+    binned = np.zeros(matrix.shape, dtype="int")
+    binned[roi] = np.digitize(values, edges)
+    return binned
 
 
 def _class_features(classes_impl, image, mask, image_type: str, classes, enabled: dict, kwargs: dict,

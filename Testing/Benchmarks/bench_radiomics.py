@@ -11,8 +11,9 @@ times depend on what else runs on the machine: the load average is printed too) 
 `--crop-filters`: the tolerance mode (`extract_study(crop_filters=True)`): filtered features within
 `radiomics.CROP_TOLERANCE` (1e-4 relative), Original and shape bit-identical; the line gains
 `max_rel_diff_filtered=`, `bin_flips=` (voxels whose grey-level bin changes, summed; per image type printed above)
-and `cpu_ratio=` (naive over optimised CPU seconds, all processes: less sensitive to the machine's load than
-wall time).
+`cpu_ratio=` (naive over optimised CPU seconds, all processes: less sensitive to the machine's load than
+wall time) and `texture=` (the texture backend: pyradiomics' C matrices; `bench_radiomics_texture.py` times them
+against torch_texture on the same filtered images).
 `--fastrad`: PyPI's fastrad (torch; Original image type only, no resampling or filters) on the same preprocessed
 regions, as a peer: its seconds and largest relative deviation from pyradiomics on the features both name.
 
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
         print(f"BENCH radiomics crop_filters speedup={naive_seconds / seconds:.2f} max_rel_diff_filtered={worst:.3g} "
               f"bin_flips={sum(per_type.values())} max_rel_diff_original_shape={exact:.3g} "
               f"cropped_resampling={cropped}/{len(study)} seconds={seconds:.1f} naive_seconds={naive_seconds:.1f} "
-              f"cpu_ratio={naive_cpu / statistics.median(cpu):.2f} "
+              f"cpu_ratio={naive_cpu / statistics.median(cpu):.2f} texture=pyradiomics "
               f"load_average={os.getloadavg()[0]:.1f}")
     if args.fastrad:
         try:
