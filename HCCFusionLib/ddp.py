@@ -5,10 +5,11 @@ The global batch is drawn the same way on every process (one seeded stream) and 
 contiguous share (`share`). The loss is computed on the whole batch's outputs (the other processes' shares
 gathered without gradient, `gather_batch`), so batch-wide losses (Dice, Cox) are the single-process loss; each
 process back-propagates through its share only, scaled by the world size, and DDP's gradient average (or
-`average_gradients`) then equals the single-process gradient. Batch normalisation uses the whole batch's statistics (`sync_batch_norm`,
-on CPU too). Hence the same seed and global batch give the same loss curve on 1 or N processes (within float
-tolerance). Checkpoints (`save_checkpoint`, `read_checkpoint`, `restore`): one safetensors file of tensors and a JSON state
-that names it, written by rank 0 only, so a crash at any moment leaves the previous checkpoint whole.
+`average_gradients`) then equals the single-process gradient. Batch normalisation uses the whole batch's
+statistics (`sync_batch_norm`, on CPU too). Hence the same seed and global batch give the same loss curve on 1
+or N processes (within float tolerance). Checkpoints (`save_checkpoint`, `read_checkpoint`, `restore`): one
+safetensors file of tensors and a JSON state that names it, written by rank 0 only, so a crash at any moment
+leaves the previous checkpoint whole.
 """
 from __future__ import annotations
 

@@ -30,14 +30,16 @@ def survival_target(cohort):
     return Surv.from_arrays(np.arange(len(time)) % 4 != 0, time)
 
 
-def fit(cohort, y, checkpoint=None, stop_after=None, **params) -> dict:
+def fit(cohort, y, checkpoint=None, stop=None, **params) -> dict:
+    """Rank 0's results of one fit; `stop`: stop after the epoch whose progress message starts so (a crash)."""
     def crash(fraction, message):
-        if stop_after and f"epoch {stop_after}/" in message:
+        if stop and message.startswith(stop):
             raise KeyboardInterrupt
 
     model = DeepFusion(**{"epochs": EPOCHS, "batch_size": BATCH, "seed": SEED, "restarts": 0, **params})
     model.fit(cohort.table, y, checkpoint_dir=checkpoint, progress=crash)
-    return {"curve": model.loss_curve_, "prediction": model.decision_function(cohort.table).tolist(),
+    return {"curve": model.loss_curve_, "attempts": model.attempts_,
+            "prediction": model.decision_function(cohort.table).tolist(),
             "weights": {k: v.double().flatten().tolist() for k, v in model.net_.state_dict().items()}}
 
 
@@ -55,7 +57,7 @@ def run(out: Path, checkpoint: Path | None = None, stop_after: int | None = None
         keep("binary", fit(cohort, cohort.y))
         keep("survival", fit(cohort, survival_target(cohort), kind="survival", fusion="late"))
     if checkpoint:
-        keep("resumed", fit(cohort, cohort.y, checkpoint, stop_after))
+        keep("resumed", fit(cohort, cohort.y, checkpoint, stop_after and f"attempt 1 epoch {stop_after}/"))
     ddp.stop(ranks)
     return record
 

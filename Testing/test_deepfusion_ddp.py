@@ -65,8 +65,22 @@ def test_resume_equals_an_uninterrupted_fit_and_refuses_another_fits_checkpoint(
     cohort = planted_cohort(ROWS, "kinetics", size=8, seed=SEED, delta=60.0, missing=0.3)
     whole = fit(cohort, cohort.y)
     with pytest.raises(KeyboardInterrupt):
-        fit(cohort, cohort.y, tmp_path, stop_after=3)
+        fit(cohort, cohort.y, tmp_path, "attempt 1 epoch 3/")
     assert json.loads((tmp_path / "checkpoint.json").read_text())["epoch"] == 3
     assert fit(cohort, cohort.y, tmp_path) == whole  # bit for bit
     with pytest.raises(InputError, match="another deep fusion fit"):
         fit(cohort, cohort.y, tmp_path, seed=SEED + 1)
+
+
+def test_resume_in_a_restarted_attempt_keeps_the_best_finished_one(tmp_path):
+    """One epoch does not learn: the fit restarts; a crash in the second attempt resumes with the first's
+    weights kept as the best so far, and ends as the uninterrupted fit."""
+    cohort = planted_cohort(ROWS, "kinetics", size=8, seed=SEED, delta=60.0, missing=0.3)
+    params = {"epochs": 1, "restarts": 2}
+    whole = fit(cohort, cohort.y, **params)
+    assert whole["attempts"] == 3
+    for stop in ("attempt 2 epoch 1/", "attempt 3 epoch 1/"):
+        with pytest.raises(KeyboardInterrupt):
+            fit(cohort, cohort.y, tmp_path, stop, **params)
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["best"] is not None
+    assert fit(cohort, cohort.y, tmp_path, **params) == whole

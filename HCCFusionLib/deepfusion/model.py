@@ -35,12 +35,13 @@ RESTART_SEED_STEP = 1000  # restart k trains with seed + k * RESTART_SEED_STEP
 
 
 @contextlib.contextmanager
-def deterministic(threads: int):
-    """Torch deterministic algorithms and `threads` intra-op threads (0: unchanged) inside the block."""
+def deterministic(threads: int, warn_only: bool = False):
+    """Torch deterministic algorithms and `threads` intra-op threads (0: unchanged) inside the block; `warn_only`
+    (GPU training: some CUDA kernels have no deterministic version) warns instead of failing."""
     import torch
 
     before, before_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -175,7 +176,7 @@ class DeepFusion(BaseEstimator):
             if len(self.classes_) < 2 or (self.kind == "binary" and len(self.classes_) != 2):
                 raise InputError(f"A {self.kind} deep fusion model needs {'2' if self.kind == 'binary' else '2+'} "
                                  f"classes in training; found {list(self.classes_)}.")
-        with deterministic(self.threads):
+        with deterministic(self.threads, warn_only=device.type != "cpu"):
             data = self._inputs(X)
             target = self._target(y)
             chance = float(loss(self.kind, torch.zeros(len(X), self._outputs()), target))
@@ -353,7 +354,7 @@ class _Checkpoint:
         if not kept:
             return None
         net = network()
-        net.load_state_dict({k[5:]: v for k, v in self.tensors.items() if k.startswith("best.")}, strict=True)
+        net.load_state_dict({k[11:]: v for k, v in self.tensors.items() if k.startswith("extra.best.")}, strict=True)
         return net.eval(), kept["ratio"], kept["curve"]
 
     def restore(self, attempt, net, optimiser, generator):

@@ -1,7 +1,7 @@
 """Training the plans' DynUNet: Dice + cross-entropy with deep supervision, nnU-Net-like augmentation,
 poly learning rate, per-step seeding (so a resumed run equals an uninterrupted one), safetensors
 checkpoints with a JSON state, k-fold splits; CPU or GPU, and several processes under `torchrun` (DDP, see
-segmentation.distributed: the same loss curve as one process).
+HCCFusionLib.ddp: the same loss curve as one process).
 """
 from __future__ import annotations
 
