@@ -84,3 +84,22 @@ def test_resume_in_a_restarted_attempt_keeps_the_best_finished_one(tmp_path):
             fit(cohort, cohort.y, tmp_path, stop, **params)
     assert json.loads((tmp_path / "checkpoint.json").read_text())["best"] is not None
     assert fit(cohort, cohort.y, tmp_path, **params) == whole
+
+
+@pytest.mark.slow  # ~15-25 s: one torchrun launch of the CLI (2 processes reading 8 run folders, 2 short fits)
+def test_train_deep_verb_under_torchrun_writes_one_bundle_and_checkpoint(tmp_path):
+    from HCCFusionLib.deepfusion.bundle import load_deep_bundle
+    from HCCFusionLib.phantom.deep_cohort import save_planted_runs
+
+    csv = save_planted_runs(planted_cohort(8, "kinetics", size=8, seed=SEED, delta=60.0), tmp_path / "cohort")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SCRIPT.parents[1]))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "HCCFusionLib.cli", "--progress", "none", "train-deep", str(csv), "--endpoint",
+                           "label", "--out", str(tmp_path / "bundle"), "--epochs", "2", "--cv", "0",
+                           "--checkpoint", str(tmp_path / "ck")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    model, card = load_deep_bundle(tmp_path / "bundle")  # checksums verified: one writer
+    assert card["cohort"]["patients"] == 8 and model.get_params()["epochs"] == 2
+    state = json.loads((tmp_path / "ck" / "checkpoint.json").read_text())
+    assert state["epoch"] == 2 and len(state["curve"]) == 2 * 1  # one global batch of 8 per epoch
