@@ -13,6 +13,7 @@ leaves the previous checkpoint whole.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -140,8 +141,8 @@ def average_gradients(net, ranks: Ranks) -> None:
 
 
 # ------------------------------------------------------------------ batch normalisation over the global batch
-def _all_reduce(tensor):
-    """Sum over the processes, differentiable (the gradient of a sum is summed back over the processes)."""
+@functools.lru_cache(maxsize=None)
+def _all_reduce_function():
     import torch
     import torch.distributed as dist
 
@@ -158,7 +159,12 @@ def _all_reduce(tensor):
             dist.all_reduce(grad)
             return grad
 
-    return AllReduce.apply(tensor)
+    return AllReduce
+
+
+def _all_reduce(tensor):
+    """Sum over the processes, differentiable (the gradient of a sum is summed back over the processes)."""
+    return _all_reduce_function().apply(tensor)
 
 
 def _global_batch_norm(module, x):
