@@ -9,13 +9,15 @@ from .common import verb
 log = logging.getLogger(__name__)
 
 
-@verb("train-deep", "train the deep multi-phase fusion network on a cohort of run folders -> bundle folder")
+@verb("train-deep", "train the deep multi-phase fusion network on a cohort of run folders -> bundle folder "
+                    "(several processes: torchrun --nproc_per_node N -m HCCFusionLib.cli train-deep …)")
 def cmd_train_deep(args, progress):
     from ..deepfusion.workflow import train_deep
 
     path = train_deep(args.cohort, args.out, endpoint=args.endpoint, kind=args.kind, fusion=args.fusion,
                       phases=args.phases, clinical=args.clinical, epochs=args.epochs, cv=args.cv, seed=args.seed,
-                      time_col=args.time_col, event_col=args.event_col, progress=progress)
+                      time_col=args.time_col, event_col=args.event_col, checkpoint_dir=args.checkpoint,
+                      device=args.device, progress=progress)
     log.info("deep fusion bundle: %s", path)
     return 0
 
@@ -34,6 +36,10 @@ def _train_deep_args(p):
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--cv", type=int, default=5, help="outer folds of the nested CV in the card (0: none)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="checkpoint folder of the final fit (resumes when it holds one)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (several processes: torchrun --nproc_per_node N "
+                                                  "-m HCCFusionLib.cli train-deep …, one GPU each with cuda)")
 
 
 cmd_train_deep.configure = _train_deep_args

@@ -5,10 +5,15 @@ X is a DataFrame with a `patches` column (one float array (phases, 2, s, s, s) p
 NaN; see `patches`) and numeric clinical columns (all other columns but `not_predictor` ones, or `clinical`).
 y: binary/multiclass labels, or a structured (event, time) array for kind='survival' (as `SurvivalFusion`).
 Training is seeded and deterministic (torch deterministic algorithms, `threads` torch threads while fitting).
+Under `torchrun --nproc_per_node N` a fit is data-parallel (`HCCFusionLib.ddp`: each global batch split over the
+processes, gloo on CPU, NCCL with device='cuda') and gives one process's loss curve; `fit(checkpoint_dir=...)`
+checkpoints each epoch and resumes to the same weights as an uninterrupted fit.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import time
 import warnings
@@ -19,6 +24,7 @@ from sklearn.base import BaseEstimator
 
 from ..errors import InputError, ModelError
 from ..fusion.blocks import not_predictor
+from ..progress import silent
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +35,13 @@ RESTART_SEED_STEP = 1000  # restart k trains with seed + k * RESTART_SEED_STEP
 
 
 @contextlib.contextmanager
-def deterministic(threads: int):
-    """Torch deterministic algorithms and `threads` intra-op threads (0: unchanged) inside the block."""
+def deterministic(threads: int, warn_only: bool = False):
+    """Torch deterministic algorithms and `threads` intra-op threads (0: unchanged) inside the block; `warn_only`
+    (GPU training: some CUDA kernels have no deterministic version) warns instead of failing."""
     import torch
 
     before, before_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -63,11 +70,13 @@ class DeepFusion(BaseEstimator):
     restarts (binary/multiclass): a fit whose training loss stays near that of a constant prediction (1 of 24
     measured 60-lesion fits got stuck so, held-out AUC 0.64) is retrained from a new seeded initialisation, up
     to `restarts` times; the best is kept, a warning is logged, and `attempts_` / `training_loss_ratio_` record it.
+    `loss_curve_`: the kept attempt's training loss per (global) batch. device: 'cpu' or 'cuda' for training
+    (the fitted network predicts on the CPU).
     """
 
     def __init__(self, fusion="intermediate", kind="binary", phases=("AP", "PVP", "DP"), clinical=None, width=8,
                  dim=32, epochs=30, batch_size=8, lr=3e-3, weight_decay=1e-4, modality_dropout=0.25,
-                 augment=True, seed=0, threads=1, restarts=2):
+                 augment=True, seed=0, threads=1, restarts=2, device="cpu"):
         self.fusion = fusion
         self.kind = kind
         self.phases = phases
@@ -83,6 +92,7 @@ class DeepFusion(BaseEstimator):
         self.seed = seed
         self.threads = threads
         self.restarts = restarts
+        self.device = device
 
     # ------------------------------------------------------------ inputs
     def _clinical_columns(self, X):
@@ -125,13 +135,29 @@ class DeepFusion(BaseEstimator):
 
         return DeepFusionNet(len(self.phases_), self._outputs(), self.fusion, len(self.clinical_), self.width, self.dim)
 
-    def fit(self, X, y):
-        import torch
-
-        from .losses import loss
+    def fit(self, X, y, checkpoint_dir=None, progress=None):
+        """Train on X, y. Under torchrun every process calls fit on the same data (see the module docstring).
+        `checkpoint_dir`: checkpoint each epoch there (rank 0 writes) and resume from one found there (it must be
+        of this data and these parameters). progress(fraction, message) after each epoch."""
+        from .. import ddp
 
         if self.kind not in KINDS:
             raise InputError(f"Unknown deep fusion kind '{self.kind}': use one of {', '.join(KINDS)}.")
+        ranks, device = ddp.start(self.device)
+        finished = False
+        try:
+            self._fit(X, y, ranks, device, checkpoint_dir, progress or silent)
+            finished = True
+        finally:
+            ddp.stop(ranks, wait=finished)
+        return self
+
+    def _fit(self, X, y, ranks, device, checkpoint_dir, progress):
+        import torch
+
+        from .. import ddp
+        from .losses import loss
+
         start = time.perf_counter()
         self.phases_ = tuple(self.phases)
         self.clinical_ = self._clinical_columns(X)
@@ -150,63 +176,89 @@ class DeepFusion(BaseEstimator):
             if len(self.classes_) < 2 or (self.kind == "binary" and len(self.classes_) != 2):
                 raise InputError(f"A {self.kind} deep fusion model needs {'2' if self.kind == 'binary' else '2+'} "
                                  f"classes in training; found {list(self.classes_)}.")
-        with deterministic(self.threads):
-            patches, present, clinical = self._inputs(X)
+        with deterministic(self.threads, warn_only=device.type != "cpu"):
+            data = self._inputs(X)
             target = self._target(y)
             chance = float(loss(self.kind, torch.zeros(len(X), self._outputs()), target))
-            best = None
-            for attempt in range(1 + (self.restarts if self.kind != "survival" else 0)):
-                net = self._train(patches, present, clinical, target, self.seed + RESTART_SEED_STEP * attempt)
+            saved = _Checkpoint(checkpoint_dir, ranks, self._fingerprint(data, target)) if checkpoint_dir else None
+            best = saved.best(self._network) if saved else None
+            for attempt in range(saved.attempt if saved else 0, 1 + (self.restarts if self.kind != "survival" else 0)):
+                seed = self.seed + RESTART_SEED_STEP * attempt
+                net, curve = self._train(data, target, seed, ranks, device, saved, attempt, best, progress)
                 with torch.no_grad():
-                    ratio = float(loss(self.kind, net(patches, present, clinical)[0], target)) / max(chance, 1e-12)
+                    logits = net(*(t.to(device) for t in data))[0].cpu()
+                    ratio = float(loss(self.kind, logits, target)) / max(chance, 1e-12)
                 if best is None or ratio < best[1]:
-                    best = (net, ratio)
+                    best = (net, ratio, curve)
                 if ratio < LEARNT_RATIO or self.kind == "survival":
                     break
                 log.warning("deep fusion (%s) attempt %d did not learn (training loss %.2f x that of a constant "
                             "prediction)%s", self.fusion, attempt + 1, ratio,
                             "; restarting from a new initialisation" if attempt < self.restarts else "")
-            self.net_, self.training_loss_ratio_, self.attempts_ = best[0], best[1], attempt + 1
+            self.net_ = self._network()  # a plain CPU network (no process group, no device) with the weights
+            self.net_.load_state_dict({k: v.cpu() for k, v in best[0].state_dict().items()}, strict=True)
+            self.net_.eval()
+            self.training_loss_ratio_, self.loss_curve_, self.attempts_ = best[1], best[2], attempt + 1
             if self.kind != "survival" and self.training_loss_ratio_ >= LEARNT_RATIO:
                 log.warning("deep fusion (%s) stayed near chance on its training data after %d attempts: its "
                             "predictions are not informative (too few lesions or no image signal?)",
                             self.fusion, self.attempts_)
             if self.kind == "survival":
-                risk = self._forward(patches, present, clinical)[0][:, 0].numpy()
+                risk = self._forward(*data)[0][:, 0].numpy()
                 self.cutoffs_ = np.quantile(risk, [0.5])
         self.fit_seconds_ = time.perf_counter() - start
         log.info("deep fusion (%s, %s) trained on %d lesions in %.1f s", self.fusion, self.kind, len(X),
                  self.fit_seconds_)
-        return self
+
+    def _fingerprint(self, data, target) -> dict:
+        """What a checkpoint must match: the training parameters and a digest of the inputs."""
+        digest = hashlib.sha256()
+        for tensor in (*data, target):
+            digest.update(tensor.numpy().tobytes())
+        params = {k: v for k, v in self.get_params().items() if k not in ("threads", "device")}
+        return json.loads(json.dumps({**params, "data": digest.hexdigest()[:16]}, default=list))
 
     def _outputs(self):
         return len(self.classes_) if self.kind == "multiclass" else 1
 
-    def _train(self, patches, present, clinical, target, seed):
-        """One seeded training run (AdamW, mini-batches, modality dropout + flips); the network in eval mode."""
+    def _train(self, data, target, seed, ranks, device, saved, attempt, best, progress):
+        """One seeded training run (AdamW, mini-batches, modality dropout + flips; each global batch drawn and
+        augmented alike on every process, which runs its `ddp.share`); (network in eval mode, loss per batch)."""
         import torch
 
+        from .. import ddp
         from .losses import loss
 
+        patches, present, clinical = data
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        net = self._network()
+        net = ddp.sync_batch_norm(self._network().to(device), ranks)
         optimiser = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        first, curve = saved.restore(attempt, net, optimiser, generator) if saved else (0, [])
         n = len(target)
         net.train()
-        for _epoch in range(self.epochs):
+        for epoch in range(first, self.epochs):
             order = torch.randperm(n, generator=generator)
-            for first in range(0, n, self.batch_size):
-                idx = order[first:first + self.batch_size]
+            for start in range(0, n, self.batch_size):
+                idx = order[start:start + self.batch_size]
                 if self.kind == "survival" and len(idx) < 2:
                     continue
                 batch, keep = self._augment(patches[idx], present[idx], generator)
-                logits, _ = net(batch, keep, clinical[idx])
-                value = loss(self.kind, logits, target[idx])
+                mine = ddp.share(ranks, len(idx), even=False)
+                part = slice(mine.start, mine.stop)
+                logits, _ = net(batch[part].to(device), keep[part].to(device), clinical[idx][part].to(device))
+                logits = ddp.gather_batch(ranks, logits, keep_grad=True, sizes=ddp.split(len(idx), ranks.world))
+                value = loss(self.kind, logits, target[idx].to(device))
                 optimiser.zero_grad()
-                value.backward()
+                (value * ranks.world if ranks.world > 1 else value).backward()
+                ddp.average_gradients(net, ranks)  # the sum of the shares' gradients: the whole batch's
                 optimiser.step()
-        return net.eval()
+                curve.append(float(value.detach()))
+            if saved:
+                saved.save(attempt, epoch + 1, net, optimiser, generator, curve, best)
+            progress((epoch + 1) / self.epochs, f"attempt {attempt + 1} epoch {epoch + 1}/{self.epochs} "
+                                                f"loss {np.mean(curve[-max(1, -(-n // self.batch_size)):]):.3f}")
+        return net.eval(), curve
 
     def _augment(self, batch, present, generator):
         """Modality dropout (each present phase masked with `modality_dropout`, one always kept) and random flips
@@ -277,3 +329,52 @@ class DeepFusion(BaseEstimator):
         if self.kind == "binary":
             return roc_auc_score(np.asarray(y) == self.classes_[1], self.predict_proba(X)[:, 1])
         return roc_auc_score(np.asarray(y), self.predict_proba(X), multi_class="ovr", labels=self.classes_)
+
+
+class _Checkpoint:
+    """A deep fusion fit's checkpoint folder (`ddp.save_checkpoint`): the running attempt's network, optimiser
+    and random generator after each epoch, and the best finished attempt's weights."""
+
+    def __init__(self, folder, ranks, fingerprint: dict):
+        from .. import ddp
+
+        self.folder, self.ranks, self.fingerprint = folder, ranks, fingerprint
+        self.meta, self.tensors = ddp.read_checkpoint(folder)
+        if self.meta and self.meta.get("fingerprint") != fingerprint:
+            raise InputError(f"The checkpoint in '{folder}' is of another deep fusion fit (other data or "
+                             "parameters): give an empty checkpoint folder, or remove this one to start over.")
+        if self.meta:
+            log.info("deep fusion: resuming attempt %d at epoch %d from %s", self.meta["attempt"] + 1,
+                     self.meta["epoch"], folder)
+        self.attempt = self.meta["attempt"] if self.meta else 0
+
+    def best(self, network):
+        """(network, loss ratio, curve) of the best finished attempt, or None."""
+        kept = self.meta and self.meta["best"]
+        if not kept:
+            return None
+        net = network()
+        net.load_state_dict({k[11:]: v for k, v in self.tensors.items() if k.startswith("extra.best.")}, strict=True)
+        return net.eval(), kept["ratio"], kept["curve"]
+
+    def restore(self, attempt, net, optimiser, generator):
+        """(first epoch, loss curve so far) of `attempt`, its states loaded when the checkpoint holds it."""
+        from .. import ddp
+
+        if not self.meta or self.meta["attempt"] != attempt:
+            return 0, []
+        extra = ddp.restore(net, optimiser, self.meta, self.tensors)
+        generator.set_state(extra["generator"])
+        return int(self.meta["epoch"]), list(self.meta["curve"])
+
+    def save(self, attempt, epoch, net, optimiser, generator, curve, best) -> None:
+        from .. import ddp
+
+        if self.ranks.main:
+            tensors = {"generator": generator.get_state()}
+            if best is not None:
+                tensors.update({f"best.{k}": v for k, v in best[0].state_dict().items()})
+            state = {"fingerprint": self.fingerprint, "attempt": attempt, "epoch": epoch, "curve": curve,
+                     "best": None if best is None else {"ratio": best[1], "curve": best[2]}}
+            ddp.save_checkpoint(self.folder, net, optimiser, state, tensors)
+        ddp.barrier(self.ranks)  # written before any process goes on (or stops)

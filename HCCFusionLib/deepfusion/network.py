@@ -88,7 +88,7 @@ class DeepFusionNet(nn.Module):
             if self.film is not None:
                 z = self.film(z, clinical)
             return self.head(z), None
-        tokens = self.encoder(patches.flatten(0, 1)).view(b, p, -1)
+        tokens = self.encoder(patches.flatten(0, 1)).unflatten(0, (b, p))
         tokens = tokens + self.phase_embedding.weight[None]
         if self.film is not None:
             tokens = self.film(tokens, clinical)
@@ -96,6 +96,8 @@ class DeepFusionNet(nn.Module):
             logits = torch.stack([head(tokens[:, i]) for i, head in enumerate(self.heads)], dim=1)
             share = present.to(logits.dtype) / present.sum(dim=1, keepdim=True).clamp(min=1)
             return (logits * share[:, :, None]).sum(dim=1), share
+        if b == 0:  # a process's empty share of a data-parallel batch: attention needs rows; the graph reaches
+            return self.head(tokens.sum(dim=1)), tokens.new_zeros(0, p)  # the encoder (its batch norm) all the same
         absent = ~present.bool()
         mixed, _ = self.mix(tokens, tokens, tokens, key_padding_mask=absent, need_weights=False)
         tokens = self.norm(tokens + mixed)

@@ -77,27 +77,44 @@ def cv_metrics(result) -> dict:
 def train_deep(cohort_csv, out, *, endpoint: str | None = None, kind: str = "binary",
                fusion: str = "intermediate", phases=("AP", "PVP", "DP"), clinical=(), epochs: int = 30,
                cv: int = 5, seed: int = 0, time_col: str | None = None, event_col: str | None = None,
-               progress=None) -> Path:
+               checkpoint_dir=None, device: str = "cpu", progress=None) -> Path:
     """Nested-CV metrics (cv >= 2 outer folds, fixed hyper-parameters) and a model fitted on every patient,
-    written as a deep fusion bundle at `out`."""
+    written as a deep fusion bundle at `out`. Under `torchrun --nproc_per_node N` every fit is data-parallel
+    over the N processes and rank 0 writes the bundle; `checkpoint_dir`: the final fit checkpoints each epoch
+    there and resumes from it (the nested CV is rerun: its fits are not checkpointed)."""
+    from .. import ddp
+
+    require("torch", "seg")
+    ranks, _ = ddp.start(device)  # one process group for every fit
+    finished = False
+    try:
+        path = _train_deep(cohort_csv, out, endpoint, kind, fusion, phases, clinical, epochs, cv, seed, time_col,
+                           event_col, checkpoint_dir, device, progress, ranks.main)
+        finished = True
+        return path
+    finally:
+        ddp.stop(ranks, wait=finished)
+
+
+def _train_deep(cohort_csv, out, endpoint, kind, fusion, phases, clinical, epochs, cv, seed, time_col, event_col,
+                checkpoint_dir, device, progress, main) -> Path:
     from ..fusion.evaluation import nested_cv
     from .bundle import save_deep_bundle
 
-    require("torch", "seg")
     table = read_cohort(cohort_csv, phases)
     y, outcome = _target(table, kind, endpoint, time_col, event_col)
     X = table[[PATCHES, *clinical]]
     estimator = DeepFusion(fusion=fusion, kind=kind, phases=tuple(phases), clinical=list(clinical),
-                           epochs=epochs, seed=seed)
+                           epochs=epochs, seed=seed, device=device)
     card = {"endpoint": endpoint if kind != "survival" else f"{time_col}/{event_col}", "kind": kind,
             "fusion": fusion, "cohort": {"csv": str(cohort_csv), "patients": len(table)}}
     if cv >= 2:
         card["cv"] = {"outer_folds": cv, **cv_metrics(nested_cv(estimator, X, y, kind=kind, outer=cv, seed=seed,
                                                                  progress=progress))}
         log.info("deep fusion nested CV: %s", card["cv"])
-    model = estimator.fit(X, y)
+    model = estimator.fit(X, y, checkpoint_dir=checkpoint_dir)
     card["train_seconds"] = round(model.fit_seconds_, 1)
-    return save_deep_bundle(model, out, card)
+    return save_deep_bundle(model, out, card) if main else Path(out)
 
 
 def _check_clinical(model) -> None:

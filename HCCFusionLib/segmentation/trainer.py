@@ -1,11 +1,10 @@
 """Training the plans' DynUNet: Dice + cross-entropy with deep supervision, nnU-Net-like augmentation,
 poly learning rate, per-step seeding (so a resumed run equals an uninterrupted one), safetensors
 checkpoints with a JSON state, k-fold splits; CPU or GPU, and several processes under `torchrun` (DDP, see
-segmentation.distributed: the same loss curve as one process).
+HCCFusionLib.ddp: the same loss curve as one process).
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -132,7 +131,7 @@ def train(cases, plans: dict, *, steps: int = 1000, seed: int = 0, fold: int | N
     earlier result: {name: tensor or array}) is where training starts; `prox_mu` adds FedProx's proximal term
     mu/2 ||w - initial||^2 to the loss (0 computes it and gives FedAvg's update).
     """
-    from . import distributed as ddp
+    from .. import ddp
 
     ranks, device = ddp.start(device)
     finished = False
@@ -152,7 +151,7 @@ def _train(cases, plans, steps, seed, fold, n_folds, lr, optimizer, elastic, dev
     import torch
     from monai.losses import DeepSupervisionLoss, DiceCELoss
 
-    from . import distributed as ddp
+    from .. import ddp
     from .network import build_network
 
     by_id = {c.case_id: c for c in cases}
@@ -182,8 +181,10 @@ def _train(cases, plans, steps, seed, fold, n_folds, lr, optimizer, elastic, dev
     loss_fn = DeepSupervisionLoss(DiceCELoss(to_onehot_y=True, softmax=True, batch=True))
     start, history = 0, []
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
-    if ckpt and (ckpt / "checkpoint.json").is_file():
-        start, history = load_checkpoint(ckpt, net, opt)
+    resumed, tensors = ddp.read_checkpoint(ckpt) if ckpt else (None, {})
+    if resumed:
+        ddp.restore(net, opt, resumed, tensors)
+        start, history = int(resumed["step"]), list(resumed["history"])
         log.info("Resuming training at step %d from %s", start, ckpt)
     batch = int(plans.get("batch_size", 2))
     mine = ddp.share(ranks, batch)
@@ -214,8 +215,10 @@ def _train(cases, plans, steps, seed, fold, n_folds, lr, optimizer, elastic, dev
         torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
         opt.step()
         history.append(round(float(loss.detach()), 5))
-        if ckpt and ranks.main and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
-            save_checkpoint(ckpt, net, opt, step + 1, history, seed)
+        if ckpt and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+            if ranks.main:
+                ddp.save_checkpoint(ckpt, net, opt, {"step": step + 1, "seed": seed, "history": history})
+            ddp.barrier(ranks)  # written before any process goes on (or stops)
         progress(0.1 + 0.8 * (step + 1) / steps, f"step {step + 1}/{steps} loss {np.mean(history[-10:]):.3f}")
     seconds = time.time() - t0
     net.eval()
@@ -265,46 +268,3 @@ def inference_network(net, plans: dict):
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
-
-
-# ------------------------------------------------------------------ checkpoints (safetensors + JSON)
-def save_checkpoint(folder: Path, net, opt, step: int, history: list, seed: int) -> None:
-    import torch
-    from safetensors.torch import save_file, save_model
-
-    from ..files import atomic_write
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_write(folder / "model.safetensors") as tmp:
-        save_model(net, str(tmp))
-    tensors = {}
-    opt_state = opt.state_dict()
-    scalars = {}
-    for idx, state in opt_state["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{idx}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{idx}.{key}"] = value
-    with atomic_write(folder / "optimizer.safetensors") as tmp:
-        save_file(tensors, str(tmp))
-    meta = {"step": step, "seed": seed, "history": history, "param_groups": opt_state["param_groups"],
-            "optim_scalars": scalars}
-    with atomic_write(folder / "checkpoint.json") as tmp:
-        Path(tmp).write_text(json.dumps(meta))
-
-
-def load_checkpoint(folder: Path, net, opt):
-    from safetensors.torch import load_file, load_model
-
-    meta = json.loads((folder / "checkpoint.json").read_text())
-    load_model(net, str(folder / "model.safetensors"), strict=True)
-    state: dict = {}
-    for key, value in load_file(str(folder / "optimizer.safetensors")).items():
-        _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = value
-    for key, value in meta["optim_scalars"].items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return int(meta["step"]), list(meta["history"])
