@@ -140,9 +140,9 @@ def check_superlink(address: str, root_certificates: str | None = None, timeout:
 
 
 def flower_environment(home: Path) -> dict:
-    """Environment of the Flower processes: FLWR_HOME, this interpreter's scripts first on PATH, this package on
-    PYTHONPATH."""
-    env = dict(os.environ, FLWR_HOME=str(home))
+    """Environment of the Flower processes: FLWR_HOME, Flower's telemetry off, this interpreter's scripts first on
+    PATH, this package on PYTHONPATH."""
+    env = dict(os.environ, FLWR_HOME=str(home), FLWR_TELEMETRY_ENABLED="0")  # no usage reports leave a site
     # the SuperLink starts `flower-superexec` by name: this interpreter's scripts folder (a venv's bin) comes first
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *filter(None, [env.get("PATH")])])
     paths = [str(Path(__file__).resolve().parents[2])] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]

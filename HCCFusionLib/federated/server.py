@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import InputError, ModelError
-from ..fusion.blocks import ComBat, eb_shrink_stats
+
+if TYPE_CHECKING:
+    from ..fusion.blocks import ComBat
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ def combat_from_stats(stats: Mapping[str, Mapping[str, np.ndarray]], feature_nam
     levels = sorted(str(s) for s in stats)
     if not levels:
         raise InputError("Distributed ComBat needs statistics from at least one site.")
+    from ..fusion.blocks import ComBat, eb_shrink_stats  # scikit-learn: only where ComBat is fitted (not at sites)
     count = np.array([np.asarray(stats[s]["count"], dtype=float) for s in levels])
     total = np.array([np.asarray(stats[s]["sum"], dtype=float) for s in levels])
     centred = np.array([np.asarray(stats[s]["centred"], dtype=float) for s in levels])
