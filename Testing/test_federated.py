@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from HCCFusionLib.errors import InputError, ModelError
 from HCCFusionLib.federated import (combat_from_stats, combat_stats, federated_combat, federated_logistic,
-                                    harmonise, logistic_aggregates)
+                                    harmonise, harmonise_rows, logistic_aggregates)
 from HCCFusionLib.fusion.blocks import ComBat
 from HCCFusionLib.fusion.logistic import expit, fit_logistic
 
@@ -57,6 +57,9 @@ def test_distributed_combat_equals_pooled(missing, empirical_bayes):
     expected = reference.transform(X)
     for site, (x, _) in cohort.items():
         mine = harmonise(x, combat, site).to_numpy()
+        known = list(combat.batches_).index(site)  # what a Flower site computes from its parameters alone
+        params = dict(mean=combat.mean_, std=combat.std_, gamma=combat.gamma_[known], delta=combat.delta_[known])
+        np.testing.assert_allclose(harmonise_rows(x.to_numpy(dtype=float), params), mine, atol=1e-12, rtol=0)
         np.testing.assert_allclose(mine, expected[(X["center"] == site).to_numpy()], atol=1e-6, rtol=0)
         assert np.array_equal(np.isnan(mine), x.isna().to_numpy())
     # the site effects are real: harmonisation moves the site means together

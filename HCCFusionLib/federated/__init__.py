@@ -9,7 +9,7 @@ Flower (flwr) server and client processes.
 """
 from .server import (combat_from_stats, federated_combat, federated_cox, federated_logistic, federated_newton,
                      newton_step)
-from .site import combat_stats, cox_aggregates, harmonise, logistic_aggregates
+from .site import combat_stats, cox_aggregates, harmonise, harmonise_rows, logistic_aggregates
 
-__all__ = ["combat_stats", "cox_aggregates", "harmonise", "logistic_aggregates", "combat_from_stats",
+__all__ = ["combat_stats", "cox_aggregates", "harmonise", "harmonise_rows", "logistic_aggregates", "combat_from_stats",
            "federated_combat", "federated_cox", "federated_logistic", "federated_newton", "newton_step"]

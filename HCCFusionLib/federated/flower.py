@@ -55,13 +55,6 @@ def _site_table(context: Context) -> tuple[str, pd.DataFrame]:
     return site, pd.read_csv(table)
 
 
-def _site_harmonised(values: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
-    """The site's rows harmonised with its batch-only ComBat parameters (`fusion.blocks.ComBat.transform` without
-    covariates), in numpy: a ClientApp process (one per message) then never imports scikit-learn."""
-    z = (values - params["mean"]) / params["std"]
-    return (z - params["gamma"]) / np.sqrt(params["delta"]) * params["std"] + params["mean"]
-
-
 def audit_mod(message: Message, context: Context, call_next) -> Message:
     """ClientApp mod: append what this site sends (record names and array shapes) to node config `audit`."""
     reply = call_next(message, context)
@@ -93,7 +86,7 @@ def answer(message: Message, context: Context) -> Message:
         if missing:
             raise InputError(f"Site {site}: the {task} model needs column(s) {missing} in its table.")
         params = _numpy(message.content["params"])
-        X = _site_harmonised(table[features].to_numpy(dtype=float), params)
+        X = fed_site.harmonise_rows(table[features].to_numpy(dtype=float), params)
         aggregates = (fed_site.logistic_aggregates(X, table[OUTCOME], params["beta"]) if task == "logistic" else
                       fed_site.cox_aggregates(X, table["time"], table["event"], params["beta"]))
         content = RecordDict({"aggregates": _arrays(**aggregates)})
