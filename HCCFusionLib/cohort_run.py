@@ -33,7 +33,9 @@ def cohort_run(table: "str | Path", out: "str | Path", *, cluster=None, progress
     runs as Dask tasks, one per series (radiomics.parallel.dask_series_tasks): Dask gives the parallelism.
     """
     from .radiomics.cohort import cohort_jobs, combine, status_frame
+    from .radiomics.torch_backend import resolve_backend
 
+    resolve_backend(options.get("radiomics_backend", "pyradiomics"), options.get("radiomics_device"))  # before any task
     table, out = Path(table), Path(out)
     cohort, jobs = cohort_jobs(table, out, {**options, "workers": 1} if cluster is not None else options)
     status = status_frame(run_tasks(run_one, jobs, cluster, progress))

@@ -179,6 +179,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     deep_model: a deep fusion bundle (`train-deep`): its prediction, attention and Grad-CAM per lesion
     (deepfusion.workflow.predict_deep) in OUT/prediction/deep/ and the report, after the prediction stage.
     """
+    from .radiomics.torch_backend import resolve_backend
     from .resume import RESUMED, manifest_writer, prepare_out, resumable_stages
     from .study import Study
 
@@ -194,7 +195,7 @@ def run(study_or_path, out: "str | Path", *, model: "str | Path | None" = None,
     model = None if str(model).lower() == "none" else Path(model)
     plan = [s for s in STAGES if (s != "pacs" or pacs_study_uid) and (s != "prediction" or model)
             and (s != "followup" or prior) and (s != DEEP_STAGE or deep_model)]
-    backend = _radiomics_backend(radiomics_backend, radiomics_device)  # before the long stages, as the bundles
+    backend = resolve_backend(radiomics_backend, radiomics_device)  # before the long stages, as the bundles
     if deep_model:
         from .deepfusion.workflow import check_deep_bundle, deep_stage_skip, predict_deep
 
@@ -448,29 +449,6 @@ def _followup(prior, registered, ref: str, seg, extraction, seed: int, interval_
     current = Timepoint.from_study(registered, ref, seg.labels, seg.lesion_map, extraction.long)
     return compare(baseline, current, seed=seed, interval_months=interval_months,
                    **(registration_options or {}))
-
-
-def _radiomics_backend(backend: str, device: str | None) -> dict:
-    """extract_study's {"backend", "device"} (the torch device resolved), checked before the long stages:
-    InputError for an unknown backend, a device without the torch backend, or a device torch cannot use."""
-    from .radiomics.torch_backend import check_backend, torch_device
-
-    check_backend(backend)
-    if backend != "torch" and device:
-        raise InputError(f"--radiomics-device {device} needs --radiomics-backend torch (pyradiomics runs on the CPU).")
-    if backend != "torch":
-        return {"backend": backend, "device": None}
-    used = torch_device(device)
-    if used.type == "cuda" and (used.index or 0) >= _cuda_devices():
-        raise InputError(f"Radiomics device '{device}': torch sees only {_cuda_devices()} CUDA GPU(s); give cuda:0 "
-                         "to cuda:N-1, or cpu.")
-    return {"backend": backend, "device": str(used)}
-
-
-def _cuda_devices() -> int:
-    import torch
-
-    return torch.cuda.device_count()
 
 
 def _fingerprint(study_or_path, pacs_study_uid, settings: dict) -> str:

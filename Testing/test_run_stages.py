@@ -107,6 +107,13 @@ def test_bad_backend_device_or_bundle_refused_before_any_stage(inputs, tmp_path)
     assert not out.exists() or not any(out.iterdir())
     assert cli.main(["--progress", "none", "run", str(inputs / "study"), "--out", str(out), "--radiomics-device",
                      "cpu"]) == 2
+    # cohort-run checks the same before any study starts
+    from HCCFusionLib.cohort_run import cohort_run
+
+    (tmp_path / "cohort.csv").write_text(f"study_id,path\nA,{inputs / 'study'}\n")
+    with pytest.raises(InputError, match="needs --radiomics-backend torch"):
+        cohort_run(tmp_path / "cohort.csv", tmp_path / "cohort", radiomics_device="cpu", model="none")
+    assert not (tmp_path / "cohort").exists()
 
 
 def test_deep_stage_skipped_without_lesion_or_phase(inputs):

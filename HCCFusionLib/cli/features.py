@@ -53,7 +53,7 @@ def _radiomics_args(p):
 
 
 def radiomics_backend_args(p):
-    """--radiomics-backend / --radiomics-device (extract, cohort-extract, run)."""
+    """--radiomics-backend / --radiomics-device (extract, cohort-extract, run, cohort-run)."""
     p.add_argument("--radiomics-backend", choices=["pyradiomics", "torch"], default="pyradiomics",
                    help="pyradiomics (default), or torch: filters and texture features in PyTorch, on a GPU when "
                         "present (within 1e-4 relative of pyradiomics; stated in diagnostics.json)")

@@ -96,7 +96,8 @@ def cmd_cohort_run(args, progress):
     status = cohort_run(args.cohort, args.out, cluster=cluster_option(args), progress=progress, model=args.model,
                         engine=args.engine, mode=args.mode, image_types=args.image_types.split(","),
                         presets={"*": args.preset} if args.preset else None, workers=args.workers,
-                        registration_options=options)
+                        registration_options=options, radiomics_backend=args.radiomics_backend,
+                        radiomics_device=args.radiomics_device)
     print(format_table(status.to_dict("records"), title=f"Cohort -> {args.out / 'cohort'}"))
     return 0 if (status["status"] != "failed").all() else 1
 
@@ -115,6 +116,7 @@ def _cohort_run_args(p):
     p.add_argument("--image-types", default="Original", help="radiomics image types (default Original)")
     p.add_argument("--preset", default=None, help="radiomics preset name or YAML file for every series")
     p.add_argument("--workers", type=int, default=2, help="radiomics processes per study without Dask (default 2)")
+    radiomics_backend_args(p)
 
 
 cmd_cohort_run.configure = _cohort_run_args

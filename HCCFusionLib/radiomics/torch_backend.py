@@ -58,6 +58,9 @@ def torch_device(device=None):
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"Radiomics device '{device}' asked for, but torch sees no CUDA GPU: use device 'cpu' "
                          "(or leave it out to pick the GPU when present).")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise InputError(f"Radiomics device '{device}': torch sees only {torch.cuda.device_count()} CUDA GPU(s); "
+                         "give cuda:0 to cuda:N-1, or cpu.")
     return dev
 
 
@@ -296,6 +299,15 @@ def check_backend(backend: str, crop_filters: bool = False) -> None:
                          "torch backend filters the whole series; choose one.")
 
 
+def resolve_backend(backend: str, device: "str | None" = None) -> dict:
+    """{"backend", "device"} for extract_study (the torch device resolved), checked before any long work: InputError
+    for an unknown backend, a device without the torch backend, or a device torch cannot use."""
+    check_backend(backend)
+    if backend != "torch" and device:
+        raise InputError(f"--radiomics-device {device} needs --radiomics-backend torch (pyradiomics runs on the CPU).")
+    return {"backend": backend, "device": str(torch_device(device)) if backend == "torch" else None}
+
+
 def settings_note(backend: str, device=None) -> dict:
     """What diagnostics.json records about the backend."""
     if backend != "torch":
@@ -310,4 +322,5 @@ def settings_note(backend: str, device=None) -> dict:
 
 __all__ = ["BACKENDS", "NEAR_ZERO_CHECKED", "TOLERANCE", "TorchRunner", "check_backend", "check_preset",
            "compare_features", "filtered_images",
-           "region_features", "series_features_torch", "series_task_torch", "settings_note", "torch_device"]
+           "region_features", "resolve_backend", "series_features_torch", "series_task_torch", "settings_note",
+           "torch_device"]
