@@ -1,7 +1,7 @@
 """Shared pytest fixtures and the suite's parallel layout.
 
 - `shared_data`: the real reference data folder.
-- Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup --no-loadscope-reorder`), each worker gets its share
+- Under pytest-xdist (`make test` runs `-n 3 --dist loadgroup --no-loadscope-reorder`), each worker gets its share
   of the CPUs (torch, OpenMP and ITK threads); a module's tests run on one worker (its fixtures built once, in
   file order), except in the modules named in `SPLIT`, whose tests run wherever a worker is free, together where
   they share an expensive fixture. The longest groups start first (`FIRST`), so that the workers finish together.
