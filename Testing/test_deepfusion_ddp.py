@@ -4,9 +4,6 @@ fit stopped mid-way resumes from its checkpoint to the uninterrupted fit's weigh
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +12,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ddp_deep import ROWS, SEED, fit, run  # noqa: E402
+from torchrun import torchrun  # noqa: E402
 
 from HCCFusionLib.errors import InputError  # noqa: E402
 from HCCFusionLib.phantom.deep_cohort import planted_cohort  # noqa: E402
 
 SCRIPT = Path(__file__).with_name("ddp_deep.py")
-
-
-def _torchrun(*args, nproc=2):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SCRIPT.parents[1]))
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                           str(nproc), str(SCRIPT), *map(str, args)], env=env, capture_output=True, text=True,
-                          timeout=300)
 
 
 def _same_function(a: dict, b: dict):
@@ -45,7 +36,7 @@ def _same_function(a: dict, b: dict):
 @pytest.mark.slow  # ~35 s: two torchrun launches of 2 processes (torch imports, 4 short fits) and 3 fits here
 def test_two_processes_equal_one_and_resume_from_checkpoint(tmp_path):
     single = run(tmp_path / "single.json")
-    first = _torchrun(tmp_path / "first.json", "--checkpoint", tmp_path / "ck", "--stop-after", 2)
+    first = torchrun(SCRIPT, tmp_path / "first.json", "--checkpoint", tmp_path / "ck", "--stop-after", 2)
     assert first.returncode != 0, "the checkpointed 2-process fit was not stopped"
     ddp = json.loads((tmp_path / "first.json").read_text())
     assert ddp["world"] == 2
@@ -55,7 +46,7 @@ def test_two_processes_equal_one_and_resume_from_checkpoint(tmp_path):
     assert state["epoch"] == 2 and state["curve"] == pytest.approx(single["binary"]["curve"][:len(state["curve"])],
                                                                    rel=1e-4, abs=1e-5)
     assert len(list((tmp_path / "ck").glob("*.safetensors"))) == 1
-    resumed = _torchrun(tmp_path / "resumed.json", "--checkpoint", tmp_path / "ck", "--resume-only")
+    resumed = torchrun(SCRIPT, tmp_path / "resumed.json", "--checkpoint", tmp_path / "ck", "--resume-only")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     resumed = json.loads((tmp_path / "resumed.json").read_text())["resumed"]
     assert resumed == ddp["binary"]  # bit for bit the uninterrupted 2-process fit
@@ -92,12 +83,8 @@ def test_train_deep_verb_under_torchrun_writes_one_bundle_and_checkpoint(tmp_pat
     from HCCFusionLib.phantom.deep_cohort import save_planted_runs
 
     csv = save_planted_runs(planted_cohort(8, "kinetics", size=8, seed=SEED, delta=60.0), tmp_path / "cohort")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SCRIPT.parents[1]))
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "HCCFusionLib.cli", "--progress", "none", "train-deep", str(csv), "--endpoint",
-                           "label", "--out", str(tmp_path / "bundle"), "--epochs", "2", "--cv", "0",
-                           "--checkpoint", str(tmp_path / "ck")], env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = torchrun("-m", "HCCFusionLib.cli", "--progress", "none", "train-deep", csv, "--endpoint", "label", "--out",
+                    tmp_path / "bundle", "--epochs", "2", "--cv", "0", "--checkpoint", tmp_path / "ck")
     assert done.returncode == 0, done.stderr[-3000:]
     model, card = load_deep_bundle(tmp_path / "bundle")  # checksums verified: one writer
     assert card["cohort"]["patients"] == 8 and model.get_params()["epochs"] == 2
