@@ -12,6 +12,7 @@ skips the finished studies (resume after a killed client).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from .errors import DependencyError, InputError
 from .progress import silent
 
-__all__ = ["Cluster", "run_tasks", "local_workers"]
+__all__ = ["Cluster", "run_tasks", "local_workers", "seceded"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,24 @@ class Cluster:
 def local_workers() -> int:
     """Worker processes of the default LocalCluster: the cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def seceded():
+    """In a Dask task: leave the worker's thread pool for the block (the task waits there for something other tasks
+    must do, so they can run in its place), then rejoin. Elsewhere: nothing."""
+    try:
+        from distributed import get_worker, rejoin, secede
+
+        get_worker()
+    except (ImportError, ValueError):
+        yield
+        return
+    secede()
+    try:
+        yield
+    finally:
+        rejoin()
 
 
 def _client(cluster: Cluster):

@@ -14,9 +14,9 @@ import logging
 import time
 from pathlib import Path
 
-from .cluster import run_tasks
+from .cluster import run_tasks, seceded
 from .errors import HCCFusionError
-from .files import atomic_write
+from .files import atomic_write, exclusive
 from .layout import RunFolder
 from .progress import silent
 
@@ -48,7 +48,13 @@ def cohort_run(table: "str | Path", out: "str | Path", *, cluster=None, progress
 def run_one(study_id: str, path: str, segmentation: str, folder: Path, options: dict) -> dict:
     """One cohort study through pipeline.run into `folder` (skipped when done, resumed when begun); its status row.
 
-    Never raises: a study's error becomes its "failed" row."""
+    Never raises: a study's error becomes its "failed" row. The study folder is held exclusively: a task of a
+    killed client's cohort that still runs on a worker finishes before its rerun looks at the folder."""
+    with exclusive(RunFolder(folder).cohort_lock, waiting=seceded):
+        return _run_one(study_id, path, segmentation, folder, options)
+
+
+def _run_one(study_id: str, path: str, segmentation: str, folder: Path, options: dict) -> dict:
     from .pipeline import run
     from .radiomics.parallel import dask_series_tasks
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["atomic_write", "atomic_folder", "replace_folder", "staging_folder", "sha256_file"]
+__all__ = ["atomic_write", "atomic_folder", "replace_folder", "staging_folder", "sha256_file", "exclusive"]
 
 
 @contextlib.contextmanager
@@ -94,3 +95,19 @@ def sha256_file(path: "str | Path") -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive(lock: "str | Path", waiting=contextlib.nullcontext):
+    """Hold the lock file `lock` for the block: another process, or another thread here, entering with the same
+    file waits inside `waiting()` until it is released. The kernel releases it when its holder dies (flock on an
+    open file that child processes started by exec do not inherit)."""
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with waiting():
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

@@ -322,6 +322,11 @@ class RunFolder:
         return self.root / "cohort_done.json"
 
     @property
+    def cohort_lock(self) -> Path:
+        """In a cohort study's folder: held by the cohort-run task working on it (files.exclusive)."""
+        return self.root / ".cohort.lock"
+
+    @property
     def cohort(self) -> Path:
         return self.root / "cohort"
 

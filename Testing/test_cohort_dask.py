@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from HCCFusionLib.cluster import Cluster, run_tasks
-from HCCFusionLib.cohort_run import cohort_run
+from HCCFusionLib.cohort_run import cohort_run, run_one
+from HCCFusionLib.files import exclusive
 from HCCFusionLib.io import save_image, save_study
 from HCCFusionLib.layout import RunFolder
 from HCCFusionLib.radiomics import cohort_extract
@@ -149,6 +150,46 @@ def test_cohort_run_killed_client_resumes(cohort, cluster, tmp_path):
     lesions = [pd.read_csv(RunFolder(o).cohort_lesions) for o in (tmp_path / "seq", out)]
     pd.testing.assert_frame_equal(*lesions, check_exact=True)
     assert list(lesions[0]["study_id"].unique()) == [f"S{i}" for i in range(N)]
+
+
+HOLDER = """import sys, time
+from HCCFusionLib.files import exclusive
+with exclusive(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[3]))
+    open(sys.argv[2], "w").write("{}")
+"""
+
+
+def test_rerun_waits_for_the_task_still_working_on_a_study(tmp_path):
+    """A killed client's task may still run on a worker: a rerun of its study waits for it, then finds it done,
+    instead of working in the same folder at the same time (its path does not even exist: running it would fail)."""
+    folder = tmp_path / "studies" / "S0"
+    paths = RunFolder(folder)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(paths.cohort_lock), str(paths.cohort_done), "2"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.perf_counter()
+        row = run_one("S0", str(tmp_path / "absent"), "", folder, {})
+        assert row["status"] == "skipped (already complete)", row
+        assert time.perf_counter() - started > 1.0
+    finally:
+        holder.kill()
+        holder.wait(30)
+
+
+def test_a_dead_holder_releases_its_study(tmp_path):
+    """The lock dies with its holder (a worker killed mid-study): the rerun goes on at once, and runs the study."""
+    lock = tmp_path / "study.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock), str(tmp_path / "never"), "600"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(30)
+    with exclusive(lock):
+        pass
+    assert not (tmp_path / "never").exists()
 
 
 def _grow(mb: int) -> dict:

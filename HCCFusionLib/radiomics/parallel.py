@@ -158,13 +158,10 @@ def _waiting(executor):
     if executor is None or not type(executor).__module__.startswith("distributed"):
         yield
         return
-    from distributed import rejoin, secede
+    from ..cluster import seceded
 
-    secede()
-    try:
+    with seceded():
         yield
-    finally:
-        rejoin()
 
 
 class TaskRunner:
