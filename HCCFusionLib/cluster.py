@@ -19,9 +19,11 @@ import time
 from dataclasses import dataclass
 
 from .errors import DependencyError, InputError
+from .files import exclusive
+from .layout import RunFolder
 from .progress import silent
 
-__all__ = ["Cluster", "run_tasks", "local_workers", "seceded"]
+__all__ = ["Cluster", "run_tasks", "local_workers", "seceded", "study_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,13 @@ def seceded():
         yield
     finally:
         rejoin()
+
+
+def study_lock(folder):
+    """Held by the cohort task working on the study folder `folder` (cohort-run, cohort-extract): a second task for
+    it (a rerun while a killed client's task still runs on a worker) waits, outside the worker's pool, until the
+    first ends or dies."""
+    return exclusive(RunFolder(folder).cohort_lock, waiting=seceded)
 
 
 def _client(cluster: Cluster):

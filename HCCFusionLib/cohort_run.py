@@ -14,9 +14,9 @@ import logging
 import time
 from pathlib import Path
 
-from .cluster import run_tasks, seceded
+from .cluster import run_tasks, study_lock
 from .errors import HCCFusionError
-from .files import atomic_write, exclusive
+from .files import atomic_write
 from .layout import RunFolder
 from .progress import silent
 
@@ -48,9 +48,8 @@ def cohort_run(table: "str | Path", out: "str | Path", *, cluster=None, progress
 def run_one(study_id: str, path: str, segmentation: str, folder: Path, options: dict) -> dict:
     """One cohort study through pipeline.run into `folder` (skipped when done, resumed when begun); its status row.
 
-    Never raises: a study's error becomes its "failed" row. The study folder is held exclusively: a task of a
-    killed client's cohort that still runs on a worker finishes before its rerun looks at the folder."""
-    with exclusive(RunFolder(folder).cohort_lock, waiting=seceded):
+    Never raises: a study's error becomes its "failed" row. One task at a time per study (cluster.study_lock)."""
+    with study_lock(folder):
         return _run_one(study_id, path, segmentation, folder, options)
 
 

@@ -79,11 +79,18 @@ def status_frame(results: dict):
 
 
 def extract_one(study_id: str, path: str, segmentation: str, folder: Path, options: dict) -> dict:
-    """One cohort study's radiomics into `folder`/radiomics (skipped when complete); its status row (no raise)."""
+    """One cohort study's radiomics into `folder`/radiomics (skipped when complete); its status row (no raise).
+    One task at a time per study (cluster.study_lock)."""
+    from ..cluster import study_lock
+
+    with study_lock(folder):
+        return _extract_one(study_id, path, segmentation, Path(folder), options)
+
+
+def _extract_one(study_id: str, path: str, segmentation: str, folder: Path, options: dict) -> dict:
     from ..io import load_study, read_image
     from .parallel import dask_series_tasks
 
-    folder = Path(folder)
     if outputs_complete(folder / "radiomics"):
         return {"status": "skipped (already complete)", "seconds": 0.0, "message": ""}
     started = time.perf_counter()
