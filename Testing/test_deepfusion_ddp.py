@@ -23,14 +23,16 @@ SCRIPT = Path(__file__).with_name("ddp_deep.py")
 def _same_function(a: dict, b: dict):
     """The same loss curve, predictions and weights within float tolerance. AdamW turns float noise in gradients
     that are zero in exact arithmetic (the conv biases before batch norm, the attention's key bias) into lr-sized
-    steps, which batch norm's running means follow: those move apart without changing the function."""
+    steps, which batch norm's running means follow: those move apart without changing the function. Other weights
+    whose gradient is nearly zero take Adam steps that float noise shifts: they stay within a tenth of one step (lr
+    3e-3; 3e-5 measured on an AVX-512 CPU)."""
     assert b["curve"] == pytest.approx(a["curve"], rel=1e-4, abs=1e-5)
     assert len(set(np.round(a["curve"], 4))) > 3  # a real curve, not a constant
     assert b["prediction"] == pytest.approx(a["prediction"], abs=1e-2)
     assert b["weights"].keys() == a["weights"].keys()
     for name, value in a["weights"].items():
         if not name.endswith(("bias", "running_mean")):
-            assert np.allclose(b["weights"][name], value, rtol=1e-4, atol=1e-5), name
+            assert np.allclose(b["weights"][name], value, rtol=1e-4, atol=3e-4), name
 
 
 @pytest.mark.slow  # ~35 s: two torchrun launches of 2 processes (torch imports, 4 short fits) and 3 fits here

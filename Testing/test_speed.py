@@ -45,7 +45,7 @@ def test_fast_forward_equals_the_plain_layer_by_layer_forward(lesion):
         with speed.inference():
             fast = net(x).numpy()
     assert any(kind == "add" for kind, _, _ in taps)
-    assert np.abs(fast - plain).max() <= 1e-6
+    assert np.abs(fast - plain).max() <= 5e-5  # float32 sums in another order (5e-6 measured with AVX-512)
     np.testing.assert_array_equal(fast > 0.5, plain > 0.5)
     assert plain.std() > 1e-3  # a varying output was compared
 

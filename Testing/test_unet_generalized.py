@@ -131,7 +131,7 @@ def layer_by_layer(kind):
     with torch.inference_mode():
         got = net(torch.from_numpy(x)[None, None], taps)[0, 0].numpy()
         plain = net(torch.from_numpy(x)[None, None])[0, 0].numpy()  # unrecorded path: in-place activations
-    np.testing.assert_array_equal(plain, got)
+    assert float(np.abs(plain - got).max()) <= TOL  # in-place vs recorded ops: oneDNN may order sums apart
     isolated = KerasReference(bundle.plans["network"], weights, forced=taps)
     isolated(x)
     return isolated.layers, taps, KerasReference(bundle.plans["network"], weights)(x), got
