@@ -1,8 +1,7 @@
-"""Atomic file and folder writes and file checksums (no HCCFusionLib imports beyond errors)."""
+"""Atomic file and folder writes, file checksums and lock files (no HCCFusionLib imports beyond errors)."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import shutil
@@ -99,15 +98,20 @@ def sha256_file(path: "str | Path") -> str:
 
 @contextlib.contextmanager
 def exclusive(lock: "str | Path", waiting=contextlib.nullcontext):
-    """Hold the lock file `lock` for the block: another process, or another thread here, entering with the same
-    file waits inside `waiting()` until it is released. The kernel releases it when its holder dies (flock on an
-    open file that child processes started by exec do not inherit)."""
+    """Hold the lock file `lock` (filelock: flock on POSIX, msvcrt on Windows) for the block: another process, or
+    another thread here, entering with the same file waits inside `waiting()` until it is released. The operating
+    system releases it when its holder dies."""
+    from filelock import FileLock, Timeout
+
     lock = Path(lock)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            with waiting():
-                fcntl.flock(handle, fcntl.LOCK_EX)
+    held = FileLock(lock)
+    try:
+        held.acquire(blocking=False)
+    except Timeout:
+        with waiting():
+            held.acquire()
+    try:
         yield
+    finally:
+        held.release()

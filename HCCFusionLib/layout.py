@@ -323,7 +323,7 @@ class RunFolder:
 
     @property
     def cohort_lock(self) -> Path:
-        """In a cohort study's folder: held by the cohort-run task working on it (files.exclusive)."""
+        """In a cohort study's folder: held by the cohort task working on it (cluster.study_lock)."""
         return self.root / ".cohort.lock"
 
     @property

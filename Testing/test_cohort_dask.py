@@ -191,6 +191,25 @@ def test_a_dead_holder_releases_its_study(tmp_path):
         pass
     assert not (tmp_path / "never").exists()
 
+def test_threads_of_one_process_take_turns(tmp_path):
+    """Two tasks on one multi-threaded worker: the second waits for the first's release."""
+    order = []
+
+    def hold():
+        with exclusive(tmp_path / "study.lock"):
+            order.append("first in")
+            time.sleep(0.5)
+            order.append("first out")
+
+    first = threading.Thread(target=hold)
+    first.start()
+    while not order:
+        time.sleep(0.01)
+    with exclusive(tmp_path / "study.lock"):
+        order.append("second in")
+    first.join()
+    assert order == ["first in", "first out", "second in"]
+
 
 def _grow(mb: int) -> dict:
     """A task that holds `mb` MB (in 20 MB steps, so the nanny sees it grow)."""
