@@ -13,6 +13,7 @@ leaves the previous checkpoint whole.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -21,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
+from .files import atomic_write
 
-__all__ = ["Ranks", "start", "stop", "barrier", "share", "split", "gather_batch", "average_gradients",
-           "sync_batch_norm",
-           "save_checkpoint", "read_checkpoint", "restore"]
+__all__ = ["Ranks", "start", "stop", "session", "barrier", "share", "split", "gather_batch", "average_gradients",
+           "sync_batch_norm", "save_checkpoint", "read_checkpoint", "restore"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,19 @@ def stop(ranks: Ranks, wait: bool = True) -> None:
         if wait:
             dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def session(device: "str | None"):
+    """`start` for the block, yielding (Ranks, torch.device), then `stop` (waiting for the others only when the
+    block succeeded)."""
+    ranks, used = start(device)
+    try:
+        yield ranks, used
+    except BaseException:
+        stop(ranks, wait=False)
+        raise
+    stop(ranks)
 
 
 def barrier(ranks: Ranks) -> None:
@@ -214,22 +228,25 @@ def sync_batch_norm(net, ranks: Ranks):
 STATE_FILE = "checkpoint.json"
 
 
-def save_checkpoint(folder: "str | Path", net, opt, state: dict, tensors: "dict | None" = None) -> None:
+def save_checkpoint(folder: "str | Path", ranks: Ranks, net, opt, state: dict, tensors: "dict | None" = None) -> None:
     """Write the network, the optimiser, extra `tensors` {name: tensor} and the JSON `state` to `folder`: the
     tensors to a new safetensors file first, then checkpoint.json naming it (atomically), then older files are
-    removed. Call on rank 0 only."""
+    removed. Called by every process: rank 0 writes, and none goes on (or stops) before it has written."""
+    if ranks.main:
+        _write_checkpoint(Path(folder), net, opt, state, tensors or {})
+    barrier(ranks)
+
+
+def _write_checkpoint(folder: Path, net, opt, state: dict, tensors: dict) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from .files import atomic_write
-
-    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     previous = json.loads((folder / STATE_FILE).read_text()).get("serial", 0) if (folder / STATE_FILE).is_file() else 0
     name = f"checkpoint-{previous + 1:06d}.safetensors"
     opt_state = opt.state_dict()
     out = {f"model.{k}": v.detach().cpu().clone() for k, v in net.state_dict().items()}  # no shared storage
-    out.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in (tensors or {}).items()})
+    out.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in tensors.items()})
     scalars = {}
     for idx, values in opt_state["state"].items():
         for key, value in values.items():

@@ -5,9 +5,7 @@ ends: 'binary' (intermediate fusion), 'survival' (late fusion, Cox loss over the
 --resume-only runs just this fit)."""
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import numpy as np  # noqa: E402
 from HCCFusionLib import ddp  # noqa: E402
 from HCCFusionLib.deepfusion.model import DeepFusion  # noqa: E402
 from HCCFusionLib.phantom.deep_cohort import planted_cohort  # noqa: E402
+from torchrun import script_main  # noqa: E402
 
 # 13 lesions in batches of 6: the last global batch (1 lesion) leaves the second process an empty share
 ROWS, EPOCHS, BATCH, SEED = 13, 4, 6, 3
@@ -45,31 +44,21 @@ def fit(cohort, y, checkpoint=None, stop=None, **params) -> dict:
 
 def run(out: Path, checkpoint: Path | None = None, stop_after: int | None = None, resume_only=False) -> dict:
     cohort = planted_cohort(ROWS, "kinetics", size=8, seed=SEED, delta=60.0, missing=0.3)
-    ranks, _ = ddp.start("cpu")
-    record = {"world": ranks.world}
+    with ddp.session("cpu") as (ranks, _):
+        record = {"world": ranks.world}
 
-    def keep(name, result):
-        record[name] = result
-        if ranks.main:
-            out.write_text(json.dumps(record))
+        def keep(name, result):
+            record[name] = result
+            if ranks.main:
+                out.write_text(json.dumps(record))
 
-    if not resume_only:
-        keep("binary", fit(cohort, cohort.y))
-        keep("survival", fit(cohort, survival_target(cohort), kind="survival", fusion="late"))
-    if checkpoint:
-        keep("resumed", fit(cohort, cohort.y, checkpoint, stop_after and f"attempt 1 epoch {stop_after}/"))
-    ddp.stop(ranks)
+        if not resume_only:
+            keep("binary", fit(cohort, cohort.y))
+            keep("survival", fit(cohort, survival_target(cohort), kind="survival", fusion="late"))
+        if checkpoint:
+            keep("resumed", fit(cohort, cohort.y, checkpoint, stop_after and f"attempt 1 epoch {stop_after}/"))
     return record
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--checkpoint", type=Path)
-    parser.add_argument("--stop-after", type=int)
-    parser.add_argument("--resume-only", action="store_true")
-    args = parser.parse_args()
-    try:
-        run(args.out, args.checkpoint, args.stop_after, args.resume_only)
-    except KeyboardInterrupt:
-        sys.exit(3)
+    script_main(run, "--resume-only")

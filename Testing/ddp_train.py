@@ -2,7 +2,6 @@
 the final weights' checksums of rank 0 to OUT (JSON); --stop-after K stops every rank after step K (a crash)."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -15,6 +14,7 @@ import torch  # noqa: E402
 from HCCFusionLib.phantom import phantom_case  # noqa: E402
 from HCCFusionLib.segmentation import planner  # noqa: E402
 from HCCFusionLib.segmentation.trainer import train  # noqa: E402
+from torchrun import script_main  # noqa: E402
 
 STEPS, SEED = 4, 5
 
@@ -45,12 +45,4 @@ def run(out: Path, checkpoint: Path | None, stop_after: int | None) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--checkpoint", type=Path)
-    parser.add_argument("--stop-after", type=int)
-    args = parser.parse_args()
-    try:
-        run(args.out, args.checkpoint, args.stop_after)
-    except KeyboardInterrupt:
-        sys.exit(3)
+    script_main(run)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from .. import ddp
 from ..errors import InputError, ModelError
 from ..fusion.blocks import not_predictor
 from ..progress import silent
@@ -139,23 +140,15 @@ class DeepFusion(BaseEstimator):
         """Train on X, y. Under torchrun every process calls fit on the same data (see the module docstring).
         `checkpoint_dir`: checkpoint each epoch there (rank 0 writes) and resume from one found there (it must be
         of this data and these parameters). progress(fraction, message) after each epoch."""
-        from .. import ddp
-
         if self.kind not in KINDS:
             raise InputError(f"Unknown deep fusion kind '{self.kind}': use one of {', '.join(KINDS)}.")
-        ranks, device = ddp.start(self.device)
-        finished = False
-        try:
+        with ddp.session(self.device) as (ranks, device):
             self._fit(X, y, ranks, device, checkpoint_dir, progress or silent)
-            finished = True
-        finally:
-            ddp.stop(ranks, wait=finished)
         return self
 
     def _fit(self, X, y, ranks, device, checkpoint_dir, progress):
         import torch
 
-        from .. import ddp
         from .losses import loss
 
         start = time.perf_counter()
@@ -226,7 +219,6 @@ class DeepFusion(BaseEstimator):
         augmented alike on every process, which runs its `ddp.share`); (network in eval mode, loss per batch)."""
         import torch
 
-        from .. import ddp
         from .losses import loss
 
         patches, present, clinical = data
@@ -336,8 +328,6 @@ class _Checkpoint:
     and random generator after each epoch, and the best finished attempt's weights."""
 
     def __init__(self, folder, ranks, fingerprint: dict):
-        from .. import ddp
-
         self.folder, self.ranks, self.fingerprint = folder, ranks, fingerprint
         self.meta, self.tensors = ddp.read_checkpoint(folder)
         if self.meta and self.meta.get("fingerprint") != fingerprint:
@@ -359,8 +349,6 @@ class _Checkpoint:
 
     def restore(self, attempt, net, optimiser, generator):
         """(first epoch, loss curve so far) of `attempt`, its states loaded when the checkpoint holds it."""
-        from .. import ddp
-
         if not self.meta or self.meta["attempt"] != attempt:
             return 0, []
         extra = ddp.restore(net, optimiser, self.meta, self.tensors)
@@ -368,13 +356,9 @@ class _Checkpoint:
         return int(self.meta["epoch"]), list(self.meta["curve"])
 
     def save(self, attempt, epoch, net, optimiser, generator, curve, best) -> None:
-        from .. import ddp
-
-        if self.ranks.main:
-            tensors = {"generator": generator.get_state()}
-            if best is not None:
-                tensors.update({f"best.{k}": v for k, v in best[0].state_dict().items()})
-            state = {"fingerprint": self.fingerprint, "attempt": attempt, "epoch": epoch, "curve": curve,
-                     "best": None if best is None else {"ratio": best[1], "curve": best[2]}}
-            ddp.save_checkpoint(self.folder, net, optimiser, state, tensors)
-        ddp.barrier(self.ranks)  # written before any process goes on (or stops)
+        tensors = {"generator": generator.get_state()}
+        if best is not None:
+            tensors.update({f"best.{k}": v for k, v in best[0].state_dict().items()})
+        state = {"fingerprint": self.fingerprint, "attempt": attempt, "epoch": epoch, "curve": curve,
+                 "best": None if best is None else {"ratio": best[1], "curve": best[2]}}
+        ddp.save_checkpoint(self.folder, self.ranks, net, optimiser, state, tensors)

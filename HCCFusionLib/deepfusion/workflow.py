@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import ddp
 from ..errors import InputError, require
 from .model import PATCHES, DeepFusion, stack_patches
 
@@ -82,18 +83,10 @@ def train_deep(cohort_csv, out, *, endpoint: str | None = None, kind: str = "bin
     written as a deep fusion bundle at `out`. Under `torchrun --nproc_per_node N` every fit is data-parallel
     over the N processes and rank 0 writes the bundle; `checkpoint_dir`: the final fit checkpoints each epoch
     there and resumes from it (the nested CV is rerun: its fits are not checkpointed)."""
-    from .. import ddp
-
     require("torch", "seg")
-    ranks, _ = ddp.start(device)  # one process group for every fit
-    finished = False
-    try:
-        path = _train_deep(cohort_csv, out, endpoint, kind, fusion, phases, clinical, epochs, cv, seed, time_col,
+    with ddp.session(device) as (ranks, _):  # one process group for every fit
+        return _train_deep(cohort_csv, out, endpoint, kind, fusion, phases, clinical, epochs, cv, seed, time_col,
                            event_col, checkpoint_dir, device, progress, ranks.main)
-        finished = True
-        return path
-    finally:
-        ddp.stop(ranks, wait=finished)
 
 
 def _train_deep(cohort_csv, out, endpoint, kind, fusion, phases, clinical, epochs, cv, seed, time_col, event_col,

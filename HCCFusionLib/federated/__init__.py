@@ -11,5 +11,6 @@ from .server import (combat_from_stats, federated_combat, federated_cox, federat
                      newton_step)
 from .site import combat_stats, cox_aggregates, harmonise, harmonise_rows, logistic_aggregates
 
-__all__ = ["combat_stats", "cox_aggregates", "harmonise", "harmonise_rows", "logistic_aggregates", "combat_from_stats",
-           "federated_combat", "federated_cox", "federated_logistic", "federated_newton", "newton_step"]
+__all__ = ["combat_stats", "cox_aggregates", "harmonise", "harmonise_rows", "logistic_aggregates",
+           "combat_from_stats", "federated_combat", "federated_cox", "federated_logistic", "federated_newton",
+           "newton_step"]

@@ -91,7 +91,7 @@ def harmonise(X: pd.DataFrame, combat, site: str, batch_column: str | None = Non
 
 def harmonise_rows(values: np.ndarray, params: dict) -> np.ndarray:
     """`harmonise` in numpy from the site's batch-only ComBat parameters (mean, std, gamma, delta), as
-    `fusion.blocks.ComBat.transform` computes it without covariates (tested equal): a Flower ClientApp process (one per
-    message) then never imports scikit-learn."""
+    `fusion.blocks.ComBat.transform` computes it without covariates (tested equal): a Flower ClientApp process
+    (one per message) then never imports scikit-learn."""
     z = (values - params["mean"]) / params["std"]
     return (z - params["gamma"]) / np.sqrt(params["delta"]) * params["std"] + params["mean"]

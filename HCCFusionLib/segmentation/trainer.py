@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import ddp
 from ..errors import InputError
 from ..progress import scaled, silent
 from .data import preprocess
@@ -131,18 +132,10 @@ def train(cases, plans: dict, *, steps: int = 1000, seed: int = 0, fold: int | N
     earlier result: {name: tensor or array}) is where training starts; `prox_mu` adds FedProx's proximal term
     mu/2 ||w - initial||^2 to the loss (0 computes it and gives FedAvg's update).
     """
-    from .. import ddp
-
-    ranks, device = ddp.start(device)
-    finished = False
-    try:
-        result = _train(cases, plans, steps, seed, fold, n_folds, lr, optimizer, elastic, device, checkpoint_dir,
-                        checkpoint_every, val_cases, foreground_fraction, class_weights, progress or silent, ranks,
-                        initial, prox_mu)
-        finished = True
-        return result
-    finally:
-        ddp.stop(ranks, wait=finished)
+    with ddp.session(device) as (ranks, device):
+        return _train(cases, plans, steps, seed, fold, n_folds, lr, optimizer, elastic, device, checkpoint_dir,
+                      checkpoint_every, val_cases, foreground_fraction, class_weights, progress or silent, ranks,
+                      initial, prox_mu)
 
 
 def _train(cases, plans, steps, seed, fold, n_folds, lr, optimizer, elastic, device, checkpoint_dir,
@@ -151,7 +144,6 @@ def _train(cases, plans, steps, seed, fold, n_folds, lr, optimizer, elastic, dev
     import torch
     from monai.losses import DeepSupervisionLoss, DiceCELoss
 
-    from .. import ddp
     from .network import build_network
 
     by_id = {c.case_id: c for c in cases}
@@ -216,9 +208,7 @@ def _train(cases, plans, steps, seed, fold, n_folds, lr, optimizer, elastic, dev
         opt.step()
         history.append(round(float(loss.detach()), 5))
         if ckpt and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
-            if ranks.main:
-                ddp.save_checkpoint(ckpt, net, opt, {"step": step + 1, "seed": seed, "history": history})
-            ddp.barrier(ranks)  # written before any process goes on (or stops)
+            ddp.save_checkpoint(ckpt, ranks, net, opt, {"step": step + 1, "seed": seed, "history": history})
         progress(0.1 + 0.8 * (step + 1) / steps, f"step {step + 1}/{steps} loss {np.mean(history[-10:]):.3f}")
     seconds = time.time() - t0
     net.eval()
